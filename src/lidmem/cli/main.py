@@ -1,0 +1,33 @@
+"""The ``lidmem`` command line. Commands are thin: parse, build library objects, call, write.
+
+Each command group lives in its own module exposing ``register(app, demo_app)``; heavy imports
+(torch models, diffusers) happen inside the commands so that ``lidmem --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from . import audit, lid, mmh, score, t2i, vonmises, digits, text2image_demo
+
+app = typer.Typer(
+    name="lidmem",
+    help="Measure memorization in generative models through local intrinsic dimension (LID).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+demo_app = typer.Typer(help="Run the paper's experiments end to end from shipped checkpoints.", no_args_is_help=True)
+app.add_typer(demo_app, name="demo")
+
+for _module in (lid, mmh, vonmises, audit, digits, t2i, text2image_demo, score):
+    _module.register(app, demo_app)
+
+
+@app.callback()
+def _main() -> None:
+    """lidmem: LID_theta / LID_* estimators, memorization audits and text-to-image tools."""
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

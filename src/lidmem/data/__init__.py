@@ -1,0 +1,5 @@
+"""Data: manifolds with known LID, analytic score oracles, and readers for data sets on disk."""
+
+from .io import load_image_folder, load_points
+
+__all__ = ["load_points", "load_image_folder"]
