@@ -29,5 +29,11 @@ def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        module = importlib.import_module(f"{__name__}.{_LAZY[name]}")
+        # Importing submodule ``flipd`` binds the *module* to this package's attribute ``flipd``,
+        # shadowing the function of the same name; bind every public name of that module here.
+        for public, source in _LAZY.items():
+            if source == _LAZY[name] and hasattr(module, public):
+                globals()[public] = getattr(module, public)
+        return getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
