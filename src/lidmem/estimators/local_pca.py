@@ -1,0 +1,427 @@
+"""LID_* by local PCA (Fukunaga & Olsen, 1971) with the paper's two modifications (App. B.2, C.1).
+
+For a point x, take its k nearest points of a reference data set, run PCA on that neighbourhood
+and count the explained variances above a threshold tau. The paper's variant for DD-Mem:
+
+(i)  tau is global: the ``tau_percentile``-th (10th) percentile of all explained variances of all
+     neighbourhoods of the reference data set;
+(ii) if x has neighbours within the ``radius_percentile``-th (10th) percentile r of all pairwise
+     distances of the reference data set, its neighbourhood is restricted to those neighbours
+     (among its k nearest). Exact duplicates that are far from the rest of the data (a point
+     mass, a training image copied many times) then form their own neighbourhood of identical
+     points and come out as LID 0.
+
+Conventions
+-----------
+* Data are batch-first ``(n, D)``; anything of rank > 2 is flattened to ``(n, prod(shape[1:]))``.
+* The PCA neighbourhood of a point is the point itself plus its k nearest reference points. With
+  ``query=None`` the queries are the reference points, each excluded from its own neighbour search
+  (scikit-learn's ``kneighbors(X=None)``); an exact duplicate of a point is a different point and
+  is a neighbour at distance 0.
+* Explained variances are those of :class:`sklearn.decomposition.PCA` (eigenvalues of the
+  neighbourhood covariance with ``ddof=1``); only the ``min(m - 1, D)`` that are not zero by
+  construction (m = neighbourhood size) are counted and pooled. They are computed from the
+  ``m x m`` centred Gram matrix when ``m < D`` (same non-zero eigenvalues as the ``D x D``
+  covariance, far cheaper for images), batched through :func:`torch.linalg.eigvalsh`.
+* Explained variances below ``1e-10`` times the largest one in the reference set are numerical
+  zeros: they never count and are left out of the pool behind tau, so that heavy duplication
+  cannot drive tau to 0.
+
+The threshold rule is a choice (``tau``):
+
+* ``"percentile"`` (default, the paper's rule (i)). Note that it counts a fixed share of the
+  pooled spectrum as signal; it ranks points well (duplicates -> 0, complex points high) but is not
+  an unbiased dimension estimate when most of each spectrum is noise (e.g. a 2-plane in R^20 with
+  noise comes out far above 2). Use it to score memorization, as the paper does.
+* ``"fo"``: the classical Fukunaga-Olsen rule per neighbourhood, explained variance > ``alpha``
+  times the neighbourhood's largest one (scikit-dimension's lPCA ``ver="FO"``, ``alphaFO=0.05``).
+  Accurate on manifolds of known dimension; combined with the numerical-zero floor it still gives
+  0 for duplicates.
+* a float: a fixed global tau.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._validation import check_points, check_positive_int, check_probability
+from ..utils import chunk_slices, progress
+
+__all__ = ["LocalPCA", "local_pca", "neighbourhood_spectra", "pairwise_distance_percentile"]
+
+_ZERO_RTOL = 1e-10
+_MEMORY_BUDGET = 2**26  # bytes per chunk of gathered neighbourhoods (64 MiB)
+
+
+class NotFittedError(ValueError, AttributeError):
+    """Raised when :meth:`LocalPCA.estimate` is called before :meth:`LocalPCA.fit` (as scikit-learn's)."""
+
+
+# --------------------------------------------------------------------------------------------
+# pure functions
+# --------------------------------------------------------------------------------------------
+def pairwise_distance_percentile(
+    x: torch.Tensor, percentile: float = 10.0, *, max_pairs: int = 1_000_000, seed: int = 0
+) -> float:
+    """The ``percentile``-th percentile of the Euclidean distances between all pairs ``i < j``.
+
+    Exact (``torch.nn.functional.pdist``) when ``n (n - 1) / 2 <= max_pairs``; otherwise estimated
+    from ``max_pairs`` pairs ``(i, j), i != j`` drawn uniformly with replacement under ``seed``
+    (the standard error of a percentile from 1e6 pairs is far below the spread of distances).
+
+    Parameters
+    ----------
+    x : Tensor of shape (n, D)
+    percentile : float in [0, 100]
+    max_pairs : int
+    seed : int
+    """
+    n = x.shape[0]
+    n_pairs = n * (n - 1) // 2
+    if n_pairs == 0:
+        return 0.0
+    if n_pairs <= max_pairs:
+        # exact differences row by row (no |a|^2 + |b|^2 - 2ab cancellation: duplicates give exactly 0)
+        chunks = [torch.linalg.vector_norm(x[i + 1 :] - x[i], dim=1) for i in range(n - 1)]
+        d = torch.cat(chunks)
+    else:
+        g = torch.Generator(device="cpu").manual_seed(int(seed))
+        i = torch.randint(0, n, (max_pairs,), generator=g)
+        j = torch.randint(0, n - 1, (max_pairs,), generator=g)
+        j = j + (j >= i).long()  # uniform over j != i
+        i, j = i.to(x.device), j.to(x.device)
+        d = torch.cat([torch.linalg.vector_norm(x[i[sl]] - x[j[sl]], dim=1) for sl in chunk_slices(max_pairs, 65536)])
+    return float(np.percentile(d.cpu().double().numpy(), percentile))
+
+
+def neighbourhood_spectra(neighbourhoods: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Explained variances of the PCA of each neighbourhood, in decreasing order.
+
+    Parameters
+    ----------
+    neighbourhoods : Tensor of shape (b, m, D)
+        ``b`` neighbourhoods of ``m`` points each.
+    mask : bool Tensor of shape (b, m), optional
+        Which points belong to each neighbourhood (all by default); masked points are ignored.
+
+    Returns
+    -------
+    Tensor of shape (b, min(m - 1, D))
+        Explained variances (covariance eigenvalues, ``ddof=1``) in decreasing order; entries
+        beyond ``min(m_i - 1, D)`` for a neighbourhood of ``m_i`` points are NaN (zero by
+        construction, not measured). A neighbourhood of one point has none.
+    """
+    b, m, D = neighbourhoods.shape
+    if mask is None:
+        mask = torch.ones(b, m, dtype=torch.bool, device=neighbourhoods.device)
+    w = mask.to(neighbourhoods.dtype)
+    count = w.sum(dim=1)  # (b,)
+    mean = (neighbourhoods * w[..., None]).sum(dim=1) / count.clamp_min(1)[:, None]
+    yc = (neighbourhoods - mean[:, None, :]) * w[..., None]
+    if m <= D:
+        mat = yc @ yc.transpose(1, 2)  # (b, m, m) Gram: same non-zero eigenvalues as the covariance
+    else:
+        mat = yc.transpose(1, 2) @ yc  # (b, D, D)
+    ev = torch.linalg.eigvalsh(mat).flip(-1)  # decreasing
+    ev = ev / (count - 1).clamp_min(1)[:, None]
+    n_valid = torch.minimum(count - 1, torch.tensor(float(D), dtype=count.dtype, device=count.device))
+    r = min(m - 1, D)
+    ev = ev[:, :r].clamp_min(0)
+    idx = torch.arange(r, device=ev.device)[None, :]
+    return torch.where(idx < n_valid[:, None], ev, torch.full_like(ev, float("nan")))
+
+
+def _count_above(spectra: torch.Tensor, tau: float | str, alpha: float, floor: float) -> torch.Tensor:
+    """LID = number of explained variances above the threshold (NaN entries never count)."""
+    valid = ~torch.isnan(spectra)
+    s = torch.where(valid, spectra, torch.zeros_like(spectra))
+    if tau == "fo":
+        thr = torch.clamp_min(alpha * s[:, :1], floor) if s.shape[1] else s[:, :1]
+    else:
+        thr = torch.tensor(max(float(tau), floor), dtype=s.dtype, device=s.device)
+    return ((s > thr) & valid).sum(dim=1).to(torch.int64)
+
+
+# --------------------------------------------------------------------------------------------
+# estimator
+# --------------------------------------------------------------------------------------------
+class LocalPCA:
+    """Local PCA LID_* estimator with the paper's global tau and radius restriction.
+
+    Parameters
+    ----------
+    k : int, default=100
+        Number of nearest reference points in each neighbourhood (the paper: 100). With
+        ``query=None`` it must be ``<= n - 1``, otherwise ``<= n``.
+    tau : {"percentile", "fo"} or float, default="percentile"
+        Threshold rule (see the module docstring): the paper's global percentile of all explained
+        variances, per-neighbourhood Fukunaga-Olsen ``alpha * largest``, or a fixed value.
+    tau_percentile : float, default=10.0
+        Percentile of the pooled explained variances used when ``tau="percentile"``.
+    alpha : float, default=0.05
+        Fukunaga-Olsen ratio used when ``tau="fo"``.
+    radius : {"percentile"} or float or None, default="percentile"
+        Neighbourhood restriction (paper's rule (ii)): ``"percentile"`` uses the
+        ``radius_percentile``-th percentile of all pairwise distances; a float is a fixed radius
+        (``0.0`` restricts only to exact duplicates); ``None`` disables the restriction.
+    radius_percentile : float, default=10.0
+    max_pairs : int, default=1_000_000
+        Up to this many pairs the pairwise-distance percentile is exact, above it it is estimated
+        from this many random pairs drawn under ``seed``.
+    seed : int, default=0
+    chunk_size : int, optional
+        Query points per batch; by default chosen so a batch of gathered neighbourhoods stays under
+        64 MiB.
+    progress : bool, optional
+        Show a progress bar (None: only on a terminal).
+
+    Attributes
+    ----------
+    data_ : Tensor of shape (n, D), float64
+        Reference points (flattened).
+    n_samples_fit_, n_features_in_ : int
+    radius_ : float or None
+        Restriction radius in use (None when disabled).
+    spectra_ : Tensor of shape (n, min(k, D))
+        Explained variances of each reference point's neighbourhood (itself excluded from its
+        search), decreasing, NaN-padded.
+    zero_floor_ : float
+        Explained variances at or below this are numerical zeros.
+    tau_ : float or None
+        Global threshold in use (None for ``tau="fo"``).
+
+    Examples
+    --------
+    >>> from lidmem.data.manifolds import affine_subspace
+    >>> from lidmem.estimators import LocalPCA
+    >>> s = affine_subspace(400, dim=3, ambient_dim=12, seed=0)
+    >>> lid = LocalPCA(k=50, tau="fo").fit(s.points).estimate()
+    >>> int(lid.float().median())
+    3
+    """
+
+    def __init__(
+        self,
+        k: int = 100,
+        *,
+        tau: str | float = "percentile",
+        tau_percentile: float = 10.0,
+        alpha: float = 0.05,
+        radius: str | float | None = "percentile",
+        radius_percentile: float = 10.0,
+        max_pairs: int = 1_000_000,
+        seed: int = 0,
+        chunk_size: int | None = None,
+        progress: bool | None = None,
+    ) -> None:
+        self.k = k
+        self.tau = tau
+        self.tau_percentile = tau_percentile
+        self.alpha = alpha
+        self.radius = radius
+        self.radius_percentile = radius_percentile
+        self.max_pairs = max_pairs
+        self.seed = seed
+        self.chunk_size = chunk_size
+        self.progress = progress
+
+    # -- scikit-learn plumbing -----------------------------------------------------------------
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Constructor parameters (scikit-learn's ``get_params``)."""
+        names = ("k", "tau", "tau_percentile", "alpha", "radius", "radius_percentile", "max_pairs", "seed", "chunk_size", "progress")
+        return {name: getattr(self, name) for name in names}
+
+    def set_params(self, **params: Any) -> LocalPCA:
+        """Set constructor parameters by name (scikit-learn's ``set_params``)."""
+        valid = self.get_params()
+        for key, value in params.items():
+            if key not in valid:
+                raise ValueError(f"invalid parameter {key!r} for LocalPCA; valid parameters are {', '.join(valid)}")
+            setattr(self, key, value)
+        return self
+
+    def __repr__(self) -> str:
+        default = LocalPCA()
+        changed = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if v != getattr(default, k))
+        return f"LocalPCA({changed})"
+
+    def _check_params(self) -> None:
+        check_positive_int(self.k, "k")
+        if isinstance(self.tau, str):
+            if self.tau not in ("percentile", "fo"):
+                raise ValueError(f"tau={self.tau!r} is not supported; choose 'percentile', 'fo' or a float >= 0")
+        else:
+            v = check_probability(self.tau, "tau", low=0.0, high=math.inf)
+            if math.isinf(v):
+                raise ValueError(f"tau={self.tau!r} must be finite")
+        check_probability(self.tau_percentile, "tau_percentile", low=0.0, high=100.0)
+        check_probability(self.alpha, "alpha", low=0.0, high=1.0, closed=False)
+        if isinstance(self.radius, str):
+            if self.radius != "percentile":
+                raise ValueError(f"radius={self.radius!r} is not supported; choose 'percentile', a float >= 0 or None")
+        elif self.radius is not None:
+            check_probability(self.radius, "radius", low=0.0, high=math.inf)
+        check_probability(self.radius_percentile, "radius_percentile", low=0.0, high=100.0)
+        check_positive_int(self.max_pairs, "max_pairs")
+        if self.chunk_size is not None:
+            check_positive_int(self.chunk_size, "chunk_size")
+
+    # -- fit / estimate --------------------------------------------------------------------------
+    def fit(self, data: Any) -> LocalPCA:
+        """Store the reference data, the restriction radius and the global tau.
+
+        Parameters
+        ----------
+        data : array-like of shape (n, D) or (n, ...)
+            Reference points (numpy or torch); images are flattened. Needs ``n >= k + 1``.
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        x = check_points(data, "data", min_samples=2, dtype=torch.float64)
+        x = x.reshape(len(x), -1)
+        n = x.shape[0]
+        if self.k > n - 1:
+            raise ValueError(
+                f"k={self.k} neighbours requested but data has n_samples={n}, so each point has only n_samples - 1 = {n - 1} "
+                f"other points; use k <= {n - 1}"
+            )
+        self.data_ = x
+        self.n_samples_fit_ = n
+        self.n_features_in_ = x.shape[1]
+        if self.radius == "percentile":
+            self.radius_ = pairwise_distance_percentile(x, self.radius_percentile, max_pairs=self.max_pairs, seed=self.seed)
+        else:
+            self.radius_ = None if self.radius is None else float(self.radius)
+        self.spectra_ = self._spectra(x, exclude_self=True, desc="local PCA (reference)")
+        top = self.spectra_[:, 0] if self.spectra_.shape[1] else torch.zeros(n, dtype=torch.float64)
+        top = top[~torch.isnan(top)]
+        self.zero_floor_ = _ZERO_RTOL * float(top.max()) if top.numel() else 0.0
+        if self.tau == "percentile":
+            pool = self.spectra_[~torch.isnan(self.spectra_)]
+            pool = pool[pool > self.zero_floor_]
+            self.tau_ = float(np.percentile(pool.numpy(), self.tau_percentile)) if pool.numel() else 0.0
+        elif self.tau == "fo":
+            self.tau_ = None
+        else:
+            self.tau_ = float(self.tau)
+        return self
+
+    def estimate(self, query: Any = None) -> torch.Tensor:
+        """LID_* of each query point.
+
+        Parameters
+        ----------
+        query : array-like of shape (q, D) or (q, ...), optional
+            New points, scored against their k nearest reference points with the fitted radius
+            and tau. ``None`` (default) scores the reference points, each excluded from its own
+            neighbour search.
+
+        Returns
+        -------
+        Tensor of shape (q,) or (n,), int64
+        """
+        if not hasattr(self, "spectra_"):
+            raise NotFittedError("this LocalPCA instance is not fitted yet; call fit(data) first")
+        if query is None:
+            spectra = self.spectra_
+        else:
+            q = check_points(query, "query", min_samples=1, dtype=torch.float64).to(self.data_.device)
+            q = q.reshape(len(q), -1)
+            if q.shape[1] != self.n_features_in_:
+                raise ValueError(
+                    f"query has {q.shape[1]} features per point but LocalPCA was fitted on data with {self.n_features_in_}; "
+                    "pass points of the same dimension"
+                )
+            if self.k > self.n_samples_fit_:
+                raise ValueError(f"k={self.k} must be <= n_samples_fit={self.n_samples_fit_} to query new points")
+            spectra = self._spectra(q, exclude_self=False, desc="local PCA (query)")
+        tau: float | str = "fo" if self.tau_ is None else self.tau_
+        return _count_above(spectra, tau, float(self.alpha), self.zero_floor_)
+
+    def fit_estimate(self, data: Any) -> torch.Tensor:
+        """``fit(data).estimate()``: LID_* of every data point, each excluded from its own search."""
+        return self.fit(data).estimate()
+
+    # -- internals -----------------------------------------------------------------------------
+    def _spectra(self, q: torch.Tensor, *, exclude_self: bool, desc: str) -> torch.Tensor:
+        ref = self.data_
+        n, D = ref.shape
+        k = int(self.k)
+        m = k + 1  # the point itself plus k neighbours
+        chunk = self.chunk_size or max(1, min(1024, _MEMORY_BUDGET // (8 * m * max(D, m))))
+        ref_sq = (ref * ref).sum(dim=1)
+        out = []
+        slices = list(chunk_slices(q.shape[0], chunk))
+        for sl in progress(slices, desc=desc, disable=None if self.progress is None else not self.progress):
+            qc = q[sl]
+            # candidate neighbours by |a|^2 + |b|^2 - 2ab (fast), exact distances recomputed below
+            d2 = (qc * qc).sum(dim=1, keepdim=True) + ref_sq[None, :] - 2.0 * qc @ ref.T
+            if exclude_self:
+                rows = torch.arange(sl.start, sl.stop, device=ref.device)
+                d2[torch.arange(len(rows)), rows] = math.inf
+            idx = torch.topk(d2, k, dim=1, largest=False).indices  # (c, k)
+            nb = ref[idx]  # (c, k, D)
+            dist = torch.linalg.vector_norm(nb - qc[:, None, :], dim=2)  # exact
+            keep = torch.ones_like(dist, dtype=torch.bool)
+            if self.radius_ is not None:
+                within = dist <= self.radius_
+                restrict = within.any(dim=1, keepdim=True)
+                keep = torch.where(restrict, within, keep)
+            hood = torch.cat([qc[:, None, :], nb], dim=1)
+            mask = torch.cat([torch.ones(len(qc), 1, dtype=torch.bool, device=ref.device), keep], dim=1)
+            out.append(neighbourhood_spectra(hood, mask))
+        return torch.cat(out)
+
+
+def local_pca(
+    data: Any,
+    query: Any = None,
+    k: int = 100,
+    *,
+    tau: str | float = "percentile",
+    tau_percentile: float = 10.0,
+    alpha: float = 0.05,
+    radius: str | float | None = "percentile",
+    radius_percentile: float = 10.0,
+    max_pairs: int = 1_000_000,
+    seed: int = 0,
+    chunk_size: int | None = None,
+    progress: bool | None = None,
+) -> torch.Tensor:
+    """LID_* by local PCA: ``LocalPCA(k, ...).fit(data).estimate(query)``.
+
+    Parameters
+    ----------
+    data : array-like of shape (n, D) or (n, ...)
+        Reference data set (defines neighbourhoods, the radius and tau).
+    query : array-like of shape (q, D), optional
+        Points to score; ``None`` scores each data point, excluded from its own neighbour search.
+    k : int, default=100
+    tau, tau_percentile, alpha, radius, radius_percentile, max_pairs, seed, chunk_size, progress
+        See :class:`LocalPCA`.
+
+    Returns
+    -------
+    Tensor of shape (q,) or (n,), int64
+        LID_* estimates.
+    """
+    est = LocalPCA(
+        k,
+        tau=tau,
+        tau_percentile=tau_percentile,
+        alpha=alpha,
+        radius=radius,
+        radius_percentile=radius_percentile,
+        max_pairs=max_pairs,
+        seed=seed,
+        chunk_size=chunk_size,
+        progress=progress,
+    )
+    return est.fit(data).estimate(query)
