@@ -1,9 +1,123 @@
-"""CLI: (not implemented yet)."""
+"""CLI: ``lidmem lid`` - LID_* of every point of a data set (local PCA or scikit-dimension)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from ._common import console, user_errors
+
+ESTIMATORS = ("lpca", "mle", "twonn", "ess")
+
+
+def _parse_tau(value: str) -> str | float:
+    if value in ("percentile", "fo"):
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"--tau={value!r} must be 'percentile', 'fo' or a number >= 0") from None
+
+
+def _parse_radius(value: str) -> str | float | None:
+    if value == "percentile":
+        return value
+    if value.lower() == "none":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"--radius={value!r} must be 'percentile', 'none' or a number >= 0") from None
+
+
+def lid_command(
+    data: Path = typer.Argument(..., help="Data set: .npy, .csv, .parquet (numeric columns) or a folder of images."),
+    estimator: str = typer.Option(
+        "lpca", "--estimator", "-e", help="lpca (lidmem's local PCA), or scikit-dimension's mle, twonn, ess."
+    ),
+    k: int = typer.Option(100, "--k", "-k", help="Neighbourhood size (nearest neighbours per point)."),
+    tau: str = typer.Option(
+        "percentile", help="lpca threshold: 'percentile' (paper: global percentile of explained variances), 'fo' (Fukunaga-Olsen alpha * largest) or a number."
+    ),
+    tau_percentile: float = typer.Option(10.0, help="lpca: percentile of pooled explained variances for --tau percentile."),
+    alpha: float = typer.Option(0.05, help="Fukunaga-Olsen ratio (lpca with --tau fo; skdim lpca has no other)."),
+    radius: str = typer.Option(
+        "percentile", help="lpca neighbourhood restriction: 'percentile' (paper), 'none', or a radius (0 = exact duplicates only)."
+    ),
+    radius_percentile: float = typer.Option(10.0, help="lpca: percentile of pairwise distances for --radius percentile."),
+    seed: int = typer.Option(0, help="Seed for the subsample of pairs behind the distance percentile (large data)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output table, .csv or .parquet; CSV to stdout when omitted."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (on a terminal)."),
+) -> None:
+    """Estimate LID_* at every point of DATA and write one row per point (index, name, lid)."""
+    with user_errors():
+        import numpy as np
+        import pandas as pd
+
+        from ..data.io import load_image_folder, load_points
+
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"--estimator={estimator!r} is not supported; choose one of {', '.join(ESTIMATORS)}")
+        if out is not None and out.suffix.lower() not in (".csv", ".parquet"):
+            raise ValueError(f"--out {out} must end in .csv or .parquet")
+        if not data.exists():
+            raise FileNotFoundError(f"data path {data} does not exist")
+        if data.is_dir():
+            images, names = load_image_folder(data)
+            points = images.reshape(len(images), -1)
+        else:
+            points = load_points(data)
+            names = None
+        if len(points) == 0:
+            raise ValueError(f"data set {data} is empty")
+
+        bar = None if progress else False  # shown on a terminal only
+        info: dict[str, object] = {}
+        if estimator == "lpca":
+            from ..estimators.local_pca import LocalPCA
+
+            est = LocalPCA(
+                k,
+                tau=_parse_tau(tau),
+                tau_percentile=tau_percentile,
+                alpha=alpha,
+                radius=_parse_radius(radius),
+                radius_percentile=radius_percentile,
+                seed=seed,
+                progress=bar,
+            ).fit(points)
+            lid = est.estimate().numpy()
+            info = {"tau": "fo" if est.tau_ is None else f"{est.tau_:.4g}", "radius": "none" if est.radius_ is None else f"{est.radius_:.4g}"}
+        else:
+            from ..estimators.statistical import SkdimEstimator
+
+            lid = SkdimEstimator(estimator, k, alpha=alpha, progress=bar).fit(points).estimate().numpy()
+
+        table = pd.DataFrame({"index": np.arange(len(lid))})
+        if names is not None:
+            table["name"] = names
+        table["lid"] = lid
+        if out is None:
+            typer.echo(table.to_csv(index=False), nl=False)
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if out.suffix.lower() == ".csv":
+                table.to_csv(out, index=False)
+            else:
+                table.to_parquet(out, index=False)
+
+        summary = (
+            f"[bold]{estimator}[/] LID_* of {len(lid)} points in R^{points.shape[1]} (k={k}"
+            + "".join(f", {key}={val}" for key, val in info.items())
+            + f"): mean {np.mean(lid):.2f}, median {np.median(lid):.2f}, min {np.min(lid):.2f}, max {np.max(lid):.2f}; "
+            f"{int(np.sum(lid == 0))} at LID 0"
+        )
+        console.print(summary)
+        if out is not None:
+            console.print(f"wrote {out}")
 
 
 def register(app: typer.Typer, demo_app: typer.Typer) -> None:
-    """Add this module's commands to the lidmem app (or to lidmem demo)."""
+    """Add ``lidmem lid`` to the lidmem app."""
+    app.command("lid")(lid_command)

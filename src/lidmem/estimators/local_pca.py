@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.exceptions import NotFittedError
 
 from .._validation import check_points, check_positive_int, check_probability
 from ..utils import chunk_slices, progress
@@ -55,10 +56,6 @@ __all__ = ["LocalPCA", "local_pca", "neighbourhood_spectra", "pairwise_distance_
 
 _ZERO_RTOL = 1e-10
 _MEMORY_BUDGET = 2**26  # bytes per chunk of gathered neighbourhoods (64 MiB)
-
-
-class NotFittedError(ValueError, AttributeError):
-    """Raised when :meth:`LocalPCA.estimate` is called before :meth:`LocalPCA.fit` (as scikit-learn's)."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -150,7 +150,7 @@ class SkdimEstimator:
         Tensor of shape (q,) or (n,), float64
         """
         if not hasattr(self, "nn_"):
-            from .local_pca import NotFittedError
+            from sklearn.exceptions import NotFittedError
 
             raise NotFittedError("this SkdimEstimator instance is not fitted yet; call fit(data) first")
         skdim = _import_skdim()
