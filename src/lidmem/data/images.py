@@ -1,0 +1,175 @@
+"""Real images that ship offline: scikit-learn's 8x8 digits, with planted duplicates.
+
+The planted-duplicates recipe (:func:`load_digits_with_duplicates`) is how lidmem makes a
+memorization audit measurable against known truth: a few training images are repeated many
+times, a diffusion model trained on the result copies them, and local PCA of the training set
+gives them LID_* = 0 (Prop. 3.1 of the paper).
+
+Image convention everywhere in lidmem's image tools: float32 arrays of shape ``(n, c, h, w)``
+scaled to ``[-1, 1]`` (``-1`` black, ``+1`` white). PNG files are 8-bit; they map to ``[-1, 1]``
+by ``x = 2 * v / 255 - 1``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._validation import check_positive_int
+
+__all__ = [
+    "DigitsData",
+    "load_digits_images",
+    "load_digits_with_duplicates",
+    "to_unit_range",
+    "from_unit_range",
+    "write_png_folder",
+    "read_png_folder",
+]
+
+DIGITS_LEVELS = 16  # sklearn digits hold integers 0..16 (17 grey levels)
+
+
+@dataclass
+class DigitsData:
+    """A training set of images with ids and planted-duplicate flags.
+
+    Attributes
+    ----------
+    images : ndarray of shape (n, 1, 8, 8), float32 in [-1, 1]
+    ids : list of str, length n
+        ``"d0123"`` for source image 123 of ``sklearn.datasets.load_digits``; extra copies of a
+        duplicated image are ``"d0123-r01"``, ``"d0123-r02"``, ...
+    source_index : ndarray of shape (n,), int64
+        Index of each row in ``load_digits()``.
+    duplicated : ndarray of shape (n,), bool
+        True for every row (original and copies) of a planted duplicated image.
+    labels : ndarray of shape (n,), int64
+        The digit class (0-9).
+    recipe : dict
+        The settings that produced the set (``n_duplicated``, ``n_copies``, ``seed``, ...).
+    """
+
+    images: np.ndarray
+    ids: list[str]
+    source_index: np.ndarray
+    duplicated: np.ndarray
+    labels: np.ndarray
+    recipe: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def to_unit_range(x: np.ndarray) -> np.ndarray:
+    """Map images from [-1, 1] to [0, 1] (clipped)."""
+    return np.clip((np.asarray(x, dtype=np.float32) + 1.0) / 2.0, 0.0, 1.0)
+
+
+def from_unit_range(x: np.ndarray) -> np.ndarray:
+    """Map images from [0, 1] to [-1, 1]."""
+    return np.asarray(x, dtype=np.float32) * 2.0 - 1.0
+
+
+def load_digits_images() -> tuple[np.ndarray, np.ndarray]:
+    """All 1,797 scikit-learn digits as ``(images (1797, 1, 8, 8) in [-1, 1], labels (1797,))``.
+
+    Pixel value ``v`` in 0..16 maps to ``2 * v / 16 - 1``. The data ships inside scikit-learn
+    (no download).
+    """
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    imgs = bunch.images.astype(np.float32)[:, None] * (2.0 / DIGITS_LEVELS) - 1.0
+    return imgs, bunch.target.astype(np.int64)
+
+
+def load_digits_with_duplicates(*, n_duplicated: int = 30, n_copies: int = 30, seed: int = 0) -> DigitsData:
+    """The digits with ``n_duplicated`` images each appearing ``n_copies`` times (planted memorization).
+
+    Recipe: take all 1,797 digits; draw ``n_duplicated`` distinct source indices with
+    ``numpy.random.default_rng(seed).choice(1797, n_duplicated, replace=False)`` (sorted); append
+    ``n_copies - 1`` extra copies of each, so each chosen image appears ``n_copies`` times. With the
+    defaults the set has 1,797 + 30 * 29 = 2,667 rows, of which 900 (34%) are flagged duplicated.
+    Rows are ordered: the 1,797 originals, then the copies grouped by source image.
+
+    Parameters
+    ----------
+    n_duplicated : int, default=30
+        Number of distinct images to duplicate (0 gives the plain digits).
+    n_copies : int, default=30
+        How many times each duplicated image appears in total (>= 2).
+    seed : int, default=0
+
+    Returns
+    -------
+    DigitsData
+    """
+    n_duplicated = check_positive_int(n_duplicated, "n_duplicated", minimum=0)
+    n_copies = check_positive_int(n_copies, "n_copies", minimum=2)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int; got {seed!r}")
+    base, labels = load_digits_images()
+    n = len(base)
+    if n_duplicated > n:
+        raise ValueError(f"n_duplicated={n_duplicated} must be <= {n}, the number of digits")
+    chosen = np.sort(np.random.default_rng(int(seed)).choice(n, n_duplicated, replace=False)) if n_duplicated else np.zeros(0, np.int64)
+    extra_src = np.repeat(chosen, n_copies - 1)
+    src = np.concatenate([np.arange(n), extra_src]).astype(np.int64)
+    ids = [f"d{i:04d}" for i in range(n)]
+    for s in chosen:
+        ids.extend(f"d{s:04d}-r{r:02d}" for r in range(1, n_copies))
+    dup = np.isin(src, chosen)
+    return DigitsData(
+        images=base[src].copy(),
+        ids=ids,
+        source_index=src,
+        duplicated=dup,
+        labels=labels[src],
+        recipe={
+            "dataset": "sklearn.datasets.load_digits",
+            "scaling": "2 * v / 16 - 1 (pixel values 0..16 to [-1, 1])",
+            "n_duplicated": n_duplicated,
+            "n_copies": n_copies,
+            "seed": int(seed),
+            "duplicated_source_indices": [int(s) for s in chosen],
+        },
+    )
+
+
+def write_png_folder(images: np.ndarray, folder: str | Path, *, names: list[str] | None = None) -> list[Path]:
+    """Write images ``(n, c, h, w)`` in [-1, 1] as 8-bit PNGs (grey for c=1, RGB for c=3).
+
+    Files are named ``names[i] + ".png"`` (default ``"{i:05d}.png"``). Returns the paths.
+    """
+    from PIL import Image
+
+    arr = np.asarray(images)
+    if arr.ndim != 4 or arr.shape[1] not in (1, 3):
+        raise ValueError(f"images must have shape (n, 1 or 3, h, w); got {arr.shape}")
+    if names is not None and len(names) != len(arr):
+        raise ValueError(f"names has {len(names)} entries but there are {len(arr)} images")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    u8 = np.round(to_unit_range(arr) * 255.0).astype(np.uint8)
+    paths = []
+    for i, img in enumerate(u8):
+        p = folder / f"{names[i] if names is not None else f'{i:05d}'}.png"
+        Image.fromarray(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)).save(p)
+        paths.append(p)
+    return paths
+
+
+def read_png_folder(folder: str | Path, *, mode: str | None = None) -> tuple[np.ndarray, list[str]]:
+    """Read a folder of images as ``(images (n, c, h, w) in [-1, 1], ids)``; ids are file stems.
+
+    Raises ValueError for a folder without images or with images of mixed sizes (see
+    :func:`lidmem.data.io.load_image_folder`).
+    """
+    from .io import load_image_folder
+
+    imgs, names = load_image_folder(folder, mode=mode)
+    return from_unit_range(imgs), [Path(n).stem for n in names]

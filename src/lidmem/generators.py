@@ -1,0 +1,206 @@
+"""Decoder-type generators G: z -> x (for the Jacobian-rank LID_theta of App. B.3 / C.1).
+
+:class:`MLPDecoder` is a small decoder ``z (n, latent_dim) -> x (n, *out_shape)`` with a ``tanh``
+output in [-1, 1] (lidmem's image convention). :func:`train_vae` trains it as the decoder of a
+Gaussian VAE (Kingma & Welling 2014). The trained decoder is checkpointed with
+``save_checkpoint(kind="generator")`` (network type ``"mlp_decoder"``) and loaded with
+:func:`load_generator`; samples are ``G(z)`` with ``z ~ N(0, I)`` (:func:`sample_generator`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._validation import check_points, check_positive_int, make_generator
+from .utils import chunk_slices, progress as _progress
+
+__all__ = ["MLPDecoder", "VAETrainResult", "train_vae", "load_generator", "sample_generator"]
+
+
+class MLPDecoder(nn.Module):
+    """MLP decoder ``G(z) = tanh(MLP(z))`` reshaped to ``out_shape``.
+
+    Parameters
+    ----------
+    latent_dim : int
+        Latent dimension ``d'`` (the Jacobian-rank LID is at most ``d'``).
+    out_shape : tuple of int
+        Output shape per sample, e.g. ``(1, 8, 8)``.
+    hidden : int, default=256
+    depth : int, default=2
+        Number of hidden layers (SiLU).
+
+    Attributes
+    ----------
+    config : dict
+        ``{"type": "mlp_decoder", ...}``; :meth:`from_config` rebuilds the network.
+    """
+
+    def __init__(self, latent_dim: int, out_shape: tuple[int, ...] | list[int], *, hidden: int = 256, depth: int = 2) -> None:
+        super().__init__()
+        latent_dim = check_positive_int(latent_dim, "latent_dim")
+        hidden = check_positive_int(hidden, "hidden")
+        depth = check_positive_int(depth, "depth")
+        shape = tuple(check_positive_int(s, "out_shape") for s in out_shape)
+        if not shape:
+            raise ValueError("out_shape must be non-empty, e.g. (1, 8, 8)")
+        self.config: dict[str, Any] = {"type": "mlp_decoder", "latent_dim": latent_dim, "out_shape": list(shape), "hidden": hidden, "depth": depth}
+        self.latent_dim = latent_dim
+        self.out_shape = shape
+        layers: list[nn.Module] = []
+        for k in range(depth):
+            layers += [nn.Linear(latent_dim if k == 0 else hidden, hidden), nn.SiLU()]
+        layers.append(nn.Linear(hidden, math.prod(shape)))
+        self.mlp = nn.Sequential(*layers)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "MLPDecoder":
+        """Rebuild from :attr:`config` (the ``"type"`` key must be ``"mlp_decoder"``)."""
+        if config.get("type", "mlp_decoder") != "mlp_decoder":
+            raise ValueError(f"config type {config.get('type')!r} is not 'mlp_decoder'")
+        params = {k: v for k, v in config.items() if k != "type"}
+        try:
+            latent_dim, out_shape = params.pop("latent_dim"), params.pop("out_shape")
+        except KeyError as exc:
+            raise ValueError(f"an 'mlp_decoder' config needs {exc.args[0]!r}") from None
+        return cls(latent_dim, out_shape, **params)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """``z`` of shape ``(n, latent_dim)`` -> images ``(n, *out_shape)`` in [-1, 1]."""
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"z must have shape (n, {self.latent_dim}); got {tuple(z.shape)}")
+        return torch.tanh(self.mlp(z)).reshape(z.shape[0], *self.out_shape)
+
+
+class _Encoder(nn.Module):
+    def __init__(self, in_dim: int, latent_dim: int, hidden: int, depth: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for k in range(depth):
+            layers += [nn.Linear(in_dim if k == 0 else hidden, hidden), nn.SiLU()]
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(hidden, 2 * latent_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.head(self.body(x.reshape(x.shape[0], -1))).chunk(2, dim=1)
+        return mu, logvar.clamp(-10.0, 10.0)
+
+
+@dataclass
+class VAETrainResult:
+    """Outcome of :func:`train_vae`: the decoder (the generator), the encoder and the losses."""
+
+    decoder: MLPDecoder
+    encoder: nn.Module
+    losses: np.ndarray
+    elapsed_s: float
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, path: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
+        """Write the decoder as a ``kind="generator"`` lidmem checkpoint."""
+        from .diffusion.checkpoint import save_checkpoint
+
+        meta = {"training": self.settings, **(extra or {})}
+        return save_checkpoint(path, self.decoder, kind="generator", data_shape=self.decoder.out_shape, extra=meta)
+
+
+def train_vae(
+    data: Any,
+    *,
+    latent_dim: int = 16,
+    hidden: int = 256,
+    depth: int = 2,
+    steps: int = 4000,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    beta: float = 1.0,
+    obs_sigma: float = 0.1,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> VAETrainResult:
+    """Train a Gaussian VAE on ``data`` and return its decoder as a generator.
+
+    Loss per image: ``||x - G(z)||^2 / (2 obs_sigma^2) + beta * KL(q(z|x) || N(0, I))`` with
+    ``z = mu + exp(logvar / 2) * eps`` (reparametrisation).
+
+    Parameters
+    ----------
+    data : array-like of shape (n, c, h, w) or (n, d)
+        Training images in [-1, 1] (the decoder's ``tanh`` range).
+    latent_dim, hidden, depth : int
+        Decoder (and mirrored encoder) sizes.
+    steps, batch_size : int
+        Adam steps; minibatches drawn with replacement.
+    lr : float, default=1e-3
+    beta : float, default=1.0
+        KL weight.
+    obs_sigma : float, default=0.1
+        Standard deviation of the Gaussian likelihood.
+    seed : int, default=0
+        Seeds the initial weights, the minibatches and the noise.
+
+    Returns
+    -------
+    VAETrainResult
+    """
+    x_all = check_points(data, "data", min_samples=2, min_ndim=2).to(torch.float32)
+    steps = check_positive_int(steps, "steps")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    for name, val in (("lr", lr), ("beta", beta), ("obs_sigma", obs_sigma)):
+        if not (isinstance(val, (int, float)) and val > 0 and math.isfinite(val)):
+            raise ValueError(f"{name}={val!r} must be a positive float")
+    gen = make_generator(seed)
+    torch.manual_seed(int(seed))  # weight initialisation (nn.Linear has no generator argument)
+    decoder = MLPDecoder(latent_dim, tuple(x_all.shape[1:]), hidden=hidden, depth=depth)
+    encoder = _Encoder(math.prod(x_all.shape[1:]), latent_dim, hidden, depth)
+    opt = torch.optim.Adam([*decoder.parameters(), *encoder.parameters()], lr=float(lr))
+    losses = np.empty(steps)
+    start = time.perf_counter()
+    for step in _progress(range(steps), total=steps, desc="training VAE", disable=progress):
+        x = x_all[torch.randint(len(x_all), (batch_size,), generator=gen)]
+        mu, logvar = encoder(x)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=gen)
+        rec = ((decoder(z) - x) ** 2).flatten(1).sum(1) / (2 * obs_sigma**2)
+        kl = 0.5 * (mu**2 + logvar.exp() - 1.0 - logvar).sum(1)
+        loss = (rec + beta * kl).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses[step] = loss.item()
+    decoder.eval()
+    encoder.eval()
+    settings = {"latent_dim": latent_dim, "hidden": hidden, "depth": depth, "steps": steps, "batch_size": batch_size,
+                "lr": float(lr), "beta": float(beta), "obs_sigma": float(obs_sigma), "seed": int(seed)}
+    return VAETrainResult(decoder, encoder, losses, time.perf_counter() - start, settings)
+
+
+def load_generator(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Module:
+    """Load a ``kind="generator"`` checkpoint (ValueError naming both kinds for any other kind).
+
+    The metadata is available as ``generator.metadata``.
+    """
+    from .diffusion.checkpoint import load_network
+
+    net, meta = load_network(path, expected_kind="generator", device=device)
+    net.metadata = meta
+    return net
+
+
+def sample_generator(generator: nn.Module, n: int, *, seed: int = 0, batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw ``z ~ N(0, I)`` (shape ``(n, latent_dim)``) and return ``(G(z), z)``."""
+    n = check_positive_int(n, "n")
+    latent_dim = getattr(generator, "latent_dim", None)
+    if latent_dim is None:
+        raise TypeError(f"{type(generator).__name__} has no latent_dim attribute; lidmem generators expose one")
+    z = torch.randn(n, latent_dim, generator=make_generator(seed))
+    with torch.no_grad():
+        x = torch.cat([generator(z[sl]) for sl in chunk_slices(n, batch_size)])
+    return x, z
