@@ -1,0 +1,417 @@
+"""FLIPD: LID of a diffusion model from the Fokker-Planck equation (eq. 6; Kamkari et al., 2024).
+
+    FLIPD(x, t0) = d + sigma(t0)^2 * ( tr grad s(psi(t0) x, t0) + || s(psi(t0) x, t0) ||^2 )
+
+with ``d = prod(x.shape[1:])``, ``s`` the score (not epsilon) and ``psi``, ``sigma`` from the
+model's forward SDE (``N(psi(t) x_0, sigma(t)^2 I)``). The trace of the score's Jacobian is
+computed with forward-mode Jacobian-vector products (``torch.func.jvp``), either exactly
+(``d`` products with basis vectors) or with Hutchinson's estimator (``E[v^T J v] = tr J`` for
+probes with ``E[v v^T] = I``). Points and probes are stacked into one batch per model call.
+
+FLIPD is a real number, not an integer; for UNets it can be negative (the paper's footnote 4).
+It ranks points correctly and is reported as is.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from .._validation import check_choice, check_points, check_positive_int, check_t0, make_generator
+from ..diffusion.sde import SDE
+from ..utils import chunk_slices, progress as _progress
+
+__all__ = ["flipd", "flipd_curve", "select_t0", "FLIPD", "default_t0_grid"]
+
+TRACES: tuple[str, ...] = ("exact", "hutchinson")
+PROBES: tuple[str, ...] = ("rademacher", "gaussian")
+
+#: Rows (points x tangent vectors) per model call when ``batch_size`` is None.
+_DEFAULT_ROWS = 2048
+
+
+def default_t0_grid(n: int = 16, low: float = 1e-3, high: float = 1.0) -> list[float]:
+    """Log-spaced grid of ``n`` diffusion times in ``[low, high]`` used by ``t0="auto"``."""
+    return [float(v) for v in np.geomspace(low, high, n)]
+
+
+def _get_sde(model: Any) -> SDE:
+    if not callable(model):
+        raise TypeError(f"model must be callable as model(x, t) -> score; got {type(model).__name__}")
+    sde = getattr(model, "sde", None)
+    if not isinstance(sde, SDE):
+        raise TypeError(
+            "model must have an `.sde` attribute holding a lidmem SDE (VPSDE, VESDE, DDPMSchedule); "
+            f"got {type(sde).__name__}. Wrap a network with lidmem.ScoreModel(net, sde, prediction=...)."
+        )
+    return sde
+
+
+def _check_batch_size(batch_size: Any) -> int | None:
+    if batch_size is None:
+        return None
+    return check_positive_int(batch_size, "batch_size")
+
+
+def _math_attention():
+    """Context that routes scaled-dot-product attention to the plain-matmul kernel, for which
+    forward-mode AD is implemented on every device (the fused CPU kernels have no JVP)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel(SDPBackend.MATH)
+
+
+def _draw_probes(shape: tuple[int, ...], probe: str, generator: torch.Generator, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    if probe == "gaussian":
+        return torch.randn(shape, generator=generator, dtype=dtype, device=device)
+    # Rademacher: +-1 with equal probability
+    return torch.randint(0, 2, shape, generator=generator, device=device).to(dtype) * 2 - 1
+
+
+def _trace_and_norm(
+    model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    xt: torch.Tensor,
+    t0: float,
+    tangents: torch.Tensor | None,
+    rows: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(tr grad s, ||s||^2)`` (float64, shape ``(b,)``) at the points ``xt`` (shape ``(b, ...)``).
+
+    ``tangents`` of shape ``(b, P, ...)`` are Hutchinson probes (trace = mean of ``v^T J v``);
+    ``None`` means the exact trace with the ``d`` basis vectors, in blocks of at most ``rows``
+    rows per model call.
+    """
+    b = xt.shape[0]
+    shape = xt.shape[1:]
+    d = math.prod(shape)
+
+    def call(primals: torch.Tensor, tang: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tvec = torch.full((primals.shape[0],), t0, dtype=primals.dtype, device=primals.device)
+        with _math_attention():
+            out, jv = torch.func.jvp(lambda inp: model(inp, tvec), (primals,), (tang,))
+        if out.shape != primals.shape:
+            raise ValueError(f"model returned shape {tuple(out.shape)} for input shape {tuple(primals.shape)}; it must return the score")
+        return out, jv
+
+    if tangents is not None:
+        P = tangents.shape[1]
+        primals = xt.repeat_interleave(P, dim=0)  # materialised copy, not an expanded view
+        tang = tangents.reshape(b * P, *shape)
+        out, jv = call(primals, tang)
+        quad = (tang.reshape(b, P, d).double() * jv.reshape(b, P, d).double()).sum(-1)
+        tr = quad.mean(1)
+        score = out.reshape(b, P, d)[:, 0].double()
+        return tr, (score**2).sum(-1)
+
+    # exact trace: e_j^T J e_j summed over the basis, in blocks of tb basis vectors per point
+    tb = max(1, min(d, rows // b))
+    tr = torch.zeros(b, dtype=torch.float64, device=xt.device)
+    sq = torch.zeros(b, dtype=torch.float64, device=xt.device)
+    eye = torch.eye(d, dtype=xt.dtype, device=xt.device)
+    for blk in chunk_slices(d, tb):
+        m = blk.stop - blk.start
+        primals = xt.repeat_interleave(m, dim=0)
+        tang = eye[blk].repeat(b, 1).reshape(b * m, *shape)
+        out, jv = call(primals, tang)
+        jv = jv.reshape(b, m, d)
+        idx = torch.arange(blk.start, blk.stop, device=xt.device)
+        tr += jv[:, torch.arange(m, device=xt.device), idx].double().sum(1)
+        if blk.start == 0:
+            sq = (out.reshape(b, m, d)[:, 0].double() ** 2).sum(-1)
+    return tr, sq
+
+
+def _flipd_curve_impl(
+    model: Any,
+    x: Any,
+    t0s: Sequence[float],
+    trace: str,
+    n_probes: int,
+    probe: str,
+    seed: int | torch.Generator | None,
+    batch_size: int | None,
+    progress: bool | None,
+) -> torch.Tensor:
+    sde = _get_sde(model)
+    x = check_points(x, "x")
+    check_choice(trace, "trace", TRACES)
+    check_choice(probe, "probe", PROBES)
+    n_probes = check_positive_int(n_probes, "n_probes")
+    batch_size = _check_batch_size(batch_size)
+    t0_list = [check_t0(t, "t0") for t in t0s]
+    if len(t0_list) == 0:
+        raise ValueError("t0s is empty; give at least one diffusion time, e.g. t0s=[0.01, 0.05]")
+
+    n = x.shape[0]
+    d = math.prod(x.shape[1:])
+    per_point = d if trace == "exact" else n_probes
+    if batch_size is None:
+        batch_size = max(1, _DEFAULT_ROWS // per_point)
+    rows = max(_DEFAULT_ROWS, batch_size)
+    gen = make_generator(seed, device=x.device) if trace == "hutchinson" else None
+
+    psis = [float(sde.psi(torch.tensor(t, dtype=torch.float64))) for t in t0_list]
+    sig2s = [float(sde.sigma(torch.tensor(t, dtype=torch.float64))) ** 2 for t in t0_list]
+    result = torch.empty(n, len(t0_list), dtype=torch.float64, device=x.device)
+    slices = list(chunk_slices(n, batch_size))
+    with torch.no_grad():
+        for sl in _progress(slices, total=len(slices), desc="FLIPD", disable=None if progress is None else not progress):
+            xc = x[sl]
+            tangents = None
+            if trace == "hutchinson":
+                tangents = _draw_probes((xc.shape[0], n_probes, *xc.shape[1:]), probe, gen, xc.dtype, xc.device)
+            for j, t0 in enumerate(t0_list):
+                xt = psis[j] * xc
+                tr, sq = _trace_and_norm(model, xt, t0, tangents, rows)
+                result[sl, j] = d + sig2s[j] * (tr + sq)
+    return result.to(x.dtype)
+
+
+def flipd(
+    model: Any,
+    x: Any,
+    t0: float = 0.01,
+    *,
+    trace: Literal["exact", "hutchinson"] = "exact",
+    n_probes: int = 1,
+    probe: Literal["rademacher", "gaussian"] = "rademacher",
+    seed: int | torch.Generator | None = 0,
+    batch_size: int | None = None,
+    progress: bool | None = None,
+) -> torch.Tensor:
+    """FLIPD estimate of LID_theta at each point (eq. 6).
+
+    Parameters
+    ----------
+    model : callable
+        Score model ``model(x, t) -> s(x, t)`` taking a batch ``x`` of shape ``(m, ...)`` and
+        continuous times ``t`` of shape ``(m,)`` in [0, 1], returning the *score* (use
+        :class:`lidmem.ScoreModel` to wrap epsilon/x0/v networks), with an ``.sde`` attribute
+        (:class:`~lidmem.VPSDE`, :class:`~lidmem.VESDE` or :class:`~lidmem.DDPMSchedule`).
+        Put modules in ``eval()`` mode yourself; FLIPD never changes the model.
+    x : Tensor of shape (n, d) or (n, c, h, w)
+        Points (clean data, time 0) on the model's device. ``d = prod(x.shape[1:])``.
+    t0 : float, default=0.01
+        Diffusion time in (0, 1]. Small ``t0`` approximates LID; see :func:`select_t0`.
+    trace : {"exact", "hutchinson"}, default="exact"
+        ``"exact"`` uses ``d`` JVPs per point (fine for small ``d``); ``"hutchinson"`` uses
+        ``n_probes`` random probes per point (one JVP each).
+    n_probes : int, default=1
+        Hutchinson probes per point (ignored for ``trace="exact"``).
+    probe : {"rademacher", "gaussian"}, default="rademacher"
+        Distribution of the Hutchinson probes.
+    seed : int, torch.Generator or None, default=0
+        Seed of the probes. Results are deterministic for a given ``seed`` and ``batch_size``.
+    batch_size : int or None, default=None
+        Points per chunk. None picks ``max(1, 2048 // r)`` with ``r`` = JVPs per point, so that
+        about 2048 rows go through the model per call. The exact trace further splits each
+        chunk's basis vectors into blocks of at most ``max(2048, batch_size)`` rows.
+    progress : bool or None, default=None
+        Progress bar over chunks (None: only on a terminal).
+
+    Returns
+    -------
+    Tensor of shape (n,)
+        FLIPD values in ``x``'s floating dtype, on ``x``'s device (can be negative).
+
+    Raises
+    ------
+    ValueError
+        On an empty/NaN ``x``, ``t0`` outside (0, 1], ``n_probes < 1`` or unknown ``trace``/``probe``.
+    TypeError
+        If ``model`` is not callable or has no lidmem ``.sde``.
+
+    Notes
+    -----
+    Forward-mode AD runs under ``sdpa_kernel(SDPBackend.MATH)`` so that attention layers work on
+    CPU, and under ``torch.no_grad()``. With ``sigma^2`` small, the two terms inside the bracket
+    nearly cancel; both are accumulated in float64.
+
+    Examples
+    --------
+    >>> from lidmem.data.analytic import GaussianMixtureOnSubspaces
+    >>> from lidmem.estimators import flipd
+    >>> gm = GaussianMixtureOnSubspaces(dims=[0, 3], ambient_dim=6)
+    >>> x, lid, _ = gm.sample(4, seed=0)
+    >>> flipd(gm, x, t0=0.001).round().long().tolist() == lid.tolist()
+    True
+    """
+    t0 = check_t0(t0, "t0")
+    return _flipd_curve_impl(model, x, [t0], trace, n_probes, probe, seed, batch_size, progress)[:, 0]
+
+
+def flipd_curve(
+    model: Any,
+    x: Any,
+    t0s: Sequence[float] | torch.Tensor | np.ndarray | None = None,
+    *,
+    trace: Literal["exact", "hutchinson"] = "exact",
+    n_probes: int = 1,
+    probe: Literal["rademacher", "gaussian"] = "rademacher",
+    seed: int | torch.Generator | None = 0,
+    batch_size: int | None = None,
+    progress: bool | None = None,
+) -> torch.Tensor:
+    """FLIPD at several diffusion times in one call; Hutchinson probes are shared across ``t0s``.
+
+    Parameters
+    ----------
+    model, x, trace, n_probes, probe, seed, batch_size, progress
+        As in :func:`flipd`.
+    t0s : sequence of float or None, default=None
+        Diffusion times in (0, 1]; None uses :func:`default_t0_grid` (16 log-spaced values in
+        [1e-3, 1]).
+
+    Returns
+    -------
+    Tensor of shape (n, len(t0s))
+        ``curve[i, j] = FLIPD(x_i, t0s[j])``.
+    """
+    if t0s is None:
+        t0s = default_t0_grid()
+    if isinstance(t0s, (torch.Tensor, np.ndarray)):
+        t0s = [float(v) for v in np.asarray(t0s.cpu() if isinstance(t0s, torch.Tensor) else t0s).ravel()]
+    if isinstance(t0s, (int, float)):
+        raise TypeError(f"t0s must be a sequence of floats; got {t0s!r}. For one time use flipd(model, x, t0=...)")
+    return _flipd_curve_impl(model, x, list(t0s), trace, n_probes, probe, seed, batch_size, progress)
+
+
+def select_t0(
+    curve: Any,
+    t0s: Sequence[float] | torch.Tensor | np.ndarray,
+    *,
+    log_scale: bool = True,
+    min_depth: float = 0.05,
+) -> float:
+    """Pick ``t0`` at the knee of the (median) FLIPD curve (kneedle, Satopaa et al. 2011).
+
+    The FLIPD paper (Kamkari et al., 2024) observes that FLIPD as a function of ``t0`` drops
+    quickly from large values at tiny ``t0`` (where a learned score is unreliable) and then
+    flattens into a plateau near the LID before decaying towards 0 at ``t0 -> 1``, and proposes
+    reading the estimate at the knee of that curve. Rule used here:
+
+    1. Aggregate the curve over points with the median (a 1-D ``curve`` is used as is).
+    2. Put ``t0`` on a log scale (``log_scale=True``) and normalise both axes to [0, 1].
+    3. Kneedle for a decreasing convex knee: the knee is the grid point where the normalised curve
+       lies furthest *below* the chord joining its first and last points.
+    4. If the curve never lies more than ``min_depth`` below its chord (no knee: e.g. an exact
+       score, whose curve is flat at small ``t0`` and only falls later), return the smallest
+       ``t0`` on the grid, where the plateau starts. A flat curve also returns the smallest ``t0``.
+
+    Parameters
+    ----------
+    curve : array-like of shape (n, m) or (m,)
+        FLIPD values, e.g. from :func:`flipd_curve`.
+    t0s : sequence of float of length m
+        Diffusion times of the columns (any order).
+    log_scale : bool, default=True
+        Measure ``t0`` on a log axis.
+    min_depth : float, default=0.05
+        Minimal depth below the chord (in normalised units) to accept a knee.
+
+    Returns
+    -------
+    float
+        The selected ``t0``.
+    """
+    c = torch.as_tensor(np.asarray(curve.cpu() if isinstance(curve, torch.Tensor) else curve, dtype=np.float64))
+    t = np.asarray(t0s.cpu() if isinstance(t0s, torch.Tensor) else t0s, dtype=np.float64).ravel()
+    if c.ndim == 1:
+        c = c[None]
+    if c.ndim != 2 or c.shape[1] != t.size:
+        raise ValueError(f"curve must have shape (n, {t.size}) or ({t.size},) to match t0s; got {tuple(c.shape)}")
+    if t.size < 3:
+        raise ValueError(f"t0s has {t.size} values; select_t0 needs at least 3 to find a knee")
+    if not np.all(np.isfinite(t)) or np.any(t <= 0) or np.any(t > 1):
+        raise ValueError("t0s must lie in (0, 1]")
+    if not bool(torch.isfinite(c).all()):
+        raise ValueError("curve contains NaN or infinite values")
+    y = c.median(dim=0).values.numpy()
+    order = np.argsort(t)
+    t, y = t[order], y[order]
+    u = np.log(t) if log_scale else t
+    if u[-1] == u[0]:
+        raise ValueError("t0s must contain distinct values")
+    un = (u - u[0]) / (u[-1] - u[0])
+    span = y.max() - y.min()
+    if span <= 0:
+        return float(t[0])
+    yn = (y - y.min()) / span
+    chord = yn[0] + (yn[-1] - yn[0]) * un
+    depth = chord - yn
+    k = int(np.argmax(depth))
+    if depth[k] < min_depth:
+        return float(t[0])
+    return float(t[k])
+
+
+class FLIPD:
+    """FLIPD estimator with the scikit-learn constructor contract.
+
+    Parameters
+    ----------
+    model : callable
+        Score model with an ``.sde`` attribute (see :func:`flipd`).
+    t0 : float or "auto", default=0.01
+        Diffusion time; ``"auto"`` computes the FLIPD curve on ``t0_grid`` for the points passed to
+        :meth:`estimate` and picks the knee with :func:`select_t0`.
+    trace, n_probes, probe, seed, batch_size, progress
+        As in :func:`flipd`.
+    t0_grid : sequence of float or None, default=None
+        Grid for ``t0="auto"`` (None: :func:`default_t0_grid`).
+
+    Attributes
+    ----------
+    t0_ : float
+        The diffusion time used by the last call to :meth:`estimate`.
+    curve_ : Tensor of shape (n, m) or None
+        The FLIPD curve computed by the last ``t0="auto"`` call.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        t0: float | str = 0.01,
+        trace: str = "exact",
+        n_probes: int = 1,
+        probe: str = "rademacher",
+        seed: int | None = 0,
+        batch_size: int | None = None,
+        progress: bool | None = None,
+        t0_grid: Sequence[float] | None = None,
+    ) -> None:
+        self.model = model
+        self.t0 = t0
+        self.trace = trace
+        self.n_probes = n_probes
+        self.probe = probe
+        self.seed = seed
+        self.batch_size = batch_size
+        self.progress = progress
+        self.t0_grid = t0_grid
+
+    def get_params(self, deep: bool = False) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("model", "t0", "trace", "n_probes", "probe", "seed", "batch_size", "progress", "t0_grid")}
+
+    def estimate(self, x: Any) -> torch.Tensor:
+        """FLIPD of each point of ``x`` (shape ``(n,)``)."""
+        kw = dict(trace=self.trace, n_probes=self.n_probes, probe=self.probe, seed=self.seed, batch_size=self.batch_size, progress=self.progress)
+        if isinstance(self.t0, str):
+            if self.t0 != "auto":
+                raise ValueError(f"t0={self.t0!r} must be a float in (0, 1] or 'auto'")
+            grid = list(self.t0_grid) if self.t0_grid is not None else default_t0_grid()
+            curve = flipd_curve(self.model, x, grid, **kw)
+            self.curve_ = curve
+            self.t0_ = select_t0(curve, grid)
+            return curve[:, grid.index(self.t0_)]
+        self.curve_ = None
+        self.t0_ = check_t0(self.t0, "t0")
+        return flipd(self.model, x, self.t0_, **kw)
+
+    def __repr__(self) -> str:
+        return f"FLIPD(t0={self.t0!r}, trace={self.trace!r}, n_probes={self.n_probes}, probe={self.probe!r}, seed={self.seed!r})"

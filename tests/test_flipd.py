@@ -1,0 +1,181 @@
+"""FLIPD against analytic ground truth: Gaussian mixtures on subspaces and dense Jacobians."""
+
+import pytest
+import torch
+from torch import nn
+
+from lidmem import ScoreModel, VESDE, VPSDE
+from lidmem.data.analytic import GaussianMixtureOnSubspaces
+from lidmem.estimators import FLIPD, flipd, flipd_curve, select_t0
+
+T0 = 3e-3  # small t0 at which the exact oracle's FLIPD is within 0.01 of the true LID
+
+
+@pytest.fixture(scope="module")
+def mixture():
+    gm = GaussianMixtureOnSubspaces(dims=[0, 2, 5, 8], ambient_dim=20, seed=0, sde=VPSDE())
+    x, lid, comp = gm.sample(800, seed=1)
+    return gm, x, lid, comp
+
+
+def test_exact_trace_recovers_true_lid(mixture):
+    gm, x, lid, _ = mixture
+    est = flipd(gm, x, T0, trace="exact", progress=False)
+    assert est.shape == (800,) and est.dtype == torch.float32
+    assert float(((est - lid).abs() < 0.5).float().mean()) >= 0.95
+    # and it equals the mixture's closed-form FLIPD (divergence computed analytically)
+    torch.testing.assert_close(est.double(), gm.true_flipd(x, T0), atol=1e-3, rtol=0)
+
+
+def test_hutchinson_one_probe_is_unbiased_per_component(mixture):
+    gm, x, lid, comp = mixture
+    est = flipd(gm, x, T0, trace="hutchinson", n_probes=1, probe="rademacher", seed=0, progress=False)
+    for k, dk in enumerate(gm.dims):
+        sel = comp == k
+        assert int(sel.sum()) >= 180
+        assert abs(float(est[sel].mean()) - dk) < 0.5, (dk, float(est[sel].mean()))
+    # Gaussian probes have a larger variance (e.g. 2 (D - d) for the point mass): 4 standard errors
+    est = flipd(gm, x, T0, trace="hutchinson", n_probes=1, probe="gaussian", seed=0, progress=False)
+    for k, dk in enumerate(gm.dims):
+        sel = comp == k
+        err = 4 * float(est[sel].std()) / float(sel.sum()) ** 0.5
+        assert abs(float(est[sel].mean()) - dk) < max(0.5, err), (dk, float(est[sel].mean()), err)
+
+
+def test_ve_points_far_from_origin():
+    gm = GaussianMixtureOnSubspaces(dims=[1, 4], ambient_dim=10, offset_scale=50.0, seed=2, sde=VESDE())
+    x, lid, _ = gm.sample(100, seed=0)
+    est = flipd(gm, x, 0.01, progress=False)
+    assert float(((est - lid).abs() < 0.5).float().mean()) >= 0.95
+
+
+class _MLP(nn.Module):
+    def __init__(self, d=6):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d + 1, 32), nn.Tanh(), nn.Linear(32, 32), nn.SiLU(), nn.Linear(32, d))
+
+    def forward(self, x, t):
+        return self.net(torch.cat([x, t[:, None]], dim=1))
+
+
+def _dense_flipd(model, x, t0):
+    sde = model.sde
+    psi, sig2 = float(sde.psi(torch.tensor(t0))), float(sde.sigma(torch.tensor(t0))) ** 2
+    out = []
+    for xi in psi * x:
+        f = lambda v: model(v[None], torch.tensor([t0]))[0]  # noqa: E731
+        J = torch.func.jacrev(f)(xi)
+        s = f(xi)
+        out.append(x.shape[1] + sig2 * (torch.trace(J) + (s**2).sum()))
+    return torch.stack(out).detach()
+
+
+@pytest.fixture(scope="module")
+def mlp_model():
+    torch.manual_seed(0)
+    return ScoreModel(_MLP(6).double().eval(), VPSDE(), prediction="epsilon")
+
+
+def test_exact_trace_equals_dense_jacobian(mlp_model):
+    x = torch.randn(7, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ref = _dense_flipd(mlp_model, x, 0.05)
+    torch.testing.assert_close(flipd(mlp_model, x, 0.05, progress=False), ref, rtol=1e-10, atol=1e-9)
+    # chunking does not change the result
+    torch.testing.assert_close(flipd(mlp_model, x, 0.05, batch_size=2, progress=False), ref, rtol=1e-10, atol=1e-9)
+
+
+def test_hutchinson_converges_and_is_deterministic(mlp_model):
+    x = torch.randn(3, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ref = _dense_flipd(mlp_model, x, 0.05)
+    many = flipd(mlp_model, x, 0.05, trace="hutchinson", n_probes=4000, probe="gaussian", seed=1, progress=False)
+    few = flipd(mlp_model, x, 0.05, trace="hutchinson", n_probes=2, seed=1, progress=False)
+    # standard error of 4000 Gaussian probes of a 6x6 Jacobian, scaled by sigma^2, is well below 0.05
+    torch.testing.assert_close(many, ref, atol=0.05, rtol=0)
+    assert float((few - ref).abs().max()) > 1e-6  # two probes are not exact ...
+    again = flipd(mlp_model, x, 0.05, trace="hutchinson", n_probes=2, seed=1, progress=False)
+    assert torch.equal(few, again)  # ... but reproducible under a seed
+    other = flipd(mlp_model, x, 0.05, trace="hutchinson", n_probes=2, seed=2, progress=False)
+    assert not torch.equal(few, other)
+
+
+def test_image_shaped_input_and_curve(mlp_model):
+    class ImgNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = mlp_model.net
+
+        def forward(self, x, t):
+            return self.inner(x.reshape(len(x), -1), t).reshape(x.shape)
+
+    img_model = ScoreModel(ImgNet(), VPSDE(), prediction="epsilon")
+    x = torch.randn(4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    flat = flipd(mlp_model, x, 0.1, progress=False)
+    torch.testing.assert_close(flipd(img_model, x.reshape(4, 1, 2, 3), 0.1, progress=False), flat)
+    curve = flipd_curve(mlp_model, x, [0.1, 0.3], progress=False)
+    assert curve.shape == (4, 2)
+    torch.testing.assert_close(curve[:, 0], flat)
+    torch.testing.assert_close(curve[:, 1], flipd(mlp_model, x, 0.3, progress=False))
+    # Hutchinson probes are shared across t0 in a curve: same values as separate calls with one seed
+    hc = flipd_curve(mlp_model, x, [0.1, 0.3], trace="hutchinson", seed=5, progress=False)
+    torch.testing.assert_close(hc[:, 1], flipd(mlp_model, x, 0.3, trace="hutchinson", seed=5, progress=False))
+
+
+def test_select_t0_knee():
+    t0s = [1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0]
+    # learned-model shape: falls from ~D at tiny t0 into a plateau at the LID from t0=3e-2 on
+    learned = torch.tensor([[18.0, 12.0, 6.0, 3.1, 3.0, 2.7, 0.5]])
+    assert select_t0(learned, t0s) == 3e-2
+    # exact-score shape (plateau first, no convex knee): the smallest t0
+    gm = GaussianMixtureOnSubspaces(dims=[2, 5], ambient_dim=10, seed=0)
+    x, _, _ = gm.sample(50, seed=0)
+    curve = flipd_curve(gm, x, t0s, progress=False)
+    assert curve.shape == (50, 7)
+    assert select_t0(curve, t0s) == 1e-3
+    est = FLIPD(gm, t0="auto", t0_grid=t0s, progress=False)
+    out = est.estimate(x)
+    assert est.t0_ == 1e-3 and torch.equal(out, curve[:, 0])
+
+
+def test_negative_flipd_is_reported_as_is():
+    """A score whose Jacobian is -2 I / sigma^2 (twice the point mass's) gives FLIPD = -d, unclipped."""
+
+    class Overcontracting:
+        sde = VPSDE()
+
+        def __call__(self, x, t):
+            return -2.0 * x / self.sde.sigma(t)[:, None] ** 2
+
+    x = torch.zeros(3, 4)
+    val = flipd(Overcontracting(), x, 0.5, progress=False)
+    # tr grad s = -2 d / sigma^2 and s = 0 at x = 0: FLIPD = d - 2 d = -d
+    torch.testing.assert_close(val, torch.full((3,), -4.0), atol=1e-5, rtol=0)
+
+
+def test_bad_inputs(mixture):
+    gm, x, _, _ = mixture
+    with pytest.raises(ValueError, match="t0"):
+        flipd(gm, x, 0.0)
+    with pytest.raises(ValueError, match="t0"):
+        flipd(gm, x, 1.5)
+    with pytest.raises(ValueError, match="x"):
+        flipd(gm, x[:0])
+    bad = x.clone()
+    bad[3, 2] = float("nan")
+    with pytest.raises(ValueError, match="x contains NaN"):
+        flipd(gm, bad)
+    with pytest.raises(ValueError, match="x must be batch-first"):
+        flipd(gm, x[0])
+    with pytest.raises(ValueError, match="n_probes"):
+        flipd(gm, x, trace="hutchinson", n_probes=0)
+    with pytest.raises(ValueError, match="trace"):
+        flipd(gm, x, trace="approx")
+    with pytest.raises(ValueError, match="probe"):
+        flipd(gm, x, trace="hutchinson", probe="uniform")
+    with pytest.raises(ValueError, match="batch_size"):
+        flipd(gm, x, batch_size=0)
+    with pytest.raises(TypeError, match="sde"):
+        flipd(lambda a, t: a, x)
+    with pytest.raises(ValueError, match="x must have shape"):
+        flipd(gm, torch.zeros(4, 7))
+    with pytest.raises(ValueError, match="t0s"):
+        flipd_curve(gm, x, [])
