@@ -1,0 +1,615 @@
+"""Streaming, resumable batch scoring of a data source into per-shard Parquet files.
+
+Output folder layout::
+
+    OUT/settings.json                  # the run's settings (compared on every rerun) + info
+    OUT/shards/part-000000.parquet     # one file per input shard: rows [i*S, (i+1)*S)
+    OUT/shards/part-000001.parquet
+    ...
+    OUT/scores.parquet                 # the union of all shards in row order (merge_shards)
+
+Each shard file has the columns ``row`` (int64, global row index), ``id`` (string) and one
+column per metric, and carries the settings in its Parquet key-value metadata (key ``lidmem``).
+A shard file appears only by an atomic rename of a finished temporary file, so a killed run
+never leaves a partial shard that a rerun would count as done; a rerun skips the shards whose
+file exists and refuses (ValueError) to continue a folder written with different settings.
+
+Randomness (Hutchinson probes, normal-bundle noise) is seeded per batch from the global index
+of the batch's first row (and the metric name), never from the order in which batches happen
+to run. Batches are fixed slices of shards (``batch_size`` rows from each shard's start), so a
+resumed run, a run split over any number of workers and an uninterrupted run score exactly
+the same rows with exactly the same random numbers: their outputs are identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._validation import check_choice, check_positive_int, check_t0
+from ..utils import progress as _progress
+from ..utils import resolve_device
+from .sources import DataSource, Rows, Shard, open_source
+
+__all__ = [
+    "Metric",
+    "MetricParams",
+    "METRICS",
+    "register_metric",
+    "metric_names",
+    "ScoreResult",
+    "score_dataset",
+    "merge_shards",
+    "read_settings",
+    "batch_seed",
+    "PRECISIONS",
+    "SettingsMismatchError",
+]
+
+PRECISIONS = ("float32", "bfloat16", "float16")
+_FORMAT = 1
+_META_KEY = b"lidmem"
+
+
+class SettingsMismatchError(ValueError):
+    """Raised when an output folder holds a run made with different settings."""
+
+
+@dataclass(frozen=True)
+class MetricParams:
+    """Settings the metrics read (all recorded in ``settings.json``).
+
+    Attributes
+    ----------
+    t0 : float
+        FLIPD diffusion time in (0, 1] (``flipd``, ``flipd_hutchinson``).
+    n_probes : int
+        Hutchinson probes per point (``flipd_hutchinson``).
+    probe : {"rademacher", "gaussian"}
+        Hutchinson probe distribution.
+    nb_t0 : float
+        Normal-bundle diffusion time (``nb``).
+    nb_scores : int or None
+        Noisy scores per point for the normal bundle (None: the estimator's default, 4d).
+    value_range : (float, float)
+        Images (read in [0, 1]) are mapped linearly to this range before the model sees them;
+        lidmem's convention is (-1, 1).
+    """
+
+    t0: float = 0.01
+    n_probes: int = 1
+    probe: str = "rademacher"
+    nb_t0: float = 0.01
+    nb_scores: int | None = None
+    value_range: tuple[float, float] = (-1.0, 1.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "t0": self.t0,
+            "n_probes": self.n_probes,
+            "probe": self.probe,
+            "nb_t0": self.nb_t0,
+            "nb_scores": self.nb_scores,
+            "value_range": list(self.value_range),
+        }
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A per-row score.
+
+    ``compute(model, x, rows, seed, params)`` returns an array of shape ``(n,)``: ``model`` is
+    the score model (None for model-free metrics), ``x`` the batch as the model sees it (on the
+    model's device, shape ``(n, ...)``), ``rows`` the :class:`~lidmem.scoring.sources.Rows` as
+    read (images in [0, 1]), ``seed`` an int derived from the batch's first global row.
+    """
+
+    name: str
+    compute: Callable[[Any, torch.Tensor, Rows, int, MetricParams], Any]
+    dtype: str
+    needs_model: bool = True
+    random: bool = False
+    description: str = ""
+
+
+def _flipd_exact(model: Any, x: torch.Tensor, rows: Rows, seed: int, p: MetricParams) -> Any:
+    from ..estimators import flipd
+
+    return flipd(model, x, p.t0, trace="exact", seed=seed, batch_size=len(x), progress=False)
+
+
+def _flipd_hutchinson(model: Any, x: torch.Tensor, rows: Rows, seed: int, p: MetricParams) -> Any:
+    from ..estimators import flipd
+
+    return flipd(model, x, p.t0, trace="hutchinson", n_probes=p.n_probes, probe=p.probe, seed=seed, batch_size=len(x), progress=False)
+
+
+def _nb(model: Any, x: torch.Tensor, rows: Rows, seed: int, p: MetricParams) -> Any:
+    from ..estimators import normal_bundle
+
+    return normal_bundle(model, x, t0=p.nb_t0, n_scores=p.nb_scores, seed=seed)
+
+
+def _png(model: Any, x: torch.Tensor, rows: Rows, seed: int, p: MetricParams) -> Any:
+    from ..memorization.complexity import png_length
+
+    if not rows.is_image or rows.data.ndim != 4 or rows.data.shape[1] not in (1, 3):
+        raise ValueError("metric 'png_complexity' needs image data (n, c, h, w) with c in (1, 3); this source holds arrays")
+    return png_length(rows.data, value_range=(0.0, 1.0), compress_level=9)
+
+
+METRICS: dict[str, Metric] = {}
+
+
+def register_metric(metric: Metric, *, overwrite: bool = False) -> None:
+    """Add ``metric`` to the registry used by :func:`score_dataset` (by ``metric.name``)."""
+    if not isinstance(metric, Metric):
+        raise TypeError(f"metric must be a lidmem.scoring.Metric; got {type(metric).__name__}")
+    if metric.name in METRICS and not overwrite:
+        raise ValueError(f"metric {metric.name!r} is already registered; pass overwrite=True to replace it")
+    if metric.name in ("row", "id"):
+        raise ValueError(f"metric name {metric.name!r} is reserved for an output column; choose another")
+    check_choice(metric.dtype, "metric.dtype", ("float64", "float32", "int64"))
+    METRICS[metric.name] = metric
+
+
+for _m in (
+    Metric("flipd", _flipd_exact, "float64", description="FLIPD (eq. 6), exact trace (d JVPs per point)"),
+    Metric("flipd_hutchinson", _flipd_hutchinson, "float64", random=True, description="FLIPD with n_probes Hutchinson probes"),
+    Metric("nb", _nb, "int64", random=True, description="normal-bundle LID (eq. 7-8)"),
+    Metric("png_complexity", _png, "int64", needs_model=False, description="PNG length in bytes (level 9, App. C.2)"),
+):
+    register_metric(_m)
+
+
+def metric_names() -> list[str]:
+    """Names of the registered metrics."""
+    return sorted(METRICS)
+
+
+def batch_seed(seed: int, row: int, metric: str) -> int:
+    """Seed of the batch whose first global row is ``row`` for ``metric``: 63 bits of
+    ``sha256(f"{seed}:{metric}:{row}")``. Independent of worker, batch order and resumption."""
+    h = hashlib.sha256(f"{int(seed)}:{metric}:{int(row)}".encode()).digest()
+    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+
+
+@dataclass
+class ScoreResult:
+    """What :func:`score_dataset` did.
+
+    Attributes
+    ----------
+    out : Path
+        Output folder.
+    settings : dict
+        The compared settings of the run (as in ``settings.json``).
+    n_shards : int
+        Shards in the whole data set.
+    shards_scored, shards_skipped : list of int
+        Shards this worker scored now / found already done.
+    rows_scored : int
+        Rows scored by this call.
+    seconds : float
+        Wall time of the scoring loop.
+    merged : Path or None
+        The merged table, when this call wrote it.
+    """
+
+    out: Path
+    settings: dict[str, Any]
+    n_shards: int
+    shards_scored: list[int] = field(default_factory=list)
+    shards_skipped: list[int] = field(default_factory=list)
+    rows_scored: int = 0
+    seconds: float = 0.0
+    merged: Path | None = None
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows_scored / self.seconds if self.seconds > 0 else float("nan")
+
+
+def _model_fingerprint(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        t = tensor.detach().cpu().contiguous()
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _describe_model(model: Any) -> dict[str, Any]:
+    sde = getattr(model, "sde", None)
+    meta = getattr(model, "metadata", None) or {}
+    return {
+        "fingerprint": _model_fingerprint(model) if isinstance(model, torch.nn.Module) else repr(model),
+        "sde": sde.to_config() if sde is not None and hasattr(sde, "to_config") else None,
+        "prediction": getattr(model, "prediction", None),
+        "data_shape": meta.get("data_shape"),
+    }
+
+
+def read_settings(out: str | Path) -> dict[str, Any]:
+    """The ``settings.json`` document of an output folder (``{"format", "settings", "info"}``)."""
+    path = Path(out) / "settings.json"
+    if not path.is_file():
+        raise ValueError(f"{out} holds no lidmem scoring run (no settings.json)")
+    return json.loads(path.read_text())
+
+
+def _settings_hash(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [f"{prefix[:-1]}: folder has {a!r}, this run has {b!r}"]
+
+
+def _claim_settings(out: Path, doc: dict[str, Any]) -> None:
+    """Write ``settings.json`` if absent (atomically, race-free between workers), else check it."""
+    final = out / "settings.json"
+    if not final.exists():
+        tmp = out / f".settings.json.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps(doc, indent=2, sort_keys=True))
+        try:
+            os.link(tmp, final)  # fails if another worker created it first
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    existing = json.loads(final.read_text())
+    if existing.get("format") != doc["format"] or existing.get("settings") != doc["settings"]:
+        diffs = _diff(existing.get("settings", {}), doc["settings"])
+        raise SettingsMismatchError(
+            f"{out} holds a scoring run with different settings ({'; '.join(diffs) or 'format ' + str(existing.get('format'))}); "
+            "rerun with the folder's settings to resume it, or choose a new --out folder"
+        )
+
+
+def _part_path(out: Path, shard: Shard) -> Path:
+    return out / "shards" / f"part-{shard.index:06d}.parquet"
+
+
+def _is_done(path: Path, shard: Shard, settings_hash: str) -> bool:
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        return False
+    meta = pq.read_metadata(path)
+    kv = json.loads((meta.metadata or {}).get(_META_KEY, b"{}"))
+    if kv.get("settings_hash") != settings_hash or meta.num_rows != shard.size:
+        raise SettingsMismatchError(
+            f"{path} was written by a different run ({meta.num_rows} rows, settings hash {kv.get('settings_hash')}); "
+            "delete it or choose a new --out folder"
+        )
+    return True
+
+
+def _write_part(path: Path, columns: dict[str, np.ndarray | list[str]], dtypes: dict[str, str], meta: dict[str, Any]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrays = {"row": pa.array(columns["row"], pa.int64()), "id": pa.array(columns["id"], pa.string())}
+    for name, dtype in dtypes.items():
+        arrays[name] = pa.array(np.asarray(columns[name], dtype=dtype))
+    table = pa.table(arrays).replace_schema_metadata({_META_KEY: json.dumps(meta, sort_keys=True).encode()})
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _to_model_input(rows: Rows, data_shape: Sequence[int] | None, p: MetricParams, device: torch.device) -> torch.Tensor:
+    x = torch.from_numpy(rows.data)
+    if rows.is_image:
+        lo, hi = p.value_range
+        x = lo + (hi - lo) * x
+    if data_shape is not None and tuple(x.shape[1:]) != tuple(data_shape):
+        if math.prod(x.shape[1:]) != math.prod(data_shape):
+            raise ValueError(
+                f"the data has samples of shape {tuple(x.shape[1:])} but the model expects {tuple(data_shape)}; "
+                "resize the images or pass shape= for array columns"
+            )
+        x = x.reshape(len(x), *data_shape)
+    return x.to(device)
+
+
+def score_dataset(
+    model: Any,
+    data: str | Path | DataSource,
+    out: str | Path,
+    *,
+    metrics: Sequence[str] = ("flipd",),
+    t0: float = 0.01,
+    n_probes: int = 1,
+    probe: str = "rademacher",
+    nb_t0: float = 0.01,
+    nb_scores: int | None = None,
+    value_range: tuple[float, float] = (-1.0, 1.0),
+    shard_size: int = 1024,
+    batch_size: int = 64,
+    seed: int = 0,
+    precision: str = "float32",
+    device: str | torch.device | None = None,
+    rank: int | None = None,
+    world_size: int | None = None,
+    merge: bool | None = None,
+    prefetch: bool = True,
+    progress: bool | None = None,
+    on_shard_done: Callable[[Shard, Path], None] | None = None,
+) -> ScoreResult:
+    """Score every row of ``data`` with ``metrics`` and write per-shard Parquet files to ``out``.
+
+    Resumable (a rerun skips finished shards), data-parallel (each of ``world_size`` workers
+    takes shards ``i`` with ``i % world_size == rank``) and bounded in memory: only one batch of
+    ``batch_size`` rows (plus one prefetched batch) is decoded at a time, whatever the data
+    set's size.
+
+    Parameters
+    ----------
+    model : ScoreModel, path or None
+        A score model (``model(x, t)`` returns the score, with ``.sde``) or the path of a lidmem
+        ``score_model`` checkpoint (loaded with :func:`lidmem.diffusion.checkpoint.load_score_model`).
+        None is allowed when every metric is model-free (``png_complexity``).
+    data : str, Path or DataSource
+        Anything :func:`lidmem.scoring.open_source` opens (folder, list file, Parquet, WebDataset
+        tar, Hugging Face data set on disk).
+    out : str or Path
+        Output folder (created). See the module docstring for its layout.
+    metrics : sequence of str, default=("flipd",)
+        Names from :func:`metric_names`: ``flipd`` (exact trace), ``flipd_hutchinson``, ``nb``,
+        ``png_complexity`` and any registered with :func:`register_metric`.
+    t0, n_probes, probe, nb_t0, nb_scores, value_range
+        Metric settings (see :class:`MetricParams`). Images are mapped from [0, 1] to
+        ``value_range`` (default (-1, 1), lidmem's convention) before the model sees them.
+    shard_size : int, default=1024
+        Rows per output shard (the unit of resumption and of work distribution).
+    batch_size : int, default=64
+        Rows per model call; batch ``k`` of shard ``i`` is rows ``[i*shard_size + k*batch_size, ...)``.
+        Both sizes are part of the settings: random metrics draw their numbers per batch.
+    seed : int, default=0
+        Base seed; each batch's seed is :func:`batch_seed` ``(seed, first_row, metric)``.
+    precision : {"float32", "bfloat16", "float16"}, default="float32"
+        Autocast dtype for the model calls (mixed precision; use on GPU). Part of the settings.
+    device : str or torch.device, optional
+        Where the batches go. Default: the device of ``model``'s parameters when a module is
+        given (the model is never moved nor switched to eval mode: do that yourself), else
+        ``cuda:LOCAL_RANK`` when CUDA is available, else the CPU.
+    rank, world_size : int, optional
+        This worker's index and the number of workers. Default: from the environment
+        (``RANK``/``WORLD_SIZE`` as set by ``torchrun`` and ``accelerate launch``), else 0 and 1.
+    merge : bool or None, default=None
+        Write ``OUT/scores.parquet`` after scoring. None: with one worker, merge; with several,
+        rank 0 merges after a ``torch.distributed`` barrier when the launcher provides a
+        rendezvous (``MASTER_ADDR``), otherwise nobody merges (run ``merge_shards`` /
+        ``lidmem score --merge`` afterwards).
+    prefetch : bool, default=True
+        Decode the next batch in a background thread while the model runs.
+    progress : bool or None, default=None
+        Progress bar in rows (throughput and ETA); None shows it only on a terminal.
+    on_shard_done : callable, optional
+        ``on_shard_done(shard, path)`` after each shard is written (for monitoring; an exception
+        raised there stops the run like a crash would, with the finished shards kept).
+
+    Returns
+    -------
+    ScoreResult
+
+    Raises
+    ------
+    SettingsMismatchError (a ValueError)
+        If ``out`` holds a run made with other settings (model, data, metrics, seeds, sizes).
+    ValueError, TypeError
+        On invalid arguments, unknown metric names, data the model cannot take.
+    """
+    from . import distributed
+
+    # --- check inputs -------------------------------------------------------------------
+    if isinstance(metrics, str):
+        metrics = [m.strip() for m in metrics.split(",") if m.strip()]
+    metrics = list(metrics)
+    if not metrics:
+        raise ValueError(f"metrics is empty; choose from {', '.join(metric_names())}")
+    for m in metrics:
+        check_choice(m, "metrics", metric_names())
+    if len(set(metrics)) != len(metrics):
+        raise ValueError(f"metrics={metrics} lists a metric twice")
+    params = MetricParams(
+        t0=check_t0(t0, "t0"),
+        n_probes=check_positive_int(n_probes, "n_probes"),
+        probe=check_choice(probe, "probe", ("rademacher", "gaussian")),
+        nb_t0=check_t0(nb_t0, "nb_t0"),
+        nb_scores=None if nb_scores is None else check_positive_int(nb_scores, "nb_scores"),
+        value_range=(float(value_range[0]), float(value_range[1])),
+    )
+    if not params.value_range[1] > params.value_range[0]:
+        raise ValueError(f"value_range={value_range} must be (low, high) with high > low, e.g. (-1, 1)")
+    shard_size = check_positive_int(shard_size, "shard_size")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    check_positive_int(seed, "seed", minimum=0)
+    check_choice(precision, "precision", PRECISIONS)
+    info = distributed.worker_info(rank=rank, world_size=world_size)
+    if device is not None:
+        dev = torch.device(device)
+    elif isinstance(model, torch.nn.Module):
+        dev = resolve_device(None, model)
+    else:
+        dev = distributed.default_device(info)
+
+    needs_model = any(METRICS[m].needs_model for m in metrics)
+    if needs_model and model is None:
+        raise ValueError(f"metrics {[m for m in metrics if METRICS[m].needs_model]} need a model; pass model= (a checkpoint path or a ScoreModel)")
+    model_path = None
+    if isinstance(model, (str, Path)):
+        from ..diffusion.checkpoint import load_score_model
+
+        model_path = str(Path(model).resolve())
+        model = load_score_model(model, device=dev)
+    elif model is not None:
+        if not callable(model) or not hasattr(model, "sde"):
+            raise TypeError(f"model must be a score model with an .sde (e.g. lidmem.ScoreModel) or a checkpoint path; got {type(model).__name__}")
+    source = open_source(data)
+    shards = source.shards(shard_size)
+    data_desc = source.describe()
+
+    settings = {
+        "model": _describe_model(model) if needs_model else None,
+        "data": {k: v for k, v in data_desc.items() if k != "path"},
+        "metrics": metrics,
+        "params": params.to_dict(),
+        "shard_size": shard_size,
+        "batch_size": batch_size,
+        "seed": int(seed),
+        "precision": precision,
+        "n_shards": len(shards),
+    }
+    import lidmem
+
+    doc = {
+        "format": _FORMAT,
+        "settings": settings,
+        "info": {"model_path": model_path, "data_path": data_desc.get("path"), "lidmem_version": lidmem.__version__, "torch_version": torch.__version__},
+    }
+    out = Path(out)
+    (out / "shards").mkdir(parents=True, exist_ok=True)
+    _claim_settings(out, doc)
+    shash = _settings_hash(settings)
+    part_meta = {"settings_hash": shash, "settings": settings}
+
+    mine = [shards[i] for i in distributed.assign_shards(len(shards), info.rank, info.world_size)]
+    todo, skipped = [], []
+    for sh in mine:
+        for stale in (out / "shards").glob(f"part-{sh.index:06d}.parquet.tmp-*"):
+            stale.unlink(missing_ok=True)
+        (skipped if _is_done(_part_path(out, sh), sh, shash) else todo).append(sh)
+
+    result = ScoreResult(out=out, settings=settings, n_shards=len(shards), shards_skipped=[s.index for s in skipped])
+    data_shape = (getattr(model, "metadata", None) or {}).get("data_shape") if model is not None else None
+    dtypes = {m: METRICS[m].dtype for m in metrics}
+    autocast = torch.autocast(dev.type, dtype=getattr(torch, precision)) if precision != "float32" else nullcontext()
+
+    batches = [(sh, s, min(s + batch_size, sh.stop)) for sh in todo for s in range(sh.start, sh.stop, batch_size)]
+    desc = "score" if info.world_size == 1 else f"score [rank {info.rank}/{info.world_size}]"
+    bar = _progress(None, total=sum(sh.size for sh in todo), desc=desc, disable=None if progress is None else not progress)
+    bar.unit = "row"  # type: ignore[attr-defined]
+    pool = ThreadPoolExecutor(max_workers=1) if prefetch else None
+    start_time = time.perf_counter()
+    try:
+        pending = None
+        cols: dict[str, list[Any]] = {}
+        for bi, (sh, b0, b1) in enumerate(batches):
+            if pending is not None:
+                rows = pending.result()
+            else:
+                rows = source.read(b0, b1)
+            pending = pool.submit(source.read, *batches[bi + 1][1:]) if pool is not None and bi + 1 < len(batches) else None
+            if b0 == sh.start:
+                cols = {"row": [], "id": [], **{m: [] for m in metrics}}
+            x = _to_model_input(rows, data_shape, params, dev)
+            cols["row"].append(rows.rows)
+            cols["id"].extend(rows.ids)
+            for m in metrics:
+                met = METRICS[m]
+                with autocast:
+                    val = met.compute(model, x, rows, batch_seed(seed, b0, m), params)
+                val = val.detach().cpu().numpy() if isinstance(val, torch.Tensor) else np.asarray(val)
+                if val.shape != (len(rows.rows),):
+                    raise ValueError(f"metric {m!r} returned shape {val.shape} for a batch of {len(rows.rows)} rows; it must return shape (n,)")
+                cols[m].append(val)
+            bar.update(len(rows.rows))  # type: ignore[attr-defined]
+            result.rows_scored += len(rows.rows)
+            if b1 == sh.stop:
+                path = _part_path(out, sh)
+                final = {"row": np.concatenate(cols["row"]), "id": cols["id"], **{m: np.concatenate(cols[m]) for m in metrics}}
+                _write_part(path, final, dtypes, {**part_meta, "shard": {"index": sh.index, "start": sh.start, "stop": sh.stop}})
+                result.shards_scored.append(sh.index)
+                bar.set_postfix(shards=f"{len(skipped) + len(result.shards_scored)}/{len(mine)}")  # type: ignore[attr-defined]
+                if on_shard_done is not None:
+                    on_shard_done(sh, path)
+    finally:
+        result.seconds = time.perf_counter() - start_time
+        bar.close()  # type: ignore[attr-defined]
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    do_merge = merge
+    if merge is None:
+        do_merge = info.world_size == 1 or distributed.can_synchronize(info)
+    if do_merge:
+        if info.world_size > 1:
+            distributed.barrier(info)
+        if info.rank == 0:
+            result.merged = merge_shards(out)
+    return result
+
+
+def merge_shards(out: str | Path, *, output: str | Path | None = None) -> Path:
+    """Union the shard files of a finished run into one Parquet table in row order.
+
+    Streams shard by shard (memory bounded by one shard). Written atomically to
+    ``output`` (default ``OUT/scores.parquet``) with the run's settings in its metadata.
+
+    Raises
+    ------
+    ValueError
+        If shards are missing (the message says how many and how to finish them) or a shard
+        was written with other settings.
+    """
+    import pyarrow.parquet as pq
+
+    out = Path(out)
+    doc = read_settings(out)
+    settings = doc["settings"]
+    shash = _settings_hash(settings)
+    n_shards = int(settings["n_shards"])
+    paths = [out / "shards" / f"part-{i:06d}.parquet" for i in range(n_shards)]
+    missing = [i for i, p in enumerate(paths) if not p.is_file()]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} of {n_shards} shards of {out} are not scored yet (first missing: {missing[:5]}); "
+            "run the same scoring command again to finish them, then merge"
+        )
+    target = Path(output) if output is not None else out / "scores.parquet"
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    writer = None
+    try:
+        for p in paths:
+            table = pq.read_table(p)
+            kv = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}"))
+            if kv.get("settings_hash") != shash:
+                raise SettingsMismatchError(f"{p} was written with other settings than {out}/settings.json; delete it and rerun")
+            table = table.replace_schema_metadata({_META_KEY: json.dumps({"settings_hash": shash, "settings": settings}, sort_keys=True).encode()})
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, table.schema)
+            writer.write_table(table)
+        if writer is not None:
+            writer.close()
+            writer = None
+        os.replace(tmp, target)
+    finally:
+        if writer is not None:
+            writer.close()
+        tmp.unlink(missing_ok=True)
+    return target
