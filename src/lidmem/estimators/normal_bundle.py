@@ -1,0 +1,255 @@
+"""Normal-bundle (NB) estimate of LID_theta (eq. 7-8; Stanczuk et al., 2024).
+
+For a point ``x``, draw ``k`` noisy copies with the forward SDE,
+
+    x_t0^(i) = psi(t0) x + sigma(t0) eps_i,     eps_i ~ N(0, I),   i = 1..k,
+
+and stack their scores as the columns of ``S = [s(x_t0^(1), t0), ..., s(x_t0^(k), t0)]`` (``d x k``).
+For small ``t0`` the scores point back to the model's manifold, so they span its normal space:
+``LID(x) = d - rank S``, the rank being the number of singular values above a threshold.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._validation import check_choice, check_points, check_positive_int, check_probability, check_t0, make_generator
+from ..utils import chunk_slices, progress as _progress
+from .flipd import _get_sde
+
+__all__ = ["normal_bundle", "NormalBundle", "count_above", "gap_rank", "percentile_threshold"]
+
+THRESHOLDS: tuple[str, ...] = ("gap", "percentile")
+
+#: Rows (points x noisy copies) per model call when ``batch_size`` is None.
+_DEFAULT_ROWS = 4096
+
+
+def numerical_rank_floor(sv: torch.Tensor, shape: tuple[int, int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Per-matrix numerical-rank tolerance ``max(shape) * eps * s_max`` (as ``numpy.linalg.matrix_rank``).
+
+    ``sv`` has shape ``(n, r)`` (singular values, descending); ``dtype`` is the precision the
+    matrix was computed in (its machine epsilon is used). Returns shape ``(n, 1)``.
+    """
+    return max(shape) * torch.finfo(dtype).eps * sv[:, :1]
+
+
+def percentile_threshold(sv: torch.Tensor, percentile: float = 10.0) -> float:
+    """The paper's global threshold: the ``percentile``-th percentile of all singular values ``sv``."""
+    return float(torch.quantile(sv.flatten().double().cpu(), percentile / 100.0))
+
+
+def count_above(sv: torch.Tensor, tau: float, shape: tuple[int, int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Number of singular values per row of ``sv`` (shape ``(n, r)``) above ``tau`` and above the
+    numerical-rank floor of a ``shape`` matrix computed in ``dtype`` (numerical zeros never
+    count); int64, shape ``(n,)``."""
+    floor = numerical_rank_floor(sv, shape, dtype)
+    return ((sv > tau) & (sv > floor)).sum(-1).to(torch.int64)
+
+
+def gap_rank(sv: torch.Tensor, reference: float | torch.Tensor) -> torch.Tensor:
+    """Rank by the largest gap: per row, with ``s_0 = reference`` prepended and ``s_{r+1} = 0``
+    appended to the descending singular values, ``rank = argmax_i (s_i - s_{i+1})`` over
+    ``i = 0..r``. The prepended reference (the size of a singular value of a *normal* direction)
+    makes rank 0 reachable and the appended 0 makes the full rank ``r`` reachable.
+
+    Parameters
+    ----------
+    sv : Tensor of shape (n, r)
+        Singular values, descending along the last axis.
+    reference : float or Tensor of shape (n,)
+
+    Returns
+    -------
+    Tensor of shape (n,), int64
+    """
+    n = sv.shape[0]
+    ref = torch.as_tensor(reference, dtype=sv.dtype, device=sv.device).expand(n)[:, None]
+    ext = torch.cat([ref, sv, torch.zeros(n, 1, dtype=sv.dtype, device=sv.device)], dim=1)
+    gaps = ext[:, :-1] - ext[:, 1:]
+    return gaps.argmax(dim=1).to(torch.int64)
+
+
+def _check_threshold(threshold: Any) -> str | float:
+    if isinstance(threshold, str):
+        return check_choice(threshold, "threshold", THRESHOLDS)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating, np.integer)):
+        raise TypeError(f"threshold must be 'gap', 'percentile' or a float >= 0; got {threshold!r}")
+    if not (float(threshold) >= 0 and math.isfinite(float(threshold))):
+        raise ValueError(f"threshold={threshold!r} must be a finite float >= 0 (or 'gap' / 'percentile')")
+    return float(threshold)
+
+
+def normal_bundle_singular_values(
+    model: Any,
+    x: Any,
+    t0: float = 0.01,
+    *,
+    n_scores: int | None = None,
+    seed: int | torch.Generator | None = 0,
+    batch_size: int | None = None,
+    progress: bool | None = None,
+) -> torch.Tensor:
+    """Singular values of the score matrix ``S`` of each point, descending, shape ``(n, min(d, k))``
+    (float64). Arguments as in :func:`normal_bundle`."""
+    sde = _get_sde(model)
+    x = check_points(x, "x")
+    t0 = check_t0(t0, "t0")
+    n, shape = x.shape[0], tuple(x.shape[1:])
+    d = math.prod(shape)
+    k = 4 * d if n_scores is None else check_positive_int(n_scores, "n_scores")
+    if batch_size is None:
+        batch_size = max(1, _DEFAULT_ROWS // k)
+    else:
+        batch_size = check_positive_int(batch_size, "batch_size")
+    gen = make_generator(seed, device=x.device)
+    tt = torch.tensor(t0, dtype=torch.float64)
+    psi, sigma = float(sde.psi(tt)), float(sde.sigma(tt))
+    out = torch.empty(n, min(d, k), dtype=torch.float64, device=x.device)
+    slices = list(chunk_slices(n, batch_size))
+    with torch.no_grad():
+        for sl in _progress(slices, total=len(slices), desc="normal bundle", disable=None if progress is None else not progress):
+            xc = x[sl]
+            b = xc.shape[0]
+            eps = torch.randn((b, k, *shape), generator=gen, dtype=x.dtype, device=x.device)
+            # forward SDE from x itself: x_t0 = psi(t0) x + sigma(t0) eps (never from the origin)
+            xt = psi * xc[:, None] + sigma * eps
+            tvec = torch.full((b * k,), t0, dtype=x.dtype, device=x.device)
+            s = model(xt.reshape(b * k, *shape), tvec)
+            if s.shape != (b * k, *shape):
+                raise ValueError(f"model returned shape {tuple(s.shape)} for input shape {(b * k, *shape)}; it must return the score")
+            S = s.reshape(b, k, d).double()  # rows are the score vectors (S^T of the paper)
+            out[sl] = torch.linalg.svdvals(S)
+    return out
+
+
+def normal_bundle(
+    model: Any,
+    x: Any,
+    t0: float = 0.01,
+    n_scores: int | None = None,
+    seed: int | torch.Generator | None = 0,
+    *,
+    threshold: str | float = "gap",
+    percentile: float = 10.0,
+    batch_size: int | None = None,
+    progress: bool | None = None,
+    return_singular_values: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Normal-bundle LID estimate ``d - rank S`` at each point (eq. 7-8).
+
+    Parameters
+    ----------
+    model : callable
+        Score model ``model(x, t) -> s(x, t)`` with an ``.sde`` attribute (see
+        :func:`lidmem.estimators.flipd`); ``t`` is continuous time in [0, 1] of shape ``(m,)``.
+    x : Tensor of shape (n, d) or (n, c, h, w)
+        Clean points (time 0); ``d = prod(x.shape[1:])``.
+    t0 : float, default=0.01
+        Diffusion time in (0, 1] of the noisy copies (the paper used 0.1 on CIFAR-10).
+    n_scores : int or None, default=None
+        Number ``k`` of noisy copies per point; None means ``4 d`` (the paper's recommendation).
+        With ``k < d`` the rank is at most ``k`` and the estimate at least ``d - k``.
+    seed : int, torch.Generator or None, default=0
+        Seed of the noise. Deterministic for a given ``seed`` and ``batch_size``.
+    threshold : {"gap", "percentile"} or float, default="gap"
+        How singular values are counted as non-zero:
+
+        - ``"gap"``: per point, the largest gap of the descending singular values with the
+          reference ``sqrt(k) / sigma(t0)`` (the expected singular value of a normal direction,
+          where the score is ``-eps / sigma``) prepended and 0 appended, so any rank 0..min(d, k)
+          is reachable (:func:`gap_rank`).
+        - ``"percentile"``: the paper's rule: one global ``tau`` = ``percentile``-th percentile of
+          all singular values of all points in ``x``. It assumes that fewer than ``percentile``
+          percent of all singular values are tangent directions; on data of mixed dimension it
+          can count tangent directions as normal.
+        - float ``tau``: a fixed threshold.
+
+        Singular values below the numerical-rank floor ``max(d, k) * eps * s_max`` never count.
+    percentile : float, default=10.0
+        Percentile for ``threshold="percentile"``, in [0, 100].
+    batch_size : int or None, default=None
+        Points per chunk (None: ``max(1, 4096 // k)``).
+    progress : bool or None, default=None
+        Progress bar over chunks.
+    return_singular_values : bool, default=False
+        Also return the singular values, shape ``(n, min(d, k))``, descending.
+
+    Returns
+    -------
+    lid : Tensor of shape (n,), int64
+        ``d - rank S``, on ``x``'s device.
+    singular_values : Tensor of shape (n, min(d, k)), float64
+        Only when ``return_singular_values=True``.
+    """
+    threshold = _check_threshold(threshold)
+    percentile = check_probability(percentile, "percentile", low=0.0, high=100.0)
+    sv = normal_bundle_singular_values(model, x, t0, n_scores=n_scores, seed=seed, batch_size=batch_size, progress=progress)
+    xv = check_points(x, "x")
+    d = math.prod(xv.shape[1:])
+    k = 4 * d if n_scores is None else int(n_scores)
+    if threshold == "gap":
+        sigma = float(_get_sde(model).sigma(torch.tensor(float(t0), dtype=torch.float64)))
+        rank = gap_rank(sv, math.sqrt(k) / sigma)
+    else:
+        tau = percentile_threshold(sv, percentile) if threshold == "percentile" else float(threshold)
+        rank = count_above(sv, tau, (d, k), xv.dtype)
+    lid = d - rank
+    return (lid, sv) if return_singular_values else lid
+
+
+class NormalBundle:
+    """Normal-bundle estimator with the scikit-learn constructor contract.
+
+    Parameters
+    ----------
+    model : callable
+        Score model with an ``.sde`` attribute.
+    t0, n_scores, seed, threshold, percentile, batch_size, progress
+        As in :func:`normal_bundle`.
+
+    Attributes
+    ----------
+    singular_values_ : Tensor of shape (n, min(d, k))
+        Singular values from the last :meth:`estimate` call.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        t0: float = 0.01,
+        n_scores: int | None = None,
+        seed: int | None = 0,
+        threshold: str | float = "gap",
+        percentile: float = 10.0,
+        batch_size: int | None = None,
+        progress: bool | None = None,
+    ) -> None:
+        self.model = model
+        self.t0 = t0
+        self.n_scores = n_scores
+        self.seed = seed
+        self.threshold = threshold
+        self.percentile = percentile
+        self.batch_size = batch_size
+        self.progress = progress
+
+    def get_params(self, deep: bool = False) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("model", "t0", "n_scores", "seed", "threshold", "percentile", "batch_size", "progress")}
+
+    def estimate(self, x: Any) -> torch.Tensor:
+        """Normal-bundle LID of each point of ``x`` (int64, shape ``(n,)``)."""
+        lid, sv = normal_bundle(
+            self.model, x, self.t0, self.n_scores, self.seed, threshold=self.threshold, percentile=self.percentile,
+            batch_size=self.batch_size, progress=self.progress, return_singular_values=True,
+        )
+        self.singular_values_ = sv
+        return lid
+
+    def __repr__(self) -> str:
+        return f"NormalBundle(t0={self.t0!r}, n_scores={self.n_scores!r}, threshold={self.threshold!r}, seed={self.seed!r})"
