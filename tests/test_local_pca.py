@@ -1,0 +1,153 @@
+"""Local PCA LID_*: exact spectra, duplicates -> 0, accuracy on manifolds of known LID (vs scikit-dimension)."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.decomposition import PCA
+from sklearn.exceptions import NotFittedError
+from sklearn.neighbors import NearestNeighbors
+
+from lidmem.data.manifolds import affine_subspace, sphere, torus, union_of_subspaces, von_mises_mixture
+from lidmem.estimators import LocalPCA, local_pca
+from lidmem.estimators.local_pca import neighbourhood_spectra, pairwise_distance_percentile
+
+
+def test_spectra_match_sklearn_pca_and_exclude_self():
+    """X=None: neighbourhood = the point + its k nearest *other* points; explained variances as sklearn PCA."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((60, 7)) * np.array([3, 2, 1, 0.5, 0.2, 0.1, 0.05])
+    est = LocalPCA(k=10, radius=None).fit(x)
+    _, idx = NearestNeighbors(n_neighbors=10).fit(x).kneighbors()  # sklearn excludes each point itself
+    for i in (0, 17, 59):
+        hood = np.concatenate([x[i : i + 1], x[idx[i]]])
+        ref = PCA().fit(hood).explained_variance_[:7]
+        np.testing.assert_allclose(est.spectra_[i].numpy(), ref, rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("m,D", [(12, 40), (40, 6)])
+def test_gram_and_covariance_paths_agree(m, D):
+    rng = np.random.default_rng(1)
+    hoods = rng.standard_normal((5, m, D))
+    mask = np.ones((5, m), dtype=bool)
+    mask[1, 5:] = False  # a neighbourhood restricted to 5 points
+    got = neighbourhood_spectra(torch.as_tensor(hoods), torch.as_tensor(mask)).numpy()
+    for b in range(5):
+        pts = hoods[b][mask[b]]
+        ev = np.sort(np.linalg.eigvalsh(np.cov(pts.T)))[::-1][: min(len(pts) - 1, D)]
+        np.testing.assert_allclose(got[b, : len(ev)], ev, rtol=1e-8, atol=1e-10)
+        assert np.isnan(got[b, len(ev) :]).all()
+
+
+def test_pairwise_percentile_exact_and_sampled():
+    x = torch.as_tensor(np.random.default_rng(2).standard_normal((300, 5)))
+    d = torch.nn.functional.pdist(x).numpy()
+    assert pairwise_distance_percentile(x, 10.0) == pytest.approx(np.percentile(d, 10), rel=1e-9)
+    approx = pairwise_distance_percentile(x, 10.0, max_pairs=20000, seed=0)
+    assert approx == pytest.approx(np.percentile(d, 10), rel=0.03)
+    assert approx == pairwise_distance_percentile(x, 10.0, max_pairs=20000, seed=0)  # deterministic under seed
+
+
+def test_point_mass_and_isolated_duplicates_are_zero_with_paper_defaults():
+    # von Mises circle + 15% point mass at the origin (paper Sec. 4.1)
+    s = von_mises_mixture(100, seed=0)
+    lid = local_pca(s.points, k=20).numpy()
+    assert (lid[s.lid == 0] == 0).all()
+    assert (lid[s.lid == 1] >= 1).all()
+    # "training images" on a 5-dim subspace of R^50 plus one image copied 12 times, far from the rest
+    base = affine_subspace(300, dim=5, ambient_dim=50, seed=1).points
+    dup = np.repeat(base[:1] + 5.0, 12, axis=0)
+    x = np.concatenate([base, dup])
+    lid = local_pca(x, k=30).numpy()
+    assert (lid[300:] == 0).all()
+    assert (lid[:300] > 0).all() and np.median(lid[:300]) >= 4  # the paper's tau drops ~10% of the spectrum
+
+
+def test_radius_zero_restricts_to_exact_duplicates():
+    base = affine_subspace(200, dim=3, ambient_dim=10, seed=3).points
+    x = np.concatenate([base, base[:4], base[:4]])  # three copies of 4 points inside the manifold
+    lid = local_pca(x, k=20, tau="fo", radius=0.0).numpy()
+    dup = np.zeros(len(x), dtype=bool)
+    dup[:4] = dup[200:] = True
+    assert (lid[dup] == 0).all()
+    assert (lid[~dup] == 3).all()
+
+
+def _mae(pred, true):
+    return float(np.abs(np.asarray(pred, dtype=float) - true).mean())
+
+
+@pytest.mark.parametrize(
+    "name,make,k",
+    [
+        ("plane 2 in R^20", lambda: affine_subspace(400, dim=2, ambient_dim=20, seed=0), 40),
+        ("plane 5 in R^20, noise", lambda: affine_subspace(400, dim=5, ambient_dim=20, noise=0.01, seed=1), 40),
+        ("S^2 in R^10", lambda: sphere(400, dim=2, ambient_dim=10, seed=2), 40),
+        ("torus in R^10", lambda: torus(1000, ambient_dim=10, seed=3), 15),
+        ("union 0,1,2,5 in R^10", lambda: union_of_subspaces(400, seed=4), 40),
+    ],
+)
+def test_accuracy_no_worse_than_skdim_lpca(name, make, k):
+    skdim = pytest.importorskip("skdim")
+    s = make()
+    ours = local_pca(s.points, k=k, tau="fo", radius=None).numpy()
+    with np.errstate(all="ignore"):
+        theirs = skdim.id.lPCA(ver="FO", alphaFO=0.05).fit_pw(s.points, n_neighbors=k).dimension_pw_
+    assert _mae(ours, s.lid) < 0.15, name
+    # ours adds the point itself to its k neighbours (k + 1 points, same radius): allow 1% of points
+    assert _mae(ours, s.lid) <= _mae(theirs, s.lid) + 0.01, name
+
+
+def test_paper_tau_is_the_percentile_of_pooled_spectra():
+    s = sphere(300, dim=2, ambient_dim=6, noise=0.01, seed=4)
+    est = LocalPCA(k=30).fit(s.points)
+    pool = est.spectra_[~torch.isnan(est.spectra_)].numpy()
+    pool = pool[pool > est.zero_floor_]
+    assert est.tau_ == pytest.approx(np.percentile(pool, 10))
+    lid = est.estimate().numpy()
+    np.testing.assert_array_equal(lid, (est.spectra_.nan_to_num(0).numpy() > est.tau_).sum(axis=1))
+
+
+def test_query_points_use_fitted_reference():
+    s = union_of_subspaces(1200, dims=(1, 2, 4), ambient_dim=8, seed=5)
+    ref, q, true = s.points[::2], s.points[1::2], s.lid[1::2]  # new points on the same pieces
+    est = LocalPCA(k=40, tau="fo", radius=None).fit(ref)
+    lid = est.estimate(q).numpy()
+    assert lid.shape == (len(q),) and lid.dtype == np.int64
+    assert _mae(lid, true) < 0.1
+    # a far-away query copy-pasted 3 times into the reference data: LID 0 at the copies and at the query
+    x = np.concatenate([s.points, np.repeat(s.points[:1] + 20.0, 3, axis=0)])
+    est2 = LocalPCA(k=40).fit(x)
+    assert est2.estimate(s.points[:1] + 20.0).tolist() == [0]
+
+
+def test_errors_name_the_argument():
+    x = np.random.default_rng(0).standard_normal((50, 4))
+    with pytest.raises(ValueError, match=r"k=50.*n_samples=50.*49"):
+        local_pca(x, k=50)
+    with pytest.raises(ValueError, match="NaN"):
+        bad = x.copy()
+        bad[3, 1] = np.nan
+        local_pca(bad, k=5)
+    with pytest.raises(ValueError, match="data"):
+        local_pca(np.zeros((0, 4)), k=5)
+    with pytest.raises(ValueError, match="rank"):
+        local_pca(np.zeros(10), k=5)
+    with pytest.raises(ValueError, match="query has 3 features"):
+        local_pca(x, x[:, :3], k=5)
+    with pytest.raises(ValueError, match="tau="):
+        local_pca(x, k=5, tau="median")
+    with pytest.raises(ValueError, match="radius="):
+        local_pca(x, k=5, radius="auto")
+    with pytest.raises(TypeError, match="k must be an integer"):
+        local_pca(x, k=5.0)
+    with pytest.raises(NotFittedError):
+        LocalPCA().estimate()
+
+
+def test_input_not_mutated_and_params_roundtrip():
+    x = np.random.default_rng(0).standard_normal((40, 3))
+    before = x.copy()
+    est = LocalPCA(k=5, tau="fo")
+    est.fit(x)
+    np.testing.assert_array_equal(x, before)
+    assert est.get_params()["tau"] == "fo" and repr(est) == "LocalPCA(k=5, tau='fo')"
