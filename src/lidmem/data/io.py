@@ -72,6 +72,8 @@ def load_points(path: str | Path) -> np.ndarray:
     suffix = path.suffix.lower()
     if suffix == ".npy":
         arr = np.load(path, allow_pickle=False)
+        if arr.ndim == 0 or arr.shape[0] == 0:
+            raise ValueError(f"data set {path} is empty (shape {arr.shape})")
         if arr.ndim == 1:
             arr = arr[:, None]
         arr = arr.reshape(len(arr), -1)
