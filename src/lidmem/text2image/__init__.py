@@ -5,35 +5,24 @@ Heavy dependencies (diffusers, transformers) are imported only when a model is b
 """
 
 from .adapters import PREDICTION_TYPES, TextToImageModel, load_text2image, math_attention
+from .attribution import TokenAttribution, token_attribution
+from .image_scores import IMAGE_METRICS, cfg_flipd_at, cfg_norm_after_euler, image_flipd, score_images
+from .prompt_metrics import LARGER_IS_MEMORIZED, PROMPT_METRICS, prompt_metrics, step_metric
 
 __all__ = [
     "TextToImageModel",
     "load_text2image",
     "math_attention",
     "PREDICTION_TYPES",
-    "score_images",
+    "IMAGE_METRICS",
+    "cfg_flipd_at",
     "image_flipd",
     "cfg_norm_after_euler",
+    "score_images",
+    "PROMPT_METRICS",
+    "LARGER_IS_MEMORIZED",
     "prompt_metrics",
-    "PromptMetricResult",
-    "token_attribution",
+    "step_metric",
     "TokenAttribution",
+    "token_attribution",
 ]
-
-_LAZY = {
-    "score_images": "image_scores",
-    "image_flipd": "image_scores",
-    "cfg_norm_after_euler": "image_scores",
-    "prompt_metrics": "prompt_metrics",
-    "PromptMetricResult": "prompt_metrics",
-    "token_attribution": "attribution",
-    "TokenAttribution": "attribution",
-}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

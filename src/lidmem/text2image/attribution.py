@@ -1,0 +1,225 @@
+"""Token attribution of prompt memorization metrics (Wen et al. 2024; paper Sec. 4.2).
+
+For a prompt c with text-encoder output embeddings E (L x D), the attribution of token position
+i is ``|| d metric_step / d E_i ||_2`` averaged over the sampler steps in the metric's
+scheduling support (and over generations), with the start token, the end token and padding
+excluded, normalised to sum 1. The states x_t come from the CFG DDIM sampler and are treated as
+fixed samples (the gradient does not flow through the trajectory), as in Wen et al.'s code.
+BPE pieces are then merged back into words.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._validation import check_choice, check_positive_int, make_generator
+from .adapters import TextToImageModel
+from .prompt_metrics import PROMPT_METRICS, metric_time_max, step_metric
+
+__all__ = ["TokenAttribution", "token_attribution", "prompt_tokens", "merge_pieces"]
+
+
+@dataclass
+class TokenAttribution:
+    """Normalised per-token attributions of a prompt, with the tokens merged into words.
+
+    Attributes
+    ----------
+    prompt : str
+    metric : str
+    tokens : list of str
+        The prompt's tokens as the tokenizer writes them (special tokens excluded).
+    positions : list of int
+        Their positions in the padded id sequence.
+    scores : ndarray of shape (n_tokens,)
+        Non-negative, sum 1.
+    words : list of str
+        Words made of consecutive BPE pieces.
+    word_of_token : list of int
+        Word index of each token.
+    word_scores : ndarray of shape (n_words,)
+        Sum of the scores of each word's tokens.
+    info : dict
+        Estimator settings.
+    """
+
+    prompt: str
+    metric: str
+    tokens: list[str]
+    positions: list[int]
+    scores: np.ndarray
+    words: list[str]
+    word_of_token: list[int]
+    word_scores: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def top_token(self) -> str:
+        return self.tokens[int(np.argmax(self.scores))]
+
+    @property
+    def top_word(self) -> str:
+        return self.words[int(np.argmax(self.word_scores))]
+
+    def to_frame(self) -> Any:
+        """One row per token: position, token, word index, word, score."""
+        import pandas as pd
+
+        return pd.DataFrame(
+            {
+                "position": self.positions,
+                "token": self.tokens,
+                "word_index": self.word_of_token,
+                "word": [self.words[w] for w in self.word_of_token],
+                "score": self.scores,
+            }
+        )
+
+
+def merge_pieces(tokenizer: Any, tokens: list[str], ids: list[int] | None = None) -> tuple[list[str], list[int]]:
+    """Merge BPE/WordPiece/SentencePiece pieces into words.
+
+    Word boundaries: CLIP ``"</w>"`` ends a word; WordPiece ``"##"`` continues one;
+    SentencePiece ``"▁"`` and byte-level ``"Ġ"`` start one. Word text is
+    ``tokenizer.decode(ids_of_the_word)`` stripped (``ids`` given) or the pieces joined without
+    their markers.
+
+    Returns
+    -------
+    words : list of str
+    word_of_token : list of int
+    """
+    groups: list[list[str]] = []
+    word_of_token: list[int] = []
+    clip_style = any(t.endswith("</w>") for t in tokens)
+    wordpiece = not clip_style and any(t.startswith("##") for t in tokens)
+    prefix_style = not clip_style and not wordpiece and any(t.startswith(("▁", "Ġ")) for t in tokens)
+    previous_closed = True
+    for tok in tokens:
+        if not groups:
+            new = True
+        elif clip_style:
+            new = previous_closed
+        elif wordpiece:
+            new = not tok.startswith("##")
+        elif prefix_style:
+            new = tok.startswith(("▁", "Ġ"))
+        else:
+            new = True
+        if new:
+            groups.append([tok])
+        else:
+            groups[-1].append(tok)
+        word_of_token.append(len(groups) - 1)
+        previous_closed = tok.endswith("</w>")
+    words = []
+    for w, pieces in enumerate(groups):
+        text = ""
+        if ids is not None:
+            wid = [i for i, wo in zip(ids, word_of_token) if wo == w]
+            text = tokenizer.decode(wid, skip_special_tokens=True).strip()
+        if not text:
+            text = "".join(p.replace("</w>", "").replace("##", "").replace("▁", "").replace("Ġ", "") for p in pieces)
+        words.append(text)
+    return words, word_of_token
+
+
+def prompt_tokens(model: TextToImageModel, prompt: str) -> tuple[list[int], list[str], list[int]]:
+    """Positions, tokens and ids of ``prompt`` in its padded id sequence, special tokens excluded."""
+    ids = model.tokenize(prompt)[0].tolist()
+    special = set(model.tokenizer.all_special_ids)
+    eos = model.tokenizer.eos_token_id
+    positions = []
+    for i, tid in enumerate(ids):
+        if i > 0 and eos is not None and tid == eos:
+            break
+        if tid in special:
+            continue
+        positions.append(i)
+    if not positions:
+        raise ValueError(f"prompt={prompt!r} has no tokens besides special ones; attribution needs a non-empty prompt")
+    kept = [ids[i] for i in positions]
+    tokens = model.tokenizer.convert_ids_to_tokens(kept)
+    return positions, list(tokens), kept
+
+
+def token_attribution(
+    model: TextToImageModel,
+    prompt: str,
+    *,
+    metric: str = "a_cfg",
+    n_generations: int = 1,
+    num_inference_steps: int = 50,
+    guidance_scale: float = 7.5,
+    flipd_t_max: float = 0.2,
+    n_probes: int = 1,
+    seed: int = 0,
+) -> TokenAttribution:
+    """Attribute ``metric`` (one of ``PROMPT_METRICS``) to the prompt's tokens.
+
+    Parameters
+    ----------
+    metric : {"a_cfg", "a_scfg", "a_flipd", "wen"}, default="a_cfg"
+    n_generations, num_inference_steps, guidance_scale, flipd_t_max, n_probes, seed
+        As in :func:`lidmem.text2image.prompt_metrics`: the trajectories and the steps used
+        are the same as for the metric's estimator.
+
+    Returns
+    -------
+    TokenAttribution
+        ``scores`` sum to 1 over the prompt's tokens (start/end/padding excluded).
+    """
+    check_choice(metric, "metric", PROMPT_METRICS)
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a string; got {type(prompt).__name__}")
+    positions, tokens, token_ids = prompt_tokens(model, prompt)
+    n_gen = check_positive_int(n_generations, "n_generations")
+    t_max = metric_time_max(metric, flipd_t_max)
+    cond, uncond = model.encode_prompt(prompt)
+    uncond = uncond[:1]
+    acc = torch.zeros(cond.shape[1], dtype=torch.float32, device=cond.device)
+    n_steps = [0]
+    g = make_generator(seed + 1)
+
+    def callback(state: dict[str, Any]) -> None:
+        t = state["t"]
+        if t <= 0 or t > t_max:
+            return
+        c = cond.detach().clone().requires_grad_(True)
+        value = step_metric(model, metric, state["x"], t, c, uncond, guidance_scale, n_probes=n_probes, generator=g).mean()
+        (grad,) = torch.autograd.grad(value, c)
+        acc.add_(grad[0].float().norm(dim=-1))
+        n_steps[0] += 1
+
+    model.sample(cond, uncond, n=n_gen, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed, callback=callback, progress=False)
+    if n_steps[0] == 0:
+        raise ValueError(f"no DDIM step of num_inference_steps={num_inference_steps} falls in (0, {t_max}]; increase num_inference_steps")
+    raw = (acc / n_steps[0]).cpu().numpy()[positions].astype(np.float64)
+    total = raw.sum()
+    scores = raw / total if total > 0 and np.isfinite(total) else np.full(len(positions), 1.0 / len(positions))
+    words, word_of_token = merge_pieces(model.tokenizer, tokens, token_ids)
+    word_scores = np.zeros(len(words))
+    np.add.at(word_scores, np.asarray(word_of_token), scores)
+    return TokenAttribution(
+        prompt=prompt,
+        metric=metric,
+        tokens=tokens,
+        positions=positions,
+        scores=scores,
+        words=words,
+        word_of_token=word_of_token,
+        word_scores=word_scores,
+        info={
+            "n_generations": n_gen,
+            "num_inference_steps": num_inference_steps,
+            "guidance_scale": guidance_scale,
+            "t_max": t_max,
+            "steps_used": n_steps[0],
+            "seed": seed,
+            "zero_gradient": not (total > 0),
+        },
+    )

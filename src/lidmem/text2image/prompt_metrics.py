@@ -1,0 +1,180 @@
+"""Prompt-level memorization metrics (App. D.2) and Wen et al.'s detection score.
+
+With the DDIM variable x~ = x / psi, sigma~ s~ = sigma s, so every metric can be written with the
+noise predictions eps = -sigma s of the model at the sampler's states x_t:
+
+=========== ================================================================ ================
+metric      per-step value at (x_t, t)                                        T (steps used)
+=========== ================================================================ ================
+``a_cfg``   sigma^2 ||s_CFG - s_empty||^2 = ||eps_CFG - eps_empty||^2 (eq. 24)  U(0, 1]: all
+``a_scfg``  sigma^2 ||s_CFG||^2 = ||eps_CFG||^2                      (eq. 25)  U(0, 1]: all
+``a_flipd`` FLIPD_CFG(x_t; t, c) = d - sigma tr grad eps_CFG + ||eps_CFG||^2     U(0, 0.2]
+            (eq. 26-28; Hutchinson trace, both CFG branches)
+``wen``     ||eps_c - eps_empty|| (Wen et al. 2024, not squared, no lambda)    U(0, 1]: all
+=========== ================================================================ ================
+
+Estimator (documented, deterministic under ``seed``): ``n_generations`` DDIM trajectories
+(eta = 0, ``num_inference_steps`` steps, guidance ``lambda = guidance_scale``) start from the same
+noise for every prompt (common random numbers, drawn from ``seed``); the x_t are the states at
+which the sampler evaluates the UNet, and the expectation over t ~ T is the average over the
+sampler's timesteps that fall in T's support (the DDIM grid is uniform in t, so this is a
+midpoint-style quadrature of the uniform distribution). A^CFG and A^{s_CFG} (eq. 24-25) drop
+the constant lambda^-2 as the paper does; large = memorized. A^FLIPD: small = memorized.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .._validation import check_choice, check_positive_int, check_probability, make_generator
+from ..utils import progress
+from .adapters import TextToImageModel
+from .image_scores import cfg_flipd_at
+
+__all__ = ["PROMPT_METRICS", "LARGER_IS_MEMORIZED", "step_metric", "metric_time_max", "prompt_metrics"]
+
+PROMPT_METRICS: tuple[str, ...] = ("a_cfg", "a_scfg", "a_flipd", "wen")
+#: Direction of each metric: True when a larger value means "memorized".
+LARGER_IS_MEMORIZED: dict[str, bool] = {"a_cfg": True, "a_scfg": True, "a_flipd": False, "wen": True}
+
+
+def metric_time_max(metric: str, flipd_t_max: float = 0.2) -> float:
+    """Upper end of the scheduling distribution T of ``metric`` (1 or ``flipd_t_max``)."""
+    check_choice(metric, "metric", PROMPT_METRICS)
+    return float(flipd_t_max) if metric == "a_flipd" else 1.0
+
+
+def step_metric(
+    model: TextToImageModel,
+    metric: str,
+    x_t: torch.Tensor,
+    t: float,
+    cond: torch.Tensor,
+    uncond: torch.Tensor,
+    guidance_scale: float,
+    *,
+    n_probes: int = 1,
+    trace: str = "hutchinson",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Per-sample value ``(n,)`` of ``metric``'s integrand at (x_t, t), differentiable in ``cond``."""
+    check_choice(metric, "metric", PROMPT_METRICS)
+    x_t = x_t.detach()
+    if metric == "a_flipd":
+        return cfg_flipd_at(model, x_t, t, cond, uncond, guidance_scale, trace=trace, n_probes=n_probes, generator=generator)
+    eps_u, eps_c = model.branch_epsilons(x_t, t, cond, uncond)
+    eps_u, eps_c = eps_u.float(), eps_c.float()
+    lam = float(guidance_scale)
+    if metric == "wen":
+        return (eps_c - eps_u).flatten(1).norm(dim=1)
+    if metric == "a_cfg":
+        return (lam * (eps_c - eps_u)).flatten(1).pow(2).sum(1)
+    return (eps_u + lam * (eps_c - eps_u)).flatten(1).pow(2).sum(1)
+
+
+def prompt_metrics(
+    model: TextToImageModel,
+    prompts: str | Sequence[str],
+    *,
+    metrics: Sequence[str] = PROMPT_METRICS,
+    n_generations: int = 4,
+    num_inference_steps: int = 50,
+    guidance_scale: float = 7.5,
+    flipd_t_max: float = 0.2,
+    n_probes: int = 1,
+    trace: str = "hutchinson",
+    seed: int = 0,
+    progress_bar: bool | None = None,
+) -> Any:
+    """Estimate prompt memorization metrics for each prompt.
+
+    Parameters
+    ----------
+    prompts : str or list of str
+    metrics : subset of {"a_cfg", "a_scfg", "a_flipd", "wen"}
+    n_generations : int, default=4
+        DDIM trajectories per prompt (N in eq. 15).
+    num_inference_steps : int, default=50
+        DDIM steps (the paper uses 50); A^FLIPD uses the steps with t <= ``flipd_t_max``
+        (10 of 50 for Stable Diffusion).
+    guidance_scale : float, default=7.5
+        lambda of the CFG sampler and of s_CFG.
+    flipd_t_max : float, default=0.2
+        Support (0, flipd_t_max] of T for A^FLIPD.
+    n_probes : int, default=1
+        Hutchinson probes per state for A^FLIPD.
+    seed : int, default=0
+        Initial noise (the same for every prompt) and Hutchinson probes.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per prompt: ``prompt`` and one column per metric; ``df.attrs`` holds the
+        estimator settings and ``larger_is_memorized``.
+    """
+    import pandas as pd
+
+    prompts_l = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompts_l or not all(isinstance(p, str) for p in prompts_l):
+        raise TypeError("prompts must be a string or a non-empty list of strings")
+    metrics = list(metrics)
+    for m in metrics:
+        check_choice(m, "metrics", PROMPT_METRICS)
+    n_gen = check_positive_int(n_generations, "n_generations")
+    steps = check_positive_int(num_inference_steps, "num_inference_steps")
+    t_max = check_probability(flipd_t_max, "flipd_t_max", low=0.0, high=1.0)
+    if "a_flipd" in metrics:
+        grid = [model.timestep_to_time(k) for k in model.ddim_scheduler(steps).timesteps]
+        if not any(0 < t <= t_max for t in grid):
+            raise ValueError(
+                f"no DDIM step of num_inference_steps={steps} falls in (0, flipd_t_max={t_max}]; increase num_inference_steps or flipd_t_max"
+            )
+    lam = float(guidance_scale)
+    rows = []
+    noise = model.initial_noise(n_gen, seed)
+    uncond = model.unconditional_embeds(1)
+    for prompt in progress(prompts_l, desc="prompts", disable=None if progress_bar is None else not progress_bar):
+        cond, _ = model.encode_prompt(prompt)
+        sums = {m: 0.0 for m in metrics}
+        counts = {m: 0 for m in metrics}
+        g = make_generator(seed + 1)
+
+        def callback(state: dict[str, Any]) -> None:
+            t = state["t"]
+            if t <= 0:
+                return
+            eu, ec = state["eps_uncond"].float(), state["eps_cond"].float()
+            for m in metrics:
+                if t > metric_time_max(m, t_max):
+                    continue
+                if m == "a_flipd":
+                    with torch.no_grad():
+                        v = cfg_flipd_at(model, state["x"], t, cond, uncond, lam, trace=trace, n_probes=n_probes, generator=g)
+                elif m == "wen":
+                    v = (ec - eu).flatten(1).norm(dim=1)
+                elif m == "a_cfg":
+                    v = (lam * (ec - eu)).flatten(1).pow(2).sum(1)
+                else:
+                    v = (eu + lam * (ec - eu)).flatten(1).pow(2).sum(1)
+                sums[m] += float(v.sum())
+                counts[m] += v.numel()
+
+        model.sample(cond, uncond, n=n_gen, num_inference_steps=steps, guidance_scale=lam, latents=noise, callback=callback, progress=False)
+        rows.append({"prompt": prompt, **{m: sums[m] / counts[m] for m in metrics}})
+    df = pd.DataFrame(rows)
+    df.attrs.update(
+        {
+            "n_generations": n_gen,
+            "num_inference_steps": steps,
+            "guidance_scale": lam,
+            "flipd_t_max": t_max,
+            "n_probes": n_probes,
+            "trace": trace,
+            "seed": seed,
+            "larger_is_memorized": {m: LARGER_IS_MEMORIZED[m] for m in metrics},
+        }
+    )
+    return df
