@@ -7,6 +7,17 @@ Heavy dependencies (diffusers, transformers) are imported only when a model is b
 from .adapters import PREDICTION_TYPES, TextToImageModel, load_text2image, math_attention
 from .attribution import TokenAttribution, token_attribution
 from .image_scores import IMAGE_METRICS, cfg_flipd_at, cfg_norm_after_euler, image_flipd, score_images
+from .mitigation import (
+    ChatRewriter,
+    Rewriter,
+    RuleRewriter,
+    evaluate_mitigation,
+    optimize_prompt_embedding,
+    pixel_cosine,
+    random_token_addition,
+    rewrite_prompt,
+    select_tokens,
+)
 from .prompt_metrics import LARGER_IS_MEMORIZED, PROMPT_METRICS, prompt_metrics, step_metric
 
 __all__ = [
@@ -25,4 +36,13 @@ __all__ = [
     "step_metric",
     "TokenAttribution",
     "token_attribution",
+    "select_tokens",
+    "Rewriter",
+    "RuleRewriter",
+    "ChatRewriter",
+    "rewrite_prompt",
+    "random_token_addition",
+    "optimize_prompt_embedding",
+    "pixel_cosine",
+    "evaluate_mitigation",
 ]
