@@ -1,9 +1,36 @@
-"""CLI: (not implemented yet)."""
+"""CLI: ``lidmem demo digits`` - memorization audit of the shipped digits models (planted duplicates)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from ._common import console, user_errors
 
 
 def register(app: typer.Typer, demo_app: typer.Typer) -> None:
-    """Add this module's commands to the lidmem app (or to lidmem demo)."""
+    """Add ``lidmem demo digits``."""
+
+    @demo_app.command("digits")
+    def digits(
+        out: Path = typer.Option(Path("digits_audit"), "--out", help="Output folder (one subfolder per model)."),
+        num_samples: int = typer.Option(400, help="Samples generated per model."),
+        sampling_steps: int = typer.Option(30, help="Heun steps of the probability-flow ODE."),
+        generator: bool = typer.Option(True, help="Also audit the VAE decoder (Jacobian-rank LID)."),
+        seed: int = typer.Option(0, help="Seed."),
+    ) -> None:
+        """Audit the shipped digits UNet (and VAE decoder) trained with 30 images duplicated 30x."""
+        from ..memorization.audit import digits_demo
+
+        with user_errors():
+            results = digits_demo(out, num_samples=num_samples, sampling_steps=sampling_steps, generator=generator, seed=seed)
+        for name, res in results.items():
+            s = res.summary
+            console.print(f"[bold]{name}[/]: copy labels {s['copy_label_counts']}, MMH {s['mmh_class_counts']}")
+            if "planted_duplicates" in s:
+                console.print(f"  planted duplicates: {s['planted_duplicates']}")
+            for row in s["detection"]:
+                if row["auroc"] is not None:
+                    console.print(f"  {row['positive']:>22} | {row['score']:<20} AUROC {row['auroc']:.3f}  TPR@1%FPR {row['tpr_at_1pct_fpr']:.3f}")
+            console.print(f"  report: {Path(out) / name / 'report.html'}")

@@ -37,7 +37,9 @@ class UNetScoreNet(nn.Module):
     Attention is off by default (``attention=False``: plain ``DownBlock2D``/``UpBlock2D`` and no
     mid-block attention), so forward-mode AD (FLIPD's ``torch.func.jvp``) works on CPU. With
     ``attention=True`` the attention processors are set to diffusers' plain-matmul
-    ``AttnProcessor`` for the same reason (fused SDPA has no forward-mode AD on CPU).
+    ``AttnProcessor`` (fused SDPA has no forward-mode AD on CPU), but with diffusers 0.42 the
+    attention block's group norm still fails under ``jvp`` on CPU ("view size is not
+    compatible"): keep ``attention=False`` for models you want to score with FLIPD.
 
     Parameters
     ----------
@@ -133,9 +135,11 @@ class UNetScoreNet(nn.Module):
             add_attention=bool(attention),
         )
         if attention:
-            from diffusers.models.attention_processor import AttnProcessor
+            from diffusers.models.attention_processor import Attention, AttnProcessor
 
-            self.unet.set_attn_processor(AttnProcessor())
+            for module in self.unet.modules():  # UNet2DModel has no set_attn_processor
+                if isinstance(module, Attention):
+                    module.set_processor(AttnProcessor())
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "UNetScoreNet":
