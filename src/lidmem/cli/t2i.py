@@ -1,9 +1,347 @@
-"""CLI: (not implemented yet)."""
+"""CLI: ``lidmem t2i`` - text-to-image memorization (score images, detect prompts, attribute, mitigate).
+
+Every command takes ``--model`` (a diffusers model folder such as a saved Stable Diffusion
+pipeline, a hub id already in the local cache, or a lidmem text-to-image checkpoint folder),
+``--device`` and ``--dtype``, and writes tables (CSV or Parquet) and PNG figures into ``--out``.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from ._common import console, user_errors
+
+t2i_app = typer.Typer(help="Text-to-image memorization: image scores, prompt detection, token attribution, mitigation.", no_args_is_help=True)
+
+_MODEL_HELP = "Diffusers model folder (unet/, text_encoder/, tokenizer/, scheduler/, optional vae/) or a cached hub id."
+
+
+def _load(model: str, device: str, dtype: str, allow_download: bool) -> Any:
+    from ..text2image import load_text2image
+
+    return load_text2image(model, device=device, dtype=None if dtype == "auto" else dtype, local_files_only=not allow_download)
+
+
+def _write(df: Any, out: Path, name: str, fmt: str) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    if fmt == "parquet":
+        path = out / f"{name}.parquet"
+        df.to_parquet(path, index=False)
+    elif fmt == "csv":
+        path = out / f"{name}.csv"
+        df.to_csv(path, index=False)
+    else:
+        raise ValueError(f"--format={fmt!r} must be 'csv' or 'parquet'")
+    return path
+
+
+def _split(value: str, name: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise ValueError(f"--{name} must be a comma-separated list; got {value!r}")
+    return items
+
+
+def _ints(value: str, name: str) -> list[int]:
+    try:
+        return [int(v) for v in _split(value, name)]
+    except ValueError:
+        raise ValueError(f"--{name}={value!r} must be comma-separated integers, e.g. 1,2,3,4,6,8") from None
+
+
+def _read_images(path: Path, model: Any) -> tuple[Any, list[str]]:
+    """Images of a folder (or a single file) as a float tensor in [-1, 1], converted to the model's
+    channels and resized (bilinear) to its native resolution ``model.image_shape``."""
+    import numpy as np
+    import torch
+
+    from ..data.io import load_image_folder
+
+    if path.is_dir():
+        arr, names = load_image_folder(path)
+    elif path.is_file():
+        from PIL import Image
+
+        with Image.open(path) as im:
+            a = np.asarray(im.convert("L" if im.mode in ("L", "1") else "RGB"), dtype=np.float32) / 255.0
+        arr, names = (a[None, None] if a.ndim == 2 else a.transpose(2, 0, 1)[None]), [path.name]
+    else:
+        raise FileNotFoundError(f"image path {path} does not exist")
+    x = torch.from_numpy(arr) * 2 - 1
+    c, h, w = model.image_shape
+    if x.shape[1] != c:
+        x = x.mean(1, keepdim=True).repeat(1, c, 1, 1) if c in (1, 3) else x
+    if tuple(x.shape[-2:]) != (h, w):
+        x = torch.nn.functional.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+    return x, names
+
+
+def _read_captions(path: Path | None, names: list[str], column: str | None) -> list[str] | None:
+    if path is None:
+        return None
+    from ..text2image import read_prompts
+
+    if path.suffix.lower() in (".csv", ".tsv", ".parquet"):
+        import pandas as pd
+
+        df = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path, sep=None, engine="python", keep_default_na=False)
+        lower = {str(c).lower(): c for c in df.columns}
+        if "file" in lower or "image" in lower:
+            key = lower.get("file", lower.get("image"))
+            caps = read_prompts(path, column=column)
+            mapping = dict(zip(df[key].astype(str), caps))
+            missing = [n for n in names if n not in mapping]
+            if missing:
+                raise ValueError(f"{path.name} has no caption for {missing[:3]} ...; add rows with their file names")
+            return [mapping[n] for n in names]
+    caps = read_prompts(path, column=column)
+    if len(caps) != len(names):
+        raise ValueError(f"{path.name} holds {len(caps)} captions for {len(names)} images; give one per image (in file-name order) or a table with a file column")
+    return caps
+
+
+@t2i_app.command("score-images")
+def score_images_command(
+    images: Path = typer.Argument(..., help="Folder of images (or one image file)."),
+    model: str = typer.Option(..., "--model", "-m", help=_MODEL_HELP),
+    captions: Path | None = typer.Option(None, help="Captions: .txt one per image (file-name order) or a table with file + caption columns."),
+    column: str | None = typer.Option(None, help="Caption column of a --captions table."),
+    metrics: str = typer.Option("flipd_uncond,flipd_cond,cfg_norm", help="Any of flipd_uncond, flipd_cond, cfg_norm (the last two need --captions)."),
+    flipd_t0: float = typer.Option(0.05, help="FLIPD time t0 (paper: 0.05 for Stable Diffusion)."),
+    cfg_t0: float = typer.Option(0.01, help="Time of the CFG norm after the Euler steps (paper: 0.01)."),
+    euler_steps: int = typer.Option(3, help="Probability-flow Euler steps before the CFG norm (paper: 3)."),
+    n_probes: int = typer.Option(1, help="Hutchinson probes for FLIPD."),
+    batch_size: int = typer.Option(8, help="Images per batch."),
+    seed: int = typer.Option(0, help="Seed of the Hutchinson probes."),
+    out: Path = typer.Option(Path("t2i_scores"), "--out", "-o", help="Output folder."),
+    fmt: str = typer.Option("csv", "--format", help="csv or parquet."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
+    dtype: str = typer.Option("auto", help="auto (float16 on CUDA, float32 on CPU), float32, float16, bfloat16."),
+    allow_download: bool = typer.Option(False, help="Let from_pretrained download a hub id."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Memorization scores of IMAGES: unconditional FLIPD (no captions), conditional FLIPD, CFG norm."""
+    with user_errors():
+        from ..text2image import score_images
+
+        mdl = _load(model, device, dtype, allow_download)
+        x, names = _read_images(images, mdl)
+        caps = _read_captions(captions, names, column)
+        mets = _split(metrics, "metrics")
+        if caps is None:
+            needs = [m for m in mets if m != "flipd_uncond"]
+            if needs:
+                raise ValueError(f"--metrics {','.join(needs)} need --captions; use --metrics flipd_uncond without captions")
+        df = score_images(mdl, x, caps, metrics=mets, flipd_t0=flipd_t0, cfg_t0=cfg_t0, euler_steps=euler_steps, n_probes=n_probes, seed=seed, batch_size=batch_size, progress_bar=None if progress else False)
+        df.insert(0, "file", names)
+        path = _write(df, out, "image_scores", fmt)
+        _hist_figure(df, [m for m in mets if m in df.columns], out / "image_scores.png")
+    console.print(f"wrote {path} ({len(df)} images) and {out / 'image_scores.png'}")
+
+
+def _hist_figure(df: Any, cols: list[str], path: Path, labels: Any = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(cols), figsize=(4 * len(cols), 3), squeeze=False)
+    for ax, c in zip(axes[0], cols):
+        if labels is None:
+            ax.hist(df[c], bins=30)
+        else:
+            ax.hist(df.loc[labels, c], bins=30, alpha=0.6, label="memorized")
+            ax.hist(df.loc[~labels, c], bins=30, alpha=0.6, label="other")
+            ax.legend()
+        ax.set_title(c)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+@t2i_app.command("detect-prompts")
+def detect_prompts_command(
+    model: str = typer.Option(..., "--model", "-m", help=_MODEL_HELP),
+    prompts: list[Path] = typer.Option(..., "--prompts", "-p", help="Prompt file(s): .txt one per line, or .csv/.parquet with a caption column. Repeatable."),
+    memorized: list[Path] = typer.Option([], "--memorized", help="Prompt file(s) of known memorized prompts (label 1); with --prompts as the others, adds a detection table."),
+    column: str | None = typer.Option(None, help="Caption column of table files (default caption/prompt/text)."),
+    metrics: str = typer.Option("a_cfg,a_scfg,a_flipd,wen", help="Any of a_cfg, a_scfg, a_flipd, wen."),
+    n_generations: int = typer.Option(4, help="DDIM generations per prompt."),
+    steps: int = typer.Option(50, help="DDIM steps (A^FLIPD uses those with t <= --flipd-t-max)."),
+    guidance_scale: float = typer.Option(7.5, help="Classifier-free guidance scale lambda."),
+    flipd_t_max: float = typer.Option(0.2, help="A^FLIPD: T uniform on (0, flipd_t_max]."),
+    n_probes: int = typer.Option(1, help="Hutchinson probes per state for A^FLIPD."),
+    limit: int | None = typer.Option(None, help="Use only the first LIMIT prompts of each file."),
+    seed: int = typer.Option(0, help="Seed of the initial noise (shared by all prompts) and probes."),
+    out: Path = typer.Option(Path("t2i_detect"), "--out", "-o", help="Output folder."),
+    fmt: str = typer.Option("csv", "--format", help="csv or parquet."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
+    dtype: str = typer.Option("auto", help="auto (float16 on CUDA, float32 on CPU), float32, float16, bfloat16."),
+    allow_download: bool = typer.Option(False, help="Let from_pretrained download a hub id."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Prompt memorization metrics A^CFG, A^{s_CFG}, A^FLIPD and Wen et al.'s score for every prompt."""
+    with user_errors():
+        import numpy as np
+        import pandas as pd
+
+        from ..text2image import detection_table, prompt_metrics, read_prompts
+
+        if limit is not None and limit < 1:
+            raise ValueError(f"--limit={limit} must be >= 1")
+        rows: list[tuple[str, str, bool]] = []
+        for files, label in ((memorized, True), (prompts, False)):
+            for f in files:
+                ps = read_prompts(f, column=column)
+                rows += [(p, f.name, label) for p in (ps[:limit] if limit else ps)]
+        mdl = _load(model, device, dtype, allow_download)
+        df = prompt_metrics(
+            mdl, [r[0] for r in rows], metrics=_split(metrics, "metrics"), n_generations=n_generations, num_inference_steps=steps,
+            guidance_scale=guidance_scale, flipd_t_max=flipd_t_max, n_probes=n_probes, seed=seed, progress_bar=None if progress else False,
+        )
+        df.insert(1, "source", [r[1] for r in rows])
+        labels = np.array([r[2] for r in rows])
+        if memorized:
+            df.insert(2, "memorized", labels)
+        path = _write(df, out, "prompt_metrics", fmt)
+        mets = [m for m in _split(metrics, "metrics") if m in df.columns]
+        _hist_figure(df, mets, out / "prompt_metrics.png", labels if memorized and prompts else None)
+        if memorized and prompts:
+            table = detection_table(df, labels, mets)
+            _write(table, out, "detection", fmt)
+            console.print(table.to_string(index=False))
+    console.print(f"wrote {path} ({len(df)} prompts)")
+
+
+@t2i_app.command("attribute")
+def attribute_command(
+    model: str = typer.Option(..., "--model", "-m", help=_MODEL_HELP),
+    prompt: list[str] = typer.Option([], "--prompt", help="A prompt (repeatable)."),
+    prompts: Path | None = typer.Option(None, "--prompts", "-p", help="Prompt file (.txt or table)."),
+    column: str | None = typer.Option(None, help="Caption column of a table file."),
+    metric: str = typer.Option("a_cfg", help="a_cfg, a_scfg, a_flipd or wen."),
+    n_generations: int = typer.Option(1, help="DDIM generations."),
+    steps: int = typer.Option(50, help="DDIM steps."),
+    guidance_scale: float = typer.Option(7.5, help="Classifier-free guidance scale."),
+    flipd_t_max: float = typer.Option(0.2, help="A^FLIPD: T uniform on (0, flipd_t_max]."),
+    limit: int | None = typer.Option(None, help="Use only the first LIMIT prompts of the file."),
+    figures: int = typer.Option(20, help="Bar charts for the first FIGURES prompts."),
+    seed: int = typer.Option(0, help="Seed."),
+    out: Path = typer.Option(Path("t2i_attribution"), "--out", "-o", help="Output folder."),
+    fmt: str = typer.Option("csv", "--format", help="csv or parquet."),
+    device: str = typer.Option("cpu", help="cpu, cuda, ..."),
+    dtype: str = typer.Option("auto", help="auto, float32, float16, bfloat16."),
+    allow_download: bool = typer.Option(False, help="Let from_pretrained download a hub id."),
+) -> None:
+    """Per-token attribution of a prompt metric (gradient w.r.t. the text-encoder output, normalised)."""
+    with user_errors():
+        import pandas as pd
+
+        from ..text2image import read_prompts, token_attribution
+
+        ps = list(prompt)
+        if prompts is not None:
+            fp = read_prompts(prompts, column=column)
+            ps += fp[:limit] if limit else fp
+        if not ps:
+            raise ValueError("give --prompt TEXT (repeatable) or --prompts FILE")
+        mdl = _load(model, device, dtype, allow_download)
+        frames, tops = [], []
+        for i, p in enumerate(ps):
+            a = token_attribution(mdl, p, metric=metric, n_generations=n_generations, num_inference_steps=steps, guidance_scale=guidance_scale, flipd_t_max=flipd_t_max, seed=seed)
+            f = a.to_frame()
+            f.insert(0, "prompt_index", i)
+            f.insert(1, "prompt", p)
+            frames.append(f)
+            tops.append({"prompt_index": i, "prompt": p, "top_word": a.top_word, "top_token": a.top_token, "top_word_score": float(a.word_scores.max())})
+            if i < figures:
+                _attribution_figure(a, out / f"attribution_{i:04d}.png")
+        path = _write(pd.concat(frames, ignore_index=True), out, "attribution", fmt)
+        _write(pd.DataFrame(tops), out, "top_words", fmt)
+    console.print(f"wrote {path} ({len(ps)} prompts)")
+
+
+def _attribution_figure(a: Any, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(max(3, 0.6 * len(a.words)), 2.5))
+    ax.bar(range(len(a.words)), a.word_scores)
+    ax.set_xticks(range(len(a.words)), a.words, rotation=45, ha="right")
+    ax.set_ylabel(f"attribution ({a.metric})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+@t2i_app.command("mitigate")
+def mitigate_command(
+    model: str = typer.Option(..., "--model", "-m", help=_MODEL_HELP),
+    prompt: str = typer.Option(..., "--prompt", help="The memorized prompt."),
+    reference: Path = typer.Option(..., "--reference", help="The memorized training image (file)."),
+    metric: str = typer.Option("a_flipd", help="Metric whose attributions choose the tokens."),
+    ks: str = typer.Option("1,2,3,4,6,8", help="Numbers of tokens to perturb."),
+    methods: str = typer.Option("attribution,uniform,rta", help="Any of attribution, uniform, rta."),
+    repeats: int = typer.Option(5, help="Repeats per (method, k)."),
+    rewriter: str = typer.Option("rules", help="rules (offline, Box 1) or chat (OpenAI-compatible endpoint from $LIDMEM_LLM_URL / $OPENAI_API_KEY)."),
+    chat_model: str = typer.Option("gpt-4", help="Model name for --rewriter chat."),
+    n_generations: int = typer.Option(4, help="Generations per rewritten prompt."),
+    steps: int = typer.Option(50, help="DDIM steps."),
+    guidance_scale: float = typer.Option(7.5, help="Classifier-free guidance scale."),
+    seed: int = typer.Option(0, help="Seed."),
+    out: Path = typer.Option(Path("t2i_mitigation"), "--out", "-o", help="Output folder."),
+    fmt: str = typer.Option("csv", "--format", help="csv or parquet."),
+    device: str = typer.Option("cpu", help="cpu, cuda, ..."),
+    dtype: str = typer.Option("auto", help="auto, float32, float16, bfloat16."),
+    allow_download: bool = typer.Option(False, help="Let from_pretrained download a hub id."),
+) -> None:
+    """Rewrite the attributed tokens of a memorized prompt; similarity to the training image per k and method."""
+    with user_errors():
+        from ..text2image import ChatRewriter, RuleRewriter, evaluate_mitigation
+
+        if rewriter not in ("rules", "chat"):
+            raise ValueError(f"--rewriter={rewriter!r} must be 'rules' or 'chat'")
+        rw = RuleRewriter() if rewriter == "rules" else ChatRewriter(chat_model)
+        mdl = _load(model, device, dtype, allow_download)
+        ref, _ = _read_images(reference, mdl)
+        df = evaluate_mitigation(
+            mdl, prompt, ref[0], metric=metric, ks=_ints(ks, "ks"), methods=_split(methods, "methods"), repeats=repeats, rewriter=rw,
+            n_generations=n_generations, num_inference_steps=steps, guidance_scale=guidance_scale, seed=seed,
+        )
+        path = _write(df, out, "mitigation", fmt)
+        _mitigation_figure(df, out / "mitigation.png")
+    console.print(f"wrote {path} and {out / 'mitigation.png'}")
+
+
+def _mitigation_figure(df: Any, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = ["similarity"] + (["alignment"] if df["alignment"].notna().any() else [])
+    fig, axes = plt.subplots(1, len(cols), figsize=(4.5 * len(cols), 3.2), squeeze=False)
+    base = df[df.method == "original"]
+    for ax, c in zip(axes[0], cols):
+        for m, g in df[df.method != "original"].groupby("method"):
+            s = g.groupby("k")[c].mean()
+            ax.plot(s.index, s.values, marker="o", label=m)
+        if len(base):
+            ax.axhline(float(base[c].iloc[0]), color="grey", ls="--", label="original")
+        ax.set_xlabel("k (tokens perturbed)")
+        ax.set_ylabel(c)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def register(app: typer.Typer, demo_app: typer.Typer) -> None:
-    """Add this module's commands to the lidmem app (or to lidmem demo)."""
+    """Add the ``lidmem t2i`` command group."""
+    app.add_typer(t2i_app, name="t2i")

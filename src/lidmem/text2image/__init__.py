@@ -18,7 +18,7 @@ from .mitigation import (
     rewrite_prompt,
     select_tokens,
 )
-from .prompt_metrics import LARGER_IS_MEMORIZED, PROMPT_METRICS, prompt_metrics, step_metric
+from .prompt_metrics import LARGER_IS_MEMORIZED, PROMPT_METRICS, detection_table, prompt_metrics, read_prompts, step_metric
 
 __all__ = [
     "TextToImageModel",
@@ -34,6 +34,8 @@ __all__ = [
     "LARGER_IS_MEMORIZED",
     "prompt_metrics",
     "step_metric",
+    "read_prompts",
+    "detection_table",
     "TokenAttribution",
     "token_attribution",
     "select_tokens",

@@ -180,6 +180,14 @@ class TextToImageModel(nn.Module):
         return math.prod(self.sample_shape)
 
     @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(c, H, W)`` of pixel images: the VAE's native resolution, or ``sample_shape``."""
+        if self.vae is None:
+            return self.sample_shape
+        f = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return (int(self.vae.config.in_channels), self.sample_shape[1] * f, self.sample_shape[2] * f)
+
+    @property
     def is_latent(self) -> bool:
         return self.vae is not None
 

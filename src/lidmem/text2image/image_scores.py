@@ -110,7 +110,11 @@ def _model_space(model: TextToImageModel, images: Any, inputs: str) -> torch.Ten
         images = torch.as_tensor(np.asarray(images), dtype=torch.float32)
     if images.ndim != 4:
         raise ValueError(f"images must have shape (n, c, H, W); got {tuple(images.shape)}")
-    if inputs == "latents" or model.vae is None:
+    if inputs == "latents" and model.vae is not None:
+        if images.shape[1] != model.sample_shape[0]:
+            raise ValueError(f"latents must have {model.sample_shape[0]} channels; got shape {tuple(images.shape)}")
+        return images.to(device=model.device, dtype=model.dtype)
+    if model.vae is None:
         if tuple(images.shape[1:]) != model.sample_shape:
             raise ValueError(f"model-space inputs must have shape (n, {', '.join(map(str, model.sample_shape))}); got {tuple(images.shape)}")
         return images.to(device=model.device, dtype=model.dtype)

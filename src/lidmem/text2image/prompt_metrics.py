@@ -34,7 +34,9 @@ from ..utils import progress
 from .adapters import TextToImageModel
 from .image_scores import cfg_flipd_at
 
-__all__ = ["PROMPT_METRICS", "LARGER_IS_MEMORIZED", "step_metric", "metric_time_max", "prompt_metrics"]
+__all__ = ["PROMPT_METRICS", "LARGER_IS_MEMORIZED", "step_metric", "metric_time_max", "prompt_metrics", "read_prompts", "detection_table"]
+
+CAPTION_COLUMNS: tuple[str, ...] = ("caption", "prompt", "text", "captions", "prompts")
 
 PROMPT_METRICS: tuple[str, ...] = ("a_cfg", "a_scfg", "a_flipd", "wen")
 #: Direction of each metric: True when a larger value means "memorized".
@@ -178,3 +180,72 @@ def prompt_metrics(
         }
     )
     return df
+
+
+def read_prompts(path: str | Any, *, column: str | None = None) -> list[str]:
+    """Read prompts from a ``.txt`` file (one per line, blank lines skipped) or a ``.csv`` /
+    ``.tsv`` / ``.parquet`` table (delimiter sniffed, e.g. the ``;``-separated LAION sets).
+
+    Parameters
+    ----------
+    column : str, optional
+        Column holding the prompts; default the first of ``caption``, ``prompt``, ``text``
+        (case-insensitive).
+    """
+    from pathlib import Path
+
+    import pandas as pd
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"prompt file {p} does not exist")
+    suffix = p.suffix.lower()
+    if suffix == ".txt":
+        prompts = [line.strip() for line in p.read_text(encoding="utf-8").splitlines()]
+        prompts = [q for q in prompts if q]
+    elif suffix in (".csv", ".tsv", ".parquet"):
+        if suffix == ".parquet":
+            df = pd.read_parquet(p)
+        else:
+            import csv
+
+            head = p.read_text(encoding="utf-8", errors="replace")[:4096]
+            try:
+                sep = csv.Sniffer().sniff(head.splitlines()[0], delimiters=";,\t|").delimiter
+            except (csv.Error, IndexError):
+                sep = "\t" if suffix == ".tsv" else ","
+            df = pd.read_csv(p, sep=sep, keep_default_na=False)
+        cols = {str(c).strip().lower(): c for c in df.columns}
+        if column is not None:
+            if column not in df.columns and column.lower() not in cols:
+                raise ValueError(f"column={column!r} is not in {p.name}; its columns are {list(map(str, df.columns))}")
+            col = column if column in df.columns else cols[column.lower()]
+        else:
+            found = [cols[c] for c in CAPTION_COLUMNS if c in cols]
+            if not found:
+                raise ValueError(f"{p.name} has no caption column (looked for {', '.join(CAPTION_COLUMNS)}); its columns are {list(map(str, df.columns))}; pass column=")
+            col = found[0]
+        prompts = [str(v).strip() for v in df[col].tolist() if str(v).strip()]
+    else:
+        raise ValueError(f"prompt file {p.name} must be .txt (one prompt per line), .csv, .tsv or .parquet")
+    if not prompts:
+        raise ValueError(f"prompt file {p} holds no prompts")
+    return prompts
+
+
+def detection_table(scores: Any, labels: Sequence[bool] | Any, metrics: Sequence[str] | None = None) -> Any:
+    """AUROC and TPR@1%FPR of each metric column of ``scores`` (memorized = True in ``labels``).
+
+    Uses :func:`lidmem.memorization.metrics.detection_metrics` with each metric's direction
+    (:data:`LARGER_IS_MEMORIZED`).
+    """
+    import pandas as pd
+
+    from ..memorization.metrics import detection_metrics
+
+    cols = [m for m in PROMPT_METRICS if m in scores.columns] if metrics is None else list(metrics)
+    rows = []
+    for m in cols:
+        r = detection_metrics(m, labels, scores[m].to_numpy(), higher_is_positive=LARGER_IS_MEMORIZED.get(m, True))
+        rows.append({"metric": m, "auroc": r.auroc, "tpr_at_1pct_fpr": r.tpr_at_1pct_fpr, "n_memorized": r.n_positive, "n_other": r.n_negative, "larger_is_memorized": r.higher_is_positive})
+    return pd.DataFrame(rows)
