@@ -151,3 +151,10 @@ def test_input_not_mutated_and_params_roundtrip():
     est.fit(x)
     np.testing.assert_array_equal(x, before)
     assert est.get_params()["tau"] == "fo" and repr(est) == "LocalPCA(k=5, tau='fo')"
+
+
+def test_fitted_radius_is_the_pairwise_percentile():
+    x = np.concatenate([np.random.default_rng(7).standard_normal((150, 6)), np.zeros((40, 6))])
+    d = torch.nn.functional.pdist(torch.as_tensor(x)).numpy()
+    assert LocalPCA(k=10, radius_percentile=10.0).fit(x).radius_ == pytest.approx(np.percentile(d, 10), rel=1e-9, abs=1e-12)
+    assert LocalPCA(k=10, radius_percentile=3.0).fit(x).radius_ == 0.0  # 780 of 17955 pairs are duplicates

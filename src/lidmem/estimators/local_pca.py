@@ -52,10 +52,11 @@ from sklearn.exceptions import NotFittedError
 from .._validation import check_points, check_positive_int, check_probability
 from ..utils import chunk_slices, progress
 
-__all__ = ["LocalPCA", "local_pca", "neighbourhood_spectra", "pairwise_distance_percentile"]
+__all__ = ["LocalPCA", "local_pca", "neighbourhood_spectra", "gram_spectra", "pairwise_distance_percentile"]
 
 _ZERO_RTOL = 1e-10
 _MEMORY_BUDGET = 2**26  # bytes per chunk of gathered neighbourhoods (64 MiB)
+_GRAM_BUDGET = 2**28  # cache the n x n Gram matrix of the reference data up to 256 MiB (n <= 5792)
 
 
 # --------------------------------------------------------------------------------------------
@@ -115,18 +116,57 @@ def neighbourhood_spectra(neighbourhoods: torch.Tensor, mask: torch.Tensor | Non
     b, m, D = neighbourhoods.shape
     if mask is None:
         mask = torch.ones(b, m, dtype=torch.bool, device=neighbourhoods.device)
+    if m <= D:  # m x m Gram matrix: same non-zero eigenvalues as the D x D covariance
+        return gram_spectra(neighbourhoods @ neighbourhoods.transpose(1, 2), mask, D)
     w = mask.to(neighbourhoods.dtype)
-    count = w.sum(dim=1)  # (b,)
+    count = w.sum(dim=1)
     mean = (neighbourhoods * w[..., None]).sum(dim=1) / count.clamp_min(1)[:, None]
     yc = (neighbourhoods - mean[:, None, :]) * w[..., None]
-    if m <= D:
-        mat = yc @ yc.transpose(1, 2)  # (b, m, m) Gram: same non-zero eigenvalues as the covariance
+    ev = torch.linalg.eigvalsh(yc.transpose(1, 2) @ yc).flip(-1)  # (b, D, D) covariance, decreasing
+    return _finish_spectra(ev, count, m, D)
+
+
+def gram_spectra(gram: torch.Tensor, mask: torch.Tensor, n_features: int) -> torch.Tensor:
+    """Explained variances of each neighbourhood from its *uncentred* Gram matrix.
+
+    With ``G_ij = <y_i, y_j>`` over the ``m_i`` unmasked points, the centred Gram matrix is
+    ``G - a 1^T - 1 a^T + c`` (``a`` the row means, ``c`` the grand mean); its non-zero eigenvalues
+    divided by ``m_i - 1`` are the covariance's. Costs ``O(m^3)`` per neighbourhood whatever ``D``.
+
+    Parameters
+    ----------
+    gram : Tensor of shape (b, m, m)
+    mask : bool Tensor of shape (b, m)
+    n_features : int
+        Ambient dimension ``D`` (caps the number of non-zero eigenvalues).
+
+    Returns
+    -------
+    Tensor of shape (b, min(m - 1, D)), as :func:`neighbourhood_spectra`.
+    """
+    b, m, _ = gram.shape
+    w = mask.to(gram.dtype)
+    count = w.sum(dim=1)
+    cnt = count.clamp_min(1)
+    full = bool(mask.all())
+    if full:
+        g = gram.clone()
     else:
-        mat = yc.transpose(1, 2) @ yc  # (b, D, D)
-    ev = torch.linalg.eigvalsh(mat).flip(-1)  # decreasing
+        ww = w[:, :, None] * w[:, None, :]
+        g = gram * ww
+    a = g.sum(dim=2) / cnt[:, None]  # (b, m): mean over the neighbourhood of <y_i, y_l>
+    c = (a * w).sum(dim=1) / cnt  # (b,): <mean, mean>
+    g.sub_(a[:, :, None]).sub_(a[:, None, :]).add_(c[:, None, None])
+    if not full:
+        g.mul_(ww)
+    ev = torch.linalg.eigvalsh(g).flip(-1)
+    return _finish_spectra(ev, count, m, n_features)
+
+
+def _finish_spectra(ev: torch.Tensor, count: torch.Tensor, m: int, n_features: int) -> torch.Tensor:
     ev = ev / (count - 1).clamp_min(1)[:, None]
-    n_valid = torch.minimum(count - 1, torch.tensor(float(D), dtype=count.dtype, device=count.device))
-    r = min(m - 1, D)
+    r = min(m - 1, n_features)
+    n_valid = torch.clamp(count - 1, max=float(n_features))
     ev = ev[:, :r].clamp_min(0)
     idx = torch.arange(r, device=ev.device)[None, :]
     return torch.where(idx < n_valid[:, None], ev, torch.full_like(ev, float("nan")))
@@ -290,10 +330,24 @@ class LocalPCA:
                 f"other points; use k <= {n - 1}"
             )
         self.data_ = x
+        # PCA is translation invariant: work on globally centred data (smaller norms, less cancellation)
+        self._centre = x.mean(dim=0)
+        self._ref = x - self._centre
+        self._gram = self._ref @ self._ref.T if n * n * 8 <= _GRAM_BUDGET else None
+        # duplicate groups: equal rows share an id (exact zero distance without recomputing it)
+        self._unique, self._groups = torch.unique(x, dim=0, return_inverse=True)
         self.n_samples_fit_ = n
         self.n_features_in_ = x.shape[1]
         if self.radius == "percentile":
-            self.radius_ = pairwise_distance_percentile(x, self.radius_percentile, max_pairs=self.max_pairs, seed=self.seed)
+            if self._gram is not None and n * (n - 1) // 2 <= self.max_pairs:
+                # all pairs from the cached Gram matrix; exact duplicates exactly 0
+                sq = torch.diagonal(self._gram)
+                iu = torch.triu_indices(n, n, offset=1)
+                d2 = (sq[iu[0]] + sq[iu[1]] - 2.0 * self._gram[iu[0], iu[1]]).clamp_min(0.0)
+                d2 = torch.where(self._groups[iu[0]] == self._groups[iu[1]], torch.zeros_like(d2), d2)
+                self.radius_ = float(np.percentile(d2.sqrt().cpu().numpy(), self.radius_percentile))
+            else:
+                self.radius_ = pairwise_distance_percentile(x, self.radius_percentile, max_pairs=self.max_pairs, seed=self.seed)
         else:
             self.radius_ = None if self.radius is None else float(self.radius)
         self.spectra_ = self._spectra(x, exclude_self=True, desc="local PCA (reference)")
@@ -347,33 +401,61 @@ class LocalPCA:
         return self.fit(data).estimate()
 
     # -- internals -----------------------------------------------------------------------------
+    def _query_groups(self, q: torch.Tensor) -> torch.Tensor:
+        """Duplicate-group id of each query row among the reference rows (-1: equal to none)."""
+        u = self._unique
+        _, inv = torch.unique(torch.cat([u, q]), dim=0, return_inverse=True)
+        table = torch.full((int(inv.max()) + 1,), -1, dtype=torch.long, device=q.device)
+        table[inv[: len(u)]] = torch.arange(len(u), device=q.device)
+        return table[inv[len(u) :]]
+
     def _spectra(self, q: torch.Tensor, *, exclude_self: bool, desc: str) -> torch.Tensor:
-        ref = self.data_
+        ref = self._ref
+        q = q - self._centre
         n, D = ref.shape
         k = int(self.k)
         m = k + 1  # the point itself plus k neighbours
         chunk = self.chunk_size or max(1, min(1024, _MEMORY_BUDGET // (8 * m * max(D, m))))
         ref_sq = (ref * ref).sum(dim=1)
+        groups = self._groups if exclude_self else self._query_groups(q + self._centre)
         out = []
         slices = list(chunk_slices(q.shape[0], chunk))
         for sl in progress(slices, desc=desc, disable=None if self.progress is None else not self.progress):
             qc = q[sl]
-            # candidate neighbours by |a|^2 + |b|^2 - 2ab (fast), exact distances recomputed below
-            d2 = (qc * qc).sum(dim=1, keepdim=True) + ref_sq[None, :] - 2.0 * qc @ ref.T
+            c = len(qc)
+            cross = self._gram[sl] if (exclude_self and self._gram is not None) else qc @ ref.T  # (c, n)
+            q_sq = (qc * qc).sum(dim=1)
+            # candidate neighbours by |a|^2 + |b|^2 - 2ab (fast); exact distances recomputed below
+            d2 = q_sq[:, None] + ref_sq[None, :] - 2.0 * cross
             if exclude_self:
-                rows = torch.arange(sl.start, sl.stop, device=ref.device)
-                d2[torch.arange(len(rows)), rows] = math.inf
+                d2[torch.arange(c), torch.arange(sl.start, sl.stop)] = math.inf
             idx = torch.topk(d2, k, dim=1, largest=False).indices  # (c, k)
-            nb = ref[idx]  # (c, k, D)
-            dist = torch.linalg.vector_norm(nb - qc[:, None, :], dim=2)  # exact
+            # distances from the Gram matrix; exact duplicates (same row of unique data) at exactly 0,
+            # distinct points never at 0, so that radius=0 selects exact duplicates only
+            same = groups[sl][:, None] == self._groups[idx]
+            nd2 = d2.gather(1, idx).clamp_min(torch.finfo(d2.dtype).tiny)
+            dist = torch.where(same, torch.zeros_like(nd2), nd2).sqrt()
             keep = torch.ones_like(dist, dtype=torch.bool)
             if self.radius_ is not None:
                 within = dist <= self.radius_
-                restrict = within.any(dim=1, keepdim=True)
-                keep = torch.where(restrict, within, keep)
-            hood = torch.cat([qc[:, None, :], nb], dim=1)
-            mask = torch.cat([torch.ones(len(qc), 1, dtype=torch.bool, device=ref.device), keep], dim=1)
-            out.append(neighbourhood_spectra(hood, mask))
+                keep = torch.where(within.any(dim=1, keepdim=True), within, keep)
+            mask = torch.cat([torch.ones(c, 1, dtype=torch.bool, device=ref.device), keep], dim=1)
+            if m > D:  # D x D covariance is the smaller eigenproblem
+                nb = ref.index_select(0, idx.reshape(-1)).view(c, k, D)
+                out.append(neighbourhood_spectra(torch.cat([qc[:, None, :], nb], dim=1), mask))
+                continue
+            gram = torch.empty(c, m, m, dtype=ref.dtype, device=ref.device)
+            gram[:, 0, 0] = q_sq
+            qn = cross.gather(1, idx)
+            gram[:, 0, 1:] = qn
+            gram[:, 1:, 0] = qn
+            if self._gram is not None:
+                flat = (idx[:, :, None] * n + idx[:, None, :]).reshape(-1)
+                gram[:, 1:, 1:] = self._gram.view(-1).index_select(0, flat).view(c, k, k)
+            else:
+                nb = ref.index_select(0, idx.reshape(-1)).view(c, k, D)
+                gram[:, 1:, 1:] = nb @ nb.transpose(1, 2)
+            out.append(gram_spectra(gram, mask, D))
         return torch.cat(out)
 
 
