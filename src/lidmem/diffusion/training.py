@@ -192,7 +192,8 @@ def train_score_model(
         copy is trained. It needs a ``config`` dict (see :mod:`lidmem.diffusion.networks`)
         when ``checkpoint`` is given.
     data : array-like of shape (n, d) or (n, c, h, w)
-        Training points (numpy or torch; not modified).
+        Training points (numpy or torch; not modified), cast to the dtype of ``net``'s
+        parameters.
     sde : SDE
         Forward process (:class:`~lidmem.diffusion.sde.VPSDE`, ``VESDE``, ``DDPMSchedule``).
     prediction : {"epsilon", "score", "x0", "v"}, default="epsilon"
@@ -262,7 +263,9 @@ def train_score_model(
         raise TypeError(f"{type(net).__name__} has no config dict, so it cannot be checkpointed; pass checkpoint=None or give it a config")
 
     dev = resolve_device(device, net)
-    x_all = check_points(data, "data", min_samples=1, min_ndim=2).to(dev, copy=True)
+    param = next(iter(net.parameters()), None)
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.get_default_dtype()
+    x_all = check_points(data, "data", min_samples=1, min_ndim=2).to(device=dev, dtype=dtype, copy=True)
     settings = _settings(net, sde, prediction, x_all, batch_size, float(lr), ema_decay, int(seed), t_min, log_uniform_fraction)
 
     model_net = copy.deepcopy(net).to(dev).train()

@@ -1,0 +1,166 @@
+"""Classify points as OD-Mem, DD-Mem or neither under the manifold memorization hypothesis (MMH).
+
+The paper (Sec. 2-3) compares, at a point x, the model's local intrinsic dimension LID_theta(x)
+with the data's LID_*(x):
+
+- **OD-Mem** (overfitting-driven): LID_theta(x) < LID_*(x). The model has collapsed to a
+  lower-dimensional manifold than the data has at x (e.g. it reproduces one isolated training
+  point of a curve).
+- **DD-Mem** (data-driven): LID_*(x) itself is (near) 0 (duplicated training points give
+  LID_* = 0, Prop. 3.1) and the model follows it, LID_theta(x) is low too. The copies are
+  explained by the data, not by a modelling error.
+
+Estimators are noisy (FLIPD is continuous and can be slightly negative; local PCA returns
+integers), so :func:`classify_mmh` uses two explicit thresholds and returns them together with
+the scores; it never returns only a label.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["MMHResult", "classify_mmh", "MMH_CLASSES"]
+
+#: The class names, in a fixed order.
+MMH_CLASSES: tuple[str, ...] = ("od_mem", "dd_mem", "none")
+
+
+@dataclass(frozen=True)
+class MMHResult:
+    """Scores, thresholds and MMH class of each point.
+
+    Attributes
+    ----------
+    lid_theta : ndarray of shape (n,), float64
+        Model-side LID estimate at each point (e.g. FLIPD measured *at* the point).
+    lid_star : ndarray of shape (n,), float64
+        Data-side LID estimate at each point (e.g. local PCA on the training set).
+    mmh_class : ndarray of shape (n,), dtype object
+        ``"od_mem"``, ``"dd_mem"`` or ``"none"`` per point.
+    od_gap : ndarray of shape (n,), float64
+        ``lid_star - lid_theta``: how far the model's LID falls below the data's (OD-Mem score;
+        larger = more overfit).
+    od_margin : float
+        OD-Mem needs ``od_gap > od_margin``.
+    dd_threshold : float
+        DD-Mem needs ``lid_star <= dd_threshold`` and ``lid_theta <= dd_threshold + od_margin``.
+    """
+
+    lid_theta: np.ndarray
+    lid_star: np.ndarray
+    mmh_class: np.ndarray
+    od_gap: np.ndarray
+    od_margin: float
+    dd_threshold: float
+    rule: str = field(default="")
+
+    def __len__(self) -> int:
+        return len(self.mmh_class)
+
+    @property
+    def is_od_mem(self) -> np.ndarray:
+        """Boolean mask of OD-Mem points, shape (n,)."""
+        return self.mmh_class == "od_mem"
+
+    @property
+    def is_dd_mem(self) -> np.ndarray:
+        """Boolean mask of DD-Mem points, shape (n,)."""
+        return self.mmh_class == "dd_mem"
+
+    def counts(self) -> dict[str, int]:
+        """Number of points in each class (all three keys always present)."""
+        return {c: int((self.mmh_class == c).sum()) for c in MMH_CLASSES}
+
+    def thresholds(self) -> dict[str, Any]:
+        """The thresholds and the rule, JSON-serialisable."""
+        return {"od_margin": self.od_margin, "dd_threshold": self.dd_threshold, "rule": self.rule}
+
+
+def _as_vector(values: Any, name: str) -> np.ndarray:
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a 1-D array of numbers; got {type(values).__name__}") from exc
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must have shape (n,); got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinite values at {int((~np.isfinite(arr)).sum())} positions")
+    return arr
+
+
+def _check_threshold(value: Any, name: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a float; got {value!r}") from exc
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"{name}={value!r} must be a finite float >= 0; try {name}=0.5")
+    return v
+
+
+def classify_mmh(lid_theta: Any, lid_star: Any, *, od_margin: float = 0.5, dd_threshold: float = 0.5) -> MMHResult:
+    """Classify each point as ``"od_mem"``, ``"dd_mem"`` or ``"none"`` from its two LIDs.
+
+    Rule (applied in this order):
+
+    1. ``"dd_mem"`` if ``lid_star <= dd_threshold`` (the data are locally 0-dimensional, e.g.
+       duplicates) **and** ``lid_theta <= dd_threshold + od_margin`` (the model follows them);
+    2. ``"od_mem"`` if ``lid_theta < lid_star - od_margin`` (the model's manifold is lower-
+       dimensional than the data's by more than the margin);
+    3. ``"none"`` otherwise (including data LID ~ 0 that the model does *not* reproduce).
+
+    With LID_* from local PCA (integers) and FLIPD (continuous), the defaults (0.5, 0.5) mean:
+    DD-Mem = "LID_* is 0 and FLIPD < 1", OD-Mem = "FLIPD at least half a dimension below LID_*".
+
+    Parameters
+    ----------
+    lid_theta : array-like of shape (n,)
+        Model LID at each point, measured at the point itself (e.g. FLIPD of a training point).
+    lid_star : array-like of shape (n,)
+        Data LID at each point (e.g. :func:`lidmem.estimators.local_pca`).
+    od_margin : float, default=0.5
+        Margin by which ``lid_theta`` must fall below ``lid_star`` for OD-Mem (>= 0).
+    dd_threshold : float, default=0.5
+        Largest ``lid_star`` counted as (locally) zero-dimensional data (>= 0).
+
+    Returns
+    -------
+    MMHResult
+        Scores, classes and the thresholds used.
+
+    Examples
+    --------
+    >>> r = classify_mmh([0.02, 0.05, 1.01, 0.9], [0, 1, 1, 2])
+    >>> r.mmh_class.tolist()
+    ['dd_mem', 'od_mem', 'none', 'od_mem']
+    """
+    theta = _as_vector(lid_theta, "lid_theta")
+    star = _as_vector(lid_star, "lid_star")
+    if theta.shape != star.shape:
+        raise ValueError(f"lid_theta and lid_star must have the same length; got {theta.shape[0]} and {star.shape[0]}")
+    od_margin = _check_threshold(od_margin, "od_margin")
+    dd_threshold = _check_threshold(dd_threshold, "dd_threshold")
+    dd = (star <= dd_threshold) & (theta <= dd_threshold + od_margin)
+    od = ~dd & (theta < star - od_margin)
+    cls = np.full(theta.shape, "none", dtype=object)
+    cls[od] = "od_mem"
+    cls[dd] = "dd_mem"
+    rule = (
+        f"dd_mem: lid_star <= {dd_threshold} and lid_theta <= {dd_threshold + od_margin}; "
+        f"od_mem: not dd_mem and lid_theta < lid_star - {od_margin}; none: otherwise"
+    )
+    return MMHResult(
+        lid_theta=theta,
+        lid_star=star,
+        mmh_class=cls,
+        od_gap=star - theta,
+        od_margin=od_margin,
+        dd_threshold=dd_threshold,
+        rule=rule,
+    )
