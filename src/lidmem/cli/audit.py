@@ -29,6 +29,7 @@ def run_audit_command(
     cos_threshold: float,
     search: str,
     lpca_k: int,
+    lpca_radius: str,
     seed: int,
     report: bool,
 ) -> dict:
@@ -36,6 +37,7 @@ def run_audit_command(
     from ..memorization.audit import audit_memorization, check_audit_inputs, load_audit_model, load_sample_images, load_training_images
 
     # validate first: every cheap check before sampling / estimating
+    parse_radius(lpca_radius)
     net, kind = load_audit_model(model)
     tr = load_training_images(train)
     given, given_ids = (None, None) if samples is None else load_sample_images(samples)
@@ -45,7 +47,7 @@ def run_audit_command(
         net, tr, kind=kind, samples=given, sample_ids=given_ids, num_samples=num_samples, sampling_steps=sampling_steps,
         flipd_t0=flipd_t0, flipd_trace=flipd_trace, flipd_probes=flipd_probes, nb_t0=nb_t0, nb_scores=nb_scores,
         copy_k=copy_k, exact_threshold=exact_threshold, near_threshold=near_threshold, cos_threshold=cos_threshold,
-        search=search, lpca_k=lpca_k, seed=seed,
+        search=search, lpca_k=lpca_k, lpca_radius=parse_radius(lpca_radius), seed=seed,
     )
     paths = result.write(out, report=report)
     s = result.summary
@@ -56,6 +58,21 @@ def run_audit_command(
     for name, p in paths.items():
         console.print(f"wrote {name}: {p}")
     return s
+
+
+def parse_radius(text: str) -> str | float | None:
+    """``"percentile"`` | ``"none"`` | a float, as :class:`lidmem.estimators.LocalPCA` takes ``radius``."""
+    if text == "percentile":
+        return text
+    if text.lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"--lpca-radius={text!r} must be 'percentile', 'none' or a number >= 0 (0 = exact duplicates only)") from None
+    if value < 0:
+        raise ValueError(f"--lpca-radius={text!r} must be >= 0")
+    return value
 
 
 def register(app: typer.Typer, demo_app: typer.Typer) -> None:
@@ -80,6 +97,7 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         cos_threshold: float = typer.Option(0.97, help="embedding cosine >= this: near_copy."),
         search: str = typer.Option("auto", help="Nearest-neighbour search: auto, exact or faiss."),
         lpca_k: int = typer.Option(100, help="Neighbours of local PCA (LID_*)."),
+        lpca_radius: str = typer.Option("percentile", help="Local PCA neighbourhood restriction: percentile (paper), none, or a radius (0 = exact duplicates)."),
         seed: int = typer.Option(0, help="Seed of sampling and estimators."),
         report: bool = typer.Option(True, help="Write report.html."),
     ) -> None:
@@ -89,5 +107,5 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
                 model, train, out, samples=samples, num_samples=num_samples, sampling_steps=sampling_steps,
                 flipd_t0=flipd_t0, flipd_trace=flipd_trace, flipd_probes=flipd_probes, nb_t0=nb_t0, nb_scores=nb_scores,
                 copy_k=copy_k, exact_threshold=exact_threshold, near_threshold=near_threshold, cos_threshold=cos_threshold,
-                search=search, lpca_k=lpca_k, seed=seed, report=report,
+                search=search, lpca_k=lpca_k, lpca_radius=lpca_radius, seed=seed, report=report,
             )

@@ -274,6 +274,10 @@ def audit_memorization(
     embedder: Any = None,
     search: str = "auto",
     lpca_k: int = 100,
+    lpca_radius: str | float | None = "percentile",
+    lpca_radius_percentile: float = 10.0,
+    mmh_od_margin: float = 0.5,
+    mmh_dd_threshold: float = 0.5,
     batch_size: int = 256,
     seed: int = 0,
     progress: bool | None = None,
@@ -313,6 +317,15 @@ def audit_memorization(
         Copy detection (:func:`lidmem.memorization.copy_detection.find_copies`).
     lpca_k : int, default=100
         Neighbours of local PCA for LID_* (must be <= n_train - 1).
+    lpca_radius, lpca_radius_percentile : default="percentile", 10.0
+        Neighbourhood restriction of local PCA (:class:`lidmem.estimators.LocalPCA`): the paper's
+        rule restricts each neighbourhood to points within the 10th percentile of all pairwise
+        training distances. ``lpca_radius=0.0`` restricts only to exact duplicates; use it when
+        that percentile exceeds typical nearest-neighbour distances (low-dimensional images
+        such as the 8x8 digits, where it merges distinct digits into one neighbourhood).
+    mmh_od_margin, mmh_dd_threshold : float, default=0.5
+        Thresholds of :func:`lidmem.memorization.mmh.classify_mmh`, applied to the primary
+        LID_theta (FLIPD, or the Jacobian rank) and LID_*.
     batch_size : int, default=256
         Samples per generation / estimator chunk.
     seed : int, default=0
@@ -383,11 +396,12 @@ def audit_memorization(
     lid_png = primary / png
 
     t = time.perf_counter()
-    lid_star_train = local_pca(tr.images.reshape(len(tr.images), -1), None, k=lpca_k, seed=seed, progress=progress).numpy()
+    lid_star_train = local_pca(tr.images.reshape(len(tr.images), -1), None, k=lpca_k, radius=lpca_radius,
+                               radius_percentile=lpca_radius_percentile, seed=seed, progress=progress).numpy()
     lid_star = lid_star_train[matches.nn_index].astype(np.float64)
     timings["local_pca_s"] = time.perf_counter() - t
 
-    mmh = classify_mmh(primary, lid_star)
+    mmh = classify_mmh(primary, lid_star, od_margin=mmh_od_margin, dd_threshold=mmh_dd_threshold)
     df = pd.DataFrame({
         "sample_id": ids,
         "nn_train_id": [tr.ids[j] for j in matches.nn_index],
@@ -398,7 +412,7 @@ def audit_memorization(
         "lid_theta_nb": lid_nb,
         "lid_theta_png": lid_png,
         "lid_star": lid_star,
-        "mmh_class": np.asarray(mmh.labels).astype(str),
+        "mmh_class": np.asarray(mmh.mmh_class).astype(str),
     })
     if lid_jac is not None:
         df["lid_theta_jacobian"] = lid_jac
@@ -421,7 +435,7 @@ def audit_memorization(
             "sampler": "probability-flow ODE, Heun, t 1 -> 1e-3, Tweedie denoise" if kind == "score_model" else "G(z), z ~ N(0, I)",
             "flipd_t0": flipd_t0, "flipd_trace": flipd_trace, "flipd_probes": flipd_probes,
             "nb_t0": nb_t0, "nb_scores": nb_scores, "nb_max_dim": nb_max_dim, "jacobian_percentile": jacobian_percentile,
-            "lpca_k": lpca_k, "seed": seed, "copy_detection": {**matches.settings, **matches.thresholds},
+            "lpca_k": lpca_k, "lpca_radius": lpca_radius, "lpca_radius_percentile": lpca_radius_percentile, "seed": seed, "copy_detection": {**matches.settings, **matches.thresholds},
         },
         "mmh": _mmh_summary(mmh),
         "copy_label_counts": {lab: int((matches.labels == lab).sum()) for lab in ("exact_copy", "near_copy", "none")},
@@ -461,8 +475,7 @@ def audit_memorization(
 
 
 def _mmh_summary(mmh: Any) -> dict[str, Any]:
-    thr = getattr(mmh, "thresholds", None)
-    return {"thresholds": dict(thr) if isinstance(thr, dict) else thr}
+    return {"lid_theta": "primary_lid_theta", **mmh.thresholds()}
 
 
 def write_audit_report(result: AuditResult, path: str | Path, *, n_grid: int = 24) -> Path:
@@ -533,6 +546,11 @@ def digits_demo(
 ) -> dict[str, AuditResult]:
     """The paper's image audit at small scale, from the shipped digits checkpoints.
 
+    LID_* uses local PCA restricted to exact duplicates (``lpca_radius=0.0``): on the 8x8
+    digits the paper's radius (10th percentile of all pairwise distances, 4.8 in [-1, 1] units)
+    is more than twice the typical nearest-neighbour distance, so it would merge distinct
+    digits with the planted duplicates.
+
     Audits the diffusion UNet (``"unet"``) and, when ``generator=True``, the VAE decoder
     (``"generator"``, Jacobian-rank LID_theta) against the planted-duplicates digits
     (:func:`lidmem.data.images.load_digits_with_duplicates`). With ``out_dir``, each result is
@@ -544,10 +562,11 @@ def digits_demo(
     model, kind = load_audit_model(ckpts["unet"])
     check_audit_inputs(model, kind, tr.images)
     results["unet"] = audit_memorization(model, tr, kind=kind, num_samples=num_samples, sampling_steps=sampling_steps,
-                                         seed=seed, progress=progress)
+                                         lpca_radius=0.0, seed=seed, progress=progress)
     if generator:
         gen, gkind = load_audit_model(ckpts["generator"])
-        results["generator"] = audit_memorization(gen, tr, kind=gkind, num_samples=num_samples, seed=seed, progress=progress)
+        results["generator"] = audit_memorization(gen, tr, kind=gkind, num_samples=num_samples, lpca_radius=0.0, seed=seed,
+                                                  progress=progress)
     if out_dir is not None:
         for name, res in results.items():
             res.write(Path(out_dir) / name)
