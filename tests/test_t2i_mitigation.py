@@ -1,0 +1,157 @@
+"""Mitigation: token sampling, the Box 1 offline rewriter changes only the sampled tokens, RTA,
+the chat rewriter's request (never sent), A^FLIPD embedding optimisation, evaluation table."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lidmem.text2image import (
+    ChatRewriter,
+    RuleRewriter,
+    TextToImageModel,
+    TokenAttribution,
+    evaluate_mitigation,
+    optimize_prompt_embedding,
+    pixel_cosine,
+    random_token_addition,
+    rewrite_prompt,
+    select_tokens,
+)
+from lidmem.text2image.attribution import merge_pieces, prompt_tokens
+from lidmem.text2image.testing import tiny_components
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return TextToImageModel(**tiny_components(seed=0, latent=False))
+
+
+def _attribution(model, prompt, scores=None):
+    positions, tokens, ids = prompt_tokens(model, prompt)
+    words, wot = merge_pieces(model.tokenizer, tokens, ids)
+    s = np.full(len(tokens), 1.0 / len(tokens)) if scores is None else np.asarray(scores, float)
+    ws = np.zeros(len(words))
+    np.add.at(ws, np.asarray(wot), s)
+    return TokenAttribution(prompt, "a_cfg", tokens, positions, s, words, wot, ws)
+
+
+def test_select_tokens_follows_attributions():
+    p = [0.94, 0.02, 0.02, 0.02]
+    picks = [select_tokens(p, 1, seed=s)[0] for s in range(300)]
+    uniform = [select_tokens(p, 1, method="uniform", seed=s)[0] for s in range(300)]
+    assert np.mean(np.array(picks) == 0) > 0.88
+    assert 0.15 < np.mean(np.array(uniform) == 0) < 0.35
+    two = select_tokens(p, 3, seed=0)
+    assert len(set(two)) == 3  # without replacement
+    # zero-attribution tokens are only drawn once the others are exhausted
+    assert set(select_tokens([0.5, 0.5, 0.0, 0.0], 2, seed=1)) == {0, 1}
+    assert sorted(select_tokens([0.5, 0.5, 0.0, 0.0], 4, seed=1)) == [0, 1, 2, 3]
+    assert select_tokens(p, 2, seed=5) == select_tokens(p, 2, seed=5)
+    with pytest.raises(ValueError, match="k=5 exceeds"):
+        select_tokens(p, 5)
+    with pytest.raises(ValueError, match="non-negative"):
+        select_tokens([0.5, -0.1], 1)
+
+
+def test_rewriter_changes_only_the_sampled_tokens(tiny):
+    prompt = "a red cat and the blue dog on the house"
+    a = _attribution(tiny, prompt)
+    assert a.words == prompt.split()
+    syn = {w: (w.upper() + "x",) for w in prompt.split()}
+    rw = RuleRewriter(synonyms=syn)
+    for seed in range(5):
+        idx = select_tokens(a, 3, method="uniform", seed=seed)
+        new = rewrite_prompt(a, idx, rw, seed=seed).split()
+        chosen = {a.word_of_token[i] for i in idx}
+        assert len(new) == len(a.words)
+        for j, (old, w) in enumerate(zip(a.words, new)):
+            assert (w != old) == (j in chosen), (seed, j, old, w)
+    # a multi-piece word ("car" = ca + r</w>) is rewritten as one word
+    b = _attribution(tiny, "a car")
+    assert b.tokens == ["a</w>", "ca", "r</w>"]
+    assert rewrite_prompt(b, [2], RuleRewriter(), seed=0) in ("a automobile", "a vehicle")
+
+
+def test_rule_rewriter_box1_rules():
+    rw = RuleRewriter(synonyms={"house": ("home",)})
+    rng = np.random.default_rng(0)
+    assert rw.replacement(",", first=False, rng=rng) == ""  # punctuation goes
+    for _ in range(20):
+        n = int(rw.replacement("12", first=False, rng=rng))  # numbers move slightly
+        assert n != 12 and abs(n - 12) <= 2
+    assert rw.replacement("0", first=False, rng=rng) in ("1", "2")
+    assert rw.replacement("Paris", first=False, rng=rng) == "Paris"  # names stay
+    assert rw.replacement("seven", first=False, rng=rng) == "seven"  # kept words
+    assert rw.replacement("house", first=False, rng=rng) == "home"
+    assert rw.replacement("House", first=True, rng=rng) == "Home"
+    assert rw.replacement("zqx", first=False, rng=rng) == ""  # no known meaning: dropped
+    text = rw.rewrite("the house near Paris, 12 zqx", ["the", "house", "near", "paris", ",", "12", "zqx"], [1, 3, 4, 6], seed=0)
+    assert text == "the home near Paris 12"
+
+
+def test_random_token_addition_keeps_prompt_and_adds_k(tiny):
+    prompt = "a red cat on the house"
+    for k in (1, 3, 6):
+        new = random_token_addition(tiny, prompt, k, seed=k).split(" ")
+        assert len(new) == len(prompt.split()) + k
+        it = iter(new)
+        assert all(w in it for w in prompt.split())  # original words kept, in order
+    assert random_token_addition(tiny, prompt, 2, seed=3) == random_token_addition(tiny, prompt, 2, seed=3)
+
+
+def test_chat_rewriter_request_is_box1_and_needs_env(monkeypatch):
+    rw = ChatRewriter("some-model", url_env="LIDMEM_TEST_URL", key_env="LIDMEM_TEST_KEY")
+    monkeypatch.delenv("LIDMEM_TEST_URL", raising=False)
+    with pytest.raises(ValueError, match="LIDMEM_TEST_URL"):
+        rw.request("a red cat", ["a", "red", "cat"], [2])
+    monkeypatch.setenv("LIDMEM_TEST_URL", "http://localhost:1/v1/")
+    monkeypatch.setenv("LIDMEM_TEST_KEY", "k123")
+    url, body, headers = rw.request("a red cat", ["a", "red", "cat"], [2])
+    assert url == "http://localhost:1/v1/chat/completions"
+    assert headers["Authorization"] == "Bearer k123"
+    msg = json.loads(body)["messages"][0]["content"]
+    assert "perturb the following tokens: ['cat']" in msg and "should not be replaced" in msg
+    assert json.loads(body)["model"] == "some-model"
+
+
+def test_optimize_prompt_embedding_raises_a_flipd(tiny):
+    emb, hist = optimize_prompt_embedding(tiny, "a red cat", steps=3, lr=0.05, num_inference_steps=5, seed=0)
+    assert emb.shape == (1, 16, 32)
+    values = hist.a_flipd.to_numpy()
+    assert values[-1] > values[0]
+    assert tiny.generate(prompt_embeds=emb, num_inference_steps=2).shape == (1, 3, 8, 8)
+
+
+def test_evaluate_mitigation_table(tiny):
+    ref = tiny.generate("a red cat zqx", num_inference_steps=4, seed=0)[0]
+    calls = []
+
+    def alignment(images, prompt):
+        calls.append(prompt)
+        return torch.ones(len(images))
+
+    df = evaluate_mitigation(
+        tiny, "a red cat zqx", ref, metric="a_cfg", ks=(1, 8), repeats=2, alignment=alignment, n_generations=1, num_inference_steps=4,
+    )
+    assert list(df.columns) == ["method", "k", "k_used", "repeat", "prompt", "similarity", "alignment"]
+    assert len(df) == 1 + 3 * 2 * 2
+    orig = df[df.method == "original"].iloc[0]
+    # same noise and prompt as the reference: the generation IS the reference image
+    assert orig.similarity == pytest.approx(1.0, abs=1e-5)
+    assert set(calls) == {"a red cat zqx"}  # alignment always with the original prompt
+    assert (df[(df.method != "rta") & (df.k == 8)].k_used == 4).all()  # 4 tokens in the prompt
+    assert (df[df.method == "rta"].prompt.str.split().str.len() == 4 + df[df.method == "rta"].k).all()
+    sims = pixel_cosine(torch.stack([ref, -ref]), ref)
+    torch.testing.assert_close(sims, torch.tensor([1.0, -1.0]))
