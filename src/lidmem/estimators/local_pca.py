@@ -14,10 +14,13 @@ and count the explained variances above a threshold tau. The paper's variant for
 Conventions
 -----------
 * Data are batch-first ``(n, D)``; anything of rank > 2 is flattened to ``(n, prod(shape[1:]))``.
-* The PCA neighbourhood of a point is the point itself plus its k nearest reference points. With
-  ``query=None`` the queries are the reference points, each excluded from its own neighbour search
-  (scikit-learn's ``kneighbors(X=None)``); an exact duplicate of a point is a different point and
-  is a neighbour at distance 0.
+* The PCA neighbourhood of a point is its k nearest reference points (Fukunaga-Olsen, and
+  scikit-dimension's ``fit_pw``). With ``query=None`` the queries are the reference points, each
+  excluded from its own neighbourhood (scikit-learn's ``kneighbors(X=None)``); an exact duplicate
+  of a point is a different point and is a neighbour at distance 0. A neighbourhood restricted by
+  rule (ii) is the ball of radius r around the point, so it contains the point itself: a point
+  with one neighbour within r gets a 2-point neighbourhood (LID <= 1), and a point whose
+  neighbours within r are all its exact copies gets LID 0.
 * Explained variances are those of :class:`sklearn.decomposition.PCA` (eigenvalues of the
   neighbourhood covariance with ``ddof=1``); only the ``min(m - 1, D)`` that are not zero by
   construction (m = neighbourhood size) are counted and pooled. They are computed from the
@@ -192,8 +195,8 @@ class LocalPCA:
     Parameters
     ----------
     k : int, default=100
-        Number of nearest reference points in each neighbourhood (the paper: 100). With
-        ``query=None`` it must be ``<= n - 1``, otherwise ``<= n``.
+        Number of nearest reference points in each neighbourhood (the paper: 100), at least 2.
+        With ``query=None`` it must be ``<= n - 1``, otherwise ``<= n``.
     tau : {"percentile", "fo"} or float, default="percentile"
         Threshold rule (see the module docstring): the paper's global percentile of all explained
         variances, per-neighbourhood Fukunaga-Olsen ``alpha * largest``, or a fixed value.
@@ -287,7 +290,7 @@ class LocalPCA:
         return f"LocalPCA({changed})"
 
     def _check_params(self) -> None:
-        check_positive_int(self.k, "k")
+        check_positive_int(self.k, "k", minimum=2)
         if isinstance(self.tau, str):
             if self.tau not in ("percentile", "fo"):
                 raise ValueError(f"tau={self.tau!r} is not supported; choose 'percentile', 'fo' or a float >= 0")
@@ -414,8 +417,7 @@ class LocalPCA:
         q = q - self._centre
         n, D = ref.shape
         k = int(self.k)
-        m = k + 1  # the point itself plus k neighbours
-        chunk = self.chunk_size or max(1, min(1024, _MEMORY_BUDGET // (8 * m * max(D, m))))
+        chunk = self.chunk_size or max(1, min(1024, _MEMORY_BUDGET // (8 * k * max(D, k))))
         ref_sq = (ref * ref).sum(dim=1)
         groups = self._groups if exclude_self else self._query_groups(q + self._centre)
         out = []
@@ -436,15 +438,18 @@ class LocalPCA:
             nd2 = d2.gather(1, idx).clamp_min(torch.finfo(d2.dtype).tiny)
             dist = torch.where(same, torch.zeros_like(nd2), nd2).sqrt()
             keep = torch.ones_like(dist, dtype=torch.bool)
+            restrict = torch.zeros(c, 1, dtype=torch.bool, device=ref.device)
             if self.radius_ is not None:
                 within = dist <= self.radius_
-                keep = torch.where(within.any(dim=1, keepdim=True), within, keep)
-            mask = torch.cat([torch.ones(c, 1, dtype=torch.bool, device=ref.device), keep], dim=1)
-            if m > D:  # D x D covariance is the smaller eigenproblem
+                restrict = within.any(dim=1, keepdim=True)
+                keep = torch.where(restrict, within, keep)
+            # a restricted neighbourhood is the ball B(x, radius): the point itself is in it
+            mask = torch.cat([restrict, keep], dim=1)
+            if k + 1 > D:  # D x D covariance is the smaller eigenproblem
                 nb = ref.index_select(0, idx.reshape(-1)).view(c, k, D)
                 out.append(neighbourhood_spectra(torch.cat([qc[:, None, :], nb], dim=1), mask))
                 continue
-            gram = torch.empty(c, m, m, dtype=ref.dtype, device=ref.device)
+            gram = torch.empty(c, k + 1, k + 1, dtype=ref.dtype, device=ref.device)
             gram[:, 0, 0] = q_sq
             qn = cross.gather(1, idx)
             gram[:, 0, 1:] = qn
