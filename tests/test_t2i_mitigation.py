@@ -22,6 +22,7 @@ from lidmem.text2image import (
     select_tokens,
 )
 from lidmem.text2image.attribution import merge_pieces, prompt_tokens
+from lidmem.text2image.mitigation import DEFAULT_SYNONYMS
 from lidmem.text2image.testing import tiny_components
 
 
@@ -155,3 +156,35 @@ def test_evaluate_mitigation_table(tiny):
     assert (df[df.method == "rta"].prompt.str.split().str.len() == 4 + df[df.method == "rta"].k).all()
     sims = pixel_cosine(torch.stack([ref, -ref]), ref)
     torch.testing.assert_close(sims, torch.tensor([1.0, -1.0]))
+
+
+def test_rule_rewriter_without_default_table():
+    rng = np.random.default_rng(0)
+    assert RuleRewriter(synonyms={"cat": ("kitty",)}).replacement("photo", first=False, rng=rng) in DEFAULT_SYNONYMS["photo"]
+    only = RuleRewriter(synonyms={"cat": ("kitty",)}, use_default_table=False)
+    assert only.replacement("photo", first=False, rng=rng) == ""
+    assert only.replacement("cat", first=False, rng=rng) == "kitty"
+
+
+def test_clip_alignment_from_a_local_folder(tmp_path):
+    from transformers import CLIPConfig, CLIPModel
+
+    from lidmem.text2image import clip_alignment
+    from lidmem.text2image.testing import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    torch.manual_seed(0)
+    cfg = CLIPConfig(
+        text_config={"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 1, "vocab_size": len(tok), "max_position_embeddings": 16, "eos_token_id": 1, "bos_token_id": 0, "pad_token_id": 1},
+        vision_config={"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 1, "image_size": 32, "patch_size": 8},
+        projection_dim=16,
+    )
+    CLIPModel(cfg).save_pretrained(tmp_path / "clip")
+    tok.save_pretrained(tmp_path / "clip")
+    score = clip_alignment(str(tmp_path / "clip"))
+    imgs = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    a = score(imgs, "a red cat")
+    assert a.shape == (3,) and bool((a.abs() <= 1).all())
+    torch.testing.assert_close(score(imgs, "a red cat"), a)
+    assert not torch.allclose(score(imgs, "a blue dog"), a)
+    assert score(imgs[:, :1], "a red cat").shape == (3,)  # grey images are repeated to RGB

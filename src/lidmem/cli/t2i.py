@@ -291,6 +291,7 @@ def mitigate_command(
     repeats: int = typer.Option(5, help="Repeats per (method, k)."),
     rewriter: str = typer.Option("rules", help="rules (offline, Box 1) or chat (OpenAI-compatible endpoint from $LIDMEM_LLM_URL / $OPENAI_API_KEY)."),
     chat_model: str = typer.Option("gpt-4", help="Model name for --rewriter chat."),
+    alignment_model: str | None = typer.Option(None, help="Local CLIP model folder for prompt-image alignment (CLIP score); none: alignment is NaN."),
     n_generations: int = typer.Option(4, help="Generations per rewritten prompt."),
     steps: int = typer.Option(50, help="DDIM steps."),
     guidance_scale: float = typer.Option(7.5, help="Classifier-free guidance scale."),
@@ -303,15 +304,16 @@ def mitigate_command(
 ) -> None:
     """Rewrite the attributed tokens of a memorized prompt; similarity to the training image per k and method."""
     with user_errors():
-        from ..text2image import ChatRewriter, RuleRewriter, evaluate_mitigation
+        from ..text2image import ChatRewriter, RuleRewriter, clip_alignment, evaluate_mitigation
 
         if rewriter not in ("rules", "chat"):
             raise ValueError(f"--rewriter={rewriter!r} must be 'rules' or 'chat'")
         rw = RuleRewriter() if rewriter == "rules" else ChatRewriter(chat_model)
         mdl = _load(model, device, dtype, allow_download)
         ref, _ = _read_images(reference, mdl)
+        align = clip_alignment(alignment_model, device=device) if alignment_model else None
         df = evaluate_mitigation(
-            mdl, prompt, ref[0], metric=metric, ks=_ints(ks, "ks"), methods=_split(methods, "methods"), repeats=repeats, rewriter=rw,
+            mdl, prompt, ref[0], metric=metric, ks=_ints(ks, "ks"), methods=_split(methods, "methods"), repeats=repeats, rewriter=rw, alignment=align,
             n_generations=n_generations, num_inference_steps=steps, guidance_scale=guidance_scale, seed=seed,
         )
         path = _write(df, out, "mitigation", fmt)

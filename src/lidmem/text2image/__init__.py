@@ -11,6 +11,7 @@ from .mitigation import (
     ChatRewriter,
     Rewriter,
     RuleRewriter,
+    clip_alignment,
     evaluate_mitigation,
     optimize_prompt_embedding,
     pixel_cosine,
@@ -46,5 +47,6 @@ __all__ = [
     "random_token_addition",
     "optimize_prompt_embedding",
     "pixel_cosine",
+    "clip_alignment",
     "evaluate_mitigation",
 ]

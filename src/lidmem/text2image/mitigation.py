@@ -41,6 +41,7 @@ __all__ = [
     "random_token_addition",
     "optimize_prompt_embedding",
     "pixel_cosine",
+    "clip_alignment",
     "evaluate_mitigation",
     "DEFAULT_SYNONYMS",
     "DEFAULT_KS",
@@ -200,14 +201,23 @@ class RuleRewriter:
         here are added to (and override) the default table.
     keep : collection of str, optional
         Lower-case words never changed. Default: number words zero..twelve.
+    use_default_table : bool, default=True
+        Start from :data:`DEFAULT_SYNONYMS`; set False so that only ``synonyms`` is used (a
+        model with a small vocabulary should get no words it never saw).
     """
 
-    def __init__(self, synonyms: Mapping[str, Sequence[str]] | None = None, keep: Sequence[str] | frozenset[str] | None = None) -> None:
+    def __init__(
+        self,
+        synonyms: Mapping[str, Sequence[str]] | None = None,
+        keep: Sequence[str] | frozenset[str] | None = None,
+        use_default_table: bool = True,
+    ) -> None:
         self.synonyms = synonyms
         self.keep = keep
+        self.use_default_table = use_default_table
 
     def _table(self) -> dict[str, tuple[str, ...]]:
-        table = dict(DEFAULT_SYNONYMS)
+        table = dict(DEFAULT_SYNONYMS) if self.use_default_table else {}
         if self.synonyms is not None:
             table.update({k.lower(): tuple(v) for k, v in self.synonyms.items()})
         return table
@@ -357,6 +367,41 @@ def pixel_cosine(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     a = a - a.mean(1, keepdim=True)
     b = b - b.mean(1, keepdim=True)
     return torch.nn.functional.cosine_similarity(a, b, dim=1)
+
+
+def clip_alignment(path: str, *, device: str | torch.device | None = None, local_files_only: bool = True) -> Callable[[torch.Tensor, str], torch.Tensor]:
+    """Prompt-image alignment scorer from a local CLIP model folder (``transformers.CLIPModel``).
+
+    Returns ``score(images, prompt) -> Tensor (n,)``: the cosine similarity of CLIP's image and
+    text embeddings (CLIP score / 100). Images are pixels in [-1, 1] ``(n, c, H, W)`` (grey
+    images are repeated to RGB), resized bicubically to CLIP's input size and normalised with
+    CLIP's mean and std; no torchvision needed.
+    """
+    from transformers import AutoTokenizer, CLIPModel
+
+    clip = CLIPModel.from_pretrained(path, local_files_only=local_files_only).eval()
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    clip.to(dev)
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=local_files_only)
+    size = int(clip.config.vision_config.image_size)
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073], device=dev).reshape(1, 3, 1, 1)
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711], device=dev).reshape(1, 3, 1, 1)
+
+    def _features(out: Any) -> torch.Tensor:
+        return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+    @torch.no_grad()
+    def score(images: torch.Tensor, prompt: str) -> torch.Tensor:
+        x = (images.float().to(dev) + 1) / 2
+        if x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
+        x = torch.nn.functional.interpolate(x.clamp(0, 1), size=(size, size), mode="bicubic", align_corners=False)
+        img = _features(clip.get_image_features(pixel_values=(x - mean) / std))
+        ids = tok([prompt], padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids.to(dev)
+        txt = _features(clip.get_text_features(input_ids=ids))
+        return torch.nn.functional.cosine_similarity(img, txt.expand_as(img), dim=1).cpu()
+
+    return score
 
 
 def optimize_prompt_embedding(
