@@ -131,6 +131,12 @@ def test_select_t0_knee():
     curve = flipd_curve(gm, x, t0s, progress=False)
     assert curve.shape == (50, 7)
     assert select_t0(curve, t0s) == 1e-3
+    # plateau, then the large-t decay to ~0 that every curve has: its knee (at the floor) is not the
+    # LID's; with the SDE, times with sigma/psi > 1 are ignored and the plateau's start is kept
+    grid = [1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0]
+    decay = torch.tensor([6.0, 6.0, 6.0, 6.0, 5.96, 5.8, 1.5, 0.1, 0.05, 0.05])
+    assert select_t0(decay, grid) == 0.6
+    assert select_t0(decay, grid, sde=VPSDE()) == 1e-3
     est = FLIPD(gm, t0="auto", t0_grid=t0s, progress=False)
     out = est.estimate(x)
     assert est.t0_ == 1e-3 and torch.equal(out, curve[:, 0])

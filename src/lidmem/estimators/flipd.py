@@ -284,8 +284,11 @@ def select_t0(
     curve: Any,
     t0s: Sequence[float] | torch.Tensor | np.ndarray,
     *,
+    sde: SDE | None = None,
+    max_noise_ratio: float = 1.0,
     log_scale: bool = True,
     min_depth: float = 0.05,
+    flat_tol: float = 0.5,
 ) -> float:
     """Pick ``t0`` at the knee of the (median) FLIPD curve (kneedle, Satopaa et al. 2011).
 
@@ -295,12 +298,18 @@ def select_t0(
     reading the estimate at the knee of that curve. Rule used here:
 
     1. Aggregate the curve over points with the median (a 1-D ``curve`` is used as is).
+       When ``sde`` is given, keep only the times with ``sigma(t0) / psi(t0) <= max_noise_ratio``
+       (noise at most as large as unit-scale data; beyond it every curve decays towards 0 and
+       that decay has a knee of its own that says nothing about the LID). If fewer than 3 times
+       remain, all are kept.
     2. Put ``t0`` on a log scale (``log_scale=True``) and normalise both axes to [0, 1].
     3. Kneedle for a decreasing convex knee: the knee is the grid point where the normalised curve
        lies furthest *below* the chord joining its first and last points.
     4. If the curve never lies more than ``min_depth`` below its chord (no knee: e.g. an exact
        score, whose curve is flat at small ``t0`` and only falls later), return the smallest
-       ``t0`` on the grid, where the plateau starts. A flat curve also returns the smallest ``t0``.
+       ``t0`` on the grid, where the plateau starts. The same holds when the curve has not
+       descended by at least ``flat_tol`` (LID units) from its first value to the knee, or varies
+       by less than ``flat_tol`` overall (flat: any ``t0`` gives the same estimate).
 
     Parameters
     ----------
@@ -308,10 +317,17 @@ def select_t0(
         FLIPD values, e.g. from :func:`flipd_curve`.
     t0s : sequence of float of length m
         Diffusion times of the columns (any order).
+    sde : SDE or None, default=None
+        The model's forward process (``model.sde``); enables the noise-ratio cut of step 1.
+    max_noise_ratio : float, default=1.0
+        Largest ``sigma(t0) / psi(t0)`` considered when ``sde`` is given (data assumed scaled to
+        unit variance, as diffusion models expect).
     log_scale : bool, default=True
         Measure ``t0`` on a log axis.
     min_depth : float, default=0.05
         Minimal depth below the chord (in normalised units) to accept a knee.
+    flat_tol : float, default=0.5
+        Curves whose median varies by less than this over the grid have no knee.
 
     Returns
     -------
@@ -333,18 +349,24 @@ def select_t0(
     y = c.median(dim=0).values.numpy()
     order = np.argsort(t)
     t, y = t[order], y[order]
+    if sde is not None:
+        tt = torch.as_tensor(t, dtype=torch.float64)
+        ratio = (sde.sigma(tt) / sde.psi(tt)).numpy()
+        keep = ratio <= max_noise_ratio
+        if keep.sum() >= 3:
+            t, y = t[keep], y[keep]
     u = np.log(t) if log_scale else t
     if u[-1] == u[0]:
         raise ValueError("t0s must contain distinct values")
     un = (u - u[0]) / (u[-1] - u[0])
     span = y.max() - y.min()
-    if span <= 0:
+    if span <= flat_tol:
         return float(t[0])
     yn = (y - y.min()) / span
     chord = yn[0] + (yn[-1] - yn[0]) * un
     depth = chord - yn
     k = int(np.argmax(depth))
-    if depth[k] < min_depth:
+    if depth[k] < min_depth or y[0] - y[k] < flat_tol:
         return float(t[0])
     return float(t[k])
 
@@ -407,7 +429,7 @@ class FLIPD:
             grid = list(self.t0_grid) if self.t0_grid is not None else default_t0_grid()
             curve = flipd_curve(self.model, x, grid, **kw)
             self.curve_ = curve
-            self.t0_ = select_t0(curve, grid)
+            self.t0_ = select_t0(curve, grid, sde=_get_sde(self.model))
             return curve[:, grid.index(self.t0_)]
         self.curve_ = None
         self.t0_ = check_t0(self.t0, "t0")
