@@ -92,7 +92,10 @@ def datasets_dir(tmp_path_factory, digits):
         with pa.OSFile(str(hf / fn), "wb") as sink, pa.ipc.new_stream(sink, t.schema) as w:
             w.write_table(t)
         files.append({"filename": fn})
-    (hf / "state.json").write_text(json.dumps({"_data_files": files, "_split": None}))
+    state = {"_data_files": files, "_fingerprint": "0", "_format_columns": None, "_format_kwargs": {}, "_format_type": None, "_output_all_columns": False, "_split": None}
+    (hf / "state.json").write_text(json.dumps(state))
+    features = {"image": {"_type": "Image"}, "label": {"dtype": "int64", "_type": "Value"}}
+    (hf / "dataset_info.json").write_text(json.dumps({"citation": "", "description": "", "features": features, "homepage": "", "license": ""}))
     return root
 
 
@@ -307,3 +310,36 @@ def test_cli_score_and_merge(tmp_path, datasets_dir, checkpoint):
     pd.testing.assert_frame_equal(_table(tmp_path / "c"), lib)
     bad = runner.invoke(app, args[:-1] + ["--t0", "2"])
     assert bad.exit_code == 2 and "t0" in bad.output
+
+
+def test_cfg_norm_on_captioned_shards(tmp_path, datasets_dir, checkpoint):
+    """cfg_norm of a tiny latent text-to-image model over Parquet (caption column) and WebDataset
+    (.txt members) equals cfg_norm_after_euler called on the same images and captions."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lidmem.text2image.adapters import TextToImageModel
+    from lidmem.text2image.image_scores import cfg_norm_after_euler
+    from lidmem.text2image.testing import TINY_WORDS, tiny_components
+
+    model = TextToImageModel(**tiny_components(seed=0, latent=True, sample_size=8))
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
+    caps = [" ".join(TINY_WORDS[i : i + 2]) for i in range(6)]
+    pq.write_table(pa.table({"image": pa.array([_png(a) for a in imgs], pa.binary()), "caption": caps}), tmp_path / "c.parquet")
+    with tarfile.open(tmp_path / "c.tar", "w") as tf:
+        for i in range(6):
+            for suffix, payload in ((".txt", caps[i].encode()), (".png", _png(imgs[i]))):
+                info = tarfile.TarInfo(f"k{i}{suffix}")
+                info.size = len(payload)
+                tf.addfile(info, io.BytesIO(payload))
+    x = torch.from_numpy(imgs.transpose(0, 3, 1, 2).astype(np.float32) / 255.0) * 2 - 1
+    truth = cfg_norm_after_euler(model, x, caps, t0=0.01, n_steps=3, batch_size=4).double().numpy()
+    assert truth.std() > 0
+    for data in (tmp_path / "c.parquet", tmp_path / "c.tar"):
+        res = score_dataset(model, data, tmp_path / f"out-{data.suffix}", metrics=["cfg_norm"], shard_size=4, batch_size=4, progress=False)
+        np.testing.assert_allclose(_table(res.out)["cfg_norm"], truth, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="needs one caption per image"):
+        score_dataset(model, datasets_dir / "folder", tmp_path / "nocap", metrics=["cfg_norm"], progress=False)
+    with pytest.raises(TypeError, match="needs a text-to-image model"):
+        score_dataset(checkpoint, datasets_dir / "folder", tmp_path / "nott", metrics=["cfg_norm"], progress=False)

@@ -27,8 +27,8 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
     def score(
         data: Optional[str] = typer.Option(None, "--data", help="Folder of images, list file (.txt), .parquet file/folder/glob, WebDataset .tar file/folder/glob, or a `datasets` save_to_disk folder."),
         out: Path = typer.Option(..., "--out", help="Output folder: settings.json, shards/part-*.parquet, scores.parquet."),
-        model: Optional[Path] = typer.Option(None, "--model", help="lidmem score_model checkpoint (.safetensors). Not needed for png_complexity alone."),
-        metrics: str = typer.Option("flipd", "--metrics", help="Comma-separated: flipd, flipd_hutchinson, nb, png_complexity."),
+        model: Optional[Path] = typer.Option(None, "--model", help="lidmem score_model checkpoint (.safetensors), or a diffusers text-to-image folder for cfg_norm. Not needed for png_complexity alone."),
+        metrics: str = typer.Option("flipd", "--metrics", help="Comma-separated: flipd, flipd_hutchinson, nb, png_complexity, cfg_norm."),
         shard_size: int = typer.Option(1024, "--shard-size", help="Rows per output shard (unit of resumption and of work split)."),
         batch_size: int = typer.Option(64, "--batch-size", help="Rows per model call (part of the settings: random metrics draw per batch)."),
         seed: int = typer.Option(0, "--seed", help="Base seed; each batch's seed derives from its first global row."),
@@ -39,10 +39,13 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         probe: str = typer.Option("rademacher", "--probe", help="rademacher | gaussian."),
         nb_t0: float = typer.Option(0.01, "--nb-t0", help="Normal-bundle diffusion time in (0, 1]."),
         nb_scores: Optional[int] = typer.Option(None, "--nb-scores", help="Noisy scores per point for nb (default 4d)."),
+        cfg_t0: float = typer.Option(0.01, "--cfg-t0", help="cfg_norm: time of the probability-flow ODE endpoint."),
+        euler_steps: int = typer.Option(3, "--euler-steps", help="cfg_norm: Euler steps to --cfg-t0."),
         value_range: str = typer.Option("-1,1", "--value-range", help="Images are mapped from [0, 1] to this range for the model."),
         kind: Optional[str] = typer.Option(None, "--kind", help="folder | list | parquet | webdataset | hf (default: detected)."),
         column: Optional[str] = typer.Option(None, "--column", help="Parquet/hf: image-bytes or numeric-list column (default: first found)."),
         id_column: Optional[str] = typer.Option(None, "--id-column", help="Parquet/hf: id column (default: id, key or __key__ if present)."),
+        caption_column: Optional[str] = typer.Option(None, "--caption-column", help="Parquet/hf: caption column for cfg_norm (default: caption, text or prompt)."),
         shape: Optional[str] = typer.Option(None, "--shape", help="Parquet/hf array columns: sample shape, e.g. 1,8,8."),
         mode: Optional[str] = typer.Option(None, "--mode", help="L | RGB (default: that of the first image)."),
         merge: bool = typer.Option(False, "--merge", help="Only merge the finished shards in --out into scores.parquet."),
@@ -70,6 +73,7 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
                 id_column=id_column,
                 shape=[int(v) for v in _floats(shape, "--shape")] if shape else None,
                 mode=mode,
+                caption_column=caption_column,
             )
             lo, hi = _floats(value_range, "--value-range", 2)
             res = score_dataset(
@@ -83,6 +87,8 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
                 nb_t0=nb_t0,
                 nb_scores=nb_scores,
                 value_range=(lo, hi),
+                cfg_t0=cfg_t0,
+                euler_steps=euler_steps,
                 shard_size=shard_size,
                 batch_size=batch_size,
                 seed=seed,

@@ -86,6 +86,10 @@ class MetricParams:
     value_range : (float, float)
         Images (read in [0, 1]) are mapped linearly to this range before the model sees them;
         lidmem's convention is (-1, 1).
+    cfg_t0 : float
+        ``cfg_norm``: the time the probability-flow ODE is integrated to (App. C.1: 0.01).
+    euler_steps : int
+        ``cfg_norm``: Euler steps of that ODE (App. C.1: 3).
     """
 
     t0: float = 0.01
@@ -94,6 +98,8 @@ class MetricParams:
     nb_t0: float = 0.01
     nb_scores: int | None = None
     value_range: tuple[float, float] = (-1.0, 1.0)
+    cfg_t0: float = 0.01
+    euler_steps: int = 3
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -103,6 +109,8 @@ class MetricParams:
             "nb_t0": self.nb_t0,
             "nb_scores": self.nb_scores,
             "value_range": list(self.value_range),
+            "cfg_t0": self.cfg_t0,
+            "euler_steps": self.euler_steps,
         }
 
 
@@ -150,6 +158,23 @@ def _png(model: Any, x: torch.Tensor, rows: Rows, seed: int, p: MetricParams) ->
     return png_length(rows.data, value_range=(0.0, 1.0), compress_level=9)
 
 
+def _cfg_norm(model: Any, x: torch.Tensor, rows: Rows, seed: int, p: MetricParams) -> Any:
+    from ..text2image.adapters import TextToImageModel
+    from ..text2image.image_scores import cfg_norm_after_euler
+
+    if not isinstance(model, TextToImageModel):
+        raise TypeError(
+            f"metric 'cfg_norm' needs a text-to-image model (lidmem.text2image.TextToImageModel, or a diffusers "
+            f"model folder as --model); got {type(model).__name__}"
+        )
+    if rows.captions is None:
+        raise ValueError(
+            "metric 'cfg_norm' needs one caption per image: a 'caption'/'text'/'prompt' column (parquet, hf; or "
+            "caption_column=) or a .txt member per sample (webdataset)"
+        )
+    return cfg_norm_after_euler(model, x, rows.captions, t0=p.cfg_t0, n_steps=p.euler_steps, inputs="images", batch_size=len(x), progress_bar=False)
+
+
 METRICS: dict[str, Metric] = {}
 
 
@@ -170,6 +195,7 @@ for _m in (
     Metric("flipd_hutchinson", _flipd_hutchinson, "float64", random=True, description="FLIPD with n_probes Hutchinson probes"),
     Metric("nb", _nb, "int64", random=True, description="normal-bundle LID (eq. 7-8)"),
     Metric("png_complexity", _png, "int64", needs_model=False, description="PNG length in bytes (level 9, App. C.2)"),
+    Metric("cfg_norm", _cfg_norm, "float64", description="CFG vector norm after Euler steps to cfg_t0 (App. C.1); text-to-image models"),
 ):
     register_metric(_m)
 
@@ -348,6 +374,8 @@ def score_dataset(
     nb_t0: float = 0.01,
     nb_scores: int | None = None,
     value_range: tuple[float, float] = (-1.0, 1.0),
+    cfg_t0: float = 0.01,
+    euler_steps: int = 3,
     shard_size: int = 1024,
     batch_size: int = 64,
     seed: int = 0,
@@ -369,9 +397,11 @@ def score_dataset(
 
     Parameters
     ----------
-    model : ScoreModel, path or None
-        A score model (``model(x, t)`` returns the score, with ``.sde``) or the path of a lidmem
-        ``score_model`` checkpoint (loaded with :func:`lidmem.diffusion.checkpoint.load_score_model`).
+    model : ScoreModel, TextToImageModel, path or None
+        A score model (``model(x, t)`` returns the score, with ``.sde``), the path of a lidmem
+        ``score_model`` checkpoint (loaded with :func:`lidmem.diffusion.checkpoint.load_score_model`),
+        or, for ``cfg_norm``, a :class:`lidmem.text2image.adapters.TextToImageModel` or a diffusers
+        model folder (loaded with :func:`lidmem.text2image.adapters.load_text2image`).
         None is allowed when every metric is model-free (``png_complexity``).
     data : str, Path or DataSource
         Anything :func:`lidmem.scoring.open_source` opens (folder, list file, Parquet, WebDataset
@@ -380,8 +410,9 @@ def score_dataset(
         Output folder (created). See the module docstring for its layout.
     metrics : sequence of str, default=("flipd",)
         Names from :func:`metric_names`: ``flipd`` (exact trace), ``flipd_hutchinson``, ``nb``,
-        ``png_complexity`` and any registered with :func:`register_metric`.
-    t0, n_probes, probe, nb_t0, nb_scores, value_range
+        ``png_complexity``, ``cfg_norm`` (text-to-image model and captions) and any registered
+        with :func:`register_metric`.
+    t0, n_probes, probe, nb_t0, nb_scores, value_range, cfg_t0, euler_steps
         Metric settings (see :class:`MetricParams`). Images are mapped from [0, 1] to
         ``value_range`` (default (-1, 1), lidmem's convention) before the model sees them.
     shard_size : int, default=1024
@@ -443,6 +474,8 @@ def score_dataset(
         nb_t0=check_t0(nb_t0, "nb_t0"),
         nb_scores=None if nb_scores is None else check_positive_int(nb_scores, "nb_scores"),
         value_range=(float(value_range[0]), float(value_range[1])),
+        cfg_t0=check_t0(cfg_t0, "cfg_t0"),
+        euler_steps=check_positive_int(euler_steps, "euler_steps"),
     )
     if not params.value_range[1] > params.value_range[0]:
         raise ValueError(f"value_range={value_range} must be (low, high) with high > low, e.g. (-1, 1)")
@@ -463,10 +496,15 @@ def score_dataset(
         raise ValueError(f"metrics {[m for m in metrics if METRICS[m].needs_model]} need a model; pass model= (a checkpoint path or a ScoreModel)")
     model_path = None
     if isinstance(model, (str, Path)):
-        from ..diffusion.checkpoint import load_score_model
-
         model_path = str(Path(model).resolve())
-        model = load_score_model(model, device=dev)
+        if Path(model).is_dir():  # a diffusers text-to-image folder (unet/, text_encoder/, ...)
+            from ..text2image.adapters import load_text2image
+
+            model = load_text2image(model, device=dev)
+        else:
+            from ..diffusion.checkpoint import load_score_model
+
+            model = load_score_model(model, device=dev)
     elif model is not None:
         if not callable(model) or not hasattr(model, "sde"):
             raise TypeError(f"model must be a score model with an .sde (e.g. lidmem.ScoreModel) or a checkpoint path; got {type(model).__name__}")

@@ -31,6 +31,9 @@ Parquet / Arrow schema (``"parquet"`` and ``"hf"``)
 - ``column=None`` picks the first image column, else the first numeric list column.
 - ids: ``id_column`` when given, else a column named ``id``, ``key`` or ``__key__`` if one
   exists, else the global row index.
+- captions (for ``cfg_norm``): ``caption_column`` when given, else a string column named
+  ``caption``, ``text`` or ``prompt`` if one exists. WebDataset samples take theirs from a
+  ``.txt`` (or ``.caption`` / ``.text``) member with the image's key.
 
 Images are returned as float32 in [0, 1] with shape ``(n, c, h, w)`` (``c`` = 1 for grey,
 3 for RGB). ``mode=None`` takes the mode of the data set's first image (grey stays grey,
@@ -72,6 +75,8 @@ __all__ = [
 
 SOURCE_KINDS = ("folder", "list", "parquet", "webdataset", "hf")
 _ID_COLUMNS = ("id", "key", "__key__")
+_CAPTION_COLUMNS = ("caption", "text", "prompt")
+_CAPTION_EXTS = ("txt", "caption", "text")
 _GREY_MODES = ("L", "1", "I", "I;16", "F", "LA")
 
 
@@ -102,12 +107,15 @@ class Rows:
         Images ``(n, c, h, w)`` in [0, 1], or vectors ``(n, d)`` / ``(n, *shape)``.
     is_image : bool
         True when ``data`` came from encoded images.
+    captions : list of str or None
+        One caption per row when the source has them (for text-conditional metrics).
     """
 
     rows: np.ndarray
     ids: list[str]
     data: np.ndarray
     is_image: bool
+    captions: list[str] | None = None
 
 
 def plan_shards(n_rows: int, shard_size: int) -> list[Shard]:
@@ -263,7 +271,9 @@ def _expand_files(path: str | Path, suffix: str, what: str) -> list[Path]:
 class _ArrowTableSource(DataSource):
     """Shared decoding of Arrow tables (Parquet files, Hugging Face Arrow files)."""
 
-    def _setup_columns(self, schema: Any, column: str | None, id_column: str | None, shape: Sequence[int] | None, where: str) -> None:
+    def _setup_columns(
+        self, schema: Any, column: str | None, id_column: str | None, shape: Sequence[int] | None, where: str, caption_column: str | None = None
+    ) -> None:
         import pyarrow as pa
 
         names = list(schema.names)
@@ -301,8 +311,13 @@ class _ArrowTableSource(DataSource):
             id_column = next((c for c in _ID_COLUMNS if c in names), None)
         elif id_column not in names:
             raise ValueError(f"id_column={id_column!r} is not in {where}; columns: {', '.join(names)}")
+        if caption_column is None:
+            caption_column = next((c for c in _CAPTION_COLUMNS if c in names and pa.types.is_string(schema.field(c).type)), None)
+        elif caption_column not in names:
+            raise ValueError(f"caption_column={caption_column!r} is not in {where}; columns: {', '.join(names)}")
         self.column = column
         self.id_column = id_column
+        self.caption_column = caption_column
         self.shape = tuple(int(s) for s in shape) if shape is not None else None
 
     @staticmethod
@@ -320,6 +335,7 @@ class _ArrowTableSource(DataSource):
             ids = [str(v) for v in table.column(self.id_column).to_pylist()]
         else:
             ids = [str(r) for r in rows]
+        captions = [str(c) for c in table.column(self.caption_column).to_pylist()] if self.caption_column else None
         col = table.column(self.column)
         if self._is_image:
             raws = self._image_bytes(col)
@@ -336,7 +352,7 @@ class _ArrowTableSource(DataSource):
                 if int(np.prod(self.shape)) != data.shape[1]:
                     raise ValueError(f"shape={self.shape} has {int(np.prod(self.shape))} values but rows of {self.column!r} have {data.shape[1]}")
                 data = data.reshape(n, *self.shape)
-        return Rows(rows, ids, data, self._is_image)
+        return Rows(rows, ids, data, self._is_image, captions)
 
 
 class ParquetSource(_ArrowTableSource):
@@ -356,6 +372,7 @@ class ParquetSource(_ArrowTableSource):
         id_column: str | None = None,
         shape: Sequence[int] | None = None,
         mode: str | None = None,
+        caption_column: str | None = None,
     ) -> None:
         import pyarrow.parquet as pq
 
@@ -363,7 +380,7 @@ class ParquetSource(_ArrowTableSource):
         self._files = _expand_files(path, ".parquet", "parquet")
         self._meta = [pq.ParquetFile(f).metadata for f in self._files]
         schema = pq.ParquetFile(self._files[0]).schema_arrow
-        self._setup_columns(schema, column, id_column, shape, self._where)
+        self._setup_columns(schema, column, id_column, shape, self._where, caption_column)
         # (file index, row group index, global start, n rows) for every row group
         self._groups: list[tuple[int, int, int, int]] = []
         offset = 0
@@ -386,7 +403,7 @@ class ParquetSource(_ArrowTableSource):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        cols = [self.column] + ([self.id_column] if self.id_column else [])
+        cols = [self.column] + [c for c in (self.id_column, self.caption_column) if c]
         parts = []
         for fi, gi, g0, nr in self._groups:
             if g0 + nr <= start or g0 >= stop:
@@ -408,6 +425,7 @@ class ParquetSource(_ArrowTableSource):
             "n_rows": self._n,
             "column": self.column,
             "id_column": self.id_column,
+            "caption_column": self.caption_column,
             "shape": list(self.shape) if self.shape else None,
             "mode": self.mode,
             "fingerprint": _fingerprint(lines),
@@ -427,6 +445,7 @@ class WebDatasetSource(DataSource):
         self._where = str(path)
         self._files = _expand_files(path, ".tar", "webdataset")
         self._index: list[tuple[int, int, int, str]] = []  # (file, offset, size, key)
+        self._captions: dict[str, tuple[int, int, int]] = {}  # key -> (file, offset, size) of its .txt
         image_ext = {s.lstrip(".") for s in IMAGE_SUFFIXES}
         for fi, f in enumerate(self._files):
             try:
@@ -440,9 +459,12 @@ class WebDatasetSource(DataSource):
                         continue
                     d, _, base = m.name.rpartition("/")
                     stem, dot, ext = base.partition(".")
+                    key = f"{d}/{stem}" if d else stem
+                    if dot and ext.lower() in _CAPTION_EXTS:
+                        self._captions.setdefault(key, (fi, m.offset_data, m.size))
+                        continue
                     if not dot or ext.lower() not in image_ext and ext.lower().rsplit(".", 1)[-1] not in image_ext:
                         continue
-                    key = f"{d}/{stem}" if d else stem
                     if key in seen:
                         raise ValueError(f"{f} holds two images for key {key!r}; one image per sample is supported")
                     seen.add(key)
@@ -474,7 +496,18 @@ class WebDatasetSource(DataSource):
             for fh in handles.values():
                 fh.close()
         data = _stack_images(raws, ids, self.mode, self._where)
-        return Rows(np.arange(start, stop, dtype=np.int64), ids, data, True)
+        captions = None
+        if self._captions:
+            missing = [k for k in ids if k not in self._captions]
+            if missing:
+                raise ValueError(f"samples {missing[:3]} in {self._where} have no .txt caption while others do")
+            captions = []
+            for k in ids:
+                fi, off, size = self._captions[k]
+                with open(self._files[fi], "rb") as fh:
+                    fh.seek(off)
+                    captions.append(fh.read(size).decode("utf-8").strip())
+        return Rows(np.arange(start, stop, dtype=np.int64), ids, data, True, captions)
 
     def describe(self) -> dict[str, Any]:
         lines = [f"{f.name}\t{f.stat().st_size}" for f in self._files]
@@ -505,6 +538,7 @@ class HFDiskSource(_ArrowTableSource):
         id_column: str | None = None,
         shape: Sequence[int] | None = None,
         mode: str | None = None,
+        caption_column: str | None = None,
     ) -> None:
         root = Path(path)
         if (root / "dataset_dict.json").is_file():
@@ -546,7 +580,7 @@ class HFDiskSource(_ArrowTableSource):
             schema = self._tables[0].schema
         if self._n == 0:
             raise ValueError(f"data set {root} has no rows")
-        self._setup_columns(schema, column, id_column, shape, str(root))
+        self._setup_columns(schema, column, id_column, shape, str(root), caption_column)
         self.mode = check_choice(mode, "mode", ("L", "RGB")) if mode is not None else None
         if self._is_image and self.mode is None:
             self.mode = _image_mode(self._image_bytes(self._table(0, 1).column(self.column))[0])
@@ -581,6 +615,7 @@ class HFDiskSource(_ArrowTableSource):
             "n_rows": self._n,
             "column": self.column,
             "id_column": self.id_column,
+            "caption_column": self.caption_column,
             "shape": list(self.shape) if self.shape else None,
             "mode": self.mode,
             "fingerprint": _fingerprint(lines),
@@ -624,6 +659,7 @@ def open_source(
     id_column: str | None = None,
     shape: Sequence[int] | None = None,
     mode: str | None = None,
+    caption_column: str | None = None,
 ) -> DataSource:
     """Open ``data`` as a :class:`DataSource` (kind detected from the path unless given).
 
@@ -636,7 +672,7 @@ def open_source(
     kind : {"folder", "list", "parquet", "webdataset", "hf"}, optional
         Overrides detection. Detection order for a folder: ``state.json`` -> hf, any
         ``.parquet`` -> parquet, any ``.tar`` -> webdataset, else a folder of images.
-    column, id_column, shape
+    column, id_column, shape, caption_column
         Parquet / Hugging Face only (see the module docstring).
     mode : {"L", "RGB"}, optional
         Colour mode images are converted to; default: that of the first image.
@@ -647,14 +683,14 @@ def open_source(
         raise TypeError(f"data must be a path or a DataSource; got {type(data).__name__}")
     path = str(data)
     kind = _detect_kind(path) if kind is None else check_choice(kind, "kind", SOURCE_KINDS)
-    if kind in ("folder", "list", "webdataset") and (column is not None or id_column is not None or shape is not None):
-        raise ValueError(f"column, id_column and shape apply to parquet and hf data only, not to kind={kind!r}")
+    if kind in ("folder", "list", "webdataset") and any(v is not None for v in (column, id_column, shape, caption_column)):
+        raise ValueError(f"column, id_column, shape and caption_column apply to parquet and hf data only, not to kind={kind!r}")
     if kind == "folder":
         return ImageFolderSource(path, mode=mode)
     if kind == "list":
         return ImageListSource(path, mode=mode)
     if kind == "parquet":
-        return ParquetSource(path, column=column, id_column=id_column, shape=shape, mode=mode)
+        return ParquetSource(path, column=column, id_column=id_column, shape=shape, mode=mode, caption_column=caption_column)
     if kind == "webdataset":
         return WebDatasetSource(path, mode=mode)
-    return HFDiskSource(path, column=column, id_column=id_column, shape=shape, mode=mode)
+    return HFDiskSource(path, column=column, id_column=id_column, shape=shape, mode=mode, caption_column=caption_column)
