@@ -1,0 +1,69 @@
+"""Reproduce the shipped small text-to-image model in src/lidmem/weights/text2image.
+
+Usage (from the repository root; ~15 min of CPU on one core):
+
+    OMP_NUM_THREADS=1 python scripts/train_text2image.py --out src/lidmem/weights/text2image \
+        --checkpoint /tmp/t2i_train.pt --log /tmp/t2i_train.log
+
+Data: sklearn digits with captions and 16 planted memorized images (unique trigger captions,
+64 copies each): :func:`lidmem.text2image.toydata.make_captioned_digits`. Training:
+:func:`lidmem.text2image.training.train_text2image` (UNet and text encoder jointly, 15% caption
+dropout, EMA 0.999, seed 0). The process CPU time is written to lidmem.json in the output folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+
+import torch
+
+from lidmem.text2image import toydata
+from lidmem.text2image.training import save_text2image_folder, train_text2image
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="src/lidmem/weights/text2image")
+    parser.add_argument("--steps", type=int, default=5000)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--n-memorized", type=int, default=16)
+    parser.add_argument("--n-duplicates", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint", default=None, help="resumable training state (.pt)")
+    parser.add_argument("--log", default=None, help="append training progress to this file")
+    args = parser.parse_args()
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    data = toydata.make_captioned_digits(n_memorized=args.n_memorized, n_duplicates=args.n_duplicates, seed=args.seed)
+    images, captions = data.expanded()
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = toydata.build_tokenizer(captions, tmp)
+    text_encoder = toydata.build_text_encoder(tokenizer, seed=args.seed)
+    unet = toydata.build_unet(cross_attention_dim=text_encoder.config.hidden_size, seed=args.seed)
+    scheduler = toydata.build_scheduler()
+    result = train_text2image(
+        images, captions, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
+        steps=args.steps, batch_size=args.batch_size, seed=args.seed, checkpoint=args.checkpoint,
+        log_file=args.log, progress=False,
+    )
+    mem = data.memorized_indices
+    extra = {
+        "description": "lidmem toy text-to-image model: pixel-space 1x8x8 sklearn digits in [-1, 1], "
+        "epsilon prediction, DDIM linear beta table; planted memorized images with trigger captions",
+        "data": data.info,
+        "memorized": [
+            {"sklearn_index": int(data.sklearn_index[i]), "label": int(data.labels[i]), "caption": data.captions[i],
+             "trigger": data.triggers[i], "copies": int(data.weights[i])}
+            for i in mem
+        ],
+        "training": result.info,
+    }
+    save_text2image_folder(args.out, unet=result.unet, text_encoder=result.text_encoder, tokenizer=tokenizer,
+                           scheduler=scheduler, extra=extra)
+    print(f"saved {args.out}; steps {args.steps}; CPU time {result.info['cpu_time_s']:.0f} s; final loss {result.info['final_loss']:.4f}")
+
+
+if __name__ == "__main__":
+    main()
