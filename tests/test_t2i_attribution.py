@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from lidmem.text2image import TextToImageModel, token_attribution
+from lidmem.text2image import TextToImageModel, token_attribution, token_attributions
 from lidmem.text2image.attribution import merge_pieces, prompt_tokens
 from lidmem.text2image.testing import tiny_components
 
@@ -95,3 +95,12 @@ def test_merge_pieces_other_tokenizer_styles(tiny):
     assert words == ["café"]
     with pytest.raises(ValueError, match="no tokens"):
         token_attribution(tiny, "", num_inference_steps=2)
+
+
+def test_batched_attributions_equal_single_prompt_ones(tiny):
+    prompts = ["a red cat", "the house zqx", "a dog"]
+    batched = token_attributions(tiny, prompts, metric="a_cfg", n_generations=2, num_inference_steps=4, batch_size=2)
+    for p, b in zip(prompts, batched):
+        single = token_attribution(tiny, p, metric="a_cfg", n_generations=2, num_inference_steps=4)
+        assert b.prompt == p and b.tokens == single.tokens
+        np.testing.assert_allclose(b.scores, single.scores, rtol=1e-4, atol=1e-6)

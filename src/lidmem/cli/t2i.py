@@ -174,6 +174,7 @@ def detect_prompts_command(
     guidance_scale: float = typer.Option(7.5, help="Classifier-free guidance scale lambda."),
     flipd_t_max: float = typer.Option(0.2, help="A^FLIPD: T uniform on (0, flipd_t_max]."),
     n_probes: int = typer.Option(1, help="Hutchinson probes per state for A^FLIPD."),
+    batch_size: int = typer.Option(8, help="Prompts sampled together (batch_size * n_generations trajectories per UNet call)."),
     limit: int | None = typer.Option(None, help="Use only the first LIMIT prompts of each file."),
     seed: int = typer.Option(0, help="Seed of the initial noise (shared by all prompts) and probes."),
     out: Path = typer.Option(Path("t2i_detect"), "--out", "-o", help="Output folder."),
@@ -200,7 +201,7 @@ def detect_prompts_command(
         mdl = _load(model, device, dtype, allow_download)
         df = prompt_metrics(
             mdl, [r[0] for r in rows], metrics=_split(metrics, "metrics"), n_generations=n_generations, num_inference_steps=steps,
-            guidance_scale=guidance_scale, flipd_t_max=flipd_t_max, n_probes=n_probes, seed=seed, progress_bar=None if progress else False,
+            guidance_scale=guidance_scale, flipd_t_max=flipd_t_max, n_probes=n_probes, seed=seed, batch_size=batch_size, progress_bar=None if progress else False,
         )
         df.insert(1, "source", [r[1] for r in rows])
         labels = np.array([r[2] for r in rows])
@@ -227,6 +228,7 @@ def attribute_command(
     steps: int = typer.Option(50, help="DDIM steps."),
     guidance_scale: float = typer.Option(7.5, help="Classifier-free guidance scale."),
     flipd_t_max: float = typer.Option(0.2, help="A^FLIPD: T uniform on (0, flipd_t_max]."),
+    batch_size: int = typer.Option(8, help="Prompts attributed together."),
     limit: int | None = typer.Option(None, help="Use only the first LIMIT prompts of the file."),
     figures: int = typer.Option(20, help="Bar charts for the first FIGURES prompts."),
     seed: int = typer.Option(0, help="Seed."),
@@ -240,7 +242,7 @@ def attribute_command(
     with user_errors():
         import pandas as pd
 
-        from ..text2image import read_prompts, token_attribution
+        from ..text2image import read_prompts, token_attributions
 
         ps = list(prompt)
         if prompts is not None:
@@ -250,8 +252,11 @@ def attribute_command(
             raise ValueError("give --prompt TEXT (repeatable) or --prompts FILE")
         mdl = _load(model, device, dtype, allow_download)
         frames, tops = [], []
-        for i, p in enumerate(ps):
-            a = token_attribution(mdl, p, metric=metric, n_generations=n_generations, num_inference_steps=steps, guidance_scale=guidance_scale, flipd_t_max=flipd_t_max, seed=seed)
+        atts = token_attributions(
+            mdl, ps, metric=metric, n_generations=n_generations, num_inference_steps=steps, guidance_scale=guidance_scale,
+            flipd_t_max=flipd_t_max, seed=seed, batch_size=batch_size,
+        )
+        for i, (p, a) in enumerate(zip(ps, atts)):
             f = a.to_frame()
             f.insert(0, "prompt_index", i)
             f.insert(1, "prompt", p)

@@ -5,7 +5,7 @@ Heavy dependencies (diffusers, transformers) are imported only when a model is b
 """
 
 from .adapters import PREDICTION_TYPES, TextToImageModel, load_text2image, math_attention
-from .attribution import TokenAttribution, token_attribution
+from .attribution import TokenAttribution, token_attribution, token_attributions
 from .image_scores import IMAGE_METRICS, cfg_flipd_at, cfg_norm_after_euler, image_flipd, score_images
 from .mitigation import (
     ChatRewriter,
@@ -39,6 +39,7 @@ __all__ = [
     "detection_table",
     "TokenAttribution",
     "token_attribution",
+    "token_attributions",
     "select_tokens",
     "Rewriter",
     "RuleRewriter",

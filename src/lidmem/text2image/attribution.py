@@ -20,7 +20,7 @@ from .._validation import check_choice, check_positive_int, make_generator
 from .adapters import TextToImageModel
 from .prompt_metrics import PROMPT_METRICS, metric_time_max, step_metric
 
-__all__ = ["TokenAttribution", "token_attribution", "prompt_tokens", "merge_pieces"]
+__all__ = ["TokenAttribution", "token_attribution", "token_attributions", "prompt_tokens", "merge_pieces"]
 
 
 @dataclass
@@ -173,53 +173,95 @@ def token_attribution(
     TokenAttribution
         ``scores`` sum to 1 over the prompt's tokens (start/end/padding excluded).
     """
-    check_choice(metric, "metric", PROMPT_METRICS)
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a string; got {type(prompt).__name__}")
-    positions, tokens, token_ids = prompt_tokens(model, prompt)
+    return token_attributions(
+        model, [prompt], metric=metric, n_generations=n_generations, num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale, flipd_t_max=flipd_t_max, n_probes=n_probes, seed=seed, batch_size=1,
+    )[0]
+
+
+def token_attributions(
+    model: TextToImageModel,
+    prompts: list[str],
+    *,
+    metric: str = "a_cfg",
+    n_generations: int = 1,
+    num_inference_steps: int = 50,
+    guidance_scale: float = 7.5,
+    flipd_t_max: float = 0.2,
+    n_probes: int = 1,
+    seed: int = 0,
+    batch_size: int = 8,
+    progress_bar: bool | None = None,
+) -> list[TokenAttribution]:
+    """:func:`token_attribution` for many prompts, ``batch_size`` prompts per sampler batch.
+
+    Each prompt's metric depends only on its own embedding, so one backward pass through the
+    batch gives every prompt's gradient. Every prompt starts from the same noise (``seed``).
+    """
+    from ..utils import progress
+
+    check_choice(metric, "metric", PROMPT_METRICS)
+    if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts) or not prompts:
+        raise TypeError("prompts must be a non-empty list of strings")
     n_gen = check_positive_int(n_generations, "n_generations")
+    pb = check_positive_int(batch_size, "batch_size")
     t_max = metric_time_max(metric, flipd_t_max)
-    cond, uncond = model.encode_prompt(prompt)
-    uncond = uncond[:1]
-    acc = torch.zeros(cond.shape[1], dtype=torch.float32, device=cond.device)
-    n_steps = [0]
-    g = make_generator(seed + 1)
+    toks = [prompt_tokens(model, p) for p in prompts]
+    noise = model.initial_noise(n_gen, seed)
+    uncond = model.unconditional_embeds(1)
+    results: list[TokenAttribution] = []
+    batches = [list(range(i, min(i + pb, len(prompts)))) for i in range(0, len(prompts), pb)]
+    for idx in progress(batches, desc="attribution", disable=None if progress_bar is None else not progress_bar):
+        P = len(idx)
+        cond = model.encode_prompt([prompts[i] for i in idx])[0]
+        rows = cond.repeat_interleave(n_gen, dim=0)
+        acc = torch.zeros(P, cond.shape[1], dtype=torch.float32, device=cond.device)
+        n_steps = [0]
+        g = make_generator(seed + 1)
 
-    def callback(state: dict[str, Any]) -> None:
-        t = state["t"]
-        if t <= 0 or t > t_max:
-            return
-        c = cond.detach().clone().requires_grad_(True)
-        value = step_metric(model, metric, state["x"], t, c, uncond, guidance_scale, n_probes=n_probes, generator=g).mean()
-        (grad,) = torch.autograd.grad(value, c)
-        acc.add_(grad[0].float().norm(dim=-1))
-        n_steps[0] += 1
+        def callback(state: dict[str, Any]) -> None:
+            t = state["t"]
+            if t <= 0 or t > t_max:
+                return
+            c = cond.detach().clone().requires_grad_(True)
+            v = step_metric(model, metric, state["x"], t, c.repeat_interleave(n_gen, dim=0), uncond, guidance_scale, n_probes=n_probes, generator=g)
+            (grad,) = torch.autograd.grad(v.reshape(P, n_gen).mean(1).sum(), c)
+            acc.add_(grad.float().norm(dim=-1))
+            n_steps[0] += 1
 
-    model.sample(cond, uncond, n=n_gen, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed, callback=callback, progress=False)
-    if n_steps[0] == 0:
-        raise ValueError(f"no DDIM step of num_inference_steps={num_inference_steps} falls in (0, {t_max}]; increase num_inference_steps")
-    raw = (acc / n_steps[0]).cpu().numpy()[positions].astype(np.float64)
-    total = raw.sum()
-    scores = raw / total if total > 0 and np.isfinite(total) else np.full(len(positions), 1.0 / len(positions))
-    words, word_of_token = merge_pieces(model.tokenizer, tokens, token_ids)
-    word_scores = np.zeros(len(words))
-    np.add.at(word_scores, np.asarray(word_of_token), scores)
-    return TokenAttribution(
-        prompt=prompt,
-        metric=metric,
-        tokens=tokens,
-        positions=positions,
-        scores=scores,
-        words=words,
-        word_of_token=word_of_token,
-        word_scores=word_scores,
-        info={
-            "n_generations": n_gen,
-            "num_inference_steps": num_inference_steps,
-            "guidance_scale": guidance_scale,
-            "t_max": t_max,
-            "steps_used": n_steps[0],
-            "seed": seed,
-            "zero_gradient": not (total > 0),
-        },
-    )
+        model.sample(rows, uncond, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, latents=noise.repeat(P, *([1] * (noise.ndim - 1))), callback=callback, progress=False)
+        if n_steps[0] == 0:
+            raise ValueError(f"no DDIM step of num_inference_steps={num_inference_steps} falls in (0, {t_max}]; increase num_inference_steps")
+        per_pos = (acc / n_steps[0]).cpu().numpy().astype(np.float64)
+        for j, i in enumerate(idx):
+            positions, tokens, token_ids = toks[i]
+            raw = per_pos[j][positions]
+            total = raw.sum()
+            scores = raw / total if total > 0 and np.isfinite(total) else np.full(len(positions), 1.0 / len(positions))
+            words, word_of_token = merge_pieces(model.tokenizer, tokens, token_ids)
+            word_scores = np.zeros(len(words))
+            np.add.at(word_scores, np.asarray(word_of_token), scores)
+            results.append(
+                TokenAttribution(
+                    prompt=prompts[i],
+                    metric=metric,
+                    tokens=tokens,
+                    positions=positions,
+                    scores=scores,
+                    words=words,
+                    word_of_token=word_of_token,
+                    word_scores=word_scores,
+                    info={
+                        "n_generations": n_gen,
+                        "num_inference_steps": num_inference_steps,
+                        "guidance_scale": guidance_scale,
+                        "t_max": t_max,
+                        "steps_used": n_steps[0],
+                        "seed": seed,
+                        "zero_gradient": not (total > 0),
+                    },
+                )
+            )
+    return results
