@@ -360,7 +360,7 @@ class LocalPCA:
         if self.tau == "percentile":
             pool = self.spectra_[~torch.isnan(self.spectra_)]
             pool = pool[pool > self.zero_floor_]
-            self.tau_ = float(np.percentile(pool.numpy(), self.tau_percentile)) if pool.numel() else 0.0
+            self.tau_ = float(np.percentile(pool.cpu().numpy(), self.tau_percentile)) if pool.numel() else 0.0
         elif self.tau == "fo":
             self.tau_ = None
         else:
@@ -445,7 +445,7 @@ class LocalPCA:
                 keep = torch.where(restrict, within, keep)
             # a restricted neighbourhood is the ball B(x, radius): the point itself is in it
             mask = torch.cat([restrict, keep], dim=1)
-            if k + 1 > D:  # D x D covariance is the smaller eigenproblem
+            if D < k + 1 and (self._gram is None or 2 * D <= k + 1):  # D x D covariance: the smaller eigenproblem
                 nb = ref.index_select(0, idx.reshape(-1)).view(c, k, D)
                 out.append(neighbourhood_spectra(torch.cat([qc[:, None, :], nb], dim=1), mask))
                 continue
