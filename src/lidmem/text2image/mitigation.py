@@ -484,6 +484,7 @@ def evaluate_mitigation(
     num_inference_steps: int = 50,
     guidance_scale: float = 7.5,
     seed: int = 0,
+    batch_size: int = 8,
     progress_bar: bool | None = None,
 ) -> Any:
     """Evaluate prompt rewriting for one memorized prompt.
@@ -506,6 +507,8 @@ def evaluate_mitigation(
     alignment : callable(images (n, ...), prompt) -> Tensor (n,), optional
         Prompt-image alignment (e.g. a CLIP score, or a classifier's probability of the
         prompt's class); the column is NaN without one.
+    batch_size : int, default=8
+        Distinct prompts generated together (each prompt is generated once).
 
     Returns
     -------
@@ -523,27 +526,37 @@ def evaluate_mitigation(
         attribution = token_attribution(model, prompt, metric=metric, n_generations=1, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed)
     n_tok = len(attribution.tokens)
 
-    def measure(p: str) -> tuple[float, float]:
-        imgs = model.generate(p, n_per_prompt=n_generations, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed, progress=False)
-        s = float(sim(imgs, reference_image).float().mean())
-        a = float(alignment(imgs, prompt).float().mean()) if alignment is not None else float("nan")
-        return s, a
-
-    s0, a0 = measure(prompt)
-    rows = [{"method": "original", "k": 0, "k_used": 0, "repeat": 0, "prompt": prompt, "similarity": s0, "alignment": a0}]
-    jobs = [(m, k, r) for m in methods for k in ks for r in range(reps)]
-    for method, k, r in progress(jobs, desc="mitigation", disable=None if progress_bar is None else not progress_bar):
-        k = check_positive_int(k, "ks")
-        row_seed = seed + 1000 * r + k
-        if method == "rta":
-            new = random_token_addition(model, prompt, k, seed=row_seed)
-            k_used = k
-        else:
-            k_used = min(k, n_tok)
-            idx = select_tokens(attribution, k_used, method=method, seed=row_seed)
-            new = rewrite_prompt(attribution, idx, rw, seed=row_seed)
-        s, a = measure(new)
-        rows.append({"method": method, "k": k, "k_used": k_used, "repeat": r, "prompt": new, "similarity": s, "alignment": a})
+    n_gen = check_positive_int(n_generations, "n_generations")
+    pb = check_positive_int(batch_size, "batch_size")
+    rows = [{"method": "original", "k": 0, "k_used": 0, "repeat": 0, "prompt": prompt}]
+    for method in methods:
+        for k in ks:
+            k = check_positive_int(k, "ks")
+            for r in range(reps):
+                row_seed = seed + 1000 * r + k
+                if method == "rta":
+                    new, k_used = random_token_addition(model, prompt, k, seed=row_seed), k
+                else:
+                    k_used = min(k, n_tok)
+                    idx = select_tokens(attribution, k_used, method=method, seed=row_seed)
+                    new = rewrite_prompt(attribution, idx, rw, seed=row_seed)
+                rows.append({"method": method, "k": k, "k_used": k_used, "repeat": r, "prompt": new})
+    # generate each distinct prompt once, every prompt from the same noise, batch_size prompts at a time
+    unique = list(dict.fromkeys(row["prompt"] for row in rows))
+    noise = model.initial_noise(n_gen, seed)
+    measured: dict[str, tuple[float, float]] = {}
+    for i in progress(range(0, len(unique), pb), desc="mitigation", disable=None if progress_bar is None else not progress_bar):
+        batch = unique[i : i + pb]
+        cond = model.encode_prompt(batch)[0].repeat_interleave(n_gen, dim=0)
+        x = model.sample(cond, None, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, latents=noise.repeat(len(batch), *([1] * (noise.ndim - 1))), progress=False)
+        imgs = model.decode(x)
+        for j, p in enumerate(batch):
+            im = imgs[j * n_gen : (j + 1) * n_gen]
+            s_val = float(sim(im, reference_image).float().mean())
+            a_val = float(alignment(im, prompt).float().mean()) if alignment is not None else float("nan")
+            measured[p] = (s_val, a_val)
+    for row in rows:
+        row["similarity"], row["alignment"] = measured[row["prompt"]]
     df = pd.DataFrame(rows)
     df.attrs.update({"metric": attribution.metric, "n_generations": n_generations, "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale, "seed": seed})
     return df
