@@ -64,6 +64,14 @@ def test_score_images_command(files, tmp_path):
     assert (tmp_path / "image_scores.png").is_file()
     r = CliRunner().invoke(app, ["t2i", "score-images", str(files / "imgs"), "--model", str(files / "sd"), "--out", str(tmp_path)])
     assert r.exit_code == 2 and "need --captions" in r.output
+    # captions from a table with a file column, in any row order; unconditional FLIPD needs none
+    (tmp_path / "caps.csv").write_text("file,caption\n2.png,zqx house\n0.png,a red cat\n1.png,\n")
+    r = CliRunner().invoke(app, ["t2i", "score-images", str(files / "imgs"), "--model", str(files / "sd"), "--captions", str(tmp_path / "caps.csv"), "--metrics", "cfg_norm", "--out", str(tmp_path / "t")])
+    assert r.exit_code == 0, r.output
+    t = pd.read_csv(tmp_path / "t" / "image_scores.csv", keep_default_na=False)
+    assert list(t.caption) == ["a red cat", "", "zqx house"]
+    assert t.cfg_norm.iloc[1] == 0.0 and t.cfg_norm.iloc[0] > 0  # empty caption: no CFG vector
+    assert t.cfg_norm.iloc[0] == pytest.approx(df.cfg_norm.iloc[0], rel=1e-5)
 
 
 def test_detect_prompts_command(files, tmp_path):

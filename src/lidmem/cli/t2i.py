@@ -87,15 +87,17 @@ def _read_captions(path: Path | None, names: list[str], column: str | None) -> l
     if path.suffix.lower() in (".csv", ".tsv", ".parquet"):
         import pandas as pd
 
+        from ..text2image.prompt_metrics import caption_column
+
         df = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path, sep=None, engine="python", keep_default_na=False)
         lower = {str(c).lower(): c for c in df.columns}
-        if "file" in lower or "image" in lower:
-            key = lower.get("file", lower.get("image"))
-            caps = read_prompts(path, column=column)
-            mapping = dict(zip(df[key].astype(str), caps))
+        key = lower.get("file", lower.get("image"))
+        if key is not None:
+            col = caption_column(df, column, path.name)
+            mapping = dict(zip(df[key].astype(str), df[col].astype(str)))
             missing = [n for n in names if n not in mapping]
             if missing:
-                raise ValueError(f"{path.name} has no caption for {missing[:3]} ...; add rows with their file names")
+                raise ValueError(f"{path.name} has no caption for {missing[:3]}; add rows with their file names")
             return [mapping[n] for n in names]
     caps = read_prompts(path, column=column)
     if len(caps) != len(names):

@@ -225,22 +225,29 @@ def read_prompts(path: str | Any, *, column: str | None = None) -> list[str]:
             except (csv.Error, IndexError):
                 sep = "\t" if suffix == ".tsv" else ","
             df = pd.read_csv(p, sep=sep, keep_default_na=False)
-        cols = {str(c).strip().lower(): c for c in df.columns}
-        if column is not None:
-            if column not in df.columns and column.lower() not in cols:
-                raise ValueError(f"column={column!r} is not in {p.name}; its columns are {list(map(str, df.columns))}")
-            col = column if column in df.columns else cols[column.lower()]
-        else:
-            found = [cols[c] for c in CAPTION_COLUMNS if c in cols]
-            if not found:
-                raise ValueError(f"{p.name} has no caption column (looked for {', '.join(CAPTION_COLUMNS)}); its columns are {list(map(str, df.columns))}; pass column=")
-            col = found[0]
+        col = caption_column(df, column, p.name)
         prompts = [str(v).strip() for v in df[col].tolist() if str(v).strip()]
     else:
         raise ValueError(f"prompt file {p.name} must be .txt (one prompt per line), .csv, .tsv or .parquet")
     if not prompts:
         raise ValueError(f"prompt file {p} holds no prompts")
     return prompts
+
+
+def caption_column(df: Any, column: str | None = None, name: str = "table") -> Any:
+    """The column of ``df`` holding captions: ``column`` (case-insensitive) or the first of
+    :data:`CAPTION_COLUMNS`; the error lists the table's columns."""
+    cols = {str(c).strip().lower(): c for c in df.columns}
+    if column is not None:
+        if column in df.columns:
+            return column
+        if column.lower() in cols:
+            return cols[column.lower()]
+        raise ValueError(f"column={column!r} is not in {name}; its columns are {list(map(str, df.columns))}")
+    found = [cols[c] for c in CAPTION_COLUMNS if c in cols]
+    if not found:
+        raise ValueError(f"{name} has no caption column (looked for {', '.join(CAPTION_COLUMNS)}); its columns are {list(map(str, df.columns))}; pass column=")
+    return found[0]
 
 
 def detection_table(scores: Any, labels: Sequence[bool] | Any, metrics: Sequence[str] | None = None) -> Any:
