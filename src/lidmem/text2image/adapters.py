@@ -425,7 +425,8 @@ class TextToImageModel(nn.Module):
         """A fresh DDIMScheduler from this model's scheduler config, with timesteps set."""
         from diffusers import DDIMScheduler
 
-        sch = DDIMScheduler.from_config(self.scheduler_config)
+        ptype = {v: k for k, v in PREDICTION_TYPES.items()}[self.prediction]  # an override reaches the sampler too
+        sch = DDIMScheduler.from_config(self.scheduler_config, prediction_type=ptype)
         sch.set_timesteps(check_positive_int(num_inference_steps, "num_inference_steps"), device=self.device)
         return sch
 
