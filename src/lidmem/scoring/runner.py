@@ -255,7 +255,7 @@ def _model_fingerprint(model: torch.nn.Module) -> str:
         t = tensor.detach().cpu().contiguous()
         h.update(str(t.dtype).encode())
         h.update(str(tuple(t.shape)).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
@@ -298,9 +298,12 @@ def _claim_settings(out: Path, doc: dict[str, Any]) -> None:
         tmp = out / f".settings.json.tmp-{os.getpid()}"
         tmp.write_text(json.dumps(doc, indent=2, sort_keys=True))
         try:
-            os.link(tmp, final)  # fails if another worker created it first
+            os.link(tmp, final)  # atomic create-if-absent: fails if another worker created it first
         except FileExistsError:
             pass
+        except OSError:  # file systems without hard links (some network mounts): near-atomic fallback
+            if not final.exists():
+                os.replace(tmp, final)
         finally:
             tmp.unlink(missing_ok=True)
     existing = json.loads(final.read_text())
