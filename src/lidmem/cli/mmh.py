@@ -1,9 +1,119 @@
-"""CLI: (not implemented yet)."""
+"""CLI: ``lidmem mmh`` - MMH analysis (OD-Mem / DD-Mem) of a score model on its training set."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from ._common import console, user_errors
+
+
+def _parse_tau(value: str) -> str | float:
+    if value in ("percentile", "fo"):
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"--tau={value!r} must be 'percentile', 'fo' or a number >= 0") from None
+
+
+def _parse_radius(value: str) -> str | float | None:
+    if value == "percentile":
+        return value
+    if value.lower() == "none":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"--radius={value!r} must be 'percentile', 'none' or a number >= 0") from None
+
+
+def mmh_command(
+    model: Path = typer.Option(..., "--model", "-m", help="lidmem score-model checkpoint (.safetensors)."),
+    data: Path = typer.Option(..., "--data", "-d", help="Training data: .npy, .csv, .parquet (numeric columns) or a folder of images."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (mmh.csv + summary.json)."),
+    t0: float = typer.Option(0.01, help="FLIPD time t0 in (0, 1]."),
+    trace: str = typer.Option("exact", help="FLIPD trace: 'exact' (d JVPs per point) or 'hutchinson'."),
+    n_probes: int = typer.Option(1, help="Hutchinson probes per point (--trace hutchinson)."),
+    k: int = typer.Option(100, "--k", "-k", help="Local PCA neighbours (must be < number of points)."),
+    tau: str = typer.Option("percentile", help="Local PCA threshold: 'percentile' (paper), 'fo' (Fukunaga-Olsen) or a number."),
+    tau_percentile: float = typer.Option(10.0, help="Percentile of pooled explained variances for --tau percentile."),
+    alpha: float = typer.Option(0.05, help="Fukunaga-Olsen ratio for --tau fo."),
+    radius: str = typer.Option("percentile", help="Neighbourhood restriction: 'percentile' (paper), 'none', or a radius (0 = duplicates only)."),
+    radius_percentile: float = typer.Option(10.0, help="Percentile of pairwise distances for --radius percentile."),
+    od_margin: float = typer.Option(0.5, help="OD-Mem: lid_theta < lid_star - od_margin."),
+    dd_threshold: float = typer.Option(0.5, help="DD-Mem: lid_star <= dd_threshold and lid_theta <= dd_threshold + od_margin."),
+    seed: int = typer.Option(0, help="Seed of Hutchinson probes and of the pair subsample."),
+    batch_size: int | None = typer.Option(None, help="FLIPD points per chunk (default: automatic)."),
+    device: str | None = typer.Option(None, help="torch device (default cpu)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars (on a terminal)."),
+) -> None:
+    """FLIPD (LID_theta) at every training point, local PCA (LID_*), and the MMH class of each point."""
+    with user_errors():
+        import json
+
+        import numpy as np
+        import pandas as pd
+
+        from ..data.io import load_points
+        from ..diffusion.checkpoint import load_score_model
+        from ..memorization.mmh import mmh_analysis
+
+        score_model = load_score_model(model, device=device or "cpu")
+        meta = score_model.metadata
+        points = load_points(data)
+        shape = meta.get("data_shape")
+        result = mmh_analysis(
+            score_model,
+            points.astype(np.float32),
+            t0=t0,
+            trace=trace,
+            n_probes=n_probes,
+            k=k,
+            tau=_parse_tau(tau),
+            tau_percentile=tau_percentile,
+            alpha=alpha,
+            radius=_parse_radius(radius),
+            radius_percentile=radius_percentile,
+            od_margin=od_margin,
+            dd_threshold=dd_threshold,
+            data_shape=tuple(shape) if shape else None,
+            seed=seed,
+            batch_size=batch_size,
+            progress=None if progress else False,
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        table = pd.DataFrame({
+            "index": np.arange(len(result)),
+            "lid_theta": result.lid_theta,
+            "lid_star": result.lid_star,
+            "od_gap": result.od_gap,
+            "mmh_class": result.mmh_class.astype(str),
+        })
+        table.to_csv(out / "mmh.csv", index=False)
+        summary = {
+            "model": str(model),
+            "data": str(data),
+            "n_points": len(result),
+            "settings": {
+                "t0": t0, "trace": trace, "n_probes": n_probes, "seed": seed,
+                "local_pca": {"k": k, "tau": tau, "tau_percentile": tau_percentile, "alpha": alpha, "radius": radius,
+                              "radius_percentile": radius_percentile},
+                "mmh": result.thresholds(),
+            },
+            "counts": result.counts(),
+            "median_lid_theta": float(np.median(result.lid_theta)),
+            "median_lid_star": float(np.median(result.lid_star)),
+        }
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        c = result.counts()
+        console.print(
+            f"MMH of {len(result)} points (FLIPD t0={t0}, local PCA k={k}): "
+            f"[bold]{c['od_mem']}[/] od_mem, [bold]{c['dd_mem']}[/] dd_mem, {c['none']} none; wrote {out / 'mmh.csv'} and {out / 'summary.json'}"
+        )
 
 
 def register(app: typer.Typer, demo_app: typer.Typer) -> None:
-    """Add this module's commands to the lidmem app (or to lidmem demo)."""
+    """Add ``lidmem mmh`` to the lidmem app."""
+    app.command("mmh")(mmh_command)

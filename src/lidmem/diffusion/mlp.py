@@ -65,6 +65,15 @@ class MLPScoreNet(nn.Module):
         Also feed ``log(t_model)`` (clamped at 1e-6) to the time MLP; gives resolution at the
         very small ``t`` that models of point masses need.
     activation : {"silu", "gelu", "relu", "tanh"}, default="silu"
+    fourier_features : int, default=0
+        If > 0, the input is augmented with random Fourier features ``sin(2 pi B x)``,
+        ``cos(2 pi B x)`` with ``B ~ N(0, fourier_scale^2)`` of shape ``(dim, fourier_features)``
+        (Tancik et al. 2020). They let the MLP represent sharp, local structure (e.g. a
+        memorised isolated training point) that a plain MLP learns only slowly.
+    fourier_scale : float, default=1.0
+        Standard deviation of the Fourier frequencies (cycles per unit of x).
+    fourier_seed : int, default=0
+        Seed of the frequencies (stored in the config and as a buffer).
 
     Attributes
     ----------
@@ -90,6 +99,9 @@ class MLPScoreNet(nn.Module):
         time_scale: float = 1000.0,
         log_time: bool = True,
         activation: str = "silu",
+        fourier_features: int = 0,
+        fourier_scale: float = 1.0,
+        fourier_seed: int = 0,
     ) -> None:
         super().__init__()
         dim = check_positive_int(dim, "dim")
@@ -101,6 +113,10 @@ class MLPScoreNet(nn.Module):
         if not (isinstance(time_scale, (int, float)) and time_scale > 0 and math.isfinite(time_scale)):
             raise ValueError(f"time_scale={time_scale!r} must be a positive float; try 1000.0 for t in [0, 1]")
         check_choice(activation, "activation", _ACTIVATIONS)
+        if isinstance(fourier_features, bool) or not isinstance(fourier_features, int) or fourier_features < 0:
+            raise ValueError(f"fourier_features={fourier_features!r} must be an integer >= 0 (0 disables them)")
+        if not (isinstance(fourier_scale, (int, float)) and fourier_scale > 0 and math.isfinite(fourier_scale)):
+            raise ValueError(f"fourier_scale={fourier_scale!r} must be a positive float")
         self.config: dict[str, Any] = {
             "type": "mlp",
             "dim": dim,
@@ -110,6 +126,9 @@ class MLPScoreNet(nn.Module):
             "time_scale": float(time_scale),
             "log_time": bool(log_time),
             "activation": activation,
+            "fourier_features": fourier_features,
+            "fourier_scale": float(fourier_scale),
+            "fourier_seed": int(fourier_seed),
         }
         self.dim = dim
         self.time_embed_dim = time_embed_dim
@@ -117,7 +136,13 @@ class MLPScoreNet(nn.Module):
         self.log_time = bool(log_time)
         t_in = time_embed_dim + (1 if log_time else 0)
         self.time_mlp = nn.Sequential(nn.Linear(t_in, hidden), _activation(activation), nn.Linear(hidden, hidden))
-        self.layers = nn.ModuleList([nn.Linear(dim if k == 0 else hidden, hidden) for k in range(depth)])
+        if fourier_features:
+            g = torch.Generator().manual_seed(int(fourier_seed))
+            self.register_buffer("fourier_freqs", fourier_scale * torch.randn(dim, fourier_features, generator=g))
+        else:
+            self.fourier_freqs = None
+        in_features = dim + 2 * fourier_features
+        self.layers = nn.ModuleList([nn.Linear(in_features if k == 0 else hidden, hidden) for k in range(depth)])
         self.time_proj = nn.ModuleList([nn.Linear(hidden, hidden) for _ in range(depth)])
         self.act = _activation(activation)
         self.out = nn.Linear(hidden, dim)
@@ -149,6 +174,9 @@ class MLPScoreNet(nn.Module):
         if t.ndim == 0:
             t = t.expand(n)
         e = self.embed_time(t.to(h.dtype))
+        if self.fourier_freqs is not None:
+            proj = 2 * math.pi * h @ self.fourier_freqs.to(h.dtype)
+            h = torch.cat([h, torch.sin(proj), torch.cos(proj)], dim=1)
         for layer, proj in zip(self.layers, self.time_proj):
             h = self.act(layer(h) + proj(e))
         return self.out(h).reshape(x.shape)

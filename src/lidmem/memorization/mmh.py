@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MMHResult", "classify_mmh", "MMH_CLASSES"]
+__all__ = ["MMHResult", "classify_mmh", "mmh_analysis", "MMH_CLASSES"]
 
 #: The class names, in a fixed order.
 MMH_CLASSES: tuple[str, ...] = ("od_mem", "dd_mem", "none")
@@ -164,3 +164,77 @@ def classify_mmh(lid_theta: Any, lid_star: Any, *, od_margin: float = 0.5, dd_th
         dd_threshold=dd_threshold,
         rule=rule,
     )
+
+
+def mmh_analysis(
+    model: Any,
+    data: Any,
+    *,
+    t0: float = 0.01,
+    trace: str = "exact",
+    n_probes: int = 1,
+    k: int = 100,
+    tau: str | float = "percentile",
+    tau_percentile: float = 10.0,
+    alpha: float = 0.05,
+    radius: str | float | None = "percentile",
+    radius_percentile: float = 10.0,
+    od_margin: float = 0.5,
+    dd_threshold: float = 0.5,
+    data_shape: tuple[int, ...] | None = None,
+    seed: int = 0,
+    batch_size: int | None = None,
+    progress: bool | None = None,
+) -> MMHResult:
+    """MMH analysis of a training set: FLIPD at each point, local PCA LID_*, and the class.
+
+    Parameters
+    ----------
+    model : ScoreModel or callable ``model(x, t) -> score`` with ``.sde``
+        The model trained on ``data`` (e.g. :func:`lidmem.diffusion.checkpoint.load_score_model`).
+    data : array-like of shape (n, d) or (n, ...)
+        The training points. LID_theta is measured *at* each point (FLIPD at ``t0``); LID_* by
+        :func:`lidmem.estimators.local_pca` on the flattened points, each excluded from its own
+        neighbourhood.
+    t0 : float, default=0.01
+        FLIPD time.
+    trace : {"exact", "hutchinson"}, default="exact"
+        FLIPD trace (exact costs ``d`` JVPs per point; use Hutchinson for images).
+    n_probes : int, default=1
+        Hutchinson probes.
+    k, tau, tau_percentile, alpha, radius, radius_percentile
+        Local PCA settings (:class:`lidmem.estimators.LocalPCA`; the defaults are the paper's).
+    od_margin, dd_threshold : float, default=0.5
+        See :func:`classify_mmh`.
+    data_shape : tuple of int, optional
+        Shape of one point as the model expects it (e.g. ``(1, 8, 8)``); points are reshaped to
+        ``(n, *data_shape)`` for FLIPD. Default: ``data``'s own shape.
+    seed : int, default=0
+        Seed of the Hutchinson probes and of local PCA's pair subsample.
+    batch_size : int, optional
+        FLIPD chunk size.
+    progress : bool or None
+
+    Returns
+    -------
+    MMHResult
+    """
+    import torch
+
+    from .._validation import check_points
+    from ..estimators import flipd, local_pca
+
+    x = check_points(data, "data", min_samples=2, min_ndim=2)
+    param = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+    if param is not None:
+        x = x.to(dtype=param.dtype, device=param.device)
+    if data_shape is not None:
+        shape = tuple(int(v) for v in data_shape)
+        if int(np.prod(shape)) != int(np.prod(x.shape[1:])):
+            raise ValueError(f"data has {int(np.prod(x.shape[1:]))} features per point but data_shape={shape} needs {int(np.prod(shape))}")
+        x = x.reshape((x.shape[0], *shape))
+    lid_theta = flipd(model, x, t0=t0, trace=trace, n_probes=n_probes, seed=seed, batch_size=batch_size, progress=progress)
+    flat = x.reshape(x.shape[0], -1).detach().to("cpu", torch.float64)
+    lid_star = local_pca(flat, k=k, tau=tau, tau_percentile=tau_percentile, alpha=alpha, radius=radius,
+                         radius_percentile=radius_percentile, seed=seed, progress=progress)
+    return classify_mmh(lid_theta, lid_star, od_margin=od_margin, dd_threshold=dd_threshold)
