@@ -75,7 +75,7 @@ def lid_command(
         bar = None if progress else False  # shown on a terminal only
         info: dict[str, object] = {}
         if estimator == "lpca":
-            from ..estimators.local_pca import LocalPCA
+            from ..estimators import LocalPCA
 
             est = LocalPCA(
                 k,
@@ -90,7 +90,7 @@ def lid_command(
             lid = est.estimate().numpy()
             info = {"tau": "fo" if est.tau_ is None else f"{est.tau_:.4g}", "radius": "none" if est.radius_ is None else f"{est.radius_:.4g}"}
         else:
-            from ..estimators.statistical import SkdimEstimator
+            from ..estimators import SkdimEstimator
 
             lid = SkdimEstimator(estimator, k, alpha=alpha, progress=bar).fit(points).estimate().numpy()
 
