@@ -345,7 +345,7 @@ class LocalPCA:
             if self._gram is not None and n * (n - 1) // 2 <= self.max_pairs:
                 # all pairs from the cached Gram matrix; exact duplicates exactly 0
                 sq = torch.diagonal(self._gram)
-                iu = torch.triu_indices(n, n, offset=1)
+                iu = torch.triu_indices(n, n, offset=1, device=x.device)
                 d2 = (sq[iu[0]] + sq[iu[1]] - 2.0 * self._gram[iu[0], iu[1]]).clamp_min(0.0)
                 d2 = torch.where(self._groups[iu[0]] == self._groups[iu[1]], torch.zeros_like(d2), d2)
                 self.radius_ = float(np.percentile(d2.sqrt().cpu().numpy(), self.radius_percentile))
