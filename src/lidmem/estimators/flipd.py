@@ -14,6 +14,7 @@ It ranks points correctly and is reported as is.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -65,6 +66,28 @@ def _math_attention():
     return sdpa_kernel(SDPBackend.MATH)
 
 
+@contextlib.contextmanager
+def _contiguous_group_norm_inputs(model: Any):
+    """While active, GroupNorm layers of ``model`` receive a contiguous copy of their input.
+
+    PyTorch's forward-mode derivative of ``group_norm`` views the input's *tangent*, which fails
+    ("view size is not compatible with input tensor's size and stride") when the tangent is not
+    contiguous - as it is after a diffusers attention block. The hooks are removed on exit, so
+    the model is left as it was.
+    """
+    handles = []
+    if isinstance(model, torch.nn.Module):
+        def hook(module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+            return (args[0].clone(memory_format=torch.contiguous_format), *args[1:])
+
+        handles = [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def _draw_probes(shape: tuple[int, ...], probe: str, generator: torch.Generator, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     if probe == "gaussian":
         return torch.randn(shape, generator=generator, dtype=dtype, device=device)
@@ -91,7 +114,7 @@ def _trace_and_norm(
 
     def call(primals: torch.Tensor, tang: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tvec = torch.full((primals.shape[0],), t0, dtype=primals.dtype, device=primals.device)
-        with _math_attention():
+        with _math_attention(), _contiguous_group_norm_inputs(model):
             out, jv = torch.func.jvp(lambda inp: model(inp, tvec), (primals,), (tang,))
         if out.shape != primals.shape:
             raise ValueError(f"model returned shape {tuple(out.shape)} for input shape {tuple(primals.shape)}; it must return the score")
@@ -228,7 +251,9 @@ def flipd(
     Notes
     -----
     Forward-mode AD runs under ``sdpa_kernel(SDPBackend.MATH)`` so that attention layers work on
-    CPU, and under ``torch.no_grad()``. With ``sigma^2`` small, the two terms inside the bracket
+    CPU, and under ``torch.no_grad()``. GroupNorm layers of an ``nn.Module`` model get their
+    input made contiguous during the JVP (temporary hooks; PyTorch's forward-mode group-norm
+    derivative fails on the non-contiguous tangents that diffusers attention blocks produce). With ``sigma^2`` small, the two terms inside the bracket
     nearly cancel; both are accumulated in float64.
 
     Examples
