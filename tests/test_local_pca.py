@@ -49,16 +49,28 @@ def test_pairwise_percentile_exact_and_sampled():
 def test_point_mass_and_isolated_duplicates_are_zero_with_paper_defaults():
     # von Mises circle + 15% point mass at the origin (paper Sec. 4.1)
     s = von_mises_mixture(100, seed=0)
-    lid = local_pca(s.points, k=20).numpy()
+    lid = local_pca(s.points, k=20, tau="percentile", radius="percentile").numpy()
     assert (lid[s.lid == 0] == 0).all()
     assert (lid[s.lid == 1] >= 1).all()
     # "training images" on a 5-dim subspace of R^50 plus one image copied 12 times, far from the rest
     base = affine_subspace(300, dim=5, ambient_dim=50, seed=1).points
     dup = np.repeat(base[:1] + 5.0, 12, axis=0)
     x = np.concatenate([base, dup])
-    lid = local_pca(x, k=30).numpy()
+    lid = local_pca(x, k=30, tau="percentile", radius="percentile").numpy()
     assert (lid[300:] == 0).all()
     assert (lid[:300] > 0).all() and np.median(lid[:300]) >= 4  # the paper's tau drops ~10% of the spectrum
+
+
+def test_defaults_estimate_dimension_and_zero_duplicates():
+    """Default settings: a dimension estimate (2-plane in R^20 with noise -> 2) that still
+    gives exact duplicates LID 0."""
+    base = affine_subspace(400, dim=2, ambient_dim=20, noise=1e-3, seed=8).points
+    x = np.concatenate([base, np.repeat(base[:3], 5, axis=0)])
+    lid = local_pca(x, k=40).numpy()
+    dup = np.zeros(len(x), dtype=bool)
+    dup[:3] = dup[400:] = True
+    assert (lid[dup] == 0).all()
+    assert (lid[~dup] == 2).mean() >= 0.95
 
 
 def test_radius_zero_restricts_to_exact_duplicates():
@@ -97,7 +109,7 @@ def test_accuracy_no_worse_than_skdim_lpca(name, make, k):
 
 def test_paper_tau_is_the_percentile_of_pooled_spectra():
     s = sphere(300, dim=2, ambient_dim=6, noise=0.01, seed=4)
-    est = LocalPCA(k=30).fit(s.points)
+    est = LocalPCA(k=30, tau="percentile", radius="percentile").fit(s.points)
     pool = est.spectra_[~torch.isnan(est.spectra_)].numpy()
     pool = pool[pool > est.zero_floor_]
     assert est.tau_ == pytest.approx(np.percentile(pool, 10))
@@ -114,7 +126,7 @@ def test_query_points_use_fitted_reference():
     assert _mae(lid, true) < 0.1
     # a far-away query copy-pasted 3 times into the reference data: LID 0 at the copies and at the query
     x = np.concatenate([s.points, np.repeat(s.points[:1] + 20.0, 3, axis=0)])
-    est2 = LocalPCA(k=40).fit(x)
+    est2 = LocalPCA(k=40, tau="percentile", radius="percentile").fit(x)
     assert est2.estimate(s.points[:1] + 20.0).tolist() == [0]
 
 
@@ -148,11 +160,12 @@ def test_input_not_mutated_and_params_roundtrip():
     est = LocalPCA(k=5, tau="fo")
     est.fit(x)
     np.testing.assert_array_equal(x, before)
-    assert est.get_params()["tau"] == "fo" and repr(est) == "LocalPCA(k=5, tau='fo')"
+    assert est.get_params()["tau"] == "fo" and repr(est) == "LocalPCA(k=5)"
+    assert repr(LocalPCA(k=5, tau="percentile")) == "LocalPCA(k=5, tau='percentile')"
 
 
 def test_fitted_radius_is_the_pairwise_percentile():
     x = np.concatenate([np.random.default_rng(7).standard_normal((150, 6)), np.zeros((40, 6))])
     d = torch.nn.functional.pdist(torch.as_tensor(x)).numpy()
-    assert LocalPCA(k=10, radius_percentile=10.0).fit(x).radius_ == pytest.approx(np.percentile(d, 10), rel=1e-9, abs=1e-12)
-    assert LocalPCA(k=10, radius_percentile=3.0).fit(x).radius_ == 0.0  # 780 of 17955 pairs are duplicates
+    assert LocalPCA(k=10, radius="percentile", radius_percentile=10.0).fit(x).radius_ == pytest.approx(np.percentile(d, 10), rel=1e-9, abs=1e-12)
+    assert LocalPCA(k=10, radius="percentile", radius_percentile=3.0).fit(x).radius_ == 0.0  # 780 of 17955 pairs are duplicates

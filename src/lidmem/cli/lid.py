@@ -38,12 +38,12 @@ def lid_command(
     ),
     k: int = typer.Option(100, "--k", "-k", help="Neighbourhood size (nearest neighbours per point)."),
     tau: str = typer.Option(
-        "percentile", help="lpca threshold: 'percentile' (paper: global percentile of explained variances), 'fo' (Fukunaga-Olsen alpha * largest) or a number."
+        "fo", help="lpca threshold: 'fo' (Fukunaga-Olsen alpha * largest; a dimension estimate), 'percentile' (paper: global percentile of explained variances; a ranking score) or a number."
     ),
     tau_percentile: float = typer.Option(10.0, help="lpca: percentile of pooled explained variances for --tau percentile."),
     alpha: float = typer.Option(0.05, help="Fukunaga-Olsen ratio (lpca with --tau fo; skdim lpca has no other)."),
     radius: str = typer.Option(
-        "percentile", help="lpca neighbourhood restriction: 'percentile' (paper), 'none', or a radius (0 = exact duplicates only)."
+        "0", help="lpca neighbourhood restriction: a radius (0 = exact duplicates only, the default), 'percentile' (paper) or 'none'."
     ),
     radius_percentile: float = typer.Option(10.0, help="lpca: percentile of pairwise distances for --radius percentile."),
     seed: int = typer.Option(0, help="Seed for the subsample of pairs behind the distance percentile (large data)."),

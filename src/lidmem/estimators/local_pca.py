@@ -32,15 +32,22 @@ Conventions
 
 The threshold rule is a choice (``tau``):
 
-* ``"percentile"`` (default, the paper's rule (i)). Note that it counts a fixed share of the
+* ``"percentile"`` (the paper's rule (i)). Note that it counts a fixed share of the
   pooled spectrum as signal; it ranks points well (duplicates -> 0, complex points high) but is not
   an unbiased dimension estimate when most of each spectrum is noise (e.g. a 2-plane in R^20 with
   noise comes out far above 2). Use it to score memorization, as the paper does.
-* ``"fo"``: the classical Fukunaga-Olsen rule per neighbourhood, explained variance > ``alpha``
+* ``"fo"`` (default): the classical Fukunaga-Olsen rule per neighbourhood, explained variance > ``alpha``
   times the neighbourhood's largest one (scikit-dimension's lPCA ``ver="FO"``, ``alphaFO=0.05``).
   Accurate on manifolds of known dimension; combined with the numerical-zero floor it still gives
   0 for duplicates.
 * a float: a fixed global tau.
+
+Defaults: ``tau="fo"`` with ``radius=0.0``. This is a dimension estimate on the same scale as
+LID_theta (needed to compare the two for OD-Mem, LID_theta < LID_*), with rule (ii) applied to
+exact duplicates only, so duplicated points come out as LID 0 (Prop. 3.1) while every other
+neighbourhood is the plain k-NN one (same MAE as scikit-dimension's lPCA). The paper's exact
+variant for ranking points by DD-Mem is ``tau="percentile", radius="percentile"``; it also
+catches near-duplicates, at the cost of biased dimensions.
 """
 
 from __future__ import annotations
@@ -197,14 +204,14 @@ class LocalPCA:
     k : int, default=100
         Number of nearest reference points in each neighbourhood (the paper: 100), at least 2.
         With ``query=None`` it must be ``<= n - 1``, otherwise ``<= n``.
-    tau : {"percentile", "fo"} or float, default="percentile"
+    tau : {"percentile", "fo"} or float, default="fo"
         Threshold rule (see the module docstring): the paper's global percentile of all explained
         variances, per-neighbourhood Fukunaga-Olsen ``alpha * largest``, or a fixed value.
     tau_percentile : float, default=10.0
         Percentile of the pooled explained variances used when ``tau="percentile"``.
     alpha : float, default=0.05
         Fukunaga-Olsen ratio used when ``tau="fo"``.
-    radius : {"percentile"} or float or None, default="percentile"
+    radius : {"percentile"} or float or None, default=0.0
         Neighbourhood restriction (paper's rule (ii)): ``"percentile"`` uses the
         ``radius_percentile``-th percentile of all pairwise distances; a float is a fixed radius
         (``0.0`` restricts only to exact duplicates); ``None`` disables the restriction.
@@ -248,10 +255,10 @@ class LocalPCA:
         self,
         k: int = 100,
         *,
-        tau: str | float = "percentile",
+        tau: str | float = "fo",
         tau_percentile: float = 10.0,
         alpha: float = 0.05,
-        radius: str | float | None = "percentile",
+        radius: str | float | None = 0.0,
         radius_percentile: float = 10.0,
         max_pairs: int = 1_000_000,
         seed: int = 0,
@@ -469,10 +476,10 @@ def local_pca(
     query: Any = None,
     k: int = 100,
     *,
-    tau: str | float = "percentile",
+    tau: str | float = "fo",
     tau_percentile: float = 10.0,
     alpha: float = 0.05,
-    radius: str | float | None = "percentile",
+    radius: str | float | None = 0.0,
     radius_percentile: float = 10.0,
     max_pairs: int = 1_000_000,
     seed: int = 0,
