@@ -164,7 +164,7 @@ def train_vae(
     opt = torch.optim.Adam([*decoder.parameters(), *encoder.parameters()], lr=float(lr))
     losses = np.empty(steps)
     start = time.perf_counter()
-    for step in _progress(range(steps), total=steps, desc="training VAE", disable=progress):
+    for step in _progress(range(steps), total=steps, desc="training VAE", disable=None if progress is None else not progress):
         x = x_all[torch.randint(len(x_all), (batch_size,), generator=gen)]
         mu, logvar = encoder(x)
         z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=gen)

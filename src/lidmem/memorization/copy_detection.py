@@ -18,7 +18,7 @@ Two matchings (Section 4.1 and App. F of the paper):
 
 Labels (thresholds are parameters, defaults documented in :func:`find_copies`):
 
-- ``"exact_copy"``: ``calibrated_l2 <= exact_threshold`` (default 0.1);
+- ``"exact_copy"``: ``calibrated_l2 <= exact_threshold`` (default 0.3);
 - ``"near_copy"``: otherwise, ``calibrated_l2 <= near_threshold`` (default 0.5) or
   ``embed_cos >= cos_threshold`` (default 0.97);
 - ``"none"``: everything else.
@@ -287,7 +287,7 @@ def label_copies(
     calibrated_l2: np.ndarray,
     embed_cos: np.ndarray,
     *,
-    exact_threshold: float = 0.1,
+    exact_threshold: float = 0.3,
     near_threshold: float = 0.5,
     cos_threshold: float = 0.97,
 ) -> np.ndarray:
@@ -310,7 +310,7 @@ def find_copies(
     *,
     k: int = 5,
     embedder: Embedder | None = None,
-    exact_threshold: float = 0.1,
+    exact_threshold: float = 0.3,
     near_threshold: float = 0.5,
     cos_threshold: float = 0.97,
     search: str = "auto",
@@ -331,9 +331,11 @@ def find_copies(
     embedder : Embedder, optional
         Fitted here on the distinct training images (reshaped to ``train``'s shape). Default
         :class:`PCAEmbedder` ``(n_components=32)``.
-    exact_threshold : float, default=0.1
-        ``calibrated_l2 <= exact_threshold`` -> ``"exact_copy"``: the sample is 10x closer to its
-        match than the match's own neighbours are (a pixel copy up to sampling noise).
+    exact_threshold : float, default=0.3
+        ``calibrated_l2 <= exact_threshold`` -> ``"exact_copy"``: the sample is more than 3x closer
+        to its match than the match's own neighbours are (a copy up to sampling noise: for the
+        digits UNet, reproduced planted duplicates sit at 0.1-0.3, i.e. within about half a grey
+        level per pixel, while distinct training digits are at >= 1 from each other by definition).
     near_threshold : float, default=0.5
         ``calibrated_l2 <= near_threshold`` -> ``"near_copy"`` (a reconstructive copy).
     cos_threshold : float, default=0.97
