@@ -10,6 +10,11 @@ Table 1: for an MLP (d = 784) and a small UNet (3x32x32), the time of one FLIPD 
 (Hutchinson, 1 probe; 4 probes batched into one model call; 4 probes as 4 separate calls) over
 the time of one forward pass of the same score model on the same batch. With CUDA, the same
 in bfloat16 autocast (mixed precision). ``--compile`` adds rows with ``torch.compile``d networks.
+The last column is a reference outside lidmem: one Hutchinson term ``v^T J v`` from a single
+reverse-mode VJP (gradient of ``<s(x), v>``) instead of forward mode.
+
+CPU timings use one thread by default (``--threads``): on a shared, oversubscribed machine
+multi-threaded kernels spin and the ratios become noise.
 
 Table 2: peak memory of :func:`lidmem.scoring.score_dataset` (one fresh process per row) for
 data sets of different sizes and batch sizes: growth of the peak RSS over the RSS before
@@ -105,6 +110,15 @@ def ratio_rows(name: str, device: torch.device, *, compile_: bool, repeat: int) 
                 for s in range(4):
                     flipd(m, x, 0.01, trace="hutchinson", n_probes=1, seed=s, batch_size=batch, progress=False)
 
+        def rev1():
+            # reference, not lidmem's path: v^T J v from one reverse-mode VJP (grad of <s(x), v>)
+            with ctx():
+                xx = x.detach().clone().requires_grad_(True)
+                s = m(xx, 0.01)
+                (g,) = torch.autograd.grad((s * v).sum(), xx)
+                (g * v).flatten(1).sum(1)
+
+        v = torch.randint(0, 2, x.shape, device=device).to(x.dtype) * 2 - 1
         row = {"network": name, "variant": label, "batch": batch, "d": int(np.prod(shape))}
         try:
             t0 = time.perf_counter()
@@ -115,6 +129,7 @@ def ratio_rows(name: str, device: torch.device, *, compile_: bool, repeat: int) 
             for _ in range(repeat):  # interleaved, so that load changes hit both alike
                 tf = min(tf, timeit(fwd, device, repeat=1, warmup=0))
                 t1 = min(t1, timeit(h1, device, repeat=1, warmup=0))
+            tr = timeit(rev1, device, repeat=repeat)
             t4 = timeit(h4, device, repeat=max(1, repeat // 2), warmup=0)
             t4l = timeit(h4_loop, device, repeat=1, warmup=0)
             row.update(
@@ -123,6 +138,7 @@ def ratio_rows(name: str, device: torch.device, *, compile_: bool, repeat: int) 
                 ratio1=t1 / tf,
                 flipd4_batched_ratio=t4 / tf,
                 flipd4_loop_ratio=t4l / tf,
+                reverse_ratio=tr / tf,
                 img_per_s=batch / t1,
             )
         except Exception as exc:  # report, don't crash: torch.compile + jvp is version dependent
@@ -132,16 +148,16 @@ def ratio_rows(name: str, device: torch.device, *, compile_: bool, repeat: int) 
 
 
 def print_ratio_table(rows: list[dict]) -> None:
-    head = "| network | variant | batch | d | forward ms | FLIPD 1 probe ms | FLIPD/forward (1 probe) | 4 probes batched / forward | 4 probes looped / forward | img/s (1 probe) |"
+    head = "| network | variant | batch | d | forward ms | FLIPD 1 probe ms | FLIPD/forward (1 probe) | 4 probes batched / forward | 4 probes looped / forward | reverse-mode vJv / forward | img/s (1 probe) |"
     print(head)
-    print("|---" * 10 + "|")
+    print("|---" * 11 + "|")
     for r in rows:
         if "error" in r:
-            print(f"| {r['network']} | {r['variant']} | {r['batch']} | {r['d']} | fails: {r['error']} | | | | | |")
+            print(f"| {r['network']} | {r['variant']} | {r['batch']} | {r['d']} | fails: {r['error']} | | | | | | |")
             continue
         print(
             f"| {r['network']} | {r['variant']} | {r['batch']} | {r['d']} | {r['forward_ms']:.2f} | {r['flipd1_ms']:.2f} | "
-            f"**{r['ratio1']:.2f}x** | {r['flipd4_batched_ratio']:.2f}x | {r['flipd4_loop_ratio']:.2f}x | {r['img_per_s']:.0f} |"
+            f"**{r['ratio1']:.2f}x** | {r['flipd4_batched_ratio']:.2f}x | {r['flipd4_loop_ratio']:.2f}x | {r['reverse_ratio']:.2f}x | {r['img_per_s']:.0f} |"
         )
 
 
@@ -173,7 +189,7 @@ def prepare_memory_data(wd: Path, sizes: list[int]) -> None:
             blobs.append(buf.getvalue())
         pq.write_table(pa.table({"image": pa.array(blobs, pa.binary())}), wd / f"data-{n}.parquet", row_group_size=256)
     torch.manual_seed(0)
-    save_checkpoint(wd / "mlp3072.safetensors", MLPScoreNet(3072, hidden=512, depth=3), sde=VPSDE(), prediction="epsilon", data_shape=[3, 32, 32])
+    save_checkpoint(wd / "mlp3072.safetensors", MLPScoreNet(3072, hidden=128, depth=2), sde=VPSDE(), prediction="epsilon", data_shape=[3, 32, 32])
 
 
 def memory_child(n: int, batch: int, workdir: str, device: str) -> None:
@@ -211,7 +227,7 @@ def memory_table(device: str, sizes: list[int], batches: list[int]) -> None:
         for n in sizes:
             for b in batches:
                 proc = subprocess.run(
-                    [sys.executable, __file__, "--_memory-child", str(n), str(b), wd, "--device", device],
+                    [sys.executable, __file__, "--_memory-child", str(n), str(b), wd, "--device", device, "--threads", str(torch.get_num_threads())],
                     capture_output=True, text=True, check=True,
                 )
                 rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -231,12 +247,14 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--compile", dest="compile_", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads (default 1: stable timings on a shared machine)")
     ap.add_argument("--networks", default="mlp,unet")
     ap.add_argument("--skip-memory", action="store_true")
-    ap.add_argument("--sizes", default="1024,8192")
+    ap.add_argument("--sizes", default="512,4096")
     ap.add_argument("--batches", default="16,128")
     ap.add_argument("--_memory-child", nargs=3, metavar=("N", "BATCH", "DIR"), dest="memory_child")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     if args.memory_child:
         n, b, wd = args.memory_child
         memory_child(int(n), int(b), wd, args.device)
@@ -252,7 +270,7 @@ def main() -> None:
         if r.get("warmup_s", 0) > 5:
             print(f"# {r['network']} {r['variant']}: first call (incl. compilation) {r['warmup_s']:.1f} s")
     if not args.skip_memory:
-        print(f"\n# peak memory of score_dataset (flipd_hutchinson + png_complexity, MLP d=3072, shard 1024) on {args.device}\n")
+        print(f"\n# peak memory of score_dataset (flipd_hutchinson + png_complexity, MLP d=3072 hidden 128, shard 1024) on {args.device}\n")
         memory_table(args.device, [int(v) for v in args.sizes.split(",")], [int(v) for v in args.batches.split(",")])
 
 

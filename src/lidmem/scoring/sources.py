@@ -645,7 +645,7 @@ def _detect_kind(path: str) -> str:
             return "parquet"
         if suffix == ".tar":
             return "webdataset"
-        if suffix in (".txt", ".lst", ".list", ".csv"):
+        if suffix in (".txt", ".lst", ".list"):
             return "list"
         raise ValueError(f"cannot tell the kind of data of {p.name!r}; pass kind= one of {', '.join(SOURCE_KINDS)}")
     raise ValueError(f"data path {path!r} does not exist")
