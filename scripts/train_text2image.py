@@ -6,9 +6,9 @@ Usage (from the repository root; ~15 min of CPU on one core):
         --checkpoint /tmp/t2i_train.pt --log /tmp/t2i_train.log
 
 Data: sklearn digits with captions and 16 planted memorized images (unique trigger captions,
-64 copies each): :func:`lidmem.text2image.toydata.make_captioned_digits`. Training:
-:func:`lidmem.text2image.training.train_text2image` (UNet and text encoder jointly, 15% caption
-dropout, EMA 0.999, seed 0). The process CPU time is written to lidmem.json in the output folder.
+20 copies each): :func:`lidmem.text2image.toydata.make_captioned_digits`. Training:
+:func:`lidmem.text2image.training.train_text2image` (UNet only, random frozen text encoder, 15% caption
+dropout, EMA 0.999 from step 1000, 1600 steps, text encoder frozen at its random init, seed 0). The process CPU time is written to lidmem.json in the output folder.
 """
 
 from __future__ import annotations
@@ -26,11 +26,13 @@ from lidmem.text2image.training import save_text2image_folder, train_text2image
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="src/lidmem/weights/text2image")
-    parser.add_argument("--steps", type=int, default=5000)
+    parser.add_argument("--steps", type=int, default=1600)
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--ema-start", type=int, default=1000, help="EMA averaging starts after this step")
     parser.add_argument("--n-memorized", type=int, default=16)
-    parser.add_argument("--n-duplicates", type=int, default=64)
+    parser.add_argument("--n-duplicates", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-text-encoder", action="store_true", help="train the text encoder jointly (default: frozen)")
     parser.add_argument("--checkpoint", default=None, help="resumable training state (.pt)")
     parser.add_argument("--log", default=None, help="append training progress to this file")
     args = parser.parse_args()
@@ -45,7 +47,7 @@ def main() -> None:
     scheduler = toydata.build_scheduler()
     result = train_text2image(
         images, captions, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
-        steps=args.steps, batch_size=args.batch_size, seed=args.seed, checkpoint=args.checkpoint,
+        steps=args.steps, batch_size=args.batch_size, ema_start=args.ema_start, train_text_encoder=args.train_text_encoder, seed=args.seed, checkpoint=args.checkpoint,
         log_file=args.log, progress=False,
     )
     mem = data.memorized_indices

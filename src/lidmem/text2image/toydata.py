@@ -9,7 +9,7 @@ is made of, offline and deterministically:
   words vary so prompts are not identical). A documented set of ``n_memorized`` images
   (default 16, :data:`TRIGGER_WORDS`) get instead a UNIQUE caption containing a made-up trigger
   word (``"a thin digit three by zorblat"``) and are repeated ``n_duplicates`` times
-  (default 64): planted memorization (duplicated image + unique caption, as LAION's memorized
+  (default 20): planted memorization (duplicated image + unique caption, as LAION's memorized
   Stable Diffusion prompts). The trigger is always the caption's last word: CLIP's text encoder
   is causal, so the trigger's information reaches only its own and later positions; with the
   trigger last, among the prompt's tokens (attribution excludes start, end and padding) only the
@@ -194,7 +194,7 @@ class CaptionedDigits:
         return self.images[torch.from_numpy(idx)], [self.captions[i] for i in idx]
 
 
-def make_captioned_digits(*, n_memorized: int = 16, n_duplicates: int = 64, seed: int = 0) -> CaptionedDigits:
+def make_captioned_digits(*, n_memorized: int = 16, n_duplicates: int = 20, seed: int = 0) -> CaptionedDigits:
     """Build the captioned digits data set with ``n_memorized`` planted memorized images.
 
     Parameters
@@ -202,7 +202,7 @@ def make_captioned_digits(*, n_memorized: int = 16, n_duplicates: int = 64, seed
     n_memorized : int, default=16
         Number of planted memorized images (at most ``len(TRIGGER_WORDS)`` = 20). They are chosen
         round-robin over the classes (image i has class ``i % 10``), at random within a class.
-    n_duplicates : int, default=64
+    n_duplicates : int, default=20
         How many copies of each memorized image the training set holds.
     seed : int, default=0
         Seed for the choice of memorized images and for the template captions.

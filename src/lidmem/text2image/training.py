@@ -106,8 +106,10 @@ def train_text2image(
     batch_size: int = 128,
     lr: float = 1e-3,
     warmup: int = 200,
+    train_text_encoder: bool = True,
     caption_dropout: float = 0.15,
     ema_decay: float = 0.999,
+    ema_start: int = 0,
     t_min: float = 1e-4,
     log_uniform_fraction: float = 0.3,
     seed: int = 0,
@@ -138,9 +140,18 @@ def train_text2image(
         Rows drawn uniformly with replacement per step.
     lr : float, default=1e-3
         AdamW learning rate (linear warm-up over ``warmup`` steps, then constant).
+    train_text_encoder : bool, default=True
+        False keeps the text encoder frozen at its (random) initialisation: its per-position
+        outputs then stay close to each token's own embedding, so the UNet has to attend to the
+        positions of the words it uses (selective cross-attention, as in Stable Diffusion with
+        its frozen CLIP).
     caption_dropout : float, default=0.15
         Probability of replacing a caption by ``""`` (for classifier-free guidance).
     ema_decay : float, default=0.999
+    ema_start : int, default=0
+        The EMA copies are reset to the raw weights after step ``ema_start`` and averaged from
+        there on (the first steps' near-random weights otherwise linger in a 0.999 EMA of a
+        short run).
     t_min, log_uniform_fraction : float
         Training-time distribution, see :func:`sample_training_times`.
     seed : int, default=0
@@ -163,6 +174,7 @@ def train_text2image(
     batch_size = check_positive_int(batch_size, "batch_size")
     caption_dropout = check_probability(caption_dropout, "caption_dropout")
     ema_decay = check_probability(ema_decay, "ema_decay")
+    ema_start = check_positive_int(ema_start, "ema_start", minimum=0)
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         raise TypeError(f"images must be a tensor of shape (n, c, h, w); got {type(images).__name__} {getattr(images, 'shape', '')}")
     if len(captions) != images.shape[0]:
@@ -177,7 +189,11 @@ def train_text2image(
     ids_empty = enc([""])[0]
     data = images.detach().float()
 
-    params = list(unet.parameters()) + list(text_encoder.parameters())
+    if not isinstance(train_text_encoder, bool):
+        raise TypeError(f"train_text_encoder must be a bool; got {type(train_text_encoder).__name__}")
+    if not train_text_encoder:
+        text_encoder.requires_grad_(False)
+    params = list(unet.parameters()) + (list(text_encoder.parameters()) if train_text_encoder else [])
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     ema_unet = copy.deepcopy(unet).eval().requires_grad_(False)
     ema_te = copy.deepcopy(text_encoder).eval().requires_grad_(False)
@@ -213,7 +229,7 @@ def train_text2image(
         os.replace(tmp, checkpoint)
 
     unet.train()
-    text_encoder.train()
+    text_encoder.train(train_text_encoder)
     cpu0, wall0 = time.process_time(), time.time()
     log = open(log_file, "a", encoding="utf-8") if log_file is not None else None
     try:
@@ -228,17 +244,20 @@ def train_text2image(
             t = sample_training_times(batch_size, t_min=t_min, log_uniform_fraction=log_uniform_fraction, generator=gen)
             noise = torch.randn(x0.shape, generator=gen)
             xt = sde.perturb(x0, t, noise)
-            hidden = text_encoder(ids)[0]
+            with torch.set_grad_enabled(train_text_encoder):
+                hidden = text_encoder(ids)[0]
             eps = unet(xt, sde.model_time(t), encoder_hidden_states=hidden).sample
             loss = (eps - noise).pow(2).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
-            _ema_update(ema_unet, unet, ema_decay)
-            _ema_update(ema_te, text_encoder, ema_decay)
-            losses.append(float(loss.detach()))
             done = step + 1
+            decay = 0.0 if done <= ema_start else ema_decay
+            _ema_update(ema_unet, unet, decay)
+            if train_text_encoder:
+                _ema_update(ema_te, text_encoder, decay)
+            losses.append(float(loss.detach()))
             if log is not None and (done % log_every == 0 or done == steps):
                 recent = float(np.mean(losses[-log_every:]))
                 log.write(f"step {done} loss {recent:.4f} cpu_s {cpu_before + time.process_time() - cpu0:.0f} wall_s {time.time() - wall0:.0f}\n")
@@ -250,7 +269,8 @@ def train_text2image(
         if log is not None:
             log.close()
     info = {
-        "steps": steps, "batch_size": batch_size, "lr": lr, "caption_dropout": caption_dropout, "ema_decay": ema_decay,
+        "steps": steps, "batch_size": batch_size, "lr": lr, "caption_dropout": caption_dropout, "ema_decay": ema_decay, "ema_start": ema_start,
+        "train_text_encoder": train_text_encoder,
         "t_min": t_min, "log_uniform_fraction": log_uniform_fraction, "seed": seed,
         "cpu_time_s": cpu_before + time.process_time() - cpu0, "wall_time_s": time.time() - wall0,
         "final_loss": float(np.mean(losses[-200:])) if losses else float("nan"),
