@@ -105,8 +105,8 @@ def _trace_and_norm(
     """Return ``(tr grad s, ||s||^2)`` (float64, shape ``(b,)``) at the points ``xt`` (shape ``(b, ...)``).
 
     ``tangents`` of shape ``(b, P, ...)`` are Hutchinson probes (trace = mean of ``v^T J v``);
-    ``None`` means the exact trace with the ``d`` basis vectors, in blocks of at most ``rows``
-    rows per model call.
+    ``None`` means the exact trace with the ``d`` basis vectors. Either way at most
+    ``max(rows, b)`` rows go through the model per call.
     """
     b = xt.shape[0]
     shape = xt.shape[1:]
@@ -120,31 +120,26 @@ def _trace_and_norm(
             raise ValueError(f"model returned shape {tuple(out.shape)} for input shape {tuple(primals.shape)}; it must return the score")
         return out, jv
 
-    if tangents is not None:
-        P = tangents.shape[1]
-        primals = xt.repeat_interleave(P, dim=0)  # materialised copy, not an expanded view
-        tang = tangents.reshape(b * P, *shape)
-        out, jv = call(primals, tang)
-        quad = (tang.reshape(b, P, d).double() * jv.reshape(b, P, d).double()).sum(-1)
-        tr = quad.mean(1)
-        score = out.reshape(b, P, d)[:, 0].double()
-        return tr, (score**2).sum(-1)
-
-    # exact trace: e_j^T J e_j summed over the basis, in blocks of tb basis vectors per point
-    tb = max(1, min(d, rows // b))
+    # tangent vectors per point: the d basis vectors (exact trace) or the P probes (Hutchinson),
+    # pushed through the model in blocks of at most ``rows`` rows (points x tangents)
+    n_tan = d if tangents is None else tangents.shape[1]
+    tb = max(1, min(n_tan, rows // b))
+    eye = torch.eye(d, dtype=xt.dtype, device=xt.device) if tangents is None else None
     tr = torch.zeros(b, dtype=torch.float64, device=xt.device)
     sq = torch.zeros(b, dtype=torch.float64, device=xt.device)
-    eye = torch.eye(d, dtype=xt.dtype, device=xt.device)
-    for blk in chunk_slices(d, tb):
+    for blk in chunk_slices(n_tan, tb):
         m = blk.stop - blk.start
-        primals = xt.repeat_interleave(m, dim=0)
-        tang = eye[blk].repeat(b, 1).reshape(b * m, *shape)
+        primals = xt.repeat_interleave(m, dim=0)  # materialised copy, not an expanded view
+        if eye is not None:
+            tang = eye[blk].repeat(b, 1).reshape(b * m, *shape)
+        else:
+            tang = tangents[:, blk].reshape(b * m, *shape)
         out, jv = call(primals, tang)
-        jv = jv.reshape(b, m, d)
-        idx = torch.arange(blk.start, blk.stop, device=xt.device)
-        tr += jv[:, torch.arange(m, device=xt.device), idx].double().sum(1)
+        tr += (tang.reshape(b, m, d).double() * jv.reshape(b, m, d).double()).sum(-1).sum(1)
         if blk.start == 0:
             sq = (out.reshape(b, m, d)[:, 0].double() ** 2).sum(-1)
+    if tangents is not None:
+        tr = tr / n_tan  # Hutchinson: mean of v^T J v over the probes
     return tr, sq
 
 
@@ -230,9 +225,10 @@ def flipd(
     seed : int, torch.Generator or None, default=0
         Seed of the probes. Results are deterministic for a given ``seed`` and ``batch_size``.
     batch_size : int or None, default=None
-        Points per chunk. None picks ``max(1, 2048 // r)`` with ``r`` = JVPs per point, so that
-        about 2048 rows go through the model per call. The exact trace further splits each
-        chunk's basis vectors into blocks of at most ``max(2048, batch_size)`` rows.
+        Points per chunk. None picks ``max(1, 2048 // r)`` with ``r`` = JVPs per point (``d`` or
+        ``n_probes``), so that about 2048 rows go through the model per call. Each chunk's
+        tangent vectors (basis vectors or probes) are further split so that at most
+        ``max(2048, batch_size)`` rows go through the model per call.
     progress : bool or None, default=None
         Progress bar over chunks (None: only on a terminal).
 
