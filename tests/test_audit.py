@@ -28,7 +28,7 @@ def oracle_audit():
     fresh = x[comp == 3][300:340]
     samples = torch.cat([pm.repeat(4, 1), fresh]).reshape(-1, 1, 8, 8).numpy()  # 12 copies, 40 new points
     tr = TrainingImages(train, [f"t{i}" for i in range(len(train))], dup)
-    res = audit_memorization(gm, tr, samples=samples, flipd_t0=0.01, flipd_trace="exact", nb_t0=0.01, nb_scores=256,
+    res = audit_memorization(gm, tr, samples=samples, flipd_t0=0.01, flipd_trace="exact", nb_t0=0.01, nb_scores=256, nb_threshold="gap",
                              lpca_k=30, lpca_radius=0.0, progress=False)
     return res, np.r_[np.ones(12, bool), np.zeros(40, bool)]
 

@@ -93,7 +93,7 @@ def test_custom_embedder_gives_max_cosine(split):
 
 
 def test_labels_from_thresholds():
-    lab = label_copies(np.array([0.05, 0.3, 0.9, 0.9]), np.array([0.0, 0.0, 0.99, 0.5]))
+    lab = label_copies(np.array([0.05, 0.4, 0.9, 0.9]), np.array([0.0, 0.0, 0.99, 0.5]))
     assert lab.tolist() == ["exact_copy", "near_copy", "near_copy", "none"]
     with pytest.raises(ValueError, match="exact_threshold"):
         label_copies(np.zeros(1), np.zeros(1), exact_threshold=0.6, near_threshold=0.5)

@@ -29,6 +29,7 @@ def run_audit_command(
     cos_threshold: float,
     search: str,
     lpca_k: int,
+    lpca_tau: str,
     lpca_radius: str,
     seed: int,
     report: bool,
@@ -38,6 +39,7 @@ def run_audit_command(
 
     # validate first: every cheap check before sampling / estimating
     parse_radius(lpca_radius)
+    parse_tau(lpca_tau)
     net, kind = load_audit_model(model)
     tr = load_training_images(train)
     given, given_ids = (None, None) if samples is None else load_sample_images(samples)
@@ -47,7 +49,7 @@ def run_audit_command(
         net, tr, kind=kind, samples=given, sample_ids=given_ids, num_samples=num_samples, sampling_steps=sampling_steps,
         flipd_t0=flipd_t0, flipd_trace=flipd_trace, flipd_probes=flipd_probes, nb_t0=nb_t0, nb_scores=nb_scores,
         copy_k=copy_k, exact_threshold=exact_threshold, near_threshold=near_threshold, cos_threshold=cos_threshold,
-        search=search, lpca_k=lpca_k, lpca_radius=parse_radius(lpca_radius), seed=seed,
+        search=search, lpca_k=lpca_k, lpca_tau=parse_tau(lpca_tau), lpca_radius=parse_radius(lpca_radius), seed=seed,
     )
     paths = result.write(out, report=report)
     s = result.summary
@@ -75,6 +77,19 @@ def parse_radius(text: str) -> str | float | None:
     return value
 
 
+def parse_tau(text: str) -> str | float:
+    """``"fo"`` | ``"percentile"`` | a float, as :class:`lidmem.estimators.LocalPCA` takes ``tau``."""
+    if text in ("fo", "percentile"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"--lpca-tau={text!r} must be 'fo', 'percentile' or a number >= 0") from None
+    if value < 0:
+        raise ValueError(f"--lpca-tau={text!r} must be >= 0")
+    return value
+
+
 def register(app: typer.Typer, demo_app: typer.Typer) -> None:
     """Add ``lidmem audit`` to the lidmem app."""
 
@@ -97,7 +112,8 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         cos_threshold: float = typer.Option(0.97, help="embedding cosine >= this: near_copy."),
         search: str = typer.Option("auto", help="Nearest-neighbour search: auto, exact or faiss."),
         lpca_k: int = typer.Option(100, help="Neighbours of local PCA (LID_*)."),
-        lpca_radius: str = typer.Option("percentile", help="Local PCA neighbourhood restriction: percentile (paper), none, or a radius (0 = exact duplicates)."),
+        lpca_tau: str = typer.Option("fo", help="Local PCA threshold: fo (Fukunaga-Olsen), percentile (paper) or a number."),
+        lpca_radius: str = typer.Option("0", help="Local PCA neighbourhood restriction: a radius (0 = exact duplicates), percentile (paper) or none."),
         seed: int = typer.Option(0, help="Seed of sampling and estimators."),
         report: bool = typer.Option(True, help="Write report.html."),
     ) -> None:
@@ -107,5 +123,5 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
                 model, train, out, samples=samples, num_samples=num_samples, sampling_steps=sampling_steps,
                 flipd_t0=flipd_t0, flipd_trace=flipd_trace, flipd_probes=flipd_probes, nb_t0=nb_t0, nb_scores=nb_scores,
                 copy_k=copy_k, exact_threshold=exact_threshold, near_threshold=near_threshold, cos_threshold=cos_threshold,
-                search=search, lpca_k=lpca_k, lpca_radius=lpca_radius, seed=seed, report=report,
+                search=search, lpca_k=lpca_k, lpca_tau=lpca_tau, lpca_radius=lpca_radius, seed=seed, report=report,
             )

@@ -279,7 +279,8 @@ def audit_memorization(
     embedder: Any = None,
     search: str = "auto",
     lpca_k: int = 100,
-    lpca_radius: str | float | None = "percentile",
+    lpca_tau: str | float = "fo",
+    lpca_radius: str | float | None = 0.0,
     lpca_radius_percentile: float = 10.0,
     mmh_od_margin: float = 0.5,
     mmh_dd_threshold: float = 0.5,
@@ -327,12 +328,16 @@ def audit_memorization(
         Copy detection (:func:`lidmem.memorization.copy_detection.find_copies`).
     lpca_k : int, default=100
         Neighbours of local PCA for LID_* (must be <= n_train - 1).
-    lpca_radius, lpca_radius_percentile : default="percentile", 10.0
-        Neighbourhood restriction of local PCA (:class:`lidmem.estimators.LocalPCA`): the paper's
-        rule restricts each neighbourhood to points within the 10th percentile of all pairwise
-        training distances. ``lpca_radius=0.0`` restricts only to exact duplicates; use it when
-        that percentile exceeds typical nearest-neighbour distances (low-dimensional images
-        such as the 8x8 digits, where it merges distinct digits into one neighbourhood).
+    lpca_tau : {"fo", "percentile"} or float, default="fo"
+        Threshold rule of local PCA (:class:`lidmem.estimators.LocalPCA`, same default):
+        Fukunaga-Olsen per neighbourhood, or the paper's global 10th percentile.
+    lpca_radius, lpca_radius_percentile : default=0.0, 10.0
+        Neighbourhood restriction of local PCA (same defaults as :class:`LocalPCA`): ``0.0``
+        restricts a neighbourhood to exact duplicates when there are any (so duplicated training
+        images get LID_* = 0); ``"percentile"`` is the paper's rule (points within the 10th
+        percentile of all pairwise training distances). On the 8x8 digits that radius (4.8 in
+        [-1, 1] units) is more than twice the typical nearest-neighbour distance and merges
+        distinct digits with the planted duplicates (0% of them get LID_* = 0).
     mmh_od_margin, mmh_dd_threshold : float, default=0.5
         Thresholds of :func:`lidmem.memorization.mmh.classify_mmh`, applied to the primary
         LID_theta (FLIPD, or the Jacobian rank) and LID_*.
@@ -407,7 +412,7 @@ def audit_memorization(
     lid_png = primary / png
 
     t = time.perf_counter()
-    lid_star_train = local_pca(tr.images.reshape(len(tr.images), -1), None, k=lpca_k, radius=lpca_radius,
+    lid_star_train = local_pca(tr.images.reshape(len(tr.images), -1), None, k=lpca_k, tau=lpca_tau, radius=lpca_radius,
                                radius_percentile=lpca_radius_percentile, seed=seed, progress=progress).numpy()
     lid_star = lid_star_train[matches.nn_index].astype(np.float64)
     timings["local_pca_s"] = time.perf_counter() - t
@@ -446,7 +451,7 @@ def audit_memorization(
             "sampler": "probability-flow ODE, Heun, t 1 -> 1e-3, Tweedie denoise" if kind == "score_model" else "G(z), z ~ N(0, I)",
             "flipd_t0": flipd_t0, "flipd_trace": flipd_trace, "flipd_probes": flipd_probes,
             "nb_t0": nb_t0, "nb_scores": nb_scores, "nb_threshold": nb_threshold, "nb_max_dim": nb_max_dim, "jacobian_percentile": jacobian_percentile,
-            "lpca_k": lpca_k, "lpca_radius": lpca_radius, "lpca_radius_percentile": lpca_radius_percentile, "seed": seed, "copy_detection": {**matches.settings, **matches.thresholds},
+            "lpca_k": lpca_k, "lpca_tau": lpca_tau, "lpca_radius": lpca_radius, "lpca_radius_percentile": lpca_radius_percentile, "seed": seed, "copy_detection": {**matches.settings, **matches.thresholds},
         },
         "mmh": _mmh_summary(mmh),
         "copy_label_counts": {lab: int((matches.labels == lab).sum()) for lab in ("exact_copy", "near_copy", "none")},
@@ -558,10 +563,10 @@ def digits_demo(
 ) -> dict[str, AuditResult]:
     """The paper's image audit at small scale, from the shipped digits checkpoints.
 
-    LID_* uses local PCA restricted to exact duplicates (``lpca_radius=0.0``): on the 8x8
-    digits the paper's radius (10th percentile of all pairwise distances, 4.8 in [-1, 1] units)
-    is more than twice the typical nearest-neighbour distance, so it would merge distinct
-    digits with the planted duplicates.
+    LID_* uses local PCA with its defaults (Fukunaga-Olsen tau, neighbourhoods restricted to
+    exact duplicates, ``lpca_radius=0.0``): on the 8x8 digits the paper's radius (10th
+    percentile of all pairwise distances, 4.8 in [-1, 1] units) is more than twice the typical
+    nearest-neighbour distance, so it would merge distinct digits with the planted duplicates.
 
     Audits the diffusion UNet (``"unet"``) and, when ``generator=True``, the VAE decoder
     (``"generator"``, Jacobian-rank LID_theta) against the planted-duplicates digits
