@@ -124,14 +124,15 @@ def ratio_rows(name: str, device: torch.device, *, compile_: bool, repeat: int) 
             t0 = time.perf_counter()
             fwd()
             h1()
+            h4()
+            rev1()
             row["warmup_s"] = time.perf_counter() - t0
-            tf, t1 = float("inf"), float("inf")
-            for _ in range(repeat):  # interleaved, so that load changes hit both alike
-                tf = min(tf, timeit(fwd, device, repeat=1, warmup=0))
-                t1 = min(t1, timeit(h1, device, repeat=1, warmup=0))
-            tr = timeit(rev1, device, repeat=repeat)
-            t4 = timeit(h4, device, repeat=max(1, repeat // 2), warmup=0)
-            t4l = timeit(h4_loop, device, repeat=1, warmup=0)
+            fns = {"fwd": fwd, "h1": h1, "h4": h4, "h4l": h4_loop, "rev": rev1}
+            best = {k: float("inf") for k in fns}
+            for _ in range(repeat):  # interleaved, so that load changes hit every variant alike
+                for k, fn in fns.items():
+                    best[k] = min(best[k], timeit(fn, device, repeat=1, warmup=0))
+            tf, t1, t4, t4l, tr = best["fwd"], best["h1"], best["h4"], best["h4l"], best["rev"]
             row.update(
                 forward_ms=1e3 * tf,
                 flipd1_ms=1e3 * t1,

@@ -147,7 +147,9 @@ def _flipd_hutchinson(model: Any, x: torch.Tensor, rows: Rows, seed: int, p: Met
 def _nb(model: Any, x: torch.Tensor, rows: Rows, seed: int, p: MetricParams) -> Any:
     from ..estimators import normal_bundle
 
-    return normal_bundle(model, x, t0=p.nb_t0, n_scores=p.nb_scores, seed=seed)
+    # per-point largest-gap rank: the paper's global percentile threshold needs every point's
+    # singular values at once, which a streaming run does not have
+    return normal_bundle(model, x, p.nb_t0, p.nb_scores, seed, threshold="gap", progress=False)
 
 
 def _png(model: Any, x: torch.Tensor, rows: Rows, seed: int, p: MetricParams) -> Any:
@@ -193,7 +195,7 @@ def register_metric(metric: Metric, *, overwrite: bool = False) -> None:
 for _m in (
     Metric("flipd", _flipd_exact, "float64", description="FLIPD (eq. 6), exact trace (d JVPs per point)"),
     Metric("flipd_hutchinson", _flipd_hutchinson, "float64", random=True, description="FLIPD with n_probes Hutchinson probes"),
-    Metric("nb", _nb, "int64", random=True, description="normal-bundle LID (eq. 7-8)"),
+    Metric("nb", _nb, "int64", random=True, description="normal-bundle LID (eq. 7-8), per-point largest-gap rank"),
     Metric("png_complexity", _png, "int64", needs_model=False, description="PNG length in bytes (level 9, App. C.2)"),
     Metric("cfg_norm", _cfg_norm, "float64", description="CFG vector norm after Euler steps to cfg_t0 (App. C.1); text-to-image models"),
 ):
