@@ -11,7 +11,9 @@ Data: ``lidmem.data.images.load_digits_with_duplicates(n_duplicated=30, n_copies
   ``lidmem.generators.train_vae`` (kind "generator", for the Jacobian-rank LID).
 
 Everything is seeded; the CPU time of each model is printed and stored in the checkpoint's
-``extra["cpu_time_s"]``.
+``extra["cpu_time_s"]``. Measured for the shipped files (OMP_NUM_THREADS=1, a shared 2-core
+machine): UNet 4,000 steps, 390 s CPU (1,764 s wall under heavy load), final loss 0.203;
+VAE decoder 4,000 steps, 15 s CPU.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ UNET_STEPS = 4000
 GEN_STEPS = 4000
 
 
-def train_unet(out: Path, steps: int) -> None:
+def train_unet(out: Path, steps: int, work_dir: Path) -> None:
     from lidmem.diffusion.checkpoint import save_checkpoint
     from lidmem.diffusion.sde import VPSDE
     from lidmem.diffusion.training import train_score_model
@@ -40,7 +42,7 @@ def train_unet(out: Path, steps: int) -> None:
     sde = VPSDE()
     extra = {"data": data.recipe, "data_range": [-1.0, 1.0], "script": "scripts/train_digits.py", "steps": steps}
     c0, w0 = time.process_time(), time.perf_counter()
-    tmp = out / "digits_unet.train.safetensors"
+    tmp = work_dir / "digits_unet.train.safetensors"  # resumable state stays out of the package
     res = train_score_model(
         net, data.images, sde, prediction="epsilon", steps=steps, batch_size=128, lr=1e-3, ema_decay=0.999,
         seed=0, checkpoint=tmp, checkpoint_every=500, extra=extra, progress=False,
@@ -69,12 +71,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", choices=["unet", "generator"], default=["unet", "generator"])
     parser.add_argument("--out", type=Path, default=Path("src/lidmem/weights"))
+    parser.add_argument("--work-dir", type=Path, default=Path("build/train_digits"), help="resumable training state")
     parser.add_argument("--unet-steps", type=int, default=UNET_STEPS)
     parser.add_argument("--generator-steps", type=int, default=GEN_STEPS)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
     if "unet" in args.models:
-        train_unet(args.out, args.unet_steps)
+        train_unet(args.out, args.unet_steps, args.work_dir)
     if "generator" in args.models:
         train_generator(args.out, args.generator_steps)
 

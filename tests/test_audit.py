@@ -133,3 +133,28 @@ def test_bad_inputs_stop_before_work(tmp_path, monkeypatch):
     r = run("--model", str(ckpt), "--train", str(good))  # lpca_k=100 > 19 training images
     assert r.exit_code == 2 and "lpca_k=100" in r.output
     assert not (tmp_path / "o").exists()
+
+
+def test_generator_checkpoint_audit(tmp_path):
+    from lidmem.generators import load_generator, train_vae
+    from lidmem.memorization.audit import check_audit_inputs, load_audit_model
+
+    imgs, _ = load_digits_images()
+    res = train_vae(imgs[:300], latent_dim=4, hidden=32, steps=200, seed=0, progress=False)
+    path = res.save(tmp_path / "g.safetensors")
+    gen, kind = load_audit_model(path)
+    assert kind == "generator" and load_generator(path).latent_dim == 4
+    out = audit_memorization(gen, imgs[:300], kind=kind, num_samples=40, lpca_k=20, progress=False)
+    df = out.samples
+    assert "lid_theta_jacobian" in df and df["lid_theta_flipd"].isna().all()
+    # a decoder R^4 -> R^64 has Jacobian rank <= 4; tau is the 10th percentile, so some values fall below it
+    assert df["lid_theta_jacobian"].between(0, 4).all() and df["lid_theta_jacobian"].max() == 4
+    np.testing.assert_allclose(df["lid_theta_png"], df["lid_theta_jacobian"] / df["png_length"])
+    with pytest.raises(ValueError, match="latent"):
+        check_audit_inputs(gen, kind, imgs[:300], imgs[:5], lpca_k=20)
+    with pytest.raises(ValueError, match="score_model"):
+        from lidmem.memorization.audit import load_audit_model as lam
+        from lidmem.diffusion.checkpoint import save_checkpoint
+        from lidmem.diffusion.mlp import MLPScoreNet
+
+        lam(save_checkpoint(tmp_path / "x.safetensors", MLPScoreNet(4, hidden=8, depth=1), kind="text2image"))
