@@ -229,7 +229,7 @@ _KILL_SCRIPT = """
 import sys, time
 from lidmem.scoring import score_dataset
 score_dataset(sys.argv[1], sys.argv[2], sys.argv[3], metrics=["flipd_hutchinson"], shard_size=8, batch_size=4,
-              seed=1, progress=False, on_shard_done=lambda shard, path: time.sleep(0.4))
+              seed=1, progress=False, on_shard_done=lambda shard, path: time.sleep(1.0))
 """
 
 
