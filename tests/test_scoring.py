@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lidmem import ScoreModel, VPSDE
+from lidmem import VPSDE
 from lidmem.diffusion.checkpoint import load_score_model, save_checkpoint
 from lidmem.scoring import (
     SettingsMismatchError,
