@@ -7,12 +7,22 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from lidmem.cli.main import app
 from lidmem.experiments.vonmises import angular_isolation, vonmises_data
 
 runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny MLPs run fastest single-threaded (and the CI machine is shared by parallel jobs)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def neighbours_on_circle(xy, radius=0.25):
