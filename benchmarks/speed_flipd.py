@@ -4,7 +4,10 @@ For each network, the reference is ``model(x, t)`` on a batch of ``B`` points un
 ``torch.no_grad()`` (time per point = time / B). Each estimator is timed on the same batch size
 of points where feasible (fewer points for the exact trace and the normal bundle on large ``d``,
 which cost ``d`` and ``4 d`` network rows per point), after one warm-up call, taking the median
-of ``--repeats`` paired ratios (forward and estimator timed alternately, so that load from
+of ``--repeats`` paired ratios. "Hutch. 1" uses forward-mode AD (``ad="forward"``, the
+default), "Hutch. 1 rev" reverse mode (``ad="reverse"``). The exact trace and NB are timed on
+fewer points (``4096 // d`` and ``8192 // (4 d)``), i.e. with larger model batches than the forward
+reference, and skipped above ``--max-exact-dim``; (forward and estimator timed alternately, so that load from
 other processes on a shared machine affects both). Untrained networks: the cost does not depend on the weights.
 
 Usage::
@@ -93,6 +96,7 @@ def main() -> None:
         res = {"network": name, "d": d, "B": B, "forward ms/pt": 1e3 * per_fwd}
         for label, n_pts, kw in [
             ("Hutch. 1", B, dict(trace="hutchinson", n_probes=1)),
+            ("Hutch. 1 rev", B, dict(trace="hutchinson", n_probes=1, ad="reverse")),
             ("Hutch. 4", B, dict(trace="hutchinson", n_probes=4)),
             ("exact", max(1, min(B, 4096 // d)), dict(trace="exact")),
         ]:
@@ -113,7 +117,7 @@ def main() -> None:
         rows.append(res)
         print(f"done: {name}", flush=True)
 
-    cols = ["network", "d", "B", "forward ms/pt", "Hutch. 1", "Hutch. 4", "exact", "NB (k=4d)"]
+    cols = ["network", "d", "B", "forward ms/pt", "Hutch. 1", "Hutch. 1 rev", "Hutch. 4", "exact", "NB (k=4d)"]
     print()
     print(f"FLIPD / NB cost per point in forward passes (t0={t0}, {args.threads} threads, median of {args.repeats})")
     print("| " + " | ".join(cols) + " |")

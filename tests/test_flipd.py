@@ -82,6 +82,11 @@ def test_exact_trace_equals_dense_jacobian(mlp_model):
     torch.testing.assert_close(flipd(mlp_model, x, 0.05, progress=False), ref, rtol=1e-10, atol=1e-9)
     # chunking does not change the result
     torch.testing.assert_close(flipd(mlp_model, x, 0.05, batch_size=2, progress=False), ref, rtol=1e-10, atol=1e-9)
+    # reverse mode (v^T J^T v) gives the same numbers, exact and Hutchinson
+    torch.testing.assert_close(flipd(mlp_model, x, 0.05, ad="reverse", progress=False), ref, rtol=1e-10, atol=1e-9)
+    fw = flipd(mlp_model, x, 0.05, trace="hutchinson", n_probes=3, seed=4, progress=False)
+    rv = flipd(mlp_model, x, 0.05, trace="hutchinson", n_probes=3, seed=4, ad="reverse", progress=False)
+    torch.testing.assert_close(fw, rv, rtol=1e-10, atol=1e-9)
 
 
 def test_hutchinson_converges_and_is_deterministic(mlp_model):
@@ -177,6 +182,8 @@ def test_bad_inputs(mixture):
         flipd(gm, x, trace="approx")
     with pytest.raises(ValueError, match="probe"):
         flipd(gm, x, trace="hutchinson", probe="uniform")
+    with pytest.raises(ValueError, match="ad"):
+        flipd(gm, x, ad="sideways")
     with pytest.raises(ValueError, match="batch_size"):
         flipd(gm, x, batch_size=0)
     with pytest.raises(TypeError, match="sde"):
@@ -206,3 +213,4 @@ def test_attention_unet_forward_mode():
         s = model(xi, torch.tensor([0.1])).detach()
         ref = 16 + sig2 * (torch.trace(J) + (s**2).sum())
         assert abs(float(est[i]) - float(ref)) < 1e-3 * max(1.0, abs(float(ref)))
+    torch.testing.assert_close(flipd(model, x, 0.1, ad="reverse", progress=False), est, rtol=1e-4, atol=1e-3)

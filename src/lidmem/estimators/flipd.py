@@ -30,6 +30,7 @@ __all__ = ["flipd", "flipd_curve", "select_t0", "FLIPD", "default_t0_grid"]
 
 TRACES: tuple[str, ...] = ("exact", "hutchinson")
 PROBES: tuple[str, ...] = ("rademacher", "gaussian")
+ADS: tuple[str, ...] = ("forward", "reverse")
 
 #: Rows (points x tangent vectors) per model call when ``batch_size`` is None.
 _DEFAULT_ROWS = 2048
@@ -101,6 +102,7 @@ def _trace_and_norm(
     t0: float,
     tangents: torch.Tensor | None,
     rows: int,
+    ad: str = "forward",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(tr grad s, ||s||^2)`` (float64, shape ``(b,)``) at the points ``xt`` (shape ``(b, ...)``).
 
@@ -113,9 +115,17 @@ def _trace_and_norm(
     d = math.prod(shape)
 
     def call(primals: torch.Tensor, tang: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Score and J v (forward mode) or J^T v (reverse mode); v^T J v = v^T J^T v either way."""
         tvec = torch.full((primals.shape[0],), t0, dtype=primals.dtype, device=primals.device)
-        with _math_attention(), _contiguous_group_norm_inputs(model):
-            out, jv = torch.func.jvp(lambda inp: model(inp, tvec), (primals,), (tang,))
+        if ad == "forward":
+            with _math_attention(), _contiguous_group_norm_inputs(model):
+                out, jv = torch.func.jvp(lambda inp: model(inp, tvec), (primals,), (tang,))
+        else:
+            with torch.enable_grad():
+                inp = primals.detach().requires_grad_(True)
+                out = model(inp, tvec)
+                (jv,) = torch.autograd.grad(out, inp, grad_outputs=tang)
+            out = out.detach()
         if out.shape != primals.shape:
             raise ValueError(f"model returned shape {tuple(out.shape)} for input shape {tuple(primals.shape)}; it must return the score")
         return out, jv
@@ -153,11 +163,13 @@ def _flipd_curve_impl(
     seed: int | torch.Generator | None,
     batch_size: int | None,
     progress: bool | None,
+    ad: str = "forward",
 ) -> torch.Tensor:
     sde = _get_sde(model)
     x = check_points(x, "x")
     check_choice(trace, "trace", TRACES)
     check_choice(probe, "probe", PROBES)
+    check_choice(ad, "ad", ADS)
     n_probes = check_positive_int(n_probes, "n_probes")
     batch_size = _check_batch_size(batch_size)
     t0_list = [check_t0(t, "t0") for t in t0s]
@@ -184,7 +196,7 @@ def _flipd_curve_impl(
                 tangents = _draw_probes((xc.shape[0], n_probes, *xc.shape[1:]), probe, gen, xc.dtype, xc.device)
             for j, t0 in enumerate(t0_list):
                 xt = psis[j] * xc
-                tr, sq = _trace_and_norm(model, xt, t0, tangents, rows)
+                tr, sq = _trace_and_norm(model, xt, t0, tangents, rows, ad)
                 result[sl, j] = d + sig2s[j] * (tr + sq)
     return result.to(x.dtype)
 
@@ -200,6 +212,7 @@ def flipd(
     seed: int | torch.Generator | None = 0,
     batch_size: int | None = None,
     progress: bool | None = None,
+    ad: Literal["forward", "reverse"] = "forward",
 ) -> torch.Tensor:
     """FLIPD estimate of LID_theta at each point (eq. 6).
 
@@ -231,6 +244,11 @@ def flipd(
         ``max(2048, batch_size)`` rows go through the model per call.
     progress : bool or None, default=None
         Progress bar over chunks (None: only on a terminal).
+    ad : {"forward", "reverse"}, default="forward"
+        How ``v^T (grad s) v`` is computed: forward mode (``torch.func.jvp``, no stored
+        activations) or reverse mode (one backward pass with ``v`` as output gradient, giving
+        ``v^T (grad s)^T v``, the same number). Reverse mode needs memory for the activations but
+        was faster on CPU for MLPs and UNets here (``benchmarks/speed_flipd.py``).
 
     Returns
     -------
@@ -262,7 +280,7 @@ def flipd(
     True
     """
     t0 = check_t0(t0, "t0")
-    return _flipd_curve_impl(model, x, [t0], trace, n_probes, probe, seed, batch_size, progress)[:, 0]
+    return _flipd_curve_impl(model, x, [t0], trace, n_probes, probe, seed, batch_size, progress, ad)[:, 0]
 
 
 def flipd_curve(
@@ -276,12 +294,13 @@ def flipd_curve(
     seed: int | torch.Generator | None = 0,
     batch_size: int | None = None,
     progress: bool | None = None,
+    ad: Literal["forward", "reverse"] = "forward",
 ) -> torch.Tensor:
     """FLIPD at several diffusion times in one call; Hutchinson probes are shared across ``t0s``.
 
     Parameters
     ----------
-    model, x, trace, n_probes, probe, seed, batch_size, progress
+    model, x, trace, n_probes, probe, seed, batch_size, progress, ad
         As in :func:`flipd`.
     t0s : sequence of float or None, default=None
         Diffusion times in (0, 1]; None uses :func:`default_t0_grid` (16 log-spaced values in
@@ -298,7 +317,7 @@ def flipd_curve(
         t0s = [float(v) for v in np.asarray(t0s.cpu() if isinstance(t0s, torch.Tensor) else t0s).ravel()]
     if isinstance(t0s, (int, float)):
         raise TypeError(f"t0s must be a sequence of floats; got {t0s!r}. For one time use flipd(model, x, t0=...)")
-    return _flipd_curve_impl(model, x, list(t0s), trace, n_probes, probe, seed, batch_size, progress)
+    return _flipd_curve_impl(model, x, list(t0s), trace, n_probes, probe, seed, batch_size, progress, ad)
 
 
 def select_t0(
@@ -402,7 +421,7 @@ class FLIPD:
     t0 : float or "auto", default=0.01
         Diffusion time; ``"auto"`` computes the FLIPD curve on ``t0_grid`` for the points passed to
         :meth:`estimate` and picks the knee with :func:`select_t0`.
-    trace, n_probes, probe, seed, batch_size, progress
+    trace, n_probes, probe, seed, batch_size, progress, ad
         As in :func:`flipd`.
     t0_grid : sequence of float or None, default=None
         Grid for ``t0="auto"`` (None: :func:`default_t0_grid`).
@@ -427,6 +446,7 @@ class FLIPD:
         batch_size: int | None = None,
         progress: bool | None = None,
         t0_grid: Sequence[float] | None = None,
+        ad: str = "forward",
     ) -> None:
         self.model = model
         self.t0 = t0
@@ -437,13 +457,14 @@ class FLIPD:
         self.batch_size = batch_size
         self.progress = progress
         self.t0_grid = t0_grid
+        self.ad = ad
 
     def get_params(self, deep: bool = False) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("model", "t0", "trace", "n_probes", "probe", "seed", "batch_size", "progress", "t0_grid")}
+        return {k: getattr(self, k) for k in ("model", "t0", "trace", "n_probes", "probe", "seed", "batch_size", "progress", "t0_grid", "ad")}
 
     def estimate(self, x: Any) -> torch.Tensor:
         """FLIPD of each point of ``x`` (shape ``(n,)``)."""
-        kw = dict(trace=self.trace, n_probes=self.n_probes, probe=self.probe, seed=self.seed, batch_size=self.batch_size, progress=self.progress)
+        kw = dict(trace=self.trace, n_probes=self.n_probes, probe=self.probe, seed=self.seed, batch_size=self.batch_size, progress=self.progress, ad=self.ad)
         if isinstance(self.t0, str):
             if self.t0 != "auto":
                 raise ValueError(f"t0={self.t0!r} must be a float in (0, 1] or 'auto'")
