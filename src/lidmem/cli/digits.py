@@ -15,7 +15,7 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
     @demo_app.command("digits")
     def digits(
         out: Path = typer.Option(Path("digits_audit"), "--out", help="Output folder (one subfolder per model)."),
-        num_samples: int = typer.Option(400, help="Samples generated per model."),
+        num_samples: int = typer.Option(300, help="Samples generated per model."),
         sampling_steps: int = typer.Option(30, help="Heun steps of the probability-flow ODE."),
         generator: bool = typer.Option(True, help="Also audit the VAE decoder (Jacobian-rank LID)."),
         seed: int = typer.Option(0, help="Seed."),

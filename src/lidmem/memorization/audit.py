@@ -95,12 +95,15 @@ class AuditResult:
         Settings, counts, timings, the detection table and the planted-duplicate checks.
     sample_images : ndarray of shape (n, c, h, w)
     train_images : ndarray of shape (m, c, h, w)
+    lid_star_train : ndarray of shape (m,)
+        LID_* of every training image (local PCA, each image excluded from its own search).
     """
 
     samples: Any
     summary: dict[str, Any]
     sample_images: np.ndarray
     train_images: np.ndarray
+    lid_star_train: np.ndarray | None = None
 
     def write(self, out_dir: str | Path, *, report: bool = True, n_grid: int = 24) -> dict[str, Path]:
         """Write ``samples.parquet``, ``summary.json`` and (optionally) ``report.html`` to ``out_dir``."""
@@ -282,6 +285,7 @@ def audit_memorization(
     lpca_tau: str | float = "fo",
     lpca_radius: str | float | None = 0.0,
     lpca_radius_percentile: float = 10.0,
+    lid_star_train: np.ndarray | None = None,
     mmh_od_margin: float = 0.5,
     mmh_dd_threshold: float = 0.5,
     batch_size: int = 256,
@@ -338,6 +342,9 @@ def audit_memorization(
         percentile of all pairwise training distances). On the 8x8 digits that radius (4.8 in
         [-1, 1] units) is more than twice the typical nearest-neighbour distance and merges
         distinct digits with the planted duplicates (0% of them get LID_* = 0).
+    lid_star_train : ndarray of shape (m,), optional
+        Precomputed LID_* of every training image (``AuditResult.lid_star_train`` of an earlier
+        audit on the same training set); skips local PCA.
     mmh_od_margin, mmh_dd_threshold : float, default=0.5
         Thresholds of :func:`lidmem.memorization.mmh.classify_mmh`, applied to the primary
         LID_theta (FLIPD, or the Jacobian rank) and LID_*.
@@ -412,8 +419,13 @@ def audit_memorization(
     lid_png = primary / png
 
     t = time.perf_counter()
-    lid_star_train = local_pca(tr.images.reshape(len(tr.images), -1), None, k=lpca_k, tau=lpca_tau, radius=lpca_radius,
-                               radius_percentile=lpca_radius_percentile, seed=seed, progress=progress).numpy()
+    if lid_star_train is None:
+        lid_star_train = local_pca(tr.images.reshape(len(tr.images), -1), None, k=lpca_k, tau=lpca_tau, radius=lpca_radius,
+                                   radius_percentile=lpca_radius_percentile, seed=seed, progress=progress).numpy()
+    else:
+        lid_star_train = np.asarray(lid_star_train)
+        if lid_star_train.shape != (len(tr.images),):
+            raise ValueError(f"lid_star_train must have shape (n_train,)=({len(tr.images)},); got {lid_star_train.shape}")
     lid_star = lid_star_train[matches.nn_index].astype(np.float64)
     timings["local_pca_s"] = time.perf_counter() - t
 
@@ -487,7 +499,8 @@ def audit_memorization(
             "lid_star_positive_frac_other_train": float((lid_star_train[~dup] > 0).mean()) if (~dup).any() else None,
         }
     summary["lid_star_train"] = {"mean": float(lid_star_train.mean()), "zero_frac": float((lid_star_train == 0).mean())}
-    return AuditResult(samples=df, summary=summary, sample_images=x_np, train_images=tr.images)
+    return AuditResult(samples=df, summary=summary, sample_images=x_np, train_images=tr.images,
+                       lid_star_train=lid_star_train)
 
 
 def _mmh_summary(mmh: Any) -> dict[str, Any]:
@@ -554,7 +567,7 @@ def shipped_digits_checkpoints() -> dict[str, Path]:
 def digits_demo(
     out_dir: str | Path | None = None,
     *,
-    num_samples: int = 400,
+    num_samples: int = 300,
     sampling_steps: int = 30,
     nb_scores: int = 64,
     generator: bool = True,
@@ -585,7 +598,7 @@ def digits_demo(
     if generator:
         gen, gkind = load_audit_model(ckpts["generator"])
         results["generator"] = audit_memorization(gen, tr, kind=gkind, num_samples=num_samples, lpca_radius=0.0, seed=seed,
-                                                  progress=progress)
+                                                  lid_star_train=results["unet"].lid_star_train, progress=progress)
     if out_dir is not None:
         for name, res in results.items():
             res.write(Path(out_dir) / name)
