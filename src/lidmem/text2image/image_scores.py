@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from .._validation import check_choice, check_positive_int, check_t0, make_generator
-from ..utils import append_dims, chunk_slices, progress
+from ..utils import chunk_slices, progress
 from .adapters import TextToImageModel, math_attention
 
 __all__ = ["cfg_flipd_at", "image_flipd", "cfg_norm_after_euler", "score_images", "IMAGE_METRICS"]
