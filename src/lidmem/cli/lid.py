@@ -6,29 +6,9 @@ from pathlib import Path
 
 import typer
 
-from ._common import console, user_errors
+from ._common import console, parse_lpca_radius, parse_lpca_tau, user_errors
 
 ESTIMATORS = ("lpca", "mle", "twonn", "ess")
-
-
-def _parse_tau(value: str) -> str | float:
-    if value in ("percentile", "fo"):
-        return value
-    try:
-        return float(value)
-    except ValueError:
-        raise ValueError(f"--tau={value!r} must be 'percentile', 'fo' or a number >= 0") from None
-
-
-def _parse_radius(value: str) -> str | float | None:
-    if value == "percentile":
-        return value
-    if value.lower() == "none":
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        raise ValueError(f"--radius={value!r} must be 'percentile', 'none' or a number >= 0") from None
 
 
 def lid_command(
@@ -79,10 +59,10 @@ def lid_command(
 
             est = LocalPCA(
                 k,
-                tau=_parse_tau(tau),
+                tau=parse_lpca_tau(tau),
                 tau_percentile=tau_percentile,
                 alpha=alpha,
-                radius=_parse_radius(radius),
+                radius=parse_lpca_radius(radius),
                 radius_percentile=radius_percentile,
                 seed=seed,
                 progress=bar,

@@ -6,27 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import console, user_errors
-
-
-def _parse_tau(value: str) -> str | float:
-    if value in ("percentile", "fo"):
-        return value
-    try:
-        return float(value)
-    except ValueError:
-        raise ValueError(f"--tau={value!r} must be 'percentile', 'fo' or a number >= 0") from None
-
-
-def _parse_radius(value: str) -> str | float | None:
-    if value == "percentile":
-        return value
-    if value.lower() == "none":
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        raise ValueError(f"--radius={value!r} must be 'percentile', 'none' or a number >= 0") from None
+from ._common import console, parse_lpca_radius, parse_lpca_tau, user_errors
 
 
 def mmh_command(
@@ -37,10 +17,10 @@ def mmh_command(
     trace: str = typer.Option("exact", help="FLIPD trace: 'exact' (d JVPs per point) or 'hutchinson'."),
     n_probes: int = typer.Option(1, help="Hutchinson probes per point (--trace hutchinson)."),
     k: int = typer.Option(100, "--k", "-k", help="Local PCA neighbours (must be < number of points)."),
-    tau: str = typer.Option("percentile", help="Local PCA threshold: 'percentile' (paper), 'fo' (Fukunaga-Olsen) or a number."),
+    tau: str = typer.Option("fo", help="Local PCA threshold: 'fo' (Fukunaga-Olsen; a dimension estimate comparable with LID_theta), 'percentile' (paper; a ranking score) or a number."),
     tau_percentile: float = typer.Option(10.0, help="Percentile of pooled explained variances for --tau percentile."),
     alpha: float = typer.Option(0.05, help="Fukunaga-Olsen ratio for --tau fo."),
-    radius: str = typer.Option("percentile", help="Neighbourhood restriction: 'percentile' (paper), 'none', or a radius (0 = duplicates only)."),
+    radius: str = typer.Option("0", help="Neighbourhood restriction: a radius (0 = exact duplicates only), 'percentile' (paper) or 'none'."),
     radius_percentile: float = typer.Option(10.0, help="Percentile of pairwise distances for --radius percentile."),
     od_margin: float = typer.Option(0.5, help="OD-Mem: lid_theta < lid_star - od_margin."),
     dd_threshold: float = typer.Option(0.5, help="DD-Mem: lid_star <= dd_threshold and lid_theta <= dd_threshold + od_margin."),
@@ -71,10 +51,10 @@ def mmh_command(
             trace=trace,
             n_probes=n_probes,
             k=k,
-            tau=_parse_tau(tau),
+            tau=parse_lpca_tau(tau),
             tau_percentile=tau_percentile,
             alpha=alpha,
-            radius=_parse_radius(radius),
+            radius=parse_lpca_radius(radius),
             radius_percentile=radius_percentile,
             od_margin=od_margin,
             dd_threshold=dd_threshold,

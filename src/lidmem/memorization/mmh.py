@@ -174,10 +174,10 @@ def mmh_analysis(
     trace: str = "exact",
     n_probes: int = 1,
     k: int = 100,
-    tau: str | float = "percentile",
+    tau: str | float = "fo",
     tau_percentile: float = 10.0,
     alpha: float = 0.05,
-    radius: str | float | None = "percentile",
+    radius: str | float | None = 0.0,
     radius_percentile: float = 10.0,
     od_margin: float = 0.5,
     dd_threshold: float = 0.5,
@@ -203,7 +203,8 @@ def mmh_analysis(
     n_probes : int, default=1
         Hutchinson probes.
     k, tau, tau_percentile, alpha, radius, radius_percentile
-        Local PCA settings (:class:`lidmem.estimators.LocalPCA`; the defaults are the paper's).
+        Local PCA settings (:class:`lidmem.estimators.LocalPCA`; same defaults: Fukunaga-Olsen tau
+        and exact-duplicate radius, so that LID_* is on the scale of LID_theta).
     od_margin, dd_threshold : float, default=0.5
         See :func:`classify_mmh`.
     data_shape : tuple of int, optional
