@@ -104,3 +104,18 @@ def test_batched_attributions_equal_single_prompt_ones(tiny):
         single = token_attribution(tiny, p, metric="a_cfg", n_generations=2, num_inference_steps=4)
         assert b.prompt == p and b.tokens == single.tokens
         np.testing.assert_allclose(b.scores, single.scores, rtol=1e-4, atol=1e-6)
+
+
+def test_input_embedding_attribution_follows_the_causal_encoder(comps):
+    """With wrt="input", a UNet that reads output position 3 is driven by input tokens 1..3 only
+    (CLIP's text encoder is causal): tokens after position 3 get exactly zero."""
+    model = TextToImageModel(OnePositionUNet(3), comps["text_encoder"], comps["tokenizer"], comps["scheduler"])
+    a = token_attribution(model, "a red cat and dog", metric="a_cfg", num_inference_steps=5, guidance_scale=5.0, wrt="input")
+    assert a.tokens == ["a</w>", "red</w>", "cat</w>", "and</w>", "dog</w>"] and a.info["wrt"] == "input"
+    assert a.scores.sum() == pytest.approx(1.0)
+    assert np.all(a.scores[:3] > 0) and np.all(a.scores[3:] == 0)
+    first = TextToImageModel(OnePositionUNet(1), comps["text_encoder"], comps["tokenizer"], comps["scheduler"])
+    b = token_attribution(first, "a red cat", metric="a_flipd", num_inference_steps=10, wrt="input")
+    np.testing.assert_allclose(b.scores, [1.0, 0.0, 0.0], atol=1e-6)
+    batched = token_attributions(model, ["a red cat and dog", "a dog"], metric="a_cfg", num_inference_steps=5, guidance_scale=5.0, wrt="input")
+    np.testing.assert_allclose(batched[0].scores, a.scores, rtol=1e-4, atol=1e-7)

@@ -231,6 +231,7 @@ def attribute_command(
     guidance_scale: float = typer.Option(7.5, help="Classifier-free guidance scale."),
     flipd_t_max: float = typer.Option(0.2, help="A^FLIPD: T uniform on (0, flipd_t_max]."),
     batch_size: int = typer.Option(8, help="Prompts attributed together."),
+    wrt: str = typer.Option("output", help="Gradient w.r.t. the text encoder's 'output' embeddings (paper, Wen et al.) or its 'input' token embeddings."),
     limit: int | None = typer.Option(None, help="Use only the first LIMIT prompts of the file."),
     figures: int = typer.Option(20, help="Bar charts for the first FIGURES prompts."),
     seed: int = typer.Option(0, help="Seed."),
@@ -256,7 +257,7 @@ def attribute_command(
         frames, tops = [], []
         atts = token_attributions(
             mdl, ps, metric=metric, n_generations=n_generations, num_inference_steps=steps, guidance_scale=guidance_scale,
-            flipd_t_max=flipd_t_max, seed=seed, batch_size=batch_size,
+            flipd_t_max=flipd_t_max, seed=seed, batch_size=batch_size, wrt=wrt,
         )
         for i, (p, a) in enumerate(zip(ps, atts)):
             f = a.to_frame()

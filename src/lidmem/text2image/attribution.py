@@ -147,6 +147,26 @@ def prompt_tokens(model: TextToImageModel, prompt: str) -> tuple[list[int], list
     return positions, list(tokens), kept
 
 
+def _embeddings_with_leaf(model: TextToImageModel, prompts: list[str], wrt: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Prompt embeddings (P, L, D); with ``wrt="input"`` they keep a graph back to a leaf tensor
+    holding the input token embeddings (P, L, D_in), substituted by a forward hook on the text
+    encoder's input embedding (``CLIPTextModel`` takes no ``inputs_embeds``)."""
+    if wrt == "output":
+        return model.encode_prompt(prompts)[0], None
+    ids = model.tokenize(prompts).to(model.device)
+    emb = model.text_encoder.get_input_embeddings()
+    with torch.no_grad():
+        leaf = emb(ids).detach().clone()
+    leaf.requires_grad_(True)
+    handle = emb.register_forward_hook(lambda module, inputs, output: leaf)
+    try:
+        with torch.enable_grad():
+            cond = model._encode_ids(ids)
+    finally:
+        handle.remove()
+    return cond, leaf
+
+
 def token_attribution(
     model: TextToImageModel,
     prompt: str,
@@ -158,6 +178,7 @@ def token_attribution(
     flipd_t_max: float = 0.2,
     n_probes: int = 1,
     seed: int = 0,
+    wrt: str = "output",
 ) -> TokenAttribution:
     """Attribute ``metric`` (one of ``PROMPT_METRICS``) to the prompt's tokens.
 
@@ -167,6 +188,10 @@ def token_attribution(
     n_generations, num_inference_steps, guidance_scale, flipd_t_max, n_probes, seed
         As in :func:`lidmem.text2image.prompt_metrics`: the trajectories and the steps used
         are the same as for the metric's estimator.
+    wrt : {"output", "input"}, default="output"
+        Differentiate with respect to the text encoder's OUTPUT embeddings (Wen et al.; the
+        paper) or its INPUT token embeddings. With a causal text encoder (CLIP) a token also
+        acts through the end/padding positions that follow it, which only "input" credits to it.
 
     Returns
     -------
@@ -177,7 +202,7 @@ def token_attribution(
         raise TypeError(f"prompt must be a string; got {type(prompt).__name__}")
     return token_attributions(
         model, [prompt], metric=metric, n_generations=n_generations, num_inference_steps=num_inference_steps,
-        guidance_scale=guidance_scale, flipd_t_max=flipd_t_max, n_probes=n_probes, seed=seed, batch_size=1,
+        guidance_scale=guidance_scale, flipd_t_max=flipd_t_max, n_probes=n_probes, seed=seed, batch_size=1, wrt=wrt,
     )[0]
 
 
@@ -193,6 +218,7 @@ def token_attributions(
     n_probes: int = 1,
     seed: int = 0,
     batch_size: int = 8,
+    wrt: str = "output",
     progress_bar: bool | None = None,
 ) -> list[TokenAttribution]:
     """:func:`token_attribution` for many prompts, ``batch_size`` prompts per sampler batch.
@@ -203,6 +229,7 @@ def token_attributions(
     from ..utils import progress
 
     check_choice(metric, "metric", PROMPT_METRICS)
+    check_choice(wrt, "wrt", ("output", "input"))
     if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts) or not prompts:
         raise TypeError("prompts must be a non-empty list of strings")
     n_gen = check_positive_int(n_generations, "n_generations")
@@ -215,7 +242,7 @@ def token_attributions(
     batches = [list(range(i, min(i + pb, len(prompts)))) for i in range(0, len(prompts), pb)]
     for idx in progress(batches, desc="attribution", disable=None if progress_bar is None else not progress_bar):
         P = len(idx)
-        cond = model.encode_prompt([prompts[i] for i in idx])[0]
+        cond, leaf = _embeddings_with_leaf(model, [prompts[i] for i in idx], wrt)
         rows = cond.repeat_interleave(n_gen, dim=0)
         acc = torch.zeros(P, cond.shape[1], dtype=torch.float32, device=cond.device)
         n_steps = [0]
@@ -225,13 +252,17 @@ def token_attributions(
             t = state["t"]
             if t <= 0 or t > t_max:
                 return
-            c = cond.detach().clone().requires_grad_(True)
+            if wrt == "output":
+                c = cond.detach().clone().requires_grad_(True)
+                target = c
+            else:
+                c, target = cond, leaf
             v = step_metric(model, metric, state["x"], t, c.repeat_interleave(n_gen, dim=0), uncond, guidance_scale, n_probes=n_probes, generator=g)
-            (grad,) = torch.autograd.grad(v.reshape(P, n_gen).mean(1).sum(), c)
+            (grad,) = torch.autograd.grad(v.reshape(P, n_gen).mean(1).sum(), target, retain_graph=wrt == "input")
             acc.add_(grad.float().norm(dim=-1))
             n_steps[0] += 1
 
-        model.sample(rows, uncond, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, latents=noise.repeat(P, *([1] * (noise.ndim - 1))), callback=callback, progress=False)
+        model.sample(rows.detach(), uncond, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, latents=noise.repeat(P, *([1] * (noise.ndim - 1))), callback=callback, progress=False)
         if n_steps[0] == 0:
             raise ValueError(f"no DDIM step of num_inference_steps={num_inference_steps} falls in (0, {t_max}]; increase num_inference_steps")
         per_pos = (acc / n_steps[0]).cpu().numpy().astype(np.float64)
@@ -260,6 +291,7 @@ def token_attributions(
                         "t_max": t_max,
                         "steps_used": n_steps[0],
                         "seed": seed,
+                        "wrt": wrt,
                         "zero_gradient": not (total > 0),
                     },
                 )
