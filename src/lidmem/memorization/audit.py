@@ -541,12 +541,12 @@ def write_audit_report(result: AuditResult, path: str | Path, *, n_grid: int = 2
     grid = match_grid(result.sample_images[order], result.train_images[df["nn_train_index"].to_numpy()[order]], caps)
     sections.append(Section(f"The {len(order)} most memorized samples", figure_to_html(grid, alt="most memorized samples"),
                             note="Odd rows: generated samples, lowest calibrated l2 first; even rows: their nearest training images."))
-    sections.append(Section("Settings", f"<pre>{html_escape(json.dumps(_jsonable(s['settings']), indent=2))}</pre>"))
+    sections.append(Section("Settings", f"<pre>{_html_escape(json.dumps(_jsonable(s['settings']), indent=2))}</pre>"))
     title = f"lidmem memorization audit ({s['model_kind']}, {s['n_samples']} samples)"
     return write_html_report(path, title, sections, subtitle=f"timings (s): {s['timings_s']}")
 
 
-def html_escape(text: str) -> str:
+def _html_escape(text: str) -> str:
     import html
 
     return html.escape(text)
