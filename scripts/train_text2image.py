@@ -26,13 +26,14 @@ from lidmem.text2image.training import save_text2image_folder, train_text2image
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="src/lidmem/weights/text2image")
-    parser.add_argument("--steps", type=int, default=1600)
+    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--ema-start", type=int, default=1000, help="EMA averaging starts after this step")
     parser.add_argument("--n-memorized", type=int, default=16)
     parser.add_argument("--n-duplicates", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train-text-encoder", action="store_true", help="train the text encoder jointly (default: frozen)")
+    parser.add_argument("--text-layers", type=int, default=0, help="transformer layers of the text encoder (0: per-token embeddings)")
+    parser.add_argument("--freeze-text-encoder", action="store_true", help="keep the text encoder at its random init")
     parser.add_argument("--checkpoint", default=None, help="resumable training state (.pt)")
     parser.add_argument("--log", default=None, help="append training progress to this file")
     args = parser.parse_args()
@@ -42,12 +43,12 @@ def main() -> None:
     images, captions = data.expanded()
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = toydata.build_tokenizer(captions, tmp)
-    text_encoder = toydata.build_text_encoder(tokenizer, seed=args.seed)
+    text_encoder = toydata.build_text_encoder(tokenizer, num_layers=args.text_layers, seed=args.seed)
     unet = toydata.build_unet(cross_attention_dim=text_encoder.config.hidden_size, seed=args.seed)
     scheduler = toydata.build_scheduler()
     result = train_text2image(
         images, captions, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
-        steps=args.steps, batch_size=args.batch_size, ema_start=args.ema_start, train_text_encoder=args.train_text_encoder, seed=args.seed, checkpoint=args.checkpoint,
+        steps=args.steps, batch_size=args.batch_size, ema_start=args.ema_start, train_text_encoder=not args.freeze_text_encoder, seed=args.seed, checkpoint=args.checkpoint,
         log_file=args.log, progress=False,
     )
     mem = data.memorized_indices
