@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ._common import console, user_errors
+from ._common import console, parse_lpca_radius, parse_lpca_tau, user_errors
 
 
 def run_audit_command(
@@ -38,8 +38,8 @@ def run_audit_command(
     from ..memorization.audit import audit_memorization, check_audit_inputs, load_audit_model, load_sample_images, load_training_images
 
     # validate first: every cheap check before sampling / estimating
-    parse_radius(lpca_radius)
-    parse_tau(lpca_tau)
+    radius = parse_lpca_radius(lpca_radius, "--lpca-radius")
+    tau = parse_lpca_tau(lpca_tau, "--lpca-tau")
     net, kind = load_audit_model(model)
     tr = load_training_images(train)
     given, given_ids = (None, None) if samples is None else load_sample_images(samples)
@@ -49,7 +49,7 @@ def run_audit_command(
         net, tr, kind=kind, samples=given, sample_ids=given_ids, num_samples=num_samples, sampling_steps=sampling_steps,
         flipd_t0=flipd_t0, flipd_trace=flipd_trace, flipd_probes=flipd_probes, nb_t0=nb_t0, nb_scores=nb_scores,
         copy_k=copy_k, exact_threshold=exact_threshold, near_threshold=near_threshold, cos_threshold=cos_threshold,
-        search=search, lpca_k=lpca_k, lpca_tau=parse_tau(lpca_tau), lpca_radius=parse_radius(lpca_radius), seed=seed,
+        search=search, lpca_k=lpca_k, lpca_tau=tau, lpca_radius=radius, seed=seed,
     )
     paths = result.write(out, report=report)
     s = result.summary
@@ -60,34 +60,6 @@ def run_audit_command(
     for name, p in paths.items():
         console.print(f"wrote {name}: {p}")
     return s
-
-
-def parse_radius(text: str) -> str | float | None:
-    """``"percentile"`` | ``"none"`` | a float, as :class:`lidmem.estimators.LocalPCA` takes ``radius``."""
-    if text == "percentile":
-        return text
-    if text.lower() == "none":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"--lpca-radius={text!r} must be 'percentile', 'none' or a number >= 0 (0 = exact duplicates only)") from None
-    if value < 0:
-        raise ValueError(f"--lpca-radius={text!r} must be >= 0")
-    return value
-
-
-def parse_tau(text: str) -> str | float:
-    """``"fo"`` | ``"percentile"`` | a float, as :class:`lidmem.estimators.LocalPCA` takes ``tau``."""
-    if text in ("fo", "percentile"):
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"--lpca-tau={text!r} must be 'fo', 'percentile' or a number >= 0") from None
-    if value < 0:
-        raise ValueError(f"--lpca-tau={text!r} must be >= 0")
-    return value
 
 
 def register(app: typer.Typer, demo_app: typer.Typer) -> None:
