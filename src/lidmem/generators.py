@@ -158,9 +158,10 @@ def train_vae(
         if not (isinstance(val, (int, float)) and val > 0 and math.isfinite(val)):
             raise ValueError(f"{name}={val!r} must be a positive float")
     gen = make_generator(seed)
-    torch.manual_seed(int(seed))  # weight initialisation (nn.Linear has no generator argument)
-    decoder = MLPDecoder(latent_dim, tuple(x_all.shape[1:]), hidden=hidden, depth=depth)
-    encoder = _Encoder(math.prod(x_all.shape[1:]), latent_dim, hidden, depth)
+    with torch.random.fork_rng(devices=[]):  # seeded weight init without touching the global RNG
+        torch.manual_seed(int(seed))
+        decoder = MLPDecoder(latent_dim, tuple(x_all.shape[1:]), hidden=hidden, depth=depth)
+        encoder = _Encoder(math.prod(x_all.shape[1:]), latent_dim, hidden, depth)
     opt = torch.optim.Adam([*decoder.parameters(), *encoder.parameters()], lr=float(lr))
     losses = np.empty(steps)
     start = time.perf_counter()
