@@ -145,6 +145,13 @@ def test_prompt_metrics_signs_and_estimator(tiny):
     with torch.no_grad():
         manual = torch.cat([cfg_flipd_at(tiny, x, t, cond, uncond[:1], 7.5, generator=g) for x, t in used]).mean()
     assert abs(float(manual) - cat.a_flipd) < 1e-3 * abs(float(manual))
+    # flipd_point="denoised": FLIPD_CFG at x_t - sigma eps_CFG(x_t) on the same states
+    den = prompt_metrics(tiny, ["a red cat"], metrics=["a_flipd"], n_generations=2, num_inference_steps=10, seed=0, flipd_point="denoised")
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        manual_den = torch.cat([step_metric(tiny, "a_flipd", x, t, cond, uncond[:1], 7.5, generator=g, flipd_point="denoised") for x, t in used]).mean()
+    assert abs(float(manual_den) - den.a_flipd.iloc[0]) < 1e-3 * abs(float(manual_den))
+    assert den.attrs["flipd_point"] == "denoised"
     # deterministic under the seed; batching prompts changes nothing but the probes
     again = prompt_metrics(tiny, ["a red cat", "a dog", ""], n_generations=2, num_inference_steps=10, seed=0, batch_size=1)
     assert again.a_cfg.iloc[0] == pytest.approx(cat.a_cfg, rel=1e-5)

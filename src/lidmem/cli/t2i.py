@@ -177,6 +177,7 @@ def detect_prompts_command(
     flipd_t_max: float = typer.Option(0.2, help="A^FLIPD: T uniform on (0, flipd_t_max]."),
     n_probes: int = typer.Option(1, help="Hutchinson probes per state for A^FLIPD."),
     batch_size: int = typer.Option(8, help="Prompts sampled together (batch_size * n_generations trajectories per UNet call)."),
+    flipd_point: str = typer.Option("state", help="A^FLIPD at the sampler 'state' x_t (eq. 28) or at psi(t) x0_hat ('denoised')."),
     limit: int | None = typer.Option(None, help="Use only the first LIMIT prompts of each file."),
     seed: int = typer.Option(0, help="Seed of the initial noise (shared by all prompts) and probes."),
     out: Path = typer.Option(Path("t2i_detect"), "--out", "-o", help="Output folder."),
@@ -203,7 +204,7 @@ def detect_prompts_command(
         mdl = _load(model, device, dtype, allow_download)
         df = prompt_metrics(
             mdl, [r[0] for r in rows], metrics=_split(metrics, "metrics"), n_generations=n_generations, num_inference_steps=steps,
-            guidance_scale=guidance_scale, flipd_t_max=flipd_t_max, n_probes=n_probes, seed=seed, batch_size=batch_size, progress_bar=None if progress else False,
+            guidance_scale=guidance_scale, flipd_t_max=flipd_t_max, n_probes=n_probes, seed=seed, batch_size=batch_size, flipd_point=flipd_point, progress_bar=None if progress else False,
         )
         df.insert(1, "source", [r[1] for r in rows])
         labels = np.array([r[2] for r in rows])
@@ -231,6 +232,7 @@ def attribute_command(
     guidance_scale: float = typer.Option(7.5, help="Classifier-free guidance scale."),
     flipd_t_max: float = typer.Option(0.2, help="A^FLIPD: T uniform on (0, flipd_t_max]."),
     batch_size: int = typer.Option(8, help="Prompts attributed together."),
+    flipd_point: str = typer.Option("state", help="A^FLIPD at the sampler 'state' x_t (eq. 28) or at psi(t) x0_hat ('denoised')."),
     wrt: str = typer.Option("output", help="Gradient w.r.t. the text encoder's 'output' embeddings (paper, Wen et al.) or its 'input' token embeddings."),
     limit: int | None = typer.Option(None, help="Use only the first LIMIT prompts of the file."),
     figures: int = typer.Option(20, help="Bar charts for the first FIGURES prompts."),
@@ -257,7 +259,7 @@ def attribute_command(
         frames, tops = [], []
         atts = token_attributions(
             mdl, ps, metric=metric, n_generations=n_generations, num_inference_steps=steps, guidance_scale=guidance_scale,
-            flipd_t_max=flipd_t_max, seed=seed, batch_size=batch_size, wrt=wrt,
+            flipd_t_max=flipd_t_max, seed=seed, batch_size=batch_size, wrt=wrt, flipd_point=flipd_point,
         )
         for i, (p, a) in enumerate(zip(ps, atts)):
             f = a.to_frame()

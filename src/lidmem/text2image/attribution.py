@@ -179,6 +179,7 @@ def token_attribution(
     n_probes: int = 1,
     seed: int = 0,
     wrt: str = "output",
+    flipd_point: str = "state",
 ) -> TokenAttribution:
     """Attribute ``metric`` (one of ``PROMPT_METRICS``) to the prompt's tokens.
 
@@ -202,7 +203,7 @@ def token_attribution(
         raise TypeError(f"prompt must be a string; got {type(prompt).__name__}")
     return token_attributions(
         model, [prompt], metric=metric, n_generations=n_generations, num_inference_steps=num_inference_steps,
-        guidance_scale=guidance_scale, flipd_t_max=flipd_t_max, n_probes=n_probes, seed=seed, batch_size=1, wrt=wrt,
+        guidance_scale=guidance_scale, flipd_t_max=flipd_t_max, n_probes=n_probes, seed=seed, batch_size=1, wrt=wrt, flipd_point=flipd_point,
     )[0]
 
 
@@ -219,6 +220,7 @@ def token_attributions(
     seed: int = 0,
     batch_size: int = 8,
     wrt: str = "output",
+    flipd_point: str = "state",
     progress_bar: bool | None = None,
 ) -> list[TokenAttribution]:
     """:func:`token_attribution` for many prompts, ``batch_size`` prompts per sampler batch.
@@ -257,7 +259,7 @@ def token_attributions(
                 target = c
             else:
                 c, target = cond, leaf
-            v = step_metric(model, metric, state["x"], t, c.repeat_interleave(n_gen, dim=0), uncond, guidance_scale, n_probes=n_probes, generator=g)
+            v = step_metric(model, metric, state["x"], t, c.repeat_interleave(n_gen, dim=0), uncond, guidance_scale, n_probes=n_probes, generator=g, flipd_point=flipd_point)
             (grad,) = torch.autograd.grad(v.reshape(P, n_gen).mean(1).sum(), target, retain_graph=wrt == "input")
             acc.add_(grad.float().norm(dim=-1))
             n_steps[0] += 1
@@ -292,6 +294,7 @@ def token_attributions(
                         "steps_used": n_steps[0],
                         "seed": seed,
                         "wrt": wrt,
+                        "flipd_point": flipd_point,
                         "zero_gradient": not (total > 0),
                     },
                 )

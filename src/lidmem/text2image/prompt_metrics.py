@@ -34,11 +34,13 @@ from ..utils import progress
 from .adapters import TextToImageModel
 from .image_scores import cfg_flipd_at
 
-__all__ = ["PROMPT_METRICS", "LARGER_IS_MEMORIZED", "step_metric", "metric_time_max", "prompt_metrics", "read_prompts", "detection_table"]
+__all__ = ["PROMPT_METRICS", "FLIPD_POINTS", "LARGER_IS_MEMORIZED", "step_metric", "metric_time_max", "prompt_metrics", "read_prompts", "detection_table"]
 
 CAPTION_COLUMNS: tuple[str, ...] = ("caption", "prompt", "text", "captions", "prompts")
 
 PROMPT_METRICS: tuple[str, ...] = ("a_cfg", "a_scfg", "a_flipd", "wen")
+#: Where A^FLIPD evaluates FLIPD_CFG: the sampler state x_t, or psi(t) times its denoised estimate.
+FLIPD_POINTS: tuple[str, ...] = ("state", "denoised")
 #: Direction of each metric: True when a larger value means "memorized".
 LARGER_IS_MEMORIZED: dict[str, bool] = {"a_cfg": True, "a_scfg": True, "a_flipd": False, "wen": True}
 
@@ -61,11 +63,22 @@ def step_metric(
     n_probes: int = 1,
     trace: str = "hutchinson",
     generator: torch.Generator | None = None,
+    flipd_point: str = "state",
 ) -> torch.Tensor:
-    """Per-sample value ``(n,)`` of ``metric``'s integrand at (x_t, t), differentiable in ``cond``."""
+    """Per-sample value ``(n,)`` of ``metric``'s integrand at (x_t, t), differentiable in ``cond``.
+
+    ``flipd_point`` (A^FLIPD only): "state" evaluates FLIPD_CFG at the sampler state x_t (eq. 28
+    as written); "denoised" at psi(t) x0_hat = x_t - sigma(t) eps_CFG(x_t) (eq. 6's clean-point
+    form, x0_hat held fixed).
+    """
     check_choice(metric, "metric", PROMPT_METRICS)
+    check_choice(flipd_point, "flipd_point", FLIPD_POINTS)
     x_t = x_t.detach()
     if metric == "a_flipd":
+        if flipd_point == "denoised":
+            with torch.no_grad():
+                sigma = float(model.sde.sigma(torch.tensor(float(t), dtype=torch.float64)))
+                x_t = x_t - sigma * model.epsilon(x_t, t, cond.detach(), uncond, guidance_scale)
         return cfg_flipd_at(model, x_t, t, cond, uncond, guidance_scale, trace=trace, n_probes=n_probes, generator=generator)
     eps_u, eps_c = model.branch_epsilons(x_t, t, cond, uncond)
     eps_u, eps_c = eps_u.float(), eps_c.float()
@@ -90,6 +103,7 @@ def prompt_metrics(
     trace: str = "hutchinson",
     seed: int = 0,
     batch_size: int = 8,
+    flipd_point: str = "state",
     progress_bar: bool | None = None,
 ) -> Any:
     """Estimate prompt memorization metrics for each prompt.
@@ -111,6 +125,11 @@ def prompt_metrics(
         Hutchinson probes per state for A^FLIPD.
     seed : int, default=0
         Initial noise (the same for every prompt) and Hutchinson probes.
+    flipd_point : {"state", "denoised"}, default="state"
+        Where A^FLIPD evaluates FLIPD_CFG: at the sampler state x_t (eq. 28 as written) or at
+        psi(t) x0_hat(x_t) = x_t - sigma eps_CFG (the clean-point form of eq. 6). At noisy states
+        the ||eps||^2 term is about d for every prompt (for an exact score E[FLIPD(x_t)] = d), which
+        can swamp the trace term on small models; "denoised" avoids that.
     batch_size : int, default=8
         Prompts sampled together (``batch_size * n_generations`` trajectories per UNet batch).
         The Hutchinson probes depend on the batch composition; everything else does not.
@@ -129,6 +148,7 @@ def prompt_metrics(
     metrics = list(metrics)
     for m in metrics:
         check_choice(m, "metrics", PROMPT_METRICS)
+    check_choice(flipd_point, "flipd_point", FLIPD_POINTS)
     n_gen = check_positive_int(n_generations, "n_generations")
     steps = check_positive_int(num_inference_steps, "num_inference_steps")
     t_max = check_probability(flipd_t_max, "flipd_t_max", low=0.0, high=1.0)
@@ -161,8 +181,12 @@ def prompt_metrics(
                 if t > metric_time_max(m, t_max):
                     continue
                 if m == "a_flipd":
+                    x_eval = state["x"]
+                    if flipd_point == "denoised":
+                        sig = float(model.sde.sigma(torch.tensor(float(t), dtype=torch.float64)))
+                        x_eval = x_eval - sig * state["eps"]
                     with torch.no_grad():
-                        v = cfg_flipd_at(model, state["x"], t, cond, uncond, lam, trace=trace, n_probes=n_probes, generator=g)
+                        v = cfg_flipd_at(model, x_eval, t, cond, uncond, lam, trace=trace, n_probes=n_probes, generator=g)
                 elif m == "wen":
                     v = (ec - eu).flatten(1).norm(dim=1)
                 elif m == "a_cfg":
@@ -186,6 +210,7 @@ def prompt_metrics(
             "trace": trace,
             "seed": seed,
             "batch_size": pb,
+            "flipd_point": flipd_point,
             "larger_is_memorized": {m: LARGER_IS_MEMORIZED[m] for m in metrics},
         }
     )
