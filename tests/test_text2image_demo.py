@@ -34,7 +34,7 @@ def test_demo_measures_planted_memorization(small_result, tmp_path):
     ps = r.prompt_scores
     assert ps.loc[ps["memorized"], "a_flipd"].median() < ps.loc[~ps["memorized"], "a_flipd"].median()
     img = r.image_detection.set_index("metric")
-    # caption-free FLIPD ranks duplicated images lower than chance would (0.72 in the default demo)
+    # caption-free FLIPD ranks duplicated images low (AUROC 0.83 in the default demo, 48 negatives here)
     assert img.loc["flipd_uncond", "auroc"] >= 0.6
     assert img.loc["cfg_norm", "auroc"] >= 0.9
     assert r.attribution_hit_rate["a_flipd"] >= 0.7 and r.attribution_hit_rate["a_cfg"] >= 0.7
