@@ -17,12 +17,7 @@ from lidmem.text2image import TextToImageModel, cfg_flipd_at, image_flipd, promp
 from lidmem.text2image.testing import tiny_components
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class GaussianSubspaceUNet(nn.Module):

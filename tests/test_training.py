@@ -16,13 +16,7 @@ MU = torch.tensor([1.0, -0.5])
 S = 0.3
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny MLPs run fastest single-threaded (and the CI machine is shared by parallel jobs)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gaussian_data(n=2000, seed=1):

@@ -16,13 +16,7 @@ from lidmem.experiments.vonmises import angular_isolation, vonmises_data
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny MLPs run fastest single-threaded (and the CI machine is shared by parallel jobs)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def neighbours_on_circle(xy, radius=0.25):
