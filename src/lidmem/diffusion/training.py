@@ -112,6 +112,16 @@ def sample_times(
     return t
 
 
+def ema_update(ema: nn.Module, net: nn.Module, decay: float) -> None:
+    """One exponential-moving-average step: ``p_ema <- decay * p_ema + (1 - decay) * p``
+    for every parameter; buffers are copied."""
+    with torch.no_grad():
+        for pe, pm in zip(ema.parameters(), net.parameters()):
+            pe.lerp_(pm.detach(), 1.0 - decay)
+        for be, bm in zip(ema.buffers(), net.buffers()):
+            be.copy_(bm)
+
+
 def dsm_target(prediction: str, x0: torch.Tensor, eps: torch.Tensor, psi: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Regression target of a parametrisation; ``psi`` and ``sigma`` are broadcast to ``x0``."""
     if prediction == "epsilon":
@@ -328,11 +338,7 @@ def train_score_model(
             loss.backward()
             opt.step()
             decay = min(ema_decay, (1.0 + step) / (10.0 + step))  # EMA warm-up, as in diffusers' EMAModel
-            with torch.no_grad():
-                for pe, pm in zip(ema.parameters(), model_net.parameters()):
-                    pe.lerp_(pm.detach(), 1.0 - decay)
-                for be, bm in zip(ema.buffers(), model_net.buffers()):
-                    be.copy_(bm)
+            ema_update(ema, model_net, decay)
             losses.append(float(loss.detach()))
             step += 1
             if hasattr(bar, "set_postfix") and step % 50 == 0:

@@ -29,9 +29,10 @@ import numpy as np
 import torch
 
 from .._validation import check_positive_int, check_probability
+from ..diffusion.training import ema_update, sample_times
 from ..utils import progress as progress_bar
 
-__all__ = ["Text2ImageTrainResult", "train_text2image", "save_text2image_folder", "sample_training_times"]
+__all__ = ["Text2ImageTrainResult", "train_text2image", "save_text2image_folder"]
 
 
 @dataclass
@@ -56,25 +57,6 @@ class Text2ImageTrainResult:
     scheduler: Any
     losses: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
-
-
-def sample_training_times(n: int, *, t_min: float, log_uniform_fraction: float, generator: torch.Generator) -> torch.Tensor:
-    """Draw ``n`` continuous training times in [t_min, 1]: a mixture of uniform and log-uniform.
-
-    Returns a float32 tensor of shape ``(n,)``; the first ``round(n * log_uniform_fraction)`` are
-    log-uniform, the rest uniform.
-    """
-    n_log = int(round(n * log_uniform_fraction))
-    u = torch.rand(n, generator=generator)
-    t_uni = t_min + (1.0 - t_min) * u[n_log:]
-    t_log = torch.exp(np.log(t_min) + (0.0 - np.log(t_min)) * u[:n_log])
-    return torch.cat([t_log, t_uni]).float()
-
-
-def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    with torch.no_grad():
-        for pe, pm in zip(ema.parameters(), model.parameters()):
-            pe.lerp_(pm, 1.0 - decay)
 
 
 def save_text2image_folder(
@@ -153,7 +135,7 @@ def train_text2image(
         there on (the first steps' near-random weights otherwise linger in a 0.999 EMA of a
         short run).
     t_min, log_uniform_fraction : float
-        Training-time distribution, see :func:`sample_training_times`.
+        Training-time distribution, see :func:`lidmem.diffusion.training.sample_times`.
     seed : int, default=0
         Seeds initialisation-independent randomness (batches, noise, times, dropout).
     checkpoint : path or None
@@ -241,7 +223,7 @@ def train_text2image(
             ids = ids_all[idx].clone()
             drop = torch.rand(batch_size, generator=gen) < caption_dropout
             ids[drop] = ids_empty
-            t = sample_training_times(batch_size, t_min=t_min, log_uniform_fraction=log_uniform_fraction, generator=gen)
+            t = sample_times(batch_size, t_min=t_min, log_uniform_fraction=log_uniform_fraction, generator=gen)
             noise = torch.randn(x0.shape, generator=gen)
             xt = sde.perturb(x0, t, noise)
             with torch.set_grad_enabled(train_text_encoder):
@@ -254,9 +236,9 @@ def train_text2image(
             opt.step()
             done = step + 1
             decay = 0.0 if done <= ema_start else ema_decay
-            _ema_update(ema_unet, unet, decay)
+            ema_update(ema_unet, unet, decay)
             if train_text_encoder:
-                _ema_update(ema_te, text_encoder, decay)
+                ema_update(ema_te, text_encoder, decay)
             losses.append(float(loss.detach()))
             if log is not None and (done % log_every == 0 or done == steps):
                 recent = float(np.mean(losses[-log_every:]))
