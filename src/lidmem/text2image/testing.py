@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .toydata import bytes_to_unicode
+
 __all__ = ["tiny_components", "tiny_tokenizer", "TINY_WORDS"]
 
 #: Whole words of the tiny tokenizer (each gets BPE merges so it becomes one token).
@@ -22,18 +24,6 @@ TINY_WORDS: tuple[str, ...] = (
     "a", "photo", "of", "the", "cat", "dog", "red", "blue", "digit", "zero", "one", "two",
     "three", "seven", "painting", "house", "big", "small", "and", "on", "zqx",
 )
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs]))
 
 
 def tiny_tokenizer(words: tuple[str, ...] = TINY_WORDS, *, model_max_length: int = 16) -> Any:
@@ -44,7 +34,7 @@ def tiny_tokenizer(words: tuple[str, ...] = TINY_WORDS, *, model_max_length: int
     """
     from transformers import CLIPTokenizer
 
-    chars = list(_bytes_to_unicode().values())
+    chars = list(bytes_to_unicode().values())
     vocab_list = ["<|startoftext|>", "<|endoftext|>"] + chars + [c + "</w>" for c in chars]
     merges: list[str] = []
     for w in words:

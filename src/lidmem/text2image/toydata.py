@@ -259,8 +259,8 @@ BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    # GPT-2 / CLIP byte -> printable unicode map
+def bytes_to_unicode() -> dict[int, str]:
+    """The GPT-2 / CLIP byte -> printable unicode map used by byte-level BPE vocabularies."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
     n = 0
@@ -275,7 +275,7 @@ def _bytes_to_unicode() -> dict[int, str]:
 def _learn_merges(words: dict[str, int]) -> list[tuple[str, str]]:
     """Plain BPE on word counts (CLIP's ``</w>`` end-of-word suffix); merges until every word is
     one symbol. Ties broken by the pair's text, so the result is deterministic."""
-    byte_map = _bytes_to_unicode()
+    byte_map = bytes_to_unicode()
     corpus = {}
     for word, count in words.items():
         symbols = [byte_map[b] for b in word.encode("utf-8")]
@@ -337,7 +337,7 @@ def build_tokenizer(captions: list[str], directory: str | os.PathLike[str], *, m
         for word in re.findall(r"[a-z]+|[0-9]|[^\sa-z0-9]+", caption.lower()):
             counts[word] = counts.get(word, 0) + 1
     merges = _learn_merges(counts)
-    byte_symbols = list(_bytes_to_unicode().values())
+    byte_symbols = list(bytes_to_unicode().values())
     vocab_list = byte_symbols + [s + "</w>" for s in byte_symbols] + ["".join(m) for m in merges]
     vocab_list += [BOS_TOKEN, EOS_TOKEN]
     vocab = {}
