@@ -137,7 +137,7 @@ def score_images_command(
             needs = [m for m in mets if m != "flipd_uncond"]
             if needs:
                 raise ValueError(f"--metrics {','.join(needs)} need --captions; use --metrics flipd_uncond without captions")
-        df = score_images(mdl, x, caps, metrics=mets, flipd_t0=flipd_t0, cfg_t0=cfg_t0, euler_steps=euler_steps, n_probes=n_probes, seed=seed, batch_size=batch_size, progress_bar=None if progress else False)
+        df = score_images(mdl, x, caps, metrics=mets, flipd_t0=flipd_t0, cfg_t0=cfg_t0, euler_steps=euler_steps, n_probes=n_probes, seed=seed, batch_size=batch_size, progress=None if progress else False)
         df.insert(0, "file", names)
         path = _write(df, out, "image_scores", fmt)
         _hist_figure(df, [m for m in mets if m in df.columns], out / "image_scores.png")
@@ -204,7 +204,7 @@ def detect_prompts_command(
         mdl = _load(model, device, dtype, allow_download)
         df = prompt_metrics(
             mdl, [r[0] for r in rows], metrics=_split(metrics, "metrics"), n_generations=n_generations, num_inference_steps=steps,
-            guidance_scale=guidance_scale, flipd_t_max=flipd_t_max, n_probes=n_probes, seed=seed, batch_size=batch_size, flipd_point=flipd_point, progress_bar=None if progress else False,
+            guidance_scale=guidance_scale, flipd_t_max=flipd_t_max, n_probes=n_probes, seed=seed, batch_size=batch_size, flipd_point=flipd_point, progress=None if progress else False,
         )
         df.insert(1, "source", [r[1] for r in rows])
         labels = np.array([r[2] for r in rows])

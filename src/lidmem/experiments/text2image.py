@@ -224,7 +224,7 @@ def run_text2image_demo(config: Text2ImageDemoConfig | None = None, *, progress:
     # 1. prompt detection --------------------------------------------------------------------
     t0 = time.perf_counter()
     prompts = mem_prompts + other_prompts
-    pscores = prompt_metrics(model, prompts, n_generations=cfg.n_generations, flipd_t_max=cfg.flipd_t_max, seed=cfg.seed, progress_bar=progress, **sampling)
+    pscores = prompt_metrics(model, prompts, n_generations=cfg.n_generations, flipd_t_max=cfg.flipd_t_max, seed=cfg.seed, progress=progress, **sampling)
     pscores.insert(1, "memorized", [True] * len(mem_prompts) + [False] * len(other_prompts))
     prompt_det = _detection_table(pscores["memorized"].to_numpy(), pscores, LARGER_IS_MEMORIZED, "memorized vs non-memorized prompts")
     timings["prompt_detection_s"] = time.perf_counter() - t0
@@ -236,7 +236,7 @@ def run_text2image_demo(config: Text2ImageDemoConfig | None = None, *, progress:
     idx = np.concatenate([mem, others])
     images = data.images[torch.from_numpy(idx)]
     captions = [data.captions[i] for i in idx]
-    iscores = score_images(model, images, captions, flipd_t0=cfg.flipd_t0, trace=cfg.image_trace, n_probes=cfg.image_probes, seed=cfg.seed, batch_size=64, progress_bar=progress)
+    iscores = score_images(model, images, captions, flipd_t0=cfg.flipd_t0, trace=cfg.image_trace, n_probes=cfg.image_probes, seed=cfg.seed, batch_size=64, progress=progress)
     iscores.insert(0, "sklearn_index", data.sklearn_index[idx])
     iscores.insert(1, "duplicated", data.memorized[idx])
     image_det = _detection_table(
@@ -277,7 +277,7 @@ def run_text2image_demo(config: Text2ImageDemoConfig | None = None, *, progress:
             similarity=lambda imgs, ref: torch.as_tensor(toydata.image_similarity(imgs, ref)),
             alignment=lambda imgs, p: torch.as_tensor(align.score(imgs, [p] * imgs.shape[0])),
             n_generations=cfg.mitigation_generations, num_inference_steps=cfg.mitigation_steps,
-            guidance_scale=cfg.guidance_scale, seed=cfg.seed, progress_bar=False,
+            guidance_scale=cfg.guidance_scale, seed=cfg.seed, progress=False,
         )
         df.insert(0, "prompt_index", j)
         mit_frames.append(df)

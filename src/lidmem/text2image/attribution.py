@@ -221,14 +221,14 @@ def token_attributions(
     batch_size: int = 8,
     wrt: str = "output",
     flipd_point: str = "state",
-    progress_bar: bool | None = None,
+    progress: bool | None = None,
 ) -> list[TokenAttribution]:
     """:func:`token_attribution` for many prompts, ``batch_size`` prompts per sampler batch.
 
     Each prompt's metric depends only on its own embedding, so one backward pass through the
     batch gives every prompt's gradient. Every prompt starts from the same noise (``seed``).
     """
-    from ..utils import progress
+    from ..utils import progress as _progress
 
     check_choice(metric, "metric", PROMPT_METRICS)
     check_choice(wrt, "wrt", ("output", "input"))
@@ -242,7 +242,7 @@ def token_attributions(
     uncond = model.unconditional_embeds(1)
     results: list[TokenAttribution] = []
     batches = [list(range(i, min(i + pb, len(prompts)))) for i in range(0, len(prompts), pb)]
-    for idx in progress(batches, desc="attribution", disable=None if progress_bar is None else not progress_bar):
+    for idx in _progress(batches, desc="attribution", disable=None if progress is None else not progress):
         P = len(idx)
         cond, leaf = _embeddings_with_leaf(model, [prompts[i] for i in idx], wrt)
         rows = cond.repeat_interleave(n_gen, dim=0)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from .._validation import check_choice, check_positive_int, check_t0, make_generator
-from ..utils import chunk_slices, progress
+from ..utils import chunk_slices, progress as _progress
 from .adapters import TextToImageModel, math_attention
 
 __all__ = ["cfg_flipd_at", "image_flipd", "cfg_norm_after_euler", "score_images", "IMAGE_METRICS"]
@@ -146,7 +146,7 @@ def image_flipd(
     probe: str = "rademacher",
     seed: int = 0,
     batch_size: int = 8,
-    progress_bar: bool | None = None,
+    progress: bool | None = None,
 ) -> torch.Tensor:
     """FLIPD(x, t0) = d + sigma^2(t0) (tr grad s(psi(t0) x, t0) + ||s(psi(t0) x, t0)||^2) (eq. 6).
 
@@ -179,7 +179,7 @@ def image_flipd(
     psi = float(model.sde.psi(torch.tensor(t0, dtype=torch.float64)))
     g = make_generator(seed)
     out = []
-    for sl in progress(list(chunk_slices(n, bs)), desc="FLIPD", disable=None if progress_bar is None else not progress_bar):
+    for sl in _progress(list(chunk_slices(n, bs)), desc="FLIPD", disable=None if progress is None else not progress):
         c = None if cond is None else (cond if cond.shape[0] == 1 else cond[sl])
         out.append(
             cfg_flipd_at(model, psi * x[sl], t0, c, uncond, guidance_scale if c is not None else 0.0, trace=trace, n_probes=n_probes, probe=probe, generator=g).detach()
@@ -196,7 +196,7 @@ def cfg_norm_after_euler(
     n_steps: int = 3,
     inputs: str = "images",
     batch_size: int = 8,
-    progress_bar: bool | None = None,
+    progress: bool | None = None,
 ) -> torch.Tensor:
     """CFG vector norm of training images (App. C.1).
 
@@ -215,7 +215,7 @@ def cfg_norm_after_euler(
     cond, uncond = _captions_embeds(model, captions, n)
     ts = torch.linspace(0.0, t0, k + 1, dtype=torch.float64)
     out = []
-    for sl in progress(list(chunk_slices(n, check_positive_int(batch_size, "batch_size"))), desc="CFG norm", disable=None if progress_bar is None else not progress_bar):
+    for sl in _progress(list(chunk_slices(n, check_positive_int(batch_size, "batch_size"))), desc="CFG norm", disable=None if progress is None else not progress):
         c = cond if cond.shape[0] == 1 else cond[sl]
         xb = x[sl]
         with torch.no_grad():
@@ -245,7 +245,7 @@ def score_images(
     n_probes: int = 1,
     seed: int = 0,
     batch_size: int = 8,
-    progress_bar: bool | None = None,
+    progress: bool | None = None,
 ) -> Any:
     """All image scores in one table (pandas DataFrame, one row per image).
 
@@ -258,13 +258,13 @@ def score_images(
         check_choice(m, "metrics", IMAGE_METRICS)
     x = _model_space(model, images, inputs)
     cols: dict[str, Any] = {}
-    common = dict(inputs="latents", trace=trace, n_probes=n_probes, seed=seed, batch_size=batch_size, progress_bar=progress_bar)
+    common = dict(inputs="latents", trace=trace, n_probes=n_probes, seed=seed, batch_size=batch_size, progress=progress)
     if "flipd_uncond" in metrics:
         cols["flipd_uncond"] = image_flipd(model, x, None, t0=flipd_t0, **common).numpy()
     if "flipd_cond" in metrics:
         cols["flipd_cond"] = image_flipd(model, x, captions, t0=flipd_t0, guidance_scale=guidance_scale, **common).numpy()
     if "cfg_norm" in metrics:
-        cols["cfg_norm"] = cfg_norm_after_euler(model, x, captions, t0=cfg_t0, n_steps=euler_steps, inputs="latents", batch_size=batch_size, progress_bar=progress_bar).numpy()
+        cols["cfg_norm"] = cfg_norm_after_euler(model, x, captions, t0=cfg_t0, n_steps=euler_steps, inputs="latents", batch_size=batch_size, progress=progress).numpy()
     df = pd.DataFrame(cols)
     if captions is not None and not isinstance(captions, torch.Tensor):
         caps = [captions] * len(df) if isinstance(captions, str) else list(captions)

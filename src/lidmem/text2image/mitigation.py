@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .._validation import check_choice, check_positive_int, make_generator
-from ..utils import progress
+from ..utils import progress as _progress
 from .adapters import TextToImageModel
 from .attribution import TokenAttribution, token_attribution
 from .prompt_metrics import metric_time_max, step_metric
@@ -416,7 +416,7 @@ def optimize_prompt_embedding(
     flipd_t_max: float = 0.2,
     n_probes: int = 1,
     seed: int = 0,
-    progress_bar: bool | None = None,
+    progress: bool | None = None,
 ) -> tuple[torch.Tensor, Any]:
     """Raise A^FLIPD(c) by Adam on the prompt embedding c (App. D.3).
 
@@ -456,7 +456,7 @@ def optimize_prompt_embedding(
         vals = [step_metric(model, "a_flipd", x, t, c.to(model.dtype), uncond, guidance_scale, n_probes=n_probes, generator=g).mean() for x, t in states]
         return torch.stack(vals).mean()
 
-    for i in progress(range(check_positive_int(steps, "steps")), desc="optimise c", disable=None if progress_bar is None else not progress_bar):
+    for i in _progress(range(check_positive_int(steps, "steps")), desc="optimise c", disable=None if progress is None else not progress):
         opt.zero_grad()
         value = objective()
         (-value).backward()
@@ -485,7 +485,7 @@ def evaluate_mitigation(
     guidance_scale: float = 7.5,
     seed: int = 0,
     batch_size: int = 8,
-    progress_bar: bool | None = None,
+    progress: bool | None = None,
 ) -> Any:
     """Evaluate prompt rewriting for one memorized prompt.
 
@@ -545,7 +545,7 @@ def evaluate_mitigation(
     unique = list(dict.fromkeys(row["prompt"] for row in rows))
     noise = model.initial_noise(n_gen, seed)
     measured: dict[str, tuple[float, float]] = {}
-    for i in progress(range(0, len(unique), pb), desc="mitigation", disable=None if progress_bar is None else not progress_bar):
+    for i in _progress(range(0, len(unique), pb), desc="mitigation", disable=None if progress is None else not progress):
         batch = unique[i : i + pb]
         cond = model.encode_prompt(batch)[0].repeat_interleave(n_gen, dim=0)
         x = model.sample(cond, None, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, latents=noise.repeat(len(batch), *([1] * (noise.ndim - 1))), progress=False)

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from .._validation import check_choice, check_positive_int, check_probability, make_generator
-from ..utils import progress
+from ..utils import progress as _progress
 from .adapters import TextToImageModel
 from .image_scores import cfg_flipd_at
 
@@ -104,7 +104,7 @@ def prompt_metrics(
     seed: int = 0,
     batch_size: int = 8,
     flipd_point: str = "state",
-    progress_bar: bool | None = None,
+    progress: bool | None = None,
 ) -> Any:
     """Estimate prompt memorization metrics for each prompt.
 
@@ -164,7 +164,7 @@ def prompt_metrics(
     uncond = model.unconditional_embeds(1)
     pb = check_positive_int(batch_size, "batch_size")
     batches = [prompts_l[i : i + pb] for i in range(0, len(prompts_l), pb)]
-    for batch in progress(batches, desc="prompts", disable=None if progress_bar is None else not progress_bar):
+    for batch in _progress(batches, desc="prompts", disable=None if progress is None else not progress):
         P = len(batch)
         # prompt-major rows: prompt j's generations are rows j*n_gen .. (j+1)*n_gen - 1
         cond = model.encode_prompt(batch)[0].repeat_interleave(n_gen, dim=0)
