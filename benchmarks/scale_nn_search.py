@@ -12,8 +12,8 @@ Compares, for the copy-detection step (nearest training row of each query):
 - ``torch exact f32``: the same brute force in float32 with the ``|q|^2 - 2 q.r + |r|^2``
   matmul form, chunked over queries *and* reference rows (memory ``chunk x chunk``),
 - ``faiss Flat``: exact ``IndexFlatL2``,
-- ``lidmem faiss (IVF-Flat)``: ``search="faiss"`` (``IndexIVFFlat``, ``nlist = 4 sqrt(n)``,
-  trained on at most 256 rows per list, ``nprobe = max(16, nlist // 8)``), build + search.
+- ``lidmem faiss (IVF-Flat)``: ``search="faiss"`` (``IndexIVFFlat``, ``nlist = sqrt(n)``,
+  trained on at most 64 rows per list, ``nprobe = max(16, nlist // 32)``), build + search.
 
 Data: clustered Gaussians (1000 centres); half of the queries are near-copies of reference
 rows (tiny noise), half are fresh draws, as in an audit of generated samples. Recall@1 is

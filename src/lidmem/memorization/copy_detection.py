@@ -215,10 +215,10 @@ def nearest_neighbors(
         similarity for unit-norm rows).
     search : {"auto", "exact", "faiss"}
         ``"exact"``: chunked brute force with torch (float64). ``"faiss"``: an inverted-file
-        index (``IndexIVFFlat``, ``nlist = 4 sqrt(m)`` lists trained on at most 256 points per
-        list drawn with a fixed seed, ``nprobe = max(16, nlist // 8)``; approximate, recall@1 of
-        1.0 on 10^6 vectors in ``benchmarks/scale_nn_search.py``, and 40x faster to build than
-        HNSW there). ``"auto"``: faiss when ``n * m > ann_threshold`` and faiss is installed.
+        index (``IndexIVFFlat``, ``nlist = sqrt(m)`` lists trained on at most 64 points per list
+        drawn with a fixed seed, ``nprobe = max(16, nlist // 32)``; approximate: see
+        ``benchmarks/scale_nn_search.py`` for time and recall@1 on 10^5-10^6 vectors).
+        ``"auto"``: faiss when ``n * m > ann_threshold`` and faiss is installed.
     chunk_size : int or None, default=None
         Query rows per exact-search block; None bounds each block's distance matrix to about
         256 MiB whatever the size of ``ref``.
@@ -242,15 +242,15 @@ def nearest_neighbors(
         import faiss
 
         dim = r.shape[1]
-        nlist = max(1, min(len(r) // 39, int(4 * np.sqrt(len(r)))))
+        nlist = max(1, min(len(r) // 39, int(np.sqrt(len(r)))))
         faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
         quantizer = faiss.IndexFlatL2(dim) if metric == "l2" else faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss_metric)
-        n_train = min(len(r), 256 * nlist)
+        n_train = min(len(r), 64 * nlist)
         train = r if n_train == len(r) else r[np.random.default_rng(0).choice(len(r), n_train, replace=False)]
         index.train(train)
         index.add(r)
-        index.nprobe = min(nlist, max(16, nlist // 8))
+        index.nprobe = min(nlist, max(16, nlist // 32))
         vals, idx = index.search(q, k)
         if metric == "l2":
             vals = np.sqrt(np.maximum(vals, 0.0))
