@@ -326,7 +326,7 @@ def find_copies(
     cos_threshold: float = 0.97,
     search: str = "auto",
     ann_threshold: int = 50_000_000,
-    chunk_size: int = 1024,
+    chunk_size: int | None = None,
 ) -> CopyMatches:
     """Match every sample to its nearest training image and label copies.
 
@@ -355,6 +355,8 @@ def find_copies(
         See :func:`nearest_neighbors`.
     ann_threshold : int, default=50_000_000
         ``"auto"`` switches to faiss above this many sample-training pairs.
+    chunk_size : int or None, default=None
+        Samples per exact-search block (see :func:`nearest_neighbors`; None bounds memory).
 
     Returns
     -------
