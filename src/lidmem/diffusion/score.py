@@ -12,10 +12,29 @@ from .._validation import check_choice
 from ..utils import append_dims
 from .sde import SDE
 
-__all__ = ["ScoreModel", "Prediction", "PREDICTIONS"]
+__all__ = ["ScoreModel", "Prediction", "PREDICTIONS", "prediction_to_score"]
 
 Prediction = Literal["score", "epsilon", "x0", "v"]
 PREDICTIONS: tuple[str, ...] = ("score", "epsilon", "x0", "v")
+
+
+def prediction_to_score(prediction: str, out: torch.Tensor, x: torch.Tensor, psi: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Score from a network output ``out`` at ``x = psi x0 + sigma eps``.
+
+    ``psi`` and ``sigma`` are already broadcast to ``x``'s shape. ``prediction`` is one of
+    :data:`PREDICTIONS`; see :class:`ScoreModel` for the formulas.
+    """
+    if prediction == "score":
+        return out
+    if prediction == "epsilon":
+        return -out / sigma
+    if prediction == "x0":
+        return (psi * out - x) / sigma**2
+    if prediction == "v":
+        # v = psi * eps - sigma * x0 and x = psi * x0 + sigma * eps with psi^2 + sigma^2 = 1
+        eps = sigma * x + psi * out
+        return -eps / sigma
+    raise ValueError(f"prediction={prediction!r} is not supported; choose one of {', '.join(map(repr, PREDICTIONS))}")
 
 
 class ScoreModel(nn.Module):
@@ -93,14 +112,8 @@ class ScoreModel(nn.Module):
         if self.prediction == "score":
             return out
         sigma = append_dims(self.sde.sigma(t).to(x.dtype), x.ndim)
-        if self.prediction == "epsilon":
-            return -out / sigma
         psi = append_dims(self.sde.psi(t).to(x.dtype), x.ndim)
-        if self.prediction == "x0":
-            return (psi * out - x) / sigma**2
-        # v = psi * eps - sigma * x0 and x = psi * x0 + sigma * eps with psi^2 + sigma^2 = 1
-        eps = sigma * x + psi * out
-        return -eps / sigma
+        return prediction_to_score(self.prediction, out, x, psi, sigma)
 
     def epsilon(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
         """Noise prediction eps(x, t) = -sigma(t) s(x, t)."""

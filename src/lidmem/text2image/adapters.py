@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from .._validation import check_positive_int, make_generator
-from ..diffusion.score import ScoreModel
+from ..diffusion.score import ScoreModel, prediction_to_score
 from ..diffusion.sde import DDPMSchedule
 from ..utils import append_dims
 
@@ -348,12 +348,8 @@ class TextToImageModel(nn.Module):
         """Convert a raw UNet output to the score (eq. 10 for epsilon)."""
         tt = self._times(x, t)
         sigma = append_dims(self.sde.sigma(tt.double()).to(x.dtype), x.ndim)
-        if self.prediction == "epsilon":
-            return -out / sigma
         psi = append_dims(self.sde.psi(tt.double()).to(x.dtype), x.ndim)
-        if self.prediction == "x0":
-            return (psi * out - x) / sigma**2
-        return -(sigma * x + psi * out) / sigma
+        return prediction_to_score(self.prediction, out, x, psi, sigma)
 
     def output_to_epsilon(self, out: torch.Tensor, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
         """Convert a raw UNet output to epsilon = -sigma(t) s."""
