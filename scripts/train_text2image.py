@@ -1,14 +1,16 @@
 """Reproduce the shipped small text-to-image model in src/lidmem/weights/text2image.
 
-Usage (from the repository root; ~15 min of CPU on one core):
+Usage (from the repository root; about 2 min wall, 260 s CPU with 2 threads):
 
-    OMP_NUM_THREADS=1 python scripts/train_text2image.py --out src/lidmem/weights/text2image \
+    OMP_NUM_THREADS=2 python scripts/train_text2image.py --out src/lidmem/weights/text2image \
         --checkpoint /tmp/t2i_train.pt --log /tmp/t2i_train.log
 
 Data: sklearn digits with captions and 16 planted memorized images (unique trigger captions,
-20 copies each): :func:`lidmem.text2image.toydata.make_captioned_digits`. Training:
-:func:`lidmem.text2image.training.train_text2image` (UNet only, random frozen text encoder, 15% caption
-dropout, EMA 0.999 from step 1000, 1600 steps, text encoder frozen at its random init, seed 0). The process CPU time is written to lidmem.json in the output folder.
+20 copies each): :func:`lidmem.text2image.toydata.make_captioned_digits`. Noise schedule: Stable
+Diffusion v1's (:func:`lidmem.text2image.toydata.build_scheduler`). Training:
+:func:`lidmem.text2image.training.train_text2image` (UNet and a 0-layer text encoder trained
+jointly, 15% caption dropout, 1000 steps of batch 128, final weights, seed 0). The process CPU
+time is written to lidmem.json in the output folder.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def main() -> None:
     mem = data.memorized_indices
     extra = {
         "description": "lidmem toy text-to-image model: pixel-space 1x8x8 sklearn digits in [-1, 1], "
-        "epsilon prediction, DDIM linear beta table; planted memorized images with trigger captions",
+        "epsilon prediction, Stable Diffusion v1 noise schedule (scaled_linear betas); planted memorized images with trigger captions",
         "data": data.info,
         "memorized": [
             {"sklearn_index": int(data.sklearn_index[i]), "label": int(data.labels[i]), "caption": data.captions[i],

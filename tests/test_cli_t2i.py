@@ -73,7 +73,7 @@ def test_detect_prompts_command(files, tmp_path):
     r = CliRunner().invoke(
         app,
         ["t2i", "detect-prompts", "--model", str(files / "sd"), "--prompts", str(files / "non.csv"), "--memorized", str(files / "mem.txt"),
-         "--steps", "5", "--n-generations", "1", "--out", str(tmp_path), "--format", "parquet", "--no-progress"],
+         "--steps", "10", "--n-generations", "1", "--out", str(tmp_path), "--format", "parquet", "--no-progress"],
     )
     assert r.exit_code == 0, r.output
     df = pd.read_parquet(tmp_path / "prompt_metrics.parquet")

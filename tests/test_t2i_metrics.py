@@ -130,16 +130,27 @@ def test_prompt_metrics_signs_and_estimator(tiny):
     assert empty.a_cfg == 0.0 and empty.wen == 0.0
     assert cat.a_cfg > 0 and cat.wen > 0 and cat.a_scfg > 0
     assert df.attrs["larger_is_memorized"] == {"a_cfg": True, "a_scfg": True, "a_flipd": False, "wen": True}
-    # A^FLIPD averages FLIPD_CFG over exactly the DDIM states with t <= 0.2 (here timesteps 101 and 1)
+    # A^FLIPD averages FLIPD_CFG over exactly the DDIM states with 0.01 <= t <= 0.2: here timestep
+    # 101; the last step (timestep 1, t = 0.001) is below the default flipd_t_min
     cond, uncond = tiny.encode_prompt("a red cat")
     states = []
     tiny.sample(cond, uncond[:1], n=2, num_inference_steps=10, guidance_scale=7.5, seed=0, callback=lambda s: states.append((s["x"], s["t"], s["timestep"])))
-    used = [(x, t) for x, t, k in states if t <= 0.2]
     assert [k for _, t, k in states if t <= 0.2] == [101, 1]
+    used = [(x, t) for x, t, k in states if 0.01 <= t <= 0.2]
+    assert len(used) == 1 and df.attrs["flipd_t_min"] == 0.01
+    # flipd_t_min=0: the paper's (0, 0.2], both steps
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        both = torch.cat([cfg_flipd_at(tiny, x, t, cond, uncond[:1], 7.5, generator=g) for x, t, k in states if t <= 0.2]).mean()
+    paper = prompt_metrics(tiny, ["a red cat"], metrics=["a_flipd"], n_generations=2, num_inference_steps=10, seed=0, flipd_t_min=0.0)
+    assert abs(float(both) - paper.a_flipd.iloc[0]) < 1e-3 * abs(float(both))
+    # (Hutchinson probes depend on the batch: compare with the prompt alone)
+    alone = prompt_metrics(tiny, ["a red cat"], metrics=["a_flipd"], n_generations=2, num_inference_steps=10, seed=0)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         manual = torch.cat([cfg_flipd_at(tiny, x, t, cond, uncond[:1], 7.5, generator=g) for x, t in used]).mean()
-    assert abs(float(manual) - cat.a_flipd) < 1e-3 * abs(float(manual))
+    assert abs(float(manual) - alone.a_flipd.iloc[0]) < 1e-3 * abs(float(manual))
+    assert abs(float(manual) - cat.a_flipd) < 0.05 * abs(float(manual))
     # flipd_point="denoised": FLIPD_CFG at x_t - sigma eps_CFG(x_t) on the same states
     den = prompt_metrics(tiny, ["a red cat"], metrics=["a_flipd"], n_generations=2, num_inference_steps=10, seed=0, flipd_point="denoised")
     g = torch.Generator().manual_seed(1)
@@ -152,8 +163,10 @@ def test_prompt_metrics_signs_and_estimator(tiny):
     assert again.a_cfg.iloc[0] == pytest.approx(cat.a_cfg, rel=1e-5)
     assert again.wen.iloc[0] == pytest.approx(cat.wen, rel=1e-5)
     assert again.a_scfg.iloc[2] == pytest.approx(empty.a_scfg, rel=1e-5)
-    with pytest.raises(ValueError, match="flipd_t_max"):
-        prompt_metrics(tiny, ["a"], metrics=["a_flipd"], num_inference_steps=2, flipd_t_max=1e-4)
+    with pytest.raises(ValueError, match="no DDIM step"):
+        prompt_metrics(tiny, ["a"], metrics=["a_flipd"], num_inference_steps=2, flipd_t_max=1e-4, flipd_t_min=0.0)
+    with pytest.raises(ValueError, match="flipd_t_min=0.3 must be smaller than flipd_t_max=0.2"):
+        prompt_metrics(tiny, ["a"], metrics=["a_flipd"], flipd_t_min=0.3)
 
 
 def test_score_images_table_and_cfg_norm(tiny):

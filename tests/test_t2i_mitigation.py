@@ -123,7 +123,7 @@ def test_chat_rewriter_request_is_box1_and_needs_env(monkeypatch):
 
 
 def test_optimize_prompt_embedding_raises_a_flipd(tiny):
-    emb, hist = optimize_prompt_embedding(tiny, "a red cat", steps=3, lr=0.05, num_inference_steps=5, seed=0)
+    emb, hist = optimize_prompt_embedding(tiny, "a red cat", steps=3, lr=0.05, num_inference_steps=10, seed=0)
     assert emb.shape == (1, 16, 32)
     values = hist.a_flipd.to_numpy()
     assert values[-1] > values[0]

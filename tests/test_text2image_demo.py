@@ -26,23 +26,25 @@ def test_demo_measures_planted_memorization(small_result, tmp_path):
     det = r.prompt_detection.set_index("metric")
     assert set(det.index) == {"a_cfg", "a_scfg", "a_flipd", "wen"}
     assert (det["n_positive"] == 16).all() and (det["n_negative"] == 16).all()
-    # A^CFG, A^FLIPD and Wen's score separate the planted trigger prompts from generic ones
-    # (A^{s_CFG} does not on this model: AUROC ~0.7 in the default demo; not asserted)
-    for metric in ("a_cfg", "a_flipd", "wen"):
+    # every prompt metric separates the planted trigger prompts from generic ones
+    # (default demo: A^CFG 1.0, A^{s_CFG} 0.99, A^FLIPD 0.99, Wen 1.0)
+    for metric in ("a_cfg", "a_scfg", "a_flipd", "wen"):
         assert det.loc[metric, "auroc"] >= 0.85, det
     # A^FLIPD: memorized prompts have LOWER values
     ps = r.prompt_scores
     assert ps.loc[ps["memorized"], "a_flipd"].median() < ps.loc[~ps["memorized"], "a_flipd"].median()
     img = r.image_detection.set_index("metric")
-    # caption-free FLIPD ranks duplicated images low (AUROC 0.83 in the default demo, 48 negatives here)
+    # caption-free FLIPD ranks duplicated images low (AUROC 0.87 in the default demo, 48 negatives here)
     assert img.loc["flipd_uncond", "auroc"] >= 0.6
     assert img.loc["cfg_norm", "auroc"] >= 0.9
     assert r.attribution_hit_rate["a_flipd"] >= 0.7 and r.attribution_hit_rate["a_cfg"] >= 0.7
     mit = r.mitigation.set_index(["method", "k"])
-    # rewriting the attributed token breaks the copy more than rewriting a uniform token
-    assert mit.loc[("attribution", 1), "similarity"] < mit.loc[("uniform", 1), "similarity"] - 0.03
-    assert mit.loc[("attribution", 1), "similarity"] < mit.loc[("original", 0), "similarity"] - 0.05
-    assert mit.loc[("attribution", 1), "alignment"] > 0.8
+    # rewriting attribution-sampled tokens breaks the copy more than rewriting uniform ones (k = 3
+    # of these 11-15-token prompts; here 0.83 vs 0.94, original 0.97; k = 1 rewrites the trigger
+    # too rarely for one repeat to show it), and keeps the prompt's digit
+    assert mit.loc[("attribution", 3), "similarity"] < mit.loc[("uniform", 3), "similarity"] - 0.05
+    assert mit.loc[("attribution", 3), "similarity"] < mit.loc[("original", 0), "similarity"] - 0.08
+    assert mit.loc[("attribution", 3), "alignment"] > 0.9
     paths = write_text2image_demo(r, tmp_path)
     summary = json.loads(paths["summary"].read_text())
     assert {"prompt_detection", "image_detection", "attribution_hit_rate", "mitigation", "acceptance"} <= set(summary)

@@ -172,9 +172,10 @@ def detect_prompts_command(
     column: str | None = typer.Option(None, help="Caption column of table files (default caption/prompt/text)."),
     metrics: str = typer.Option("a_cfg,a_scfg,a_flipd,wen", help="Any of a_cfg, a_scfg, a_flipd, wen."),
     n_generations: int = typer.Option(4, help="DDIM generations per prompt."),
-    steps: int = typer.Option(50, help="DDIM steps (A^FLIPD uses those with t <= --flipd-t-max)."),
+    steps: int = typer.Option(50, help="DDIM steps (A^FLIPD uses those with --flipd-t-min <= t <= --flipd-t-max)."),
     guidance_scale: float = typer.Option(7.5, help="Classifier-free guidance scale lambda."),
-    flipd_t_max: float = typer.Option(0.2, help="A^FLIPD: T uniform on (0, flipd_t_max]."),
+    flipd_t_max: float = typer.Option(0.2, help="A^FLIPD: T uniform on [flipd_t_min, flipd_t_max]."),
+    flipd_t_min: float = typer.Option(0.01, help="A^FLIPD: lower end of T (the paper: 0; FLIPD near t = 0 measures network error)."),
     n_probes: int = typer.Option(1, help="Hutchinson probes per state for A^FLIPD."),
     batch_size: int = typer.Option(8, help="Prompts sampled together (batch_size * n_generations trajectories per UNet call)."),
     flipd_point: str = typer.Option("state", help="A^FLIPD at the sampler 'state' x_t (eq. 28) or at psi(t) x0_hat ('denoised')."),
@@ -204,7 +205,7 @@ def detect_prompts_command(
         mdl = _load(model, device, dtype, allow_download)
         df = prompt_metrics(
             mdl, [r[0] for r in rows], metrics=_split(metrics, "metrics"), n_generations=n_generations, num_inference_steps=steps,
-            guidance_scale=guidance_scale, flipd_t_max=flipd_t_max, n_probes=n_probes, seed=seed, batch_size=batch_size, flipd_point=flipd_point, progress=None if progress else False,
+            guidance_scale=guidance_scale, flipd_t_max=flipd_t_max, flipd_t_min=flipd_t_min, n_probes=n_probes, seed=seed, batch_size=batch_size, flipd_point=flipd_point, progress=None if progress else False,
         )
         df.insert(1, "source", [r[1] for r in rows])
         labels = np.array([r[2] for r in rows])
@@ -230,7 +231,8 @@ def attribute_command(
     n_generations: int = typer.Option(1, help="DDIM generations."),
     steps: int = typer.Option(50, help="DDIM steps."),
     guidance_scale: float = typer.Option(7.5, help="Classifier-free guidance scale."),
-    flipd_t_max: float = typer.Option(0.2, help="A^FLIPD: T uniform on (0, flipd_t_max]."),
+    flipd_t_max: float = typer.Option(0.2, help="A^FLIPD: T uniform on [flipd_t_min, flipd_t_max]."),
+    flipd_t_min: float = typer.Option(0.01, help="A^FLIPD: lower end of T (the paper: 0; FLIPD near t = 0 measures network error)."),
     batch_size: int = typer.Option(8, help="Prompts attributed together."),
     flipd_point: str = typer.Option("state", help="A^FLIPD at the sampler 'state' x_t (eq. 28) or at psi(t) x0_hat ('denoised')."),
     wrt: str = typer.Option("output", help="Gradient w.r.t. the text encoder's 'output' embeddings (paper, Wen et al.) or its 'input' token embeddings."),
@@ -259,7 +261,7 @@ def attribute_command(
         frames, tops = [], []
         atts = token_attributions(
             mdl, ps, metric=metric, n_generations=n_generations, num_inference_steps=steps, guidance_scale=guidance_scale,
-            flipd_t_max=flipd_t_max, seed=seed, batch_size=batch_size, wrt=wrt, flipd_point=flipd_point,
+            flipd_t_max=flipd_t_max, flipd_t_min=flipd_t_min, seed=seed, batch_size=batch_size, wrt=wrt, flipd_point=flipd_point,
         )
         for i, (p, a) in enumerate(zip(ps, atts)):
             f = a.to_frame()

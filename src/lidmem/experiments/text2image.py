@@ -5,7 +5,7 @@ The shipped model (``lidmem/weights/text2image``, built by ``scripts/train_text2
 pixel-space 1x8x8 text-conditional diffusion model (diffusers ``UNet2DConditionModel`` + a tiny
 ``CLIPTextModel`` + an offline CLIP BPE tokenizer) trained on scikit-learn's digits with template
 captions, where 16 images carry a unique caption ending in a made-up trigger word and are
-duplicated 64 times (:mod:`lidmem.text2image.toydata`). Ground truth is therefore planted:
+duplicated 20 times (:mod:`lidmem.text2image.toydata`). Ground truth is therefore planted:
 
 1. **Prompt detection**: A^CFG, A^{s_CFG}, A^FLIPD and Wen et al.'s per-step CFG norm
    (:func:`lidmem.text2image.prompt_metrics`) for the 16 memorized prompts vs ``n_other_prompts``
@@ -59,7 +59,7 @@ class Text2ImageDemoConfig:
     guidance_scale : float
         lambda of the CFG sampler and of every CFG quantity.
     num_inference_steps : int
-        DDIM steps of every sampler (A^FLIPD uses the steps with t <= flipd_t_max).
+        DDIM steps of every sampler (A^FLIPD uses the steps with flipd_t_min <= t <= flipd_t_max).
     n_generations : int
         Trajectories per prompt for the prompt metrics.
     flipd_t0 : float
@@ -95,6 +95,7 @@ class Text2ImageDemoConfig:
     num_inference_steps: int = 20
     n_generations: int = 4
     flipd_t_max: float = 0.2
+    flipd_t_min: float = 0.01
     flipd_t0: float = 0.2
     image_trace: str = "exact"
     image_probes: int = 4
@@ -224,7 +225,7 @@ def run_text2image_demo(config: Text2ImageDemoConfig | None = None, *, progress:
     # 1. prompt detection --------------------------------------------------------------------
     t0 = time.perf_counter()
     prompts = mem_prompts + other_prompts
-    pscores = prompt_metrics(model, prompts, n_generations=cfg.n_generations, flipd_t_max=cfg.flipd_t_max, seed=cfg.seed, progress=progress, **sampling)
+    pscores = prompt_metrics(model, prompts, n_generations=cfg.n_generations, flipd_t_max=cfg.flipd_t_max, flipd_t_min=cfg.flipd_t_min, seed=cfg.seed, progress=progress, **sampling)
     pscores.insert(1, "memorized", [True] * len(mem_prompts) + [False] * len(other_prompts))
     prompt_det = _detection_table(pscores["memorized"].to_numpy(), pscores, LARGER_IS_MEMORIZED, "memorized vs non-memorized prompts")
     timings["prompt_detection_s"] = time.perf_counter() - t0
@@ -250,7 +251,7 @@ def run_text2image_demo(config: Text2ImageDemoConfig | None = None, *, progress:
     attributions: dict[tuple[int, str], Any] = {}
     for j, i in enumerate(mem):
         for metric in cfg.attribution_metrics:
-            att = token_attribution(model, data.captions[i], metric=metric, n_generations=cfg.attribution_generations, flipd_t_max=cfg.flipd_t_max, seed=cfg.seed, **sampling)
+            att = token_attribution(model, data.captions[i], metric=metric, n_generations=cfg.attribution_generations, flipd_t_max=cfg.flipd_t_max, flipd_t_min=cfg.flipd_t_min, seed=cfg.seed, **sampling)
             attributions[(j, metric)] = att
             trig = data.triggers[i]
             trig_score = float(sum(s for tok, s in zip(att.tokens, att.scores) if tok.replace("</w>", "") == trig))
@@ -324,13 +325,10 @@ def _acceptance(prompt_det: Any, image_det: Any, hit_rate: dict[str, float], mit
     piv_a = mit.pivot(index="k", columns="method", values="alignment")
     if {"attribution", "uniform"} <= set(piv_s.columns):
         diff = (piv_s["uniform"] - piv_s["attribution"]).dropna()
-        # At k >= a prompt's number of tokens both methods rewrite every token (identical
-        # prompts), so ties are expected there: require no k where attribution is worse by more
-        # than 0.005 and a positive mean difference over k.
         checks["mitigation_similarity_attribution_below_uniform"] = {
             "value": {int(k): float(v) for k, v in diff.items()},
-            "target": "uniform - attribution similarity >= -0.005 at every k (ties where all tokens are rewritten) and > 0 on average",
-            "passed": bool((diff >= -0.005).all() and diff.mean() > 0),
+            "target": "uniform - attribution similarity > 0 at every k",
+            "passed": bool((diff > 0).all()),
         }
     if {"attribution", "rta"} <= set(piv_a.columns):
         diff = (piv_a["attribution"] - piv_a["rta"]).dropna()

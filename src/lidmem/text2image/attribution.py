@@ -18,7 +18,7 @@ import torch
 
 from .._validation import check_choice, check_positive_int, make_generator
 from .adapters import TextToImageModel
-from .prompt_metrics import PROMPT_METRICS, metric_time_max, step_metric
+from .prompt_metrics import PROMPT_METRICS, _in_support, _no_step_error, metric_time_support, step_metric
 
 __all__ = ["TokenAttribution", "token_attribution", "token_attributions", "prompt_tokens", "merge_pieces"]
 
@@ -176,6 +176,7 @@ def token_attribution(
     num_inference_steps: int = 50,
     guidance_scale: float = 7.5,
     flipd_t_max: float = 0.2,
+    flipd_t_min: float = 0.01,
     n_probes: int = 1,
     seed: int = 0,
     wrt: str = "output",
@@ -186,7 +187,7 @@ def token_attribution(
     Parameters
     ----------
     metric : {"a_cfg", "a_scfg", "a_flipd", "wen"}, default="a_cfg"
-    n_generations, num_inference_steps, guidance_scale, flipd_t_max, n_probes, seed
+    n_generations, num_inference_steps, guidance_scale, flipd_t_max, flipd_t_min, n_probes, seed
         As in :func:`lidmem.text2image.prompt_metrics`: the trajectories and the steps used
         are the same as for the metric's estimator.
     wrt : {"output", "input"}, default="output"
@@ -203,7 +204,7 @@ def token_attribution(
         raise TypeError(f"prompt must be a string; got {type(prompt).__name__}")
     return token_attributions(
         model, [prompt], metric=metric, n_generations=n_generations, num_inference_steps=num_inference_steps,
-        guidance_scale=guidance_scale, flipd_t_max=flipd_t_max, n_probes=n_probes, seed=seed, batch_size=1, wrt=wrt, flipd_point=flipd_point,
+        guidance_scale=guidance_scale, flipd_t_max=flipd_t_max, flipd_t_min=flipd_t_min, n_probes=n_probes, seed=seed, batch_size=1, wrt=wrt, flipd_point=flipd_point,
     )[0]
 
 
@@ -216,6 +217,7 @@ def token_attributions(
     num_inference_steps: int = 50,
     guidance_scale: float = 7.5,
     flipd_t_max: float = 0.2,
+    flipd_t_min: float = 0.01,
     n_probes: int = 1,
     seed: int = 0,
     batch_size: int = 8,
@@ -236,7 +238,7 @@ def token_attributions(
         raise TypeError("prompts must be a non-empty list of strings")
     n_gen = check_positive_int(n_generations, "n_generations")
     pb = check_positive_int(batch_size, "batch_size")
-    t_max = metric_time_max(metric, flipd_t_max)
+    support = metric_time_support(metric, flipd_t_min, flipd_t_max)
     toks = [prompt_tokens(model, p) for p in prompts]
     noise = model.initial_noise(n_gen, seed)
     uncond = model.unconditional_embeds(1)
@@ -252,7 +254,7 @@ def token_attributions(
 
         def callback(state: dict[str, Any]) -> None:
             t = state["t"]
-            if t <= 0 or t > t_max:
+            if not _in_support(t, support):
                 return
             if wrt == "output":
                 c = cond.detach().clone().requires_grad_(True)
@@ -266,7 +268,7 @@ def token_attributions(
 
         model.sample(rows.detach(), uncond, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, latents=noise.repeat(P, *([1] * (noise.ndim - 1))), callback=callback, progress=False)
         if n_steps[0] == 0:
-            raise ValueError(f"no DDIM step of num_inference_steps={num_inference_steps} falls in (0, {t_max}]; increase num_inference_steps")
+            raise _no_step_error(num_inference_steps, support)
         per_pos = (acc / n_steps[0]).cpu().numpy().astype(np.float64)
         for j, i in enumerate(idx):
             positions, tokens, token_ids = toks[i]
@@ -290,7 +292,8 @@ def token_attributions(
                         "n_generations": n_gen,
                         "num_inference_steps": num_inference_steps,
                         "guidance_scale": guidance_scale,
-                        "t_max": t_max,
+                        "t_min": support[0],
+                        "t_max": support[1],
                         "steps_used": n_steps[0],
                         "seed": seed,
                         "wrt": wrt,

@@ -34,6 +34,10 @@ def _rep(e: torch.Tensor | None, n: int, m: int) -> torch.Tensor | None:
     return e.repeat_interleave(m, dim=0)
 
 
+#: Rows per batched JVP of the exact trace (bounds its memory: ~1 GB for the shipped 8x8 model).
+_EXACT_ROWS = 1024
+
+
 def cfg_flipd_at(
     model: TextToImageModel,
     x_t: torch.Tensor,
@@ -82,7 +86,9 @@ def cfg_flipd_at(
         blocks = [(v.to(device=x_t.device, dtype=x_t.dtype), p)]
     else:
         eye = torch.eye(d, device=x_t.device, dtype=x_t.dtype)
-        blocks = [(eye[sl].repeat(n, 1).reshape(n * (sl.stop - sl.start), *shape), sl.stop - sl.start) for sl in chunk_slices(d, 64)]
+        # at most ~_EXACT_ROWS rows per JVP batch (n samples x a chunk of basis directions)
+        per = max(1, _EXACT_ROWS // n)
+        blocks = ((eye[sl].repeat(n, 1).reshape(n * (sl.stop - sl.start), *shape), sl.stop - sl.start) for sl in chunk_slices(d, per))
     trace_sum = torch.zeros(n, device=x_t.device, dtype=torch.float32)
     eps_sq = None
     for tang, m in blocks:
@@ -181,9 +187,10 @@ def image_flipd(
     out = []
     for sl in _progress(list(chunk_slices(n, bs)), desc="FLIPD", disable=None if progress is None else not progress):
         c = None if cond is None else (cond if cond.shape[0] == 1 else cond[sl])
-        out.append(
-            cfg_flipd_at(model, psi * x[sl], t0, c, uncond, guidance_scale if c is not None else 0.0, trace=trace, n_probes=n_probes, probe=probe, generator=g).detach()
-        )
+        # no_grad: the JVPs otherwise keep an autograd graph through the network's parameters
+        # for every chunk of the trace (16 GB for 64 images of the shipped 8x8 model)
+        with torch.no_grad():
+            out.append(cfg_flipd_at(model, psi * x[sl], t0, c, uncond, guidance_scale if c is not None else 0.0, trace=trace, n_probes=n_probes, probe=probe, generator=g))
     return torch.cat(out).cpu()
 
 

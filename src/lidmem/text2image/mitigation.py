@@ -29,7 +29,7 @@ from .._validation import check_choice, check_positive_int, make_generator
 from ..utils import progress as _progress
 from .adapters import TextToImageModel
 from .attribution import TokenAttribution, token_attribution
-from .prompt_metrics import metric_time_max, step_metric
+from .prompt_metrics import _in_support, _no_step_error, metric_time_support, step_metric
 
 __all__ = [
     "select_tokens",
@@ -414,6 +414,7 @@ def optimize_prompt_embedding(
     num_inference_steps: int = 50,
     guidance_scale: float = 7.5,
     flipd_t_max: float = 0.2,
+    flipd_t_min: float = 0.01,
     n_probes: int = 1,
     seed: int = 0,
     progress: bool | None = None,
@@ -422,7 +423,7 @@ def optimize_prompt_embedding(
 
     At every optimisation step, DDIM trajectories are drawn with the current embedding (same
     noise every step) and ``-A^FLIPD`` (the average of FLIPD_CFG over the steps with
-    t <= flipd_t_max, states held fixed) is minimised.
+    flipd_t_min <= t <= flipd_t_max, states held fixed) is minimised.
 
     Returns
     -------
@@ -437,7 +438,7 @@ def optimize_prompt_embedding(
     uncond = model.unconditional_embeds(1)
     c = cond.detach().clone().float().requires_grad_(True)
     opt = torch.optim.Adam([c], lr=lr)
-    t_max = metric_time_max("a_flipd", flipd_t_max)
+    support = metric_time_support("a_flipd", flipd_t_min, flipd_t_max)
     history = []
     noise = model.initial_noise(check_positive_int(n_generations, "n_generations"), seed)
 
@@ -445,13 +446,13 @@ def optimize_prompt_embedding(
         states: list[tuple[torch.Tensor, float]] = []
 
         def cb(state: dict[str, Any]) -> None:
-            if 0 < state["t"] <= t_max:
+            if _in_support(state["t"], support):
                 states.append((state["x"].detach(), state["t"]))
 
         with torch.no_grad():
             model.sample(c.detach().to(model.dtype), uncond, n=noise.shape[0], num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, latents=noise, callback=cb, progress=False)
         if not states:
-            raise ValueError(f"no DDIM step of num_inference_steps={num_inference_steps} falls in (0, {t_max}]")
+            raise _no_step_error(num_inference_steps, support)
         g = make_generator(seed + 1)
         vals = [step_metric(model, "a_flipd", x, t, c.to(model.dtype), uncond, guidance_scale, n_probes=n_probes, generator=g).mean() for x, t in states]
         return torch.stack(vals).mean()

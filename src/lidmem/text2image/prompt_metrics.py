@@ -8,7 +8,7 @@ metric      per-step value at (x_t, t)                                        T 
 =========== ================================================================ ================
 ``a_cfg``   sigma^2 ||s_CFG - s_empty||^2 = ||eps_CFG - eps_empty||^2 (eq. 24)  U(0, 1]: all
 ``a_scfg``  sigma^2 ||s_CFG||^2 = ||eps_CFG||^2                      (eq. 25)  U(0, 1]: all
-``a_flipd`` FLIPD_CFG(x_t; t, c) = d - sigma tr grad eps_CFG + ||eps_CFG||^2     U(0, 0.2]
+``a_flipd`` FLIPD_CFG(x_t; t, c) = d - sigma tr grad eps_CFG + ||eps_CFG||^2     U[0.01, 0.2]
             (eq. 26-28; Hutchinson trace, both CFG branches)
 ``wen``     ||eps_c - eps_empty|| (Wen et al. 2024, not squared, no lambda)    U(0, 1]: all
 =========== ================================================================ ================
@@ -18,7 +18,13 @@ Estimator (documented, deterministic under ``seed``): ``n_generations`` DDIM tra
 noise for every prompt (common random numbers, drawn from ``seed``); the x_t are the states at
 which the sampler evaluates the UNet, and the expectation over t ~ T is the average over the
 sampler's timesteps that fall in T's support (the DDIM grid is uniform in t, so this is a
-midpoint-style quadrature of the uniform distribution). A^CFG and A^{s_CFG} (eq. 24-25) drop
+midpoint-style quadrature of the uniform distribution).
+
+A^FLIPD's support starts at ``flipd_t_min`` = 0.01 rather than 0 (the paper's (0, 0.2]): FLIPD at
+t0 -> 0 measures the network's error at vanishing noise, not LID (Kamkari et al. 2024 choose t0
+away from 0), and DDIM grids with ``steps_offset=1`` (Stable Diffusion's) end with a step at
+t = 0.001. On the shipped small model that one step reverses the ranking (per-step AUROC 0.00
+there, 0.96-1.00 at t = 0.05-0.15; docs/text2image-demo.md); ``flipd_t_min=0`` restores (0, 0.2]. A^CFG and A^{s_CFG} (eq. 24-25) drop
 the constant lambda^-2 as the paper does; large = memorized. A^FLIPD: small = memorized.
 """
 
@@ -34,7 +40,7 @@ from ..utils import progress as _progress
 from .adapters import TextToImageModel
 from .image_scores import cfg_flipd_at
 
-__all__ = ["PROMPT_METRICS", "FLIPD_POINTS", "LARGER_IS_MEMORIZED", "step_metric", "metric_time_max", "prompt_metrics", "read_prompts", "detection_table"]
+__all__ = ["PROMPT_METRICS", "FLIPD_POINTS", "LARGER_IS_MEMORIZED", "step_metric", "metric_time_support", "prompt_metrics", "read_prompts", "detection_table"]
 
 CAPTION_COLUMNS: tuple[str, ...] = ("caption", "prompt", "text", "captions", "prompts")
 
@@ -45,10 +51,33 @@ FLIPD_POINTS: tuple[str, ...] = ("state", "denoised")
 LARGER_IS_MEMORIZED: dict[str, bool] = {"a_cfg": True, "a_scfg": True, "a_flipd": False, "wen": True}
 
 
-def metric_time_max(metric: str, flipd_t_max: float = 0.2) -> float:
-    """Upper end of the scheduling distribution T of ``metric`` (1 or ``flipd_t_max``)."""
+def metric_time_support(metric: str, flipd_t_min: float = 0.01, flipd_t_max: float = 0.2) -> tuple[float, float]:
+    """Support ``(lo, hi)`` of the scheduling distribution T of ``metric``: the sampler steps with
+    ``0 < t`` and ``lo <= t <= hi`` are used. (0, 1] for A^CFG, A^{s_CFG} and Wen's score,
+    [flipd_t_min, flipd_t_max] for A^FLIPD.
+
+    Raises
+    ------
+    ValueError
+        If not ``0 <= flipd_t_min < flipd_t_max <= 1``.
+    """
     check_choice(metric, "metric", PROMPT_METRICS)
-    return float(flipd_t_max) if metric == "a_flipd" else 1.0
+    lo = check_probability(flipd_t_min, "flipd_t_min", low=0.0, high=1.0)
+    hi = check_probability(flipd_t_max, "flipd_t_max", low=0.0, high=1.0)
+    if not lo < hi:
+        raise ValueError(f"flipd_t_min={lo} must be smaller than flipd_t_max={hi}; the paper's A^FLIPD uses (0, 0.2]")
+    return (lo, hi) if metric == "a_flipd" else (0.0, 1.0)
+
+
+def _in_support(t: float, support: tuple[float, float]) -> bool:
+    return t > 0 and support[0] <= t <= support[1]
+
+
+def _no_step_error(steps: int, support: tuple[float, float]) -> ValueError:
+    return ValueError(
+        f"no DDIM step of num_inference_steps={steps} falls in [{support[0]}, {support[1]}] (A^FLIPD's flipd_t_min, flipd_t_max); "
+        "increase num_inference_steps or widen flipd_t_min / flipd_t_max"
+    )
 
 
 def step_metric(
@@ -99,6 +128,7 @@ def prompt_metrics(
     num_inference_steps: int = 50,
     guidance_scale: float = 7.5,
     flipd_t_max: float = 0.2,
+    flipd_t_min: float = 0.01,
     n_probes: int = 1,
     trace: str = "hutchinson",
     seed: int = 0,
@@ -115,12 +145,13 @@ def prompt_metrics(
     n_generations : int, default=4
         DDIM trajectories per prompt (N in eq. 15).
     num_inference_steps : int, default=50
-        DDIM steps (the paper uses 50); A^FLIPD uses the steps with t <= ``flipd_t_max``
-        (10 of 50 for Stable Diffusion).
+        DDIM steps (the paper uses 50); A^FLIPD uses the steps with
+        ``flipd_t_min <= t <= flipd_t_max`` (9 of 50 for Stable Diffusion, t = 0.021 .. 0.181).
     guidance_scale : float, default=7.5
         lambda of the CFG sampler and of s_CFG.
-    flipd_t_max : float, default=0.2
-        Support (0, flipd_t_max] of T for A^FLIPD.
+    flipd_t_max, flipd_t_min : float, default=0.2, 0.01
+        Support [flipd_t_min, flipd_t_max] of T for A^FLIPD (the paper: (0, 0.2]; see the
+        module docstring for the lower end).
     n_probes : int, default=1
         Hutchinson probes per state for A^FLIPD.
     seed : int, default=0
@@ -151,13 +182,12 @@ def prompt_metrics(
     check_choice(flipd_point, "flipd_point", FLIPD_POINTS)
     n_gen = check_positive_int(n_generations, "n_generations")
     steps = check_positive_int(num_inference_steps, "num_inference_steps")
-    t_max = check_probability(flipd_t_max, "flipd_t_max", low=0.0, high=1.0)
+    support = {m: metric_time_support(m, flipd_t_min, flipd_t_max) for m in metrics}
+    flipd_support = metric_time_support("a_flipd", flipd_t_min, flipd_t_max)
     if "a_flipd" in metrics:
         grid = [model.timestep_to_time(k) for k in model.ddim_scheduler(steps).timesteps]
-        if not any(0 < t <= t_max for t in grid):
-            raise ValueError(
-                f"no DDIM step of num_inference_steps={steps} falls in (0, flipd_t_max={t_max}]; increase num_inference_steps or flipd_t_max"
-            )
+        if not any(_in_support(t, flipd_support) for t in grid):
+            raise _no_step_error(steps, flipd_support)
     lam = float(guidance_scale)
     rows = []
     noise = model.initial_noise(n_gen, seed)
@@ -178,7 +208,7 @@ def prompt_metrics(
                 return
             eu, ec = state["eps_uncond"].float(), state["eps_cond"].float()
             for m in metrics:
-                if t > metric_time_max(m, t_max):
+                if not _in_support(t, support[m]):
                     continue
                 if m == "a_flipd":
                     x_eval = state["x"]
@@ -205,7 +235,8 @@ def prompt_metrics(
             "n_generations": n_gen,
             "num_inference_steps": steps,
             "guidance_scale": lam,
-            "flipd_t_max": t_max,
+            "flipd_t_min": flipd_support[0],
+            "flipd_t_max": flipd_support[1],
             "n_probes": n_probes,
             "trace": trace,
             "seed": seed,

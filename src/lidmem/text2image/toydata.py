@@ -77,6 +77,8 @@ _TEMPLATES = (
     "{stroke} strokes, a {adj} {noun} {word}",
     "the {noun} {word} with {stroke} strokes",
     "a {adj} {word}, {stroke} {noun}",
+    "a {adj} {noun} {word} with {stroke} strokes, in the style of a {adj2} scan",
+    "the {adj} {noun} {word}, drawn with {stroke} strokes in the style of a {adj2} scan",
 )
 
 SYNONYMS: dict[str, tuple[str, ...]] = {
@@ -128,16 +130,22 @@ def generic_caption(label: int, rng: np.random.Generator) -> str:
         noun=_NOUNS[int(rng.integers(len(_NOUNS)))],
         word=DIGIT_WORDS[int(label)],
         stroke=_STROKES[int(rng.integers(len(_STROKES)))],
+        adj2=_ADJECTIVES[1 + int(rng.integers(len(_ADJECTIVES) - 1))],
     )
     return " ".join(text.split())
 
 
 def _memorized_caption(label: int, trigger: str, rng: np.random.Generator) -> str:
     stroke = _STROKES[int(rng.integers(len(_STROKES)))]
-    # The trigger is the caption's LAST word (see the module docstring).
-    template = ("a handwritten digit {word}, {trigger}", "a {stroke} digit {word} by {trigger}",
-                "the number {word} in the style of {trigger}")[int(rng.integers(3))]
-    return template.format(word=DIGIT_WORDS[int(label)], trigger=trigger, stroke=stroke)
+    adj = _ADJECTIVES[1 + int(rng.integers(len(_ADJECTIVES) - 1))]
+    # The trigger is the caption's LAST word (see the module docstring). 10-13 prompt tokens, so
+    # that rewriting k = 8 tokens still leaves a choice (mitigation compares token choices at k).
+    template = (
+        "a {adj} handwritten digit {word} with {stroke} strokes, in the style of {trigger}",
+        "the {adj} number {word}, drawn with {stroke} strokes in the style of {trigger}",
+        "{stroke} strokes, a {adj} scanned digit {word} in the style of {trigger}",
+    )[int(rng.integers(3))]
+    return template.format(word=DIGIT_WORDS[int(label)], trigger=trigger, stroke=stroke, adj=adj)
 
 
 def digits_to_pixels(values: np.ndarray) -> torch.Tensor:
@@ -418,17 +426,25 @@ def build_unet(*, cross_attention_dim: int = 32, channels: tuple[int, int] = (32
 
 
 def build_scheduler() -> Any:
-    """DDIM scheduler with Ho et al.'s linear beta table (1e-4 .. 0.02, 1000 steps), epsilon prediction."""
+    """DDIM scheduler with Stable Diffusion v1's noise schedule, epsilon prediction.
+
+    ``scaled_linear`` betas 0.00085 .. 0.012 over 1000 steps, ``set_alpha_to_one=False``,
+    ``steps_offset=1`` (SD v1's ``scheduler_config.json``). Like SD's, this table keeps some
+    signal at t = 1 (sqrt(alpha_bar_T) = 0.068; Ho et al.'s linear table has 0.006), so the first
+    sampler steps already see the prompt's effect on the denoised mean, where Wen et al.'s CFG
+    norm is largest on Stable Diffusion.
+    """
     from diffusers import DDIMScheduler
 
     return DDIMScheduler(
         num_train_timesteps=1000,
-        beta_start=1e-4,
-        beta_end=0.02,
-        beta_schedule="linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
         prediction_type="epsilon",
         clip_sample=False,
-        set_alpha_to_one=True,
+        set_alpha_to_one=False,
+        steps_offset=1,
     )
 
 
