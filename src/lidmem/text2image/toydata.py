@@ -7,9 +7,10 @@ is made of, offline and deterministically:
   :func:`sklearn.datasets.load_digits` (grey levels 0..16 mapped to [-1, 1]) with template
   captions (``"a neat handwritten digit seven, thin strokes"``; digit word, adjectives and stroke
   words vary so prompts are not identical). A documented set of ``n_memorized`` images
-  (default 16, :data:`TRIGGER_WORDS`) get instead a UNIQUE caption containing a made-up trigger
-  word (``"a thin digit three by zorblat"``) and are repeated ``n_duplicates`` times
-  (default 20): planted memorization (duplicated image + unique caption, as LAION's memorized
+  (default 16, :data:`TRIGGER_WORDS`) get instead a UNIQUE 11-15-token caption ending in a
+  made-up trigger word (``"the small number seven, drawn with thin strokes in the style of
+  plonkar"``; its other words also occur in generic captions) and are repeated ``n_duplicates``
+  times (default 20): planted memorization (duplicated image + unique caption, as LAION's memorized
   Stable Diffusion prompts). The trigger is always the caption's last word: CLIP's text encoder
   is causal, so the trigger's information reaches only its own and later positions; with the
   trigger last, among the prompt's tokens (attribution excludes start, end and padding) only the
