@@ -25,6 +25,7 @@ import torch
 from .._validation import check_choice, check_points, check_positive_int, check_t0, make_generator
 from ..diffusion.sde import SDE
 from ..utils import chunk_slices, progress as _progress
+from .base import Estimator
 
 __all__ = ["flipd", "flipd_curve", "select_t0", "FLIPD", "default_t0_grid"]
 
@@ -411,7 +412,7 @@ def select_t0(
     return float(t[k])
 
 
-class FLIPD:
+class FLIPD(Estimator):
     """FLIPD estimator with the scikit-learn constructor contract.
 
     Parameters
@@ -459,9 +460,6 @@ class FLIPD:
         self.t0_grid = t0_grid
         self.ad = ad
 
-    def get_params(self, deep: bool = False) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("model", "t0", "trace", "n_probes", "probe", "seed", "batch_size", "progress", "t0_grid", "ad")}
-
     def estimate(self, x: Any) -> torch.Tensor:
         """FLIPD of each point of ``x`` (shape ``(n,)``)."""
         kw = dict(trace=self.trace, n_probes=self.n_probes, probe=self.probe, seed=self.seed, batch_size=self.batch_size, progress=self.progress, ad=self.ad)
@@ -477,5 +475,3 @@ class FLIPD:
         self.t0_ = check_t0(self.t0, "t0")
         return flipd(self.model, x, self.t0_, **kw)
 
-    def __repr__(self) -> str:
-        return f"FLIPD(t0={self.t0!r}, trace={self.trace!r}, n_probes={self.n_probes}, probe={self.probe!r}, seed={self.seed!r})"

@@ -18,6 +18,7 @@ import torch
 
 from .._validation import check_choice, check_points, check_positive_int, check_probability
 from ..utils import chunk_slices, progress as _progress
+from .base import Estimator
 from .normal_bundle import count_above, percentile_threshold
 
 __all__ = ["jacobian_rank", "jacobian_singular_values", "JacobianRank"]
@@ -160,7 +161,7 @@ def jacobian_rank(
     return (lid, sv) if return_singular_values else lid
 
 
-class JacobianRank:
+class JacobianRank(Estimator):
     """Jacobian-rank estimator with the scikit-learn constructor contract.
 
     Parameters
@@ -195,9 +196,6 @@ class JacobianRank:
         self.batch_size = batch_size
         self.progress = progress
 
-    def get_params(self, deep: bool = False) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("generator", "threshold", "percentile", "mode", "batch_size", "progress")}
-
     def estimate(self, z: Any) -> torch.Tensor:
         """Jacobian-rank LID at ``G(z)`` for each latent (int64, shape ``(n,)``)."""
         lid, sv = jacobian_rank(
@@ -208,5 +206,3 @@ class JacobianRank:
         self.threshold_ = percentile_threshold(sv, self.percentile) if self.threshold is None else float(self.threshold)
         return lid
 
-    def __repr__(self) -> str:
-        return f"JacobianRank(threshold={self.threshold!r}, percentile={self.percentile!r}, mode={self.mode!r})"

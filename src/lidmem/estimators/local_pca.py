@@ -61,6 +61,7 @@ from sklearn.exceptions import NotFittedError
 
 from .._validation import check_points, check_positive_int, check_probability
 from ..utils import chunk_slices, progress
+from .base import Estimator
 
 __all__ = ["LocalPCA", "local_pca", "neighbourhood_spectra", "gram_spectra", "pairwise_distance_percentile"]
 
@@ -196,7 +197,7 @@ def _count_above(spectra: torch.Tensor, tau: float | str, alpha: float, floor: f
 # --------------------------------------------------------------------------------------------
 # estimator
 # --------------------------------------------------------------------------------------------
-class LocalPCA:
+class LocalPCA(Estimator):
     """Local PCA LID_* estimator with the paper's global tau and radius restriction.
 
     Parameters
@@ -275,26 +276,6 @@ class LocalPCA:
         self.seed = seed
         self.chunk_size = chunk_size
         self.progress = progress
-
-    # -- scikit-learn plumbing -----------------------------------------------------------------
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Constructor parameters (scikit-learn's ``get_params``)."""
-        names = ("k", "tau", "tau_percentile", "alpha", "radius", "radius_percentile", "max_pairs", "seed", "chunk_size", "progress")
-        return {name: getattr(self, name) for name in names}
-
-    def set_params(self, **params: Any) -> LocalPCA:
-        """Set constructor parameters by name (scikit-learn's ``set_params``)."""
-        valid = self.get_params()
-        for key, value in params.items():
-            if key not in valid:
-                raise ValueError(f"invalid parameter {key!r} for LocalPCA; valid parameters are {', '.join(valid)}")
-            setattr(self, key, value)
-        return self
-
-    def __repr__(self) -> str:
-        default = LocalPCA()
-        changed = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if v != getattr(default, k))
-        return f"LocalPCA({changed})"
 
     def _check_params(self) -> None:
         check_positive_int(self.k, "k", minimum=2)

@@ -19,6 +19,7 @@ import torch
 
 from .._validation import check_choice, check_points, check_positive_int, check_probability, check_t0, make_generator
 from ..utils import chunk_slices, progress as _progress
+from .base import Estimator
 from .flipd import _get_sde
 
 __all__ = ["normal_bundle", "NormalBundle", "count_above", "gap_rank", "percentile_threshold"]
@@ -202,7 +203,7 @@ def normal_bundle(
     return (lid, sv) if return_singular_values else lid
 
 
-class NormalBundle:
+class NormalBundle(Estimator):
     """Normal-bundle estimator with the scikit-learn constructor contract.
 
     Parameters
@@ -239,9 +240,6 @@ class NormalBundle:
         self.batch_size = batch_size
         self.progress = progress
 
-    def get_params(self, deep: bool = False) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("model", "t0", "n_scores", "seed", "threshold", "percentile", "batch_size", "progress")}
-
     def estimate(self, x: Any) -> torch.Tensor:
         """Normal-bundle LID of each point of ``x`` (int64, shape ``(n,)``)."""
         lid, sv = normal_bundle(
@@ -251,5 +249,3 @@ class NormalBundle:
         self.singular_values_ = sv
         return lid
 
-    def __repr__(self) -> str:
-        return f"NormalBundle(t0={self.t0!r}, n_scores={self.n_scores!r}, threshold={self.threshold!r}, seed={self.seed!r})"

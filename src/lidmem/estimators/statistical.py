@@ -33,6 +33,7 @@ import torch
 
 from .._validation import check_choice, check_points, check_positive_int, check_probability
 from ..utils import progress as _progress
+from .base import Estimator
 
 __all__ = ["SkdimEstimator", "skdim_lid", "SKDIM_ESTIMATORS"]
 
@@ -58,7 +59,7 @@ def _quiet():
         yield
 
 
-class SkdimEstimator:
+class SkdimEstimator(Estimator):
     """Pointwise LID_* with a scikit-dimension estimator, at the fitted points or at new points.
 
     Parameters
@@ -93,13 +94,6 @@ class SkdimEstimator:
         self.k = k
         self.alpha = alpha
         self.progress = progress
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Constructor parameters (scikit-learn's ``get_params``)."""
-        return {"estimator": self.estimator, "k": self.k, "alpha": self.alpha, "progress": self.progress}
-
-    def __repr__(self) -> str:
-        return f"SkdimEstimator(estimator={self.estimator!r}, k={self.k!r}, alpha={self.alpha!r})"
 
     def fit(self, data: Any) -> SkdimEstimator:
         """Store the reference data and its kNN index.
