@@ -80,6 +80,24 @@ def _no_step_error(steps: int, support: tuple[float, float]) -> ValueError:
     )
 
 
+def _denoised_point(model: TextToImageModel, x_t: torch.Tensor, t: float, eps_cfg: torch.Tensor) -> torch.Tensor:
+    """psi(t) x0_hat = x_t - sigma(t) eps_CFG(x_t): where ``flipd_point="denoised"`` evaluates FLIPD."""
+    sigma = float(model.sde.sigma(torch.tensor(float(t), dtype=torch.float64)))
+    return x_t - sigma * eps_cfg
+
+
+def _eps_metric(metric: str, eps_u: torch.Tensor, eps_c: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    """Per-sample ``(n,)`` integrand of ``a_cfg``, ``a_scfg`` or ``wen`` from the two branch
+    noise predictions (the table in the module docstring)."""
+    eps_u, eps_c = eps_u.float(), eps_c.float()
+    lam = float(guidance_scale)
+    if metric == "wen":
+        return (eps_c - eps_u).flatten(1).norm(dim=1)
+    if metric == "a_cfg":
+        return (lam * (eps_c - eps_u)).flatten(1).pow(2).sum(1)
+    return (eps_u + lam * (eps_c - eps_u)).flatten(1).pow(2).sum(1)
+
+
 def step_metric(
     model: TextToImageModel,
     metric: str,
@@ -106,17 +124,10 @@ def step_metric(
     if metric == "a_flipd":
         if flipd_point == "denoised":
             with torch.no_grad():
-                sigma = float(model.sde.sigma(torch.tensor(float(t), dtype=torch.float64)))
-                x_t = x_t - sigma * model.epsilon(x_t, t, cond.detach(), uncond, guidance_scale)
+                x_t = _denoised_point(model, x_t, t, model.epsilon(x_t, t, cond.detach(), uncond, guidance_scale))
         return cfg_flipd_at(model, x_t, t, cond, uncond, guidance_scale, trace=trace, n_probes=n_probes, generator=generator)
     eps_u, eps_c = model.branch_epsilons(x_t, t, cond, uncond)
-    eps_u, eps_c = eps_u.float(), eps_c.float()
-    lam = float(guidance_scale)
-    if metric == "wen":
-        return (eps_c - eps_u).flatten(1).norm(dim=1)
-    if metric == "a_cfg":
-        return (lam * (eps_c - eps_u)).flatten(1).pow(2).sum(1)
-    return (eps_u + lam * (eps_c - eps_u)).flatten(1).pow(2).sum(1)
+    return _eps_metric(metric, eps_u, eps_c, guidance_scale)
 
 
 def prompt_metrics(
@@ -206,23 +217,17 @@ def prompt_metrics(
             t = state["t"]
             if t <= 0:
                 return
-            eu, ec = state["eps_uncond"].float(), state["eps_cond"].float()
             for m in metrics:
                 if not _in_support(t, support[m]):
                     continue
                 if m == "a_flipd":
-                    x_eval = state["x"]
-                    if flipd_point == "denoised":
-                        sig = float(model.sde.sigma(torch.tensor(float(t), dtype=torch.float64)))
-                        x_eval = x_eval - sig * state["eps"]
+                    # the sampler's own eps_CFG at x_t: no extra UNet call for the denoised point
+                    x_eval = _denoised_point(model, state["x"], t, state["eps"]) if flipd_point == "denoised" else state["x"]
                     with torch.no_grad():
                         v = cfg_flipd_at(model, x_eval, t, cond, uncond, lam, trace=trace, n_probes=n_probes, generator=g)
-                elif m == "wen":
-                    v = (ec - eu).flatten(1).norm(dim=1)
-                elif m == "a_cfg":
-                    v = (lam * (ec - eu)).flatten(1).pow(2).sum(1)
                 else:
-                    v = (eu + lam * (ec - eu)).flatten(1).pow(2).sum(1)
+                    # the sampler's own branch predictions: no extra UNet call
+                    v = _eps_metric(m, state["eps_uncond"], state["eps_cond"], lam)
                 sums[m] += v.detach().double().cpu().reshape(P, n_gen).sum(1)
                 counts[m] += n_gen
 
