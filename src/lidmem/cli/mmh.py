@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import console, parse_lpca_radius, parse_lpca_tau, user_errors
+from ._common import check_mmh_options, console, parse_lpca_radius, parse_lpca_tau, user_errors
 
 
 def mmh_command(
@@ -40,10 +40,19 @@ def mmh_command(
         from ..diffusion.checkpoint import load_score_model
         from ..memorization.mmh import mmh_analysis
 
+        # every option and the data before the model is loaded
+        check_mmh_options(out=out, model=model, t0=t0, trace=trace, n_probes=n_probes, k=k, tau_percentile=tau_percentile, alpha=alpha,
+                          radius_percentile=radius_percentile, od_margin=od_margin, dd_threshold=dd_threshold, seed=seed,
+                          batch_size=batch_size, device=device)
+        tau_value, radius_value = parse_lpca_tau(tau), parse_lpca_radius(radius)
+        points = load_points(data)
+        if k >= len(points):
+            raise ValueError(f"--k={k} must be < the number of points in {data} ({len(points)}); lower --k")
         score_model = load_score_model(model, device=device or "cpu")
         meta = score_model.metadata
-        points = load_points(data)
         shape = meta.get("data_shape")
+        if shape and int(np.prod(shape)) != points.shape[1]:
+            raise ValueError(f"--data {data} has {points.shape[1]} values per point but --model {model} takes samples of shape {tuple(shape)}")
         result = mmh_analysis(
             score_model,
             points.astype(np.float32),
@@ -51,10 +60,10 @@ def mmh_command(
             trace=trace,
             n_probes=n_probes,
             k=k,
-            tau=parse_lpca_tau(tau),
+            tau=tau_value,
             tau_percentile=tau_percentile,
             alpha=alpha,
-            radius=parse_lpca_radius(radius),
+            radius=radius_value,
             radius_percentile=radius_percentile,
             od_margin=od_margin,
             dd_threshold=dd_threshold,

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ._common import console, user_errors
+from ._common import check_score_options, console, user_errors
 
 
 def _floats(text: str, name: str, n: int | None = None) -> tuple[float, ...]:
@@ -57,6 +57,7 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         Several workers: torchrun --nproc_per_node 4 -m lidmem.cli.main score ... (each takes shards i % 4).
         """
         from ..scoring import merge_shards, score_dataset
+        from .._validation import check_int_list
         from ..scoring.sources import open_source
 
         with user_errors():
@@ -66,12 +67,15 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
                 return
             if data is None:
                 raise ValueError("--data is required (or pass --merge to merge a finished run)")
+            check_score_options(out=out, model=model, metrics=metrics, shard_size=shard_size, batch_size=batch_size, seed=seed,
+                                device=device, precision=precision, t0=t0, n_probes=n_probes, probe=probe, nb_t0=nb_t0,
+                                nb_scores=nb_scores, cfg_t0=cfg_t0, euler_steps=euler_steps)
             source = open_source(
                 data,
                 kind=kind,
                 column=column,
                 id_column=id_column,
-                shape=[int(v) for v in _floats(shape, "--shape")] if shape else None,
+                shape=check_int_list(shape, "--shape") if shape else None,
                 mode=mode,
                 caption_column=caption_column,
             )
@@ -102,3 +106,5 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         )
         if res.merged is not None:
             console.print(f"table: {res.merged}")
+        else:
+            console.print(f"not merged (this worker has no rendezvous with the others): when every worker is done, run `lidmem score --out {out} --merge`", soft_wrap=True)

@@ -727,7 +727,8 @@ def merge_shards(out: str | Path, *, output: str | Path | None = None) -> Path:
     if missing:
         raise ValueError(
             f"{len(missing)} of {n_shards} shards of {out} are not scored yet (first missing: {missing[:5]}); "
-            "run the same scoring command again to finish them, then merge"
+            "if other workers (RANK/WORLD_SIZE, a job array) are still running, wait for them and run "
+            f"`lidmem score --out {out} --merge` again; otherwise rerun the scoring command (same options) to score them"
         )
     target = Path(output) if output is not None else out / "scores.parquet"
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
