@@ -102,6 +102,17 @@ def parse_lpca_radius(text: str, option: str = "--radius") -> str | float | None
     return value
 
 
+def check_model_file(model: object, what: str, option: str = "--model") -> None:
+    """``--model`` must be an existing file (named in the error, with what is expected)."""
+    from pathlib import Path
+
+    p = Path(str(model))
+    if not p.exists():
+        raise ValueError(f"{option} {model} does not exist; give {what}")
+    if not p.is_file():
+        raise ValueError(f"{option} {model} is not a file; give {what}")
+
+
 def check_finite_images(images: object, option: str, source: object) -> None:
     """Refuse NaN or infinite pixels in images read for ``option`` (names the file or folder)."""
     import numpy as np
@@ -145,8 +156,7 @@ def check_audit_options(
     cos = check_finite(cos_threshold, "--cos-threshold")
     if not -1.0 <= cos <= 1.0:
         raise ValueError(f"--cos-threshold={cos_threshold} must lie in [-1, 1]")
-    if not Path(str(model)).is_file():
-        raise ValueError(f"--model {model} is not a file; give a score_model or generator checkpoint (.safetensors)")
+    check_model_file(model, "a score_model or generator checkpoint (.safetensors)")
 
 
 def check_percentile(value: float, option: str) -> None:
@@ -180,8 +190,7 @@ def check_mmh_options(
     if batch_size is not None:
         check_positive_int(batch_size, "--batch-size")
     check_device_option(device)
-    if not Path(str(model)).is_file():
-        raise ValueError(f"--model {model} is not a file; give a lidmem score-model checkpoint (.safetensors)")
+    check_model_file(model, "a lidmem score-model checkpoint (.safetensors)")
 
 
 def check_score_options(

@@ -52,7 +52,7 @@ def mmh_command(
         meta = score_model.metadata
         shape = meta.get("data_shape")
         if shape and int(np.prod(shape)) != points.shape[1]:
-            raise ValueError(f"--data {data} has {points.shape[1]} values per point but --model {model} takes samples of shape {tuple(shape)}")
+            raise ValueError(f"--data {data} has {points.shape[1]} features per point but --model {model} takes samples of shape {tuple(shape)}")
         result = mmh_analysis(
             score_model,
             points.astype(np.float32),

@@ -111,6 +111,15 @@ def _read_images(path: Path, model: Any) -> tuple[Any, list[str]]:
     return x, names
 
 
+def _check_images(path: Path) -> None:
+    """Decode every image once before the model loads: a corrupt or truncated file is named now."""
+    from ..data.io import convert_image, list_images, open_image
+
+    for f in list_images(path) if path.is_dir() else [path]:
+        with open_image(f) as im:
+            convert_image(im, "RGB" if im.mode not in ("L", "1") else "L", f)
+
+
 def _read_captions(path: Path | None, names: list[str], column: str | None) -> list[str] | None:
     if path is None:
         return None
@@ -175,6 +184,7 @@ def score_images_command(
             raise ValueError(f"--captions {captions} is not a file")
         if not images.exists():
             raise ValueError(f"image path {images} does not exist")
+        _check_images(images)
         mdl = _load(model, device, dtype, allow_download)
         x, names = _read_images(images, mdl)
         caps = _read_captions(captions, names, column)
@@ -404,6 +414,7 @@ def mitigate_command(
             check_positive_int(value, name)
         if not reference.is_file():
             raise ValueError(f"--reference {reference} is not an image file")
+        _check_images(reference)
         if alignment_model is not None and not Path(alignment_model).is_dir():
             raise ValueError(f"--alignment-model {alignment_model} is not a folder (a local CLIP model)")
         if rewriter not in ("rules", "chat"):
