@@ -292,6 +292,12 @@ def test_error_is_one_physical_line_when_stderr_is_not_a_terminal(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and len(lines[0]) > 100 and "missing.npy" in lines[0], proc.stderr
+    # a value click cannot parse: one line too (typer draws a panel), naming the option
+    proc = subprocess.run([sys.executable, "-m", "lidmem.cli.main", "lid", str(long_dir / "x.npy"), "--k", "abc"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "--k" in lines[0], proc.stderr
 
 
 def test_lid_csv_with_text_column_works_with_columns(inputs):
