@@ -558,3 +558,30 @@ def test_output_path_checks():
     if os.geteuid() != 0:  # root may write anywhere
         with pytest.raises(ValueError, match="permission"):
             check_output_path("/proc/lidmem_out", "out")
+
+
+def test_score_bad_images_skip_records_bad_rows(tmp_path):
+    data = _image_folder(tmp_path / "imgs", n=8)
+    clean = tmp_path / "clean"
+    assert _score_png(data, clean).exit_code == 0
+    want = pd.read_parquet(clean / "scores.parquet")
+    assert not (clean / "bad_rows.parquet").exists()
+    (data / "img02.png").write_text("not an image")
+    raw = (data / "img05.png").read_bytes()
+    (data / "img05.png").write_bytes(raw[: len(raw) // 2])
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["score", "--data", str(data), "--out", str(out), "--metrics", "png_complexity", "--shard-size", "2",
+                              "--batch-size", "2", "--no-progress", "--bad-images", "skip"])
+    assert res.exit_code == 0, res.stderr
+    assert "skipped 2 rows" in res.stderr
+    got = pd.read_parquet(out / "scores.parquet")
+    assert got["row"].tolist() == list(range(8)) and got["id"].tolist() == want["id"].tolist()
+    assert got["png_complexity"].isna().tolist() == [r in (2, 5) for r in range(8)]
+    keep = ~got["png_complexity"].isna()
+    assert got.loc[keep, "png_complexity"].astype("int64").tolist() == want.loc[keep, "png_complexity"].tolist()
+    bad = pd.read_parquet(out / "bad_rows.parquet")
+    assert bad["row"].tolist() == [2, 5] and bad["id"].tolist() == ["img02.png", "img05.png"]
+    assert "img02.png" in bad["reason"][0] and "not a readable image" in bad["reason"][0] and "truncated" in bad["reason"][1]
+    # the default stops at the first bad image, naming it
+    res = _score_png(data, tmp_path / "out_stop")
+    assert res.exit_code == 2 and "img02.png" in res.stderr and len(res.stderr.strip().splitlines()) == 1

@@ -239,6 +239,9 @@ class ScoreResult:
         Wall time of the scoring loop.
     merged : Path or None
         The merged table, when this call wrote it.
+    bad_rows : list of (row, id, reason)
+        Rows skipped by this call because their image could not be decoded
+        (``bad_images="skip"``); their metric values are null.
     """
 
     out: Path
@@ -249,6 +252,7 @@ class ScoreResult:
     rows_scored: int = 0
     seconds: float = 0.0
     merged: Path | None = None
+    bad_rows: list[tuple[int, str, str]] = field(default_factory=list)
 
     @property
     def rows_per_second(self) -> float:
@@ -407,13 +411,15 @@ def _is_done(path: Path, shard: Shard, settings_hash: str, data_fingerprint: str
     return True
 
 
-def _write_part(path: Path, columns: dict[str, np.ndarray | list[str]], dtypes: dict[str, str], meta: dict[str, Any]) -> None:
+def _write_part(path: Path, columns: dict[str, np.ndarray | list[str]], dtypes: dict[str, str], meta: dict[str, Any],
+                mask: np.ndarray | None = None) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     arrays = {"row": pa.array(columns["row"], pa.int64()), "id": pa.array(columns["id"], pa.string())}
     for name, dtype in dtypes.items():
-        arrays[name] = pa.array(np.asarray(columns[name], dtype=dtype))
+        values = np.asarray(columns[name], dtype=dtype)
+        arrays[name] = pa.array(values, mask=mask) if mask is not None and mask.any() else pa.array(values)
     table = pa.table(arrays).replace_schema_metadata({_META_KEY: json.dumps(meta, sort_keys=True).encode()})
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
@@ -463,6 +469,7 @@ def score_dataset(
     prefetch: bool = True,
     progress: bool | None = None,
     on_shard_done: Callable[[Shard, Path], None] | None = None,
+    bad_images: str = "stop",
 ) -> ScoreResult:
     """Score every row of ``data`` with ``metrics`` and write per-shard Parquet files to ``out``.
 
@@ -519,6 +526,12 @@ def score_dataset(
     on_shard_done : callable, optional
         ``on_shard_done(shard, path)`` after each shard is written (for monitoring; an exception
         raised there stops the run like a crash would, with the finished shards kept).
+    bad_images : {"stop", "skip"}, default="stop"
+        An image that cannot be decoded (not an image, truncated, an empty Parquet cell):
+        ``"stop"`` raises ValueError naming the file / row (finished shards are kept; fix the file
+        and rerun to resume); ``"skip"`` scores the rest, writes null metric values for the row
+        and records ``(row, id, reason)`` in the shard's metadata, gathered into
+        ``OUT/bad_rows.parquet`` by the merge. Not part of the compared settings.
 
     Returns
     -------
@@ -559,6 +572,7 @@ def score_dataset(
     batch_size = check_positive_int(batch_size, "batch_size")
     check_positive_int(seed, "seed", minimum=0)
     check_choice(precision, "precision", PRECISIONS)
+    check_choice(bad_images, "bad_images", ("stop", "skip"))
     info = distributed.worker_info(rank=rank, world_size=world_size)
     if device is not None:
         dev = check_device(device, "device")
@@ -581,6 +595,7 @@ def score_dataset(
     # everything cheap first: the data source (headers only), the output folder, the lock; the
     # model is loaded last, so a bad input never costs a model load
     source = open_source(data)
+    source.skip_bad_images = bad_images == "skip"
     shards = source.shards(shard_size)
     data_desc = source.describe()
     out = check_output_path(out, "out", kind="dir")
@@ -616,7 +631,7 @@ def score_dataset(
         doc = {
             "format": _FORMAT,
             "settings": settings,
-            "info": {"model_path": model_path, "data_path": data_desc.get("path"), "lidmem_version": lidmem.__version__, "torch_version": torch.__version__},
+            "info": {"model_path": model_path, "data_path": data_desc.get("path"), "bad_images": bad_images, "lidmem_version": lidmem.__version__, "torch_version": torch.__version__},
         }
         created_settings = _claim_settings(out, doc)
         shash = _settings_hash(settings)
@@ -651,10 +666,11 @@ def score_dataset(
                     rows = source.read(b0, b1)
                 pending = pool.submit(source.read, *batches[bi + 1][1:]) if pool is not None and bi + 1 < len(batches) else None
                 if b0 == sh.start:
-                    cols = {"row": [], "id": [], **{m: [] for m in metrics}}
+                    cols = {"row": [], "id": [], "bad": [], **{m: [] for m in metrics}}
                 x = _to_model_input(rows, data_shape, params, dev)
                 cols["row"].append(rows.rows)
                 cols["id"].extend(rows.ids)
+                cols["bad"].extend(rows.bad)
                 for m in metrics:
                     met = METRICS[m]
                     with autocast:
@@ -668,9 +684,12 @@ def score_dataset(
                 if b1 == sh.stop:
                     path = _part_path(out, sh)
                     final = {"row": np.concatenate(cols["row"]), "id": cols["id"], **{m: np.concatenate(cols[m]) for m in metrics}}
+                    bad_rows = [list(b) for b in cols["bad"]]
+                    mask = np.isin(final["row"], [b[0] for b in bad_rows]) if bad_rows else None
                     meta = {**part_meta, "shard": {"index": sh.index, "start": sh.start, "stop": sh.stop},
-                            "data_fingerprint": source.shard_fingerprint(sh.start, sh.stop)}
-                    _write_part(path, final, dtypes, meta)
+                            "data_fingerprint": source.shard_fingerprint(sh.start, sh.stop), "bad_rows": bad_rows}
+                    _write_part(path, final, dtypes, meta, mask)
+                    result.bad_rows.extend((int(r), str(i), str(why)) for r, i, why in bad_rows)
                     wrote_any = True
                     result.shards_scored.append(sh.index)
                     bar.set_postfix(shards=f"{len(skipped) + len(result.shards_scored)}/{len(mine)}")  # type: ignore[attr-defined]
@@ -733,10 +752,12 @@ def merge_shards(out: str | Path, *, output: str | Path | None = None) -> Path:
     target = Path(output) if output is not None else out / "scores.parquet"
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     writer = None
+    bad_rows: list[list[Any]] = []
     try:
         for p in paths:
             table = pq.read_table(p)
             kv = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}"))
+            bad_rows += kv.get("bad_rows") or []
             if kv.get("settings_hash") != shash:
                 raise SettingsMismatchError(f"{p} was written with other settings than {out}/settings.json; delete it and rerun")
             table = table.replace_schema_metadata({_META_KEY: json.dumps({"settings_hash": shash, "settings": settings}, sort_keys=True).encode()})
@@ -751,4 +772,23 @@ def merge_shards(out: str | Path, *, output: str | Path | None = None) -> Path:
         if writer is not None:
             writer.close()
         tmp.unlink(missing_ok=True)
+    _write_bad_rows(target.with_name("bad_rows.parquet"), bad_rows)
     return target
+
+
+def _write_bad_rows(path: Path, bad_rows: list[list[Any]]) -> None:
+    """``bad_rows.parquet`` (row, id, reason) of the skipped images; removed when there are none."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not bad_rows:
+        path.unlink(missing_ok=True)
+        return
+    table = pa.table({"row": pa.array([int(b[0]) for b in bad_rows], pa.int64()), "id": pa.array([str(b[1]) for b in bad_rows]),
+                      "reason": pa.array([str(b[2]) for b in bad_rows])})
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

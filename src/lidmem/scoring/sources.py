@@ -49,7 +49,7 @@ import json
 import tarfile
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,9 @@ class Rows:
         True when ``data`` came from encoded images.
     captions : list of str or None
         One caption per row when the source has them (for text-conditional metrics).
+    bad : list of (row, id, reason)
+        Rows whose image could not be decoded, when the source skips them
+        (``DataSource.skip_bad_images``); their ``data`` is a zero placeholder.
     """
 
     rows: np.ndarray
@@ -116,6 +119,7 @@ class Rows:
     data: np.ndarray
     is_image: bool
     captions: list[str] | None = None
+    bad: list[tuple[int, str, str]] = field(default_factory=list)
 
 
 def plan_shards(n_rows: int, shard_size: int) -> list[Shard]:
@@ -148,22 +152,47 @@ def _image_mode(raw: bytes | str | Path, name: str | None = None) -> str:
         return "L" if im.mode in _GREY_MODES else "RGB"
 
 
-def _stack_images(raws: Sequence[bytes | str | Path], ids: Sequence[str], mode: str, where: str, rows: Sequence[int] | None = None) -> np.ndarray:
+def _stack_images(
+    raws: Sequence[bytes | str | Path | None], ids: Sequence[str], mode: str, where: str, rows: Sequence[int] | None = None,
+    *, skip: bool = False,
+) -> tuple[np.ndarray, list[tuple[int, str, str]]]:
+    """Decode and stack images. With ``skip``, an undecodable image (or an empty cell) becomes a
+    zero placeholder of the block's image shape and is returned in ``bad`` as ``(row, id, reason)``."""
+    rows = list(rows) if rows is not None else list(range(len(raws)))
+
     def label(i: int) -> str:
         r = raws[i]
         if isinstance(r, (str, Path)):
             return str(r)
-        return f"image {ids[i]!r} (row {rows[i]}) of {where}" if rows is not None else f"image {ids[i]!r} of {where}"
+        return f"image {ids[i]!r} (row {rows[i]}) of {where}"
 
-    arrays = [decode_image(r, mode, label(i)) for i, r in enumerate(raws)]
-    first = arrays[0].shape
-    for a, name in zip(arrays, ids):
+    arrays: list[np.ndarray | None] = []
+    bad: list[tuple[int, str, str]] = []
+    for i, r in enumerate(raws):
+        try:
+            if r is None:
+                raise ValueError(f"{label(i)} is an empty cell")
+            arrays.append(decode_image(r, mode, label(i)))
+        except ValueError as exc:
+            if not skip:
+                raise
+            arrays.append(None)
+            bad.append((int(rows[i]), str(ids[i]), str(exc)))
+    good = [(a, name) for a, name in zip(arrays, ids) if a is not None]
+    if good:
+        first, first_id = good[0][0].shape, good[0][1]
+    else:
+        raise ValueError(
+            f"none of the {len(raws)} images of rows [{rows[0]}, {rows[-1] + 1}) of {where} can be decoded "
+            f"(first: {bad[0][2]}); fix them, or lower the batch size so a block holds a readable image"
+        )
+    for a, name in good:
         if a.shape != first:
             raise ValueError(
-                f"images in {where} have mixed sizes: {ids[0]} is {first[2]}x{first[1]} but {name} is "
+                f"images in {where} have mixed sizes: {first_id} is {first[2]}x{first[1]} but {name} is "
                 f"{a.shape[2]}x{a.shape[1]}; resize them to one size first"
             )
-    return np.stack(arrays)
+    return np.stack([a if a is not None else np.zeros(first, np.float32) for a in arrays]), bad
 
 
 def _fingerprint(lines: Sequence[str]) -> str:
@@ -183,6 +212,8 @@ class DataSource(ABC):
     """
 
     kind: str = ""
+    #: skip rows whose image cannot be decoded (recorded in ``Rows.bad``) instead of raising
+    skip_bad_images: bool = False
 
     @abstractmethod
     def __len__(self) -> int: ...
@@ -224,7 +255,12 @@ class _ImagePathSource(DataSource):
         self._paths = paths
         self._ids = ids
         self._where = where
-        self.mode = check_choice(mode, "mode", ("L", "RGB")) if mode is not None else _image_mode(paths[0])
+        if mode is None:
+            try:
+                mode = _image_mode(paths[0])
+            except ValueError as exc:
+                raise ValueError(f"{exc}; (the first image decides the colour mode: pass mode='L' or 'RGB', --mode, to skip that)") from None
+        self.mode = check_choice(mode, "mode", ("L", "RGB"))
 
     def __len__(self) -> int:
         return len(self._paths)
@@ -232,8 +268,9 @@ class _ImagePathSource(DataSource):
     def read(self, start: int, stop: int) -> Rows:
         self._check_range(start, stop)
         ids = self._ids[start:stop]
-        data = _stack_images(self._paths[start:stop], ids, self.mode, self._where)
-        return Rows(np.arange(start, stop, dtype=np.int64), list(ids), data, True)
+        data, bad = _stack_images(self._paths[start:stop], ids, self.mode, self._where, range(start, stop),
+                                  skip=self.skip_bad_images)
+        return Rows(np.arange(start, stop, dtype=np.int64), list(ids), data, True, bad=bad)
 
     def describe(self) -> dict[str, Any]:
         # the layout (ids in order); file contents are fingerprinted per shard (shard_fingerprint)
@@ -360,11 +397,12 @@ class _ArrowTableSource(DataSource):
             ids = [str(r) for r in rows]
         captions = [str(c) for c in table.column(self.caption_column).to_pylist()] if self.caption_column else None
         col = table.column(self.column)
+        bad: list[tuple[int, str, str]] = []
         if self._is_image:
             raws = self._image_bytes(col)
-            if any(b is None for b in raws):
+            if not self.skip_bad_images and any(b is None for b in raws):
                 raise ValueError(f"{where} has empty image cells in column {self.column!r} (rows {start}..{start + n - 1})")
-            data = _stack_images(raws, ids, self.mode, where, rows.tolist())
+            data, bad = _stack_images(raws, ids, self.mode, where, rows.tolist(), skip=self.skip_bad_images)
         else:
             values = col.to_pylist()
             try:
@@ -375,7 +413,7 @@ class _ArrowTableSource(DataSource):
                 if int(np.prod(self.shape)) != data.shape[1]:
                     raise ValueError(f"shape={self.shape} has {int(np.prod(self.shape))} values but rows of {self.column!r} have {data.shape[1]}")
                 data = data.reshape(n, *self.shape)
-        return Rows(rows, ids, data, self._is_image, captions)
+        return Rows(rows, ids, data, self._is_image, captions, bad)
 
 
 class ParquetSource(_ArrowTableSource):
@@ -522,7 +560,7 @@ class WebDatasetSource(DataSource):
         finally:
             for fh in handles.values():
                 fh.close()
-        data = _stack_images(raws, ids, self.mode, self._where, list(range(start, stop)))
+        data, bad = _stack_images(raws, ids, self.mode, self._where, list(range(start, stop)), skip=self.skip_bad_images)
         captions = None
         if self._captions:
             missing = [k for k in ids if k not in self._captions]
@@ -534,7 +572,7 @@ class WebDatasetSource(DataSource):
                 with open(self._files[fi], "rb") as fh:
                     fh.seek(off)
                     captions.append(fh.read(size).decode("utf-8").strip())
-        return Rows(np.arange(start, stop, dtype=np.int64), ids, data, True, captions)
+        return Rows(np.arange(start, stop, dtype=np.int64), ids, data, True, captions, bad)
 
     def shard_fingerprint(self, start: int, stop: int) -> str:
         lines = [f"{key}\t{size}\t{self._captions.get(key, (0, 0, -1))[2]}" for _, _, size, key in self._index[start:stop]]
