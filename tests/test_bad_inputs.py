@@ -585,3 +585,14 @@ def test_score_bad_images_skip_records_bad_rows(tmp_path):
     # the default stops at the first bad image, naming it
     res = _score_png(data, tmp_path / "out_stop")
     assert res.exit_code == 2 and "img02.png" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_corrupt_shard_file_is_named(tmp_path):
+    data = _image_folder(tmp_path / "imgs", n=4)
+    out = tmp_path / "out"
+    assert _score_png(data, out).exit_code == 0
+    (out / "shards" / "part-000001.parquet").write_bytes(b"PAR1 not really")
+    for argv in (["score", "--out", str(out), "--merge"],
+                 ["score", "--data", str(data), "--out", str(out), "--metrics", "png_complexity", "--shard-size", "2", "--batch-size", "2"]):
+        res = runner.invoke(app, argv)
+        assert res.exit_code == 2 and "part-000001.parquet" in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr

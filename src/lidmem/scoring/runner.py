@@ -755,8 +755,12 @@ def merge_shards(out: str | Path, *, output: str | Path | None = None) -> Path:
     bad_rows: list[list[Any]] = []
     try:
         for p in paths:
-            table = pq.read_table(p)
-            kv = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}"))
+            try:
+                table = pq.read_table(p)
+                kv = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}"))
+            except (OSError, ValueError) as exc:
+                first = " ".join(str(exc).split())[:200] or type(exc).__name__
+                raise SettingsMismatchError(f"shard file {p} is corrupt ({first}); delete it and rerun the scoring command to score its rows again") from None
             bad_rows += kv.get("bad_rows") or []
             if kv.get("settings_hash") != shash:
                 raise SettingsMismatchError(f"{p} was written with other settings than {out}/settings.json; delete it and rerun")

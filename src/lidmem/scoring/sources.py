@@ -259,7 +259,7 @@ class _ImagePathSource(DataSource):
             try:
                 mode = _image_mode(paths[0])
             except ValueError as exc:
-                raise ValueError(f"{exc}; (the first image decides the colour mode: pass mode='L' or 'RGB', --mode, to skip that)") from None
+                raise ValueError(f"{exc} (the first image decides the colour mode; mode='L' or 'RGB', --mode, skips that)") from None
         self.mode = check_choice(mode, "mode", ("L", "RGB"))
 
     def __len__(self) -> int:
