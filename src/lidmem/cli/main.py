@@ -55,9 +55,9 @@ def main() -> None:
         else:
             print_error(exc.format_message())
         sys.exit(exc.exit_code)
-    except click_exceptions.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         print_error("aborted")
-        sys.exit(1)
+        sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
 
 
