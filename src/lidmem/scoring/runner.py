@@ -501,15 +501,12 @@ def score_dataset(
         raise ValueError(f"metrics {[m for m in metrics if METRICS[m].needs_model]} need a model; pass model= (a checkpoint path or a ScoreModel)")
     model_path = None
     if isinstance(model, (str, Path)):
-        model_path = str(Path(model).resolve())
-        if Path(model).is_dir():  # a diffusers text-to-image folder (unet/, text_encoder/, ...)
-            from ..text2image.adapters import load_text2image
+        model_path = str(Path(model).resolve()) if Path(model).exists() else str(model)
+        from ..models import load_model
 
-            model = load_text2image(model, device=dev)
-        else:
-            from ..diffusion.checkpoint import load_score_model
-
-            model = load_score_model(model, device=dev)
+        model = load_model(model, device=dev)  # any reference: checkpoint, diffusers folder, entry point
+        if "cfg_norm" in metrics and hasattr(model, "text2image"):
+            model = model.text2image  # cfg_norm needs the conditional text-to-image model
     elif model is not None:
         if not callable(model) or not hasattr(model, "sde"):
             raise TypeError(f"model must be a score model with an .sde (e.g. lidmem.ScoreModel) or a checkpoint path; got {type(model).__name__}")
@@ -549,7 +546,9 @@ def score_dataset(
         (skipped if _is_done(_part_path(out, sh), sh, shash) else todo).append(sh)
 
     result = ScoreResult(out=out, settings=settings, n_shards=len(shards), shards_skipped=[s.index for s in skipped])
-    data_shape = (getattr(model, "metadata", None) or {}).get("data_shape") if model is not None else None
+    meta = (getattr(model, "metadata", None) or {}) if model is not None else {}
+    data_shape = meta.get("image_shape") or meta.get("data_shape")
+    encode = model.encode if meta.get("space") == "latent" and hasattr(model, "encode") else None  # latent models: LID on latents
     dtypes = {m: METRICS[m].dtype for m in metrics}
     autocast = torch.autocast(dev.type, dtype=getattr(torch, precision)) if precision != "float32" else nullcontext()
 
@@ -571,6 +570,7 @@ def score_dataset(
             if b0 == sh.start:
                 cols = {"row": [], "id": [], **{m: [] for m in metrics}}
             x = _to_model_input(rows, data_shape, params, dev)
+            x = encode(x) if encode is not None else x
             cols["row"].append(rows.rows)
             cols["id"].extend(rows.ids)
             for m in metrics:
