@@ -287,7 +287,6 @@ def _audit(model: str, train, out) -> dict:
     return json.loads((out / "summary.json").read_text())
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["epsilon", "ldm", "t2i", "edm", "generator", "checkpoint"])
 def test_audit_mmh_score_end_to_end(folders, kind, tmp_path, one_thread):
     import pandas as pd
@@ -325,3 +324,67 @@ def test_generator_rejected_by_mmh(folders, tmp_path):
     res = runner.invoke(app, ["mmh", "--model", "test_models:generator_factory", "--data", str(folders["train"]),
                               "--out", str(tmp_path / "o"), "--k", "10"])
     assert res.exit_code == 2 and "needs a score model" in " ".join(res.output.split())
+
+
+@pytest.fixture(scope="module")
+def sd_folder(tmp_path_factory):
+    """A tiny Stable Diffusion layout (unet/, vae/, text_encoder/, tokenizer/, scheduler/)."""
+    from lidmem.text2image.testing import tiny_components
+
+    root = tmp_path_factory.mktemp("sd") / "sd"
+    comps = tiny_components(latent=True)
+    for name, comp in comps.items():
+        comp.save_pretrained(root / name)
+    return root
+
+
+def test_stable_diffusion_layout_is_the_empty_prompt_latent_score(sd_folder, tmp_path, one_thread):
+    from diffusers import DDIMScheduler, UNet2DConditionModel
+    from transformers import AutoTokenizer, CLIPTextModel
+
+    model = load_model(sd_folder)
+    assert isinstance(model, LatentScoreModel) and model.info.source == "text2image_unconditional"
+    assert model.info.data_shape == (4, 8, 8) and model.info.image_shape == (3, 16, 16)
+    # ground truth: epsilon of the UNet given the text encoder's output for "" at timestep 400
+    tok = AutoTokenizer.from_pretrained(sd_folder, subfolder="tokenizer")
+    te = CLIPTextModel.from_pretrained(sd_folder, subfolder="text_encoder").eval()
+    unet = UNet2DConditionModel.from_pretrained(sd_folder, subfolder="unet").eval()
+    ab = DDIMScheduler.from_pretrained(sd_folder, subfolder="scheduler").alphas_cumprod[400].double()
+    ids = tok([""], padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        emb = te(ids)[0].expand(2, -1, -1)
+        eps = unet(x, torch.full((2,), 400.0), encoder_hidden_states=emb).sample
+        s = model(x, 400 / 999)
+    torch.testing.assert_close(s, (-eps / (1 - ab).sqrt()).float(), rtol=1e-4, atol=1e-4)
+    train = np.random.default_rng(0).uniform(-1, 1, (20, 3, 16, 16)).astype(np.float32)
+    np.save(tmp_path / "train.npy", train)
+    res = runner.invoke(app, ["audit", "--model", str(sd_folder), "--train", str(tmp_path / "train.npy"), "--out", str(tmp_path / "a"),
+                              "--num-samples", "3", "--sampling-steps", "2", "--flipd-probes", "1", "--nb-scores", "4",
+                              "--lpca-k", "5", "--no-report"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["lid_space"] == "latent" and summary["image_shape"] == [3, 16, 16]
+
+
+@pytest.mark.slow
+def test_train_then_audit_and_resume_equals_uninterrupted(folders, tmp_path, one_thread):
+    """lidmem train on 200 digits; 150 + 150 resumed steps == 300 uninterrupted steps, bit for bit."""
+    from safetensors.torch import load_file
+
+    train = tmp_path / "imgs"
+    write_png_folder(load_digits_images()[0][:200], train)
+    full, part = tmp_path / "full.safetensors", tmp_path / "part.safetensors"
+    common = ["--data", str(train), "--checkpoint-every", "100", "--no-progress", "--batch-size", "32"]
+    res = runner.invoke(app, ["train", *common, "--out", str(full), "--steps", "300", "--grid", "16", "--sampling-steps", "10"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "full.samples.png").is_file()
+    assert runner.invoke(app, ["train", *common, "--out", str(part), "--steps", "150", "--grid", "0"]).exit_code == 0
+    res = runner.invoke(app, ["train", *common, "--out", str(part), "--steps", "300", "--grid", "0"])
+    assert res.exit_code == 0 and "resumed from step 150" in res.output
+    a, b = load_file(str(full)), load_file(str(part))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    info = load_model(full).info
+    assert info.source == "lidmem_checkpoint" and info.data_shape == (1, 8, 8)
+    s = _audit(str(full), train, tmp_path / "audit")
+    assert s["n_train"] == 200
