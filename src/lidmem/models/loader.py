@@ -159,8 +159,8 @@ def _load_folder(path: Path, ref: str, dev: torch.device, dtype: torch.dtype) ->
             cls = _read_json(path / "config.json").get("_class_name", "a model")
             raise ValueError(f"folder {ref!r} holds a single {cls} (config.json) but no unet/ and scheduler/; "
                              "pass the folder of the whole pipeline (save_pretrained of the pipeline)")
-        found = ", ".join(f"{d}/" for d in subdirs) or "no subfolders"
-        raise ValueError(f"folder {ref!r} has {found} but no unet/; expected {_EXPECTED}")
+        found = f"has {', '.join(f'{d}/' for d in subdirs)} but no unet/" if subdirs else "has no subfolders (no unet/)"
+        raise ValueError(f"folder {ref!r} {found}; expected {_EXPECTED}")
     if not has["scheduler"]:
         raise ValueError(f"folder {ref!r} has unet/ but no scheduler/; a diffusers pipeline folder needs both (the scheduler's alpha-bar table defines the SDE)")
     if not (path / "unet" / "config.json").is_file():
