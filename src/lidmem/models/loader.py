@@ -125,9 +125,8 @@ def _load_file(path: Path, ref: str, dev: torch.device) -> nn.Module:
         info = ModelInfo("generator", "lidmem_checkpoint", ref, shape, shape, n_params=count_parameters(net),
                          latent=f"N(0, I), latent_dim={latent_dim}", details={"network": meta.get("network", {}).get("type")})
         return _finish(net, info, meta)
-    if kind == "text2image":
-        raise ValueError(f"checkpoint {ref!r} holds a text-to-image model in one file; pass its diffusers folder instead")
-    raise ValueError(f"checkpoint {ref!r} holds a {kind!r} model; expected a 'score_model' or 'generator' checkpoint")
+    hint = " (for a text-to-image model pass its diffusers folder)" if kind == "text2image" else ""
+    raise ValueError(f"checkpoint {ref!r} holds a {kind!r} model; expected a 'score_model' or 'generator' checkpoint{hint}")
 
 
 def _finish(model: nn.Module, info: ModelInfo, meta: dict[str, Any] | None = None) -> nn.Module:
