@@ -403,10 +403,11 @@ def score_dataset(
     Parameters
     ----------
     model : ScoreModel, TextToImageModel, path or None
-        A score model (``model(x, t)`` returns the score, with ``.sde``), the path of a lidmem
-        ``score_model`` checkpoint (loaded with :func:`lidmem.diffusion.checkpoint.load_score_model`),
-        or, for ``cfg_norm``, a :class:`lidmem.text2image.adapters.TextToImageModel` or a diffusers
-        model folder (loaded with :func:`lidmem.text2image.adapters.load_text2image`).
+        A score model (``model(x, t)`` returns the score, with ``.sde``), or any model reference
+        :func:`lidmem.models.load_model` reads (lidmem checkpoint, diffusers pixel / latent /
+        text-to-image folder, ``package.module:factory``; latent models score encoded images);
+        for ``cfg_norm``, a :class:`lidmem.text2image.adapters.TextToImageModel` or a text-to-image
+        folder (its conditional model is used).
         None is allowed when every metric is model-free (``png_complexity``).
     data : str, Path or DataSource
         Anything :func:`lidmem.scoring.open_source` opens (folder, list file, Parquet, WebDataset
@@ -505,6 +506,8 @@ def score_dataset(
         from ..models import load_model
 
         model = load_model(model, device=dev)  # any reference: checkpoint, diffusers folder, entry point
+        if model.info.kind != "score_model":
+            raise ValueError(f"model {model_path} is a {model.info.kind}; lidmem score's metrics need a score model")
         if "cfg_norm" in metrics and hasattr(model, "text2image"):
             model = model.text2image  # cfg_norm needs the conditional text-to-image model
     elif model is not None:
