@@ -111,9 +111,11 @@ def _load_file(path: Path, ref: str, dev: torch.device) -> nn.Module:
     meta = read_metadata(path)  # ValueError: not safetensors / not a lidmem checkpoint
     kind = meta.get("kind")
     shape = tuple(int(v) for v in (meta.get("data_shape") or ()))
+    stored = (meta.get("extra") or {}).get("data_range")
+    vrange = tuple(float(v) for v in stored) if stored else ((-1.0, 1.0) if len(shape) == 3 else None)  # images: lidmem's [-1, 1]
     if kind == "score_model":
         model = load_score_model(path, device=dev)
-        info = ModelInfo("score_model", "lidmem_checkpoint", ref, shape, shape, n_params=count_parameters(model),
+        info = ModelInfo("score_model", "lidmem_checkpoint", ref, shape, shape, vrange, "pixel" if len(shape) == 3 else "vector", n_params=count_parameters(model),
                          sde=sde_summary(model.sde), prediction=model.prediction,
                          details={"network": meta.get("network", {}).get("type")})
         return _finish(model, info, meta)
@@ -122,7 +124,7 @@ def _load_file(path: Path, ref: str, dev: torch.device) -> nn.Module:
         latent_dim = getattr(net, "latent_dim", None)
         if latent_dim is None:
             raise ValueError(f"generator checkpoint {ref!r} holds a network without latent_dim; it cannot be sampled")
-        info = ModelInfo("generator", "lidmem_checkpoint", ref, shape, shape, n_params=count_parameters(net),
+        info = ModelInfo("generator", "lidmem_checkpoint", ref, shape, shape, vrange, n_params=count_parameters(net),
                          latent=f"N(0, I), latent_dim={latent_dim}", details={"network": meta.get("network", {}).get("type")})
         return _finish(net, info, meta)
     hint = " (for a text-to-image model pass its diffusers folder)" if kind == "text2image" else ""
@@ -132,9 +134,9 @@ def _load_file(path: Path, ref: str, dev: torch.device) -> nn.Module:
 def _finish(model: nn.Module, info: ModelInfo, meta: dict[str, Any] | None = None) -> nn.Module:
     meta = dict(meta or {})
     meta.setdefault("kind", info.kind)
-    meta["data_shape"] = list(info.data_shape)
-    meta["image_shape"] = list(info.image_shape)
-    meta["value_range"] = list(info.value_range)
+    meta["data_shape"] = list(info.data_shape) or None  # an old checkpoint may not know its shape
+    meta["image_shape"] = list(info.image_shape) or None
+    meta["value_range"] = list(info.value_range) if info.value_range is not None else None
     meta["space"] = info.space
     meta.setdefault("source", info.source)
     model.metadata = meta

@@ -71,9 +71,10 @@ class ModelInfo:
         Shape of one sample in the space the estimators work in (latents for latent models).
     image_shape : tuple of int
         Shape of one pixel image (equals ``data_shape`` in pixel space).
-    value_range : (float, float)
-        Range of the pixel data the model expects / generates.
-    space : {"pixel", "latent"}
+    value_range : (float, float) or None
+        Range of the pixel data the model expects / generates (None: not recorded, vector data).
+    space : {"pixel", "latent", "vector"}
+        ``"vector"`` for models of points ``(n, d)`` rather than images.
     n_params : int
         Parameters of every network involved (UNet, autoencoder, text encoder).
     sde : dict or None
@@ -91,7 +92,7 @@ class ModelInfo:
     reference: str
     data_shape: tuple[int, ...]
     image_shape: tuple[int, ...]
-    value_range: tuple[float, float] = (-1.0, 1.0)
+    value_range: tuple[float, float] | None = (-1.0, 1.0)
     space: str = "pixel"
     n_params: int = 0
     sde: dict[str, Any] | None = None
@@ -102,7 +103,8 @@ class ModelInfo:
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict."""
         d = asdict(self)
-        d["data_shape"], d["image_shape"], d["value_range"] = list(self.data_shape), list(self.image_shape), list(self.value_range)
+        d["data_shape"], d["image_shape"] = list(self.data_shape), list(self.image_shape)
+        d["value_range"] = list(self.value_range) if self.value_range is not None else None
         return d
 
     def lines(self) -> list[str]:
@@ -123,7 +125,7 @@ class ModelInfo:
         rows.append(("data shape", "x".join(map(str, self.data_shape)) + (" (latents)" if self.space == "latent" else "")))
         if self.image_shape != self.data_shape:
             rows.append(("image shape", "x".join(map(str, self.image_shape))))
-        rows.append(("value range", f"[{self.value_range[0]:g}, {self.value_range[1]:g}]"))
+        rows.append(("value range", f"[{self.value_range[0]:g}, {self.value_range[1]:g}]" if self.value_range is not None else "not recorded"))
         rows.append(("parameters", f"{self.n_params:,}"))
         for k, v in self.details.items():
             rows.append((k.replace("_", " "), str(v)))
