@@ -445,3 +445,14 @@ def test_train_defaults_and_readers_agree(tmp_path):
     with pytest.raises(ValueError, match="square"):
         np.save(tmp_path / "r.npy", np.zeros((3, 1, 8, 6), np.float32))
         read_training_images(tmp_path / "r.npy")
+
+
+def test_latent_ddim_then_decode_reproduces_ldm_pipeline(folders, one_thread):
+    from diffusers import LDMPipeline
+
+    pipe = LDMPipeline.from_pretrained(folders["ldm"])
+    ref = pipe(batch_size=2, generator=torch.Generator().manual_seed(3), num_inference_steps=8, eta=0.0, output_type="np").images
+    model = load_model(folders["ldm"])
+    noise = torch.randn((2, 2, 4, 4), generator=torch.Generator().manual_seed(3))
+    ours = (model.decode(sample_ddim(model, noise, 8)) / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    assert np.abs(ours - ref).max() <= 1e-4 and ref.std() > 0.01
