@@ -290,7 +290,8 @@ def _load_entry_point(ref: str, dev: torch.device) -> nn.Module:
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ValueError(f"entry point {ref!r}: cannot import module {module_name!r} ({exc})") from None
+        raise ValueError(f"entry point {ref!r}: cannot import module {module_name!r} ({exc}); put its folder on PYTHONPATH, "
+                         "e.g. PYTHONPATH=. for a file in the current folder") from None
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise ValueError(f"entry point {ref!r}: {module_name} has no attribute {attr!r}")
