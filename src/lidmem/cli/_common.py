@@ -103,14 +103,16 @@ def parse_lpca_radius(text: str, option: str = "--radius") -> str | float | None
 
 
 def check_model_file(model: object, what: str, option: str = "--model") -> None:
-    """``--model`` must be an existing file (named in the error, with what is expected)."""
+    """``--model`` must name a model reference :func:`lidmem.models.load_model` reads: an existing
+    file or folder, or a ``package.module:factory`` entry point (named in the error, with what is
+    expected). What the file or folder holds is checked by the loader."""
     from pathlib import Path
 
+    from ..models.loader import is_entry_point
+
     p = Path(str(model))
-    if not p.exists():
+    if not p.exists() and not is_entry_point(str(model)):
         raise ValueError(f"{option} {model} does not exist; give {what}")
-    if not p.is_file():
-        raise ValueError(f"{option} {model} is not a file; give {what}")
 
 
 def check_finite_images(images: object, option: str, source: object) -> None:
@@ -156,7 +158,7 @@ def check_audit_options(
     cos = check_finite(cos_threshold, "--cos-threshold")
     if not -1.0 <= cos <= 1.0:
         raise ValueError(f"--cos-threshold={cos_threshold} must lie in [-1, 1]")
-    check_model_file(model, "a score_model or generator checkpoint (.safetensors)")
+    check_model_file(model, "a lidmem checkpoint (.safetensors), a diffusers model folder or package.module:factory")
 
 
 def check_percentile(value: float, option: str) -> None:
@@ -190,7 +192,7 @@ def check_mmh_options(
     if batch_size is not None:
         check_positive_int(batch_size, "--batch-size")
     check_device_option(device)
-    check_model_file(model, "a lidmem score-model checkpoint (.safetensors)")
+    check_model_file(model, "a lidmem score-model checkpoint (.safetensors), a diffusers model folder or package.module:factory")
 
 
 def check_score_options(
@@ -222,8 +224,8 @@ def check_score_options(
         check_positive_int(nb_scores, "--nb-scores")
     check_choice(probe, "--probe", ("rademacher", "gaussian"))
     check_device_option(device)
-    if model is not None and not Path(str(model)).exists():
-        raise ValueError(f"--model {model} does not exist; give a lidmem score_model checkpoint (.safetensors) or a diffusers model folder")
+    if model is not None:
+        check_model_file(model, "a lidmem score-model checkpoint (.safetensors), a diffusers model folder or package.module:factory")
 
 
 def check_lid_options(*, k: int, tau: str, tau_percentile: float, alpha: float, radius: str, radius_percentile: float, seed: int) -> None:

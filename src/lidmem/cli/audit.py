@@ -74,7 +74,7 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
 
     @app.command("audit")
     def audit(
-        model: Path = typer.Option(..., "--model", help="A score_model or generator checkpoint (.safetensors)."),
+        model: Path = typer.Option(..., "--model", help="Model: lidmem checkpoint, diffusers folder (pixel, latent, text-to-image) or package.module:factory; check it with lidmem inspect."),
         train: str = typer.Option(..., "--train", help="Training images: a folder of images, a .npy (n,c,h,w) in [-1,1], or 'digits'."),
         out: Path = typer.Option(..., "--out", help="Output folder (samples.parquet, summary.json, report.html)."),
         num_samples: int = typer.Option(500, "--num-samples", help="Samples to generate (ignored with --samples)."),

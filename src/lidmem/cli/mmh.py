@@ -10,7 +10,7 @@ from ._common import check_mmh_options, console, parse_lpca_radius, parse_lpca_t
 
 
 def mmh_command(
-    model: Path = typer.Option(..., "--model", "-m", help="lidmem score-model checkpoint (.safetensors)."),
+    model: Path = typer.Option(..., "--model", "-m", help="Score model: lidmem checkpoint, diffusers folder or package.module:factory (see lidmem inspect)."),
     data: Path = typer.Option(..., "--data", "-d", help="Training data: .npy, .csv, .parquet (numeric columns) or a folder of images."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (mmh.csv + summary.json)."),
     t0: float = typer.Option(0.01, help="FLIPD time t0 in (0, 1]."),
@@ -37,8 +37,8 @@ def mmh_command(
         import pandas as pd
 
         from ..data.io import load_points
-        from ..diffusion.checkpoint import load_score_model
         from ..memorization.mmh import mmh_analysis
+        from ..models import load_model
 
         # every option and the data before the model is loaded
         check_mmh_options(out=out, model=model, t0=t0, trace=trace, n_probes=n_probes, k=k, tau_percentile=tau_percentile, alpha=alpha,
@@ -48,10 +48,20 @@ def mmh_command(
         points = load_points(data)
         if k >= len(points):
             raise ValueError(f"--k={k} must be < the number of points in {data} ({len(points)}); lower --k")
-        score_model = load_score_model(model, device=device or "cpu")
+        score_model = load_model(model, device=device or "cpu")
+        if score_model.info.kind != "score_model":
+            raise ValueError(f"--model {model} is a {score_model.info.kind}; lidmem mmh needs a score model (FLIPD)")
         meta = score_model.metadata
         shape = meta.get("data_shape")
-        if shape and int(np.prod(shape)) != points.shape[1]:
+        if meta.get("space") == "latent":  # LID_theta and LID_* both on the encoded images (docs/models.md)
+            import torch
+
+            if int(np.prod(meta["image_shape"])) != points.shape[1]:
+                raise ValueError(f"--data {data} has {points.shape[1]} features per point but --model {model} takes images of shape {tuple(meta['image_shape'])}")
+            imgs = torch.from_numpy(points.astype(np.float32)).reshape(len(points), *meta["image_shape"])
+            imgs = imgs * 2 - 1 if Path(data).is_dir() else imgs  # image folders load in [0, 1]
+            points = torch.cat([score_model.encode(imgs[i:i + 64]) for i in range(0, len(imgs), 64)]).flatten(1).numpy()
+        elif shape and int(np.prod(shape)) != points.shape[1]:
             raise ValueError(f"--data {data} has {points.shape[1]} features per point but --model {model} takes samples of shape {tuple(shape)}")
         result = mmh_analysis(
             score_model,

@@ -27,7 +27,7 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
     def score(
         data: Optional[str] = typer.Option(None, "--data", help="Folder of images, list file (.txt), .parquet file/folder/glob, WebDataset .tar file/folder/glob, or a `datasets` save_to_disk folder."),
         out: Path = typer.Option(..., "--out", help="Output folder: settings.json, shards/part-*.parquet, scores.parquet."),
-        model: Optional[Path] = typer.Option(None, "--model", help="lidmem score_model checkpoint (.safetensors), or a diffusers text-to-image folder for cfg_norm. Not needed for png_complexity alone."),
+        model: Optional[Path] = typer.Option(None, "--model", help="Model: lidmem checkpoint, diffusers folder (pixel, latent, text-to-image; cfg_norm needs text-to-image) or package.module:factory. Not needed for png_complexity alone."),
         metrics: str = typer.Option("flipd", "--metrics", help="Comma-separated: flipd, flipd_hutchinson, nb, png_complexity, cfg_norm."),
         shard_size: int = typer.Option(1024, "--shard-size", help="Rows per output shard (unit of resumption and of work split)."),
         batch_size: int = typer.Option(64, "--batch-size", help="Rows per model call (part of the settings: random metrics draw per batch)."),

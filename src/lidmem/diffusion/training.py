@@ -26,7 +26,8 @@ Checkpoints: ``checkpoint="model.safetensors"`` writes the EMA network every
 ``checkpoint_every`` steps (and at the end, and on Ctrl-C) with
 :func:`lidmem.diffusion.checkpoint.save_checkpoint` (SDE, prediction, data shape and training
 settings in its metadata), and the resumable training state (raw weights, optimizer, step,
-random-generator state, loss history) in the sidecar ``model.safetensors.train_state.pt``.
+random-generator state, loss history) in the sidecar ``model.safetensors.train_state.safetensors``
+(tensors in safetensors, everything else as JSON in its metadata; nothing is pickled).
 With ``resume=True`` a later call continues from it, and the result is bit-identical to an
 uninterrupted run (same seed, same settings; CPU).
 """
@@ -53,7 +54,7 @@ from .sde import SDE
 
 __all__ = ["TrainResult", "train_score_model", "sample_times", "dsm_target", "train_state_path"]
 
-_STATE_SUFFIX = ".train_state.pt"
+_STATE_SUFFIX = ".train_state.safetensors"
 
 
 @dataclass
@@ -157,19 +158,57 @@ def _save(path: Path, ema: nn.Module, net: nn.Module, opt: torch.optim.Optimizer
           extra: dict[str, Any] | None) -> None:
     meta_extra = {"training": {**settings, "steps": step}, **(extra or {})}
     save_checkpoint(path, ema, kind="score_model", sde=sde, prediction=prediction, data_shape=data_shape, extra=meta_extra)
-    state = {
-        "step": step,
-        "net": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
-        "ema": {k: v.detach().cpu().clone() for k, v in ema.state_dict().items()},
-        "optimizer": opt.state_dict(),
-        "generator": gen.get_state(),
-        "losses": torch.tensor(losses, dtype=torch.float64),
-        "settings_json": json.dumps(settings, sort_keys=True),
+    write_train_state(train_state_path(path), step=step, net=net, ema=ema, opt=opt, gen=gen, losses=losses, settings=settings)
+
+
+def write_train_state(path: Path, *, step: int, net: nn.Module, ema: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator,
+                      losses: list[float], settings: dict[str, Any]) -> None:
+    """Write the resumable state as safetensors (tensors) + JSON metadata (the rest); atomic rename."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    for prefix, module in (("net", net), ("ema", ema)):
+        for k, v in module.state_dict().items():
+            tensors[f"{prefix}.{k}"] = v.detach().cpu().contiguous().clone()
+    opt_state = opt.state_dict()
+    opt_json: dict[str, Any] = {"param_groups": opt_state["param_groups"], "state": {}}
+    for pid, entries in opt_state["state"].items():
+        opt_json["state"][str(pid)] = {}
+        for k, v in entries.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"opt.{pid}.{k}"] = v.detach().cpu().contiguous().clone()
+                opt_json["state"][str(pid)][k] = "tensor"
+            else:
+                opt_json["state"][str(pid)][k] = v
+    tensors["generator"] = gen.get_state().cpu().clone()
+    tensors["losses"] = torch.tensor(losses, dtype=torch.float64)
+    meta = {"step": str(int(step)), "optimizer": json.dumps(opt_json), "settings_json": json.dumps(settings, sort_keys=True)}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)
+
+
+def read_train_state(path: Path, device: torch.device) -> dict[str, Any]:
+    """Inverse of :func:`write_train_state`: ``{"step", "net", "ema", "optimizer", "generator", "losses", "settings_json"}``."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    tensors = load_file(str(path))
+    opt_json = json.loads(meta["optimizer"])
+    opt_state: dict[int, dict[str, Any]] = {}
+    for pid, entries in opt_json["state"].items():
+        opt_state[int(pid)] = {k: (tensors[f"opt.{pid}.{k}"].to(device) if v == "tensor" else v) for k, v in entries.items()}
+    return {
+        "step": int(meta["step"]),
+        "net": {k[4:]: v for k, v in tensors.items() if k.startswith("net.")},
+        "ema": {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")},
+        "optimizer": {"state": opt_state, "param_groups": opt_json["param_groups"]},
+        "generator": tensors["generator"],
+        "losses": tensors["losses"],
+        "settings_json": meta["settings_json"],
     }
-    sidecar = train_state_path(path)
-    tmp = sidecar.with_name(sidecar.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(sidecar)
 
 
 def train_score_model(
@@ -222,7 +261,7 @@ def train_score_model(
         Seeds weight-independent randomness (minibatches, times, noise). Initialise ``net``
         under your own seed for fully reproducible runs.
     checkpoint : path, optional
-        ``.safetensors`` file for the EMA weights; a ``.train_state.pt`` sidecar holds the
+        ``.safetensors`` file for the EMA weights; a ``.train_state.safetensors`` sidecar holds the
         resumable state. Written every ``checkpoint_every`` steps, at the end and on Ctrl-C.
     checkpoint_every : int, default=1000
     resume : bool, default=True
@@ -289,7 +328,7 @@ def train_score_model(
 
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
     if ckpt_path is not None and resume and train_state_path(ckpt_path).is_file():
-        state = torch.load(train_state_path(ckpt_path), map_location=dev, weights_only=True)
+        state = read_train_state(train_state_path(ckpt_path), dev)
         stored = json.loads(state["settings_json"])
         mine = json.loads(json.dumps(settings, sort_keys=True))
         if stored != mine:

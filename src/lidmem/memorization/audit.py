@@ -133,23 +133,15 @@ def _jsonable(obj: Any) -> Any:
 
 # --- loading & validation (cheap; run before any long work) ------------------------------------
 def load_audit_model(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[nn.Module, str]:
-    """Load a ``score_model`` or ``generator`` checkpoint; returns ``(model, kind)``.
+    """Load any model reference (:func:`lidmem.models.load_model`); returns ``(model, kind)``
+    with ``kind`` ``"score_model"`` or ``"generator"``.
 
-    Raises ValueError for any other checkpoint kind (e.g. ``text2image``), before loading weights.
+    Raises ValueError for a reference that is no model lidmem can audit, before long work.
     """
-    from ..diffusion.checkpoint import load_network, load_score_model, read_metadata
+    from ..models import load_model
 
-    meta = read_metadata(path)
-    kind = meta.get("kind")
-    if kind == "score_model":
-        return load_score_model(path, device=device), kind
-    if kind == "generator":
-        net, meta = load_network(path, expected_kind="generator", device=device)
-        net.metadata = meta
-        return net, kind
-    raise ValueError(
-        f"checkpoint {path} holds a {kind!r} model; the image audit needs a 'score_model' (diffusion) or a 'generator' checkpoint"
-    )
+    model = load_model(path, device=device)
+    return model, model.info.kind
 
 
 def load_training_images(source: str | Path) -> TrainingImages:
@@ -203,6 +195,16 @@ def _model_shape(model: nn.Module, kind: str) -> tuple[int, ...] | None:
     return tuple(int(s) for s in shape) if shape is not None else None
 
 
+def _is_latent(model: nn.Module) -> bool:
+    """True for a latent score model (LID in latent space; ``encode``/``decode`` to pixels)."""
+    return (getattr(model, "metadata", None) or {}).get("space") == "latent" and hasattr(model, "encode")
+
+
+def _image_shape(model: nn.Module, kind: str) -> tuple[int, ...] | None:
+    shape = (getattr(model, "metadata", None) or {}).get("image_shape")
+    return tuple(int(s) for s in shape) if shape else _model_shape(model, kind)
+
+
 def check_audit_inputs(
     model: nn.Module,
     kind: str,
@@ -222,7 +224,7 @@ def check_audit_inputs(
     train = np.asarray(train)
     if train.ndim != 4:
         raise ValueError(f"training images must have shape (n, c, h, w); got {train.shape}")
-    shape = _model_shape(model, kind)
+    shape = _image_shape(model, kind)
     if shape is not None and tuple(train.shape[1:]) != shape:
         raise ValueError(
             f"the model generates images of shape {shape} but the training images have shape {tuple(train.shape[1:])}; "
@@ -257,7 +259,11 @@ def _generate(model: nn.Module, kind: str, n: int, *, steps: int, seed: int, bat
         with torch.no_grad():
             x = sample_ode(model, (sl.stop - sl.start, *shape), steps=steps, denoise=True, seed=seed + i, progress=progress)
         outs.append(x)
-    return torch.cat(outs).numpy().astype(np.float32), None
+    x = torch.cat(outs)
+    if _is_latent(model):  # latents -> images for the nearest-neighbour search; keep the latents for LID
+        images = torch.cat([model.decode(x[sl]) for sl in chunk_slices(len(x), batch_size)])
+        return images.cpu().numpy().astype(np.float32), x
+    return x.numpy().astype(np.float32), None
 
 
 def audit_memorization(
@@ -398,10 +404,12 @@ def audit_memorization(
                           near_threshold=near_threshold, cos_threshold=cos_threshold, search=search)
     timings["copy_detection_s"] = time.perf_counter() - t
 
-    d = int(np.prod(x_np.shape[1:]))
+    x_t = torch.from_numpy(x_np)
+    if kind == "score_model" and _is_latent(model):  # LID_theta in latent space (docs/models.md)
+        x_t = z if z is not None else torch.cat([model.encode(x_t[sl]) for sl in chunk_slices(n, batch_size)])
+    d = int(np.prod(x_t.shape[1:]))
     nan = np.full(n, np.nan)
     lid_flipd, lid_nb, lid_jac = nan.copy(), nan.copy(), None
-    x_t = torch.from_numpy(x_np)
     t = time.perf_counter()
     if kind == "score_model":
         lid_flipd = flipd(model, x_t, t0=flipd_t0, trace=flipd_trace, n_probes=flipd_probes, seed=seed,
@@ -454,6 +462,7 @@ def audit_memorization(
 
     summary: dict[str, Any] = {
         "model_kind": kind,
+        "lid_space": "latent" if kind == "score_model" and _is_latent(model) else "pixel",
         "primary_lid_theta": primary_name,
         "n_samples": n,
         "sample_source": sample_source,

@@ -481,10 +481,11 @@ def score_dataset(
     Parameters
     ----------
     model : ScoreModel, TextToImageModel, path or None
-        A score model (``model(x, t)`` returns the score, with ``.sde``), the path of a lidmem
-        ``score_model`` checkpoint (loaded with :func:`lidmem.diffusion.checkpoint.load_score_model`),
-        or, for ``cfg_norm``, a :class:`lidmem.text2image.adapters.TextToImageModel` or a diffusers
-        model folder (loaded with :func:`lidmem.text2image.adapters.load_text2image`).
+        A score model (``model(x, t)`` returns the score, with ``.sde``), or any model reference
+        :func:`lidmem.models.load_model` reads (lidmem checkpoint, diffusers pixel / latent /
+        text-to-image folder, ``package.module:factory``; latent models score encoded images);
+        for ``cfg_norm``, a :class:`lidmem.text2image.adapters.TextToImageModel` or a text-to-image
+        folder (its conditional model is used).
         None is allowed when every metric is model-free (``png_complexity``).
     data : str, Path or DataSource
         Anything :func:`lidmem.scoring.open_source` opens (folder, list file, Parquet, WebDataset
@@ -586,9 +587,11 @@ def score_dataset(
         raise ValueError(f"metrics {[m for m in metrics if METRICS[m].needs_model]} need a model; pass model= (a checkpoint path or a ScoreModel)")
     model_path = None
     if isinstance(model, (str, Path)):
-        if not Path(model).exists():
-            raise ValueError(f"model {model} does not exist; give a lidmem score_model checkpoint (.safetensors) or a diffusers model folder")
-        model_path = str(Path(model).resolve())
+        from ..models.loader import is_entry_point
+
+        if not Path(model).exists() and not is_entry_point(model):
+            raise ValueError(f"model {model} does not exist; give a lidmem checkpoint (.safetensors), a diffusers model folder or package.module:factory")
+        model_path = str(Path(model).resolve()) if Path(model).exists() else str(model)
     elif model is not None:
         if not callable(model) or not hasattr(model, "sde"):
             raise TypeError(f"model must be a score model with an .sde (e.g. lidmem.ScoreModel) or a checkpoint path; got {type(model).__name__}")
@@ -606,14 +609,13 @@ def score_dataset(
     wrote_any = False
     try:
         if isinstance(model, (str, Path)):
-            if Path(model).is_dir():  # a diffusers text-to-image folder (unet/, text_encoder/, ...)
-                from ..text2image.adapters import load_text2image
+            from ..models import load_model
 
-                model = load_text2image(model, device=dev)
-            else:
-                from ..diffusion.checkpoint import load_score_model
-
-                model = load_score_model(model, device=dev)
+            model = load_model(model, device=dev)  # any reference: checkpoint, diffusers folder, entry point
+            if model.info.kind != "score_model":
+                raise ValueError(f"model {model_path} is a {model.info.kind}; lidmem score's metrics need a score model")
+            if "cfg_norm" in metrics and hasattr(model, "text2image"):
+                model = model.text2image  # cfg_norm needs the conditional text-to-image model
 
         settings = {
             "model": _describe_model(model) if needs_model else None,
@@ -646,7 +648,9 @@ def score_dataset(
         wrote_any = bool(skipped)
 
         result = ScoreResult(out=out, settings=settings, n_shards=len(shards), shards_skipped=[s.index for s in skipped])
-        data_shape = (getattr(model, "metadata", None) or {}).get("data_shape") if model is not None else None
+        model_meta = (getattr(model, "metadata", None) or {}) if model is not None else {}
+        data_shape = model_meta.get("image_shape") or model_meta.get("data_shape")
+        encode = model.encode if model_meta.get("space") == "latent" and hasattr(model, "encode") else None  # latent models: LID on latents
         dtypes = {m: METRICS[m].dtype for m in metrics}
         autocast = torch.autocast(dev.type, dtype=getattr(torch, precision)) if precision != "float32" else nullcontext()
 
@@ -668,6 +672,7 @@ def score_dataset(
                 if b0 == sh.start:
                     cols = {"row": [], "id": [], "bad": [], **{m: [] for m in metrics}}
                 x = _to_model_input(rows, data_shape, params, dev)
+                x = encode(x) if encode is not None else x
                 cols["row"].append(rows.rows)
                 cols["id"].extend(rows.ids)
                 cols["bad"].extend(rows.bad)

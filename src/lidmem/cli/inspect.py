@@ -1,0 +1,27 @@
+"""CLI: ``lidmem inspect MODEL`` - what lidmem detected in a model reference, before a long run."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from ._common import user_errors
+
+
+def register(app: typer.Typer, demo_app: typer.Typer) -> None:
+    """Add ``lidmem inspect`` to the lidmem app."""
+
+    @app.command("inspect")
+    def inspect(
+        model: str = typer.Argument(..., help="lidmem checkpoint (.safetensors), diffusers folder or package.module:factory."),
+        as_json: bool = typer.Option(False, "--json", help="Print the description as JSON."),
+        device: str = typer.Option("cpu", "--device", help="torch device to load the model on."),
+    ) -> None:
+        """Load MODEL the way audit / mmh / score do and print its kind, SDE and t range,
+        parametrisation, data shape, value range, pixel or latent space and parameter count."""
+        from ..models import load_model
+
+        with user_errors():
+            info = load_model(model, device=device).info
+        typer.echo(json.dumps(info.to_dict(), indent=2) if as_json else "\n".join(info.lines()))

@@ -1,0 +1,64 @@
+"""CLI: ``lidmem train`` - train lidmem's image UNet on your images, then audit it.
+
+    lidmem train --data imgs/ --out model.safetensors
+    lidmem audit --model model.safetensors --train imgs/ --out audit/
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ._common import console, user_errors
+
+
+def register(app: typer.Typer, demo_app: typer.Typer) -> None:
+    """Add ``lidmem train`` to the lidmem app."""
+
+    @app.command("train")
+    def train(
+        data: str = typer.Option(..., "--data", help="Images: a folder, a .npy (n,c,s,s) in [-1,1], Parquet file/folder, a save_to_disk folder, or 'digits'."),
+        out: Path = typer.Option(..., "--out", help="Checkpoint to write (.safetensors); its .train_state sidecar makes reruns resume."),
+        steps: Optional[int] = typer.Option(None, help="Total optimisation steps (default from the image side; see docs/models.md)."),
+        batch_size: Optional[int] = typer.Option(None, help="Minibatch size (default from the image side)."),
+        lr: Optional[float] = typer.Option(None, help="Adam learning rate (default from the image side)."),
+        channels: Optional[str] = typer.Option(None, help="UNet block_out_channels, e.g. 32,64 (default from the image side)."),
+        ema_decay: float = typer.Option(0.999, help="EMA decay of the weights (the checkpoint holds the EMA)."),
+        checkpoint_every: int = typer.Option(500, help="Write the checkpoint every N steps (and on Ctrl-C)."),
+        resume: bool = typer.Option(True, "--resume/--restart", help="Continue from --out's training state when it exists."),
+        column: Optional[str] = typer.Option(None, help="Parquet / save_to_disk: the image column (default: first found)."),
+        grid: int = typer.Option(64, help="Samples in the PNG grid written next to --out at the end (0: none)."),
+        sampling_steps: int = typer.Option(50, help="Heun steps of the probability-flow ODE for the grid."),
+        seed: int = typer.Option(0, help="Seed of the initial weights, minibatches, times and noise."),
+        device: Optional[str] = typer.Option(None, help="torch device (default cpu)."),
+        progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar with the loss (default: on a terminal)."),
+    ) -> None:
+        """Train lidmem's pixel-space image UNet (VP-SDE, epsilon, EMA) on your images; Ctrl-C saves, rerun resumes."""
+        from ..models.train import read_training_images, sample_grid_png, train_defaults, train_image_model
+
+        with user_errors():
+            if out.suffix != ".safetensors":
+                raise ValueError(f"--out {out} must end in .safetensors")
+            chans = tuple(int(c) for c in channels.split(",") if c.strip()) if channels else None
+            images, desc = read_training_images(data, column=column)
+            d = train_defaults(int(images.shape[-1]))
+            console.print(
+                f"training on {len(images)} images of shape {tuple(images.shape[1:])}: channels {chans or d.block_out_channels}, "
+                f"{steps or d.steps} steps, batch {batch_size or d.batch_size}, lr {lr or d.lr:g}"
+            )
+            try:
+                res = train_image_model(
+                    images, out, steps=steps, batch_size=batch_size, lr=lr, block_out_channels=chans, ema_decay=ema_decay,
+                    checkpoint_every=checkpoint_every, resume=resume, seed=seed, extra={"data": desc}, progress=progress, device=device,
+                )
+            except KeyboardInterrupt:
+                console.print(f"interrupted; the checkpoint {out} holds the last step. Rerun the same command to resume.")
+                raise typer.Exit(code=130) from None
+        note = f" (resumed from step {res.resumed_from})" if res.resumed_from else ""
+        console.print(f"{res.steps} steps{note}, final loss {res.losses[-50:].mean():.4f}; wrote {out}")
+        if grid > 0:
+            png = sample_grid_png(res.model, tuple(images.shape[1:]), out.with_suffix(".samples.png"), n=grid, steps=sampling_steps, seed=seed)
+            console.print(f"wrote {png}")
+        console.print(f"next: lidmem audit --model {out} --train {data} --out audit/")

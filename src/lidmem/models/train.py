@@ -1,0 +1,164 @@
+"""Train lidmem's image UNet (pixel space) on a user's images: the library side of ``lidmem train``.
+
+:func:`read_training_images` reads the data the same way ``lidmem audit --train`` does (a folder
+of images, a ``.npy`` ``(n, c, h, w)`` in [-1, 1], ``"digits"``) plus Parquet shards and
+Hugging Face data sets on disk (:func:`lidmem.scoring.sources.open_source`). :func:`train_defaults`
+picks the network and schedule from the image side ``s`` (images must be square):
+
+========== ======================= ======= ====== ====== ==============================
+side s     block_out_channels      steps   batch  lr     note
+========== ======================= ======= ====== ====== ==============================
+s <= 16    (32, 64)                4,000   128    1e-3   the shipped digits UNet's recipe
+s <= 32    (32, 64, 64)            20,000  64     2e-4
+s <= 64    (32, 64, 128, 128)      50,000  32     2e-4   a GPU job
+s > 64     (64, 128, 256, 256)     100,000 16     1e-4   a GPU job
+========== ======================= ======= ====== ====== ==============================
+
+Levels are dropped from the end until ``s`` is divisible by ``2 ** (levels - 1)``. Everything
+else is :func:`lidmem.diffusion.training.train_score_model`'s: VP-SDE, epsilon prediction, EMA
+0.999, half of each batch's times log-uniform, resumable checkpoints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["TrainDefaults", "train_defaults", "read_training_images", "train_image_model", "sample_grid_png"]
+
+
+@dataclass(frozen=True)
+class TrainDefaults:
+    """Defaults of ``lidmem train`` for one image side (see the module docstring)."""
+
+    block_out_channels: tuple[int, ...]
+    steps: int
+    batch_size: int
+    lr: float
+
+
+def train_defaults(side: int) -> TrainDefaults:
+    """The default network and schedule for square images of side ``side``."""
+    if isinstance(side, bool) or not isinstance(side, int) or side < 1:
+        raise ValueError(f"side must be a positive int; got {side!r}")
+    if side <= 16:
+        d = TrainDefaults((32, 64), 4000, 128, 1e-3)
+    elif side <= 32:
+        d = TrainDefaults((32, 64, 64), 20000, 64, 2e-4)
+    elif side <= 64:
+        d = TrainDefaults((32, 64, 128, 128), 50000, 32, 2e-4)
+    else:
+        d = TrainDefaults((64, 128, 256, 256), 100000, 16, 1e-4)
+    channels = d.block_out_channels
+    while len(channels) > 1 and side % 2 ** (len(channels) - 1):
+        channels = channels[:-1]
+    return TrainDefaults(channels, d.steps, d.batch_size, d.lr)
+
+
+def read_training_images(data: str | Path, *, column: str | None = None, mode: str | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Images ``(n, c, s, s)`` float32 in [-1, 1] and a description of where they came from.
+
+    ``"digits"``, a folder of images and a ``.npy`` go through
+    :func:`lidmem.memorization.audit.load_training_images` (what ``lidmem audit --train`` reads);
+    Parquet files / folders and ``save_to_disk`` folders through
+    :func:`lidmem.scoring.sources.open_source` (images in [0, 1] mapped to [-1, 1]).
+    """
+    from ..memorization.audit import load_training_images
+    from ..scoring.sources import open_source
+
+    s = str(data)
+    path = Path(s)
+    kind = None
+    if path.is_dir() and ((path / "state.json").is_file() or any(path.glob("*.parquet"))):
+        kind = "hf" if (path / "state.json").is_file() else "parquet"
+    elif path.suffix.lower() == ".parquet" or any(ch in s for ch in "*?["):
+        kind = "parquet"
+    if kind is None:
+        if column is not None:
+            raise ValueError("--column applies to Parquet and Hugging Face data only")
+        tr = load_training_images(data)
+        images, desc = np.asarray(tr.images, dtype=np.float32), dict(tr.description)
+    else:
+        src = open_source(s, kind=kind, column=column, mode=mode)
+        rows = src.read(0, len(src))
+        if not rows.is_image or rows.data.ndim != 4:
+            raise ValueError(f"{s} holds arrays of shape {rows.data.shape[1:]}, not images; lidmem train needs images (n, c, s, s)")
+        images, desc = (2.0 * rows.data - 1.0).astype(np.float32), {"source": s, "kind": kind}
+    if images.ndim != 4 or images.shape[2] != images.shape[3]:
+        raise ValueError(f"lidmem train needs square images (n, c, s, s); {s} holds shape {images.shape[1:]}; crop or resize them first")
+    if images.shape[1] not in (1, 3):
+        raise ValueError(f"images must have 1 (grey) or 3 (RGB) channels; {s} has {images.shape[1]}")
+    if len(images) < 2:
+        raise ValueError(f"{s} holds {len(images)} image(s); training needs at least 2")
+    desc.update(n=int(len(images)), shape=list(images.shape[1:]), value_range=[-1.0, 1.0])
+    return images, desc
+
+
+def train_image_model(
+    images: np.ndarray,
+    out: str | Path,
+    *,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    block_out_channels: tuple[int, ...] | None = None,
+    ema_decay: float = 0.999,
+    checkpoint_every: int = 1000,
+    resume: bool = True,
+    seed: int = 0,
+    extra: dict[str, Any] | None = None,
+    progress: bool | None = None,
+    device: str | torch.device | None = None,
+) -> Any:
+    """Train :class:`lidmem.diffusion.unet.UNetScoreNet` (VP-SDE, epsilon) on ``images`` and write
+    the EMA checkpoint ``out`` (+ its resumable training state). Returns the ``TrainResult``.
+
+    ``None`` arguments take :func:`train_defaults` of the image side. Initial weights are drawn
+    under ``seed``, so a rerun of the same call (after Ctrl-C) resumes to bit-identical weights.
+    """
+    from ..diffusion.sde import VPSDE
+    from ..diffusion.training import train_score_model
+    from ..diffusion.unet import UNetScoreNet
+
+    images = np.asarray(images, dtype=np.float32)
+    side = int(images.shape[-1])
+    d = train_defaults(side)
+    channels = tuple(block_out_channels) if block_out_channels else d.block_out_channels
+    groups = 8 if all(c % 8 == 0 for c in channels) else 1
+    with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG untouched
+        torch.manual_seed(int(seed))
+        net = UNetScoreNet(side, in_channels=int(images.shape[1]), block_out_channels=channels, norm_num_groups=groups)
+    if device is not None:
+        net = net.to(device)
+    return train_score_model(
+        net, images, VPSDE(), prediction="epsilon", steps=steps or d.steps, batch_size=batch_size or d.batch_size,
+        lr=lr or d.lr, ema_decay=ema_decay, seed=seed, checkpoint=out, checkpoint_every=checkpoint_every, resume=resume,
+        extra={"data_range": [-1.0, 1.0], "trained_by": "lidmem train", **(extra or {})}, progress=progress, device=device,
+    )
+
+
+def sample_grid_png(model: Any, shape: tuple[int, ...], path: str | Path, *, n: int = 64, steps: int = 50, seed: int = 0) -> Path:
+    """Sample ``n`` images (probability-flow ODE, Heun, Tweedie-denoised) and write a square PNG grid."""
+    from PIL import Image
+
+    from ..diffusion.sampling import sample_ode
+
+    with torch.no_grad():
+        x = sample_ode(model, (n, *shape), steps=steps, denoise=True, seed=seed, progress=False)
+    imgs = ((x.clamp(-1, 1).cpu().numpy() + 1.0) * 127.5).round().astype(np.uint8)  # (n, c, h, w)
+    c, h, w = imgs.shape[1:]
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    grid = np.zeros((rows * (h + 1) + 1, cols * (w + 1) + 1, c), dtype=np.uint8)
+    for i, im in enumerate(imgs):
+        r, q = divmod(i, cols)
+        grid[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + q * (w + 1):1 + q * (w + 1) + w] = im.transpose(1, 2, 0)
+    scale = max(1, 256 // max(grid.shape[:2]))
+    pic = Image.fromarray(grid[..., 0] if c == 1 else grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.Resampling.NEAREST)
+    path = Path(path)
+    pic.save(path)
+    return path
