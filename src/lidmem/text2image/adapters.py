@@ -394,16 +394,8 @@ class TextToImageModel(nn.Module):
         """
         return self.output_to_score(self.guided_output(x, t, cond, uncond, guidance_scale), x, t)
 
-    def score(
-        self,
-        x: torch.Tensor,
-        t: float | torch.Tensor,
-        cond: torch.Tensor | None,
-        uncond: torch.Tensor | None = None,
-        guidance_scale: float = 1.0,
-    ) -> torch.Tensor:
-        """Same as calling the model (:meth:`forward`)."""
-        return self(x, t, cond, uncond, guidance_scale)
+    #: Same as calling the model (:meth:`forward`): s_CFG(x; t, c).
+    score = forward
 
     def epsilon(
         self,
