@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from lidmem import VESDE, VPSDE, ScoreModel
+from lidmem.data.analytic import GaussianMixtureOnSubspaces
 from lidmem.diffusion.sampling import get_timesteps, ode_derivative, sample_euler_maruyama, sample_ode
 from lidmem.utils import append_dims
 
@@ -80,14 +81,56 @@ def test_callback_and_denoise():
     assert (xd - x).abs().max() < 0.01 and not torch.equal(x, xd)
 
 
-def test_ode_derivative_is_probability_flow():
+@pytest.mark.parametrize("sde", [VPSDE(), VESDE()], ids=["vp", "ve"])
+def test_ode_derivative_transports_the_oracle_density(sde):
+    """The probability-flow drift v = f x - g^2/2 s of the Gaussian-mixture oracle satisfies the
+    continuity equation d/dt log p_t = -div v - v . grad log p_t, with log p_t and its time
+    derivative (central difference) from the oracle's closed-form density, not from the score."""
+    gm = GaussianMixtureOnSubspaces(dims=[0, 2, 3], ambient_dim=5, scales=0.7, offset_scale=1.5, seed=1, sde=sde)
+    x0, _, _ = gm.sample(6, seed=0, dtype=torch.float64)
+    t = 0.3
+    tt = torch.full((6,), t, dtype=torch.float64)
+    x = float(sde.psi(tt[0])) * x0 + float(sde.sigma(tt[0])) * torch.randn(x0.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    v, score = ode_derivative(gm, x, tt)
+    torch.testing.assert_close(score, gm.score(x, tt))
+    div = torch.stack([torch.trace(torch.func.jacrev(lambda y: ode_derivative(gm, y[None], tt[:1])[0][0])(xi)) for xi in x])
+    h = 1e-5
+    dlogp = (gm.log_prob(x, t + h) - gm.log_prob(x, t - h)) / (2 * h)
+    residual = dlogp + div + (v * score).sum(1)
+    assert float(dlogp.abs().max()) > 0.1  # the density does move at t
+    torch.testing.assert_close(residual, torch.zeros_like(residual), rtol=0, atol=1e-5 * float(dlogp.abs().max()))
+    # the reverse-SDE drift (g^2 instead of g^2 / 2) does not transport p_t
+    g2 = sde.diffusion_sq(tt)[:, None]
+    wrong = v - 0.5 * g2 * score
+    wrong_res = dlogp + (div - 0.5 * g2[:, 0] * torch.stack([torch.trace(torch.func.jacrev(lambda y: gm.score(y[None], tt[:1])[0])(xi)) for xi in x])) + (wrong * score).sum(1)
+    assert float(wrong_res.abs().max()) > 0.1
+
+
+def test_conditioning_reaches_every_model_call():
+    """extra_args are passed unchanged to the model by ode_derivative, both integrators and the
+    final denoising: a conditional Gaussian whose mean is the conditioning samples exactly as the
+    same model with that mean built in."""
     sde = VPSDE()
-    model = gaussian_score_model(sde)
-    x = torch.randn(5, 2)
-    t = torch.full((5,), 0.3)
-    d, score = ode_derivative(model, x, t)
-    expected = -0.5 * sde.beta(t)[:, None] * x - 0.5 * sde.beta(t)[:, None] * score
-    assert torch.allclose(d, expected, atol=1e-6)
+
+    def score(x, t, *, mean):
+        psi = append_dims(sde.psi(t), x.ndim)
+        sig = append_dims(sde.sigma(t), x.ndim)
+        return -(x - psi * mean) / (psi**2 * S**2 + sig**2)
+
+    model = ScoreModel(score, sde, prediction="score")
+    mean = torch.tensor([[2.0, -1.0]])
+    fixed = ScoreModel(lambda x, t: score(x, t, mean=mean), sde, prediction="score")
+    x = sample_ode(model, (500, 2), steps=100, seed=0, denoise=True, extra_args={"mean": mean}, progress=False)
+    assert torch.equal(x, sample_ode(fixed, (500, 2), steps=100, seed=0, denoise=True, progress=False))
+    assert torch.allclose(x.mean(0), mean[0], atol=0.1)  # (Heun's bias grows with |mean|: 0.05 here)
+    e = sample_euler_maruyama(model, (500, 2), steps=50, seed=0, denoise=True, extra_args={"mean": mean}, progress=False)
+    assert torch.equal(e, sample_euler_maruyama(fixed, (500, 2), steps=50, seed=0, denoise=True, progress=False))
+    other = sample_ode(model, (500, 2), steps=100, seed=0, extra_args={"mean": -mean}, progress=False)
+    assert torch.allclose(other.mean(0), -mean[0], atol=0.1)
+    with pytest.raises(TypeError, match="mean"):
+        sample_ode(model, (4, 2), steps=2, progress=False)  # the model needs its conditioning
+    with pytest.raises(TypeError, match="extra_args"):
+        sample_ode(model, (4, 2), steps=2, extra_args=[mean], progress=False)
 
 
 def test_timesteps_and_errors():

@@ -1,13 +1,15 @@
 """TextToImageModel on tiny random diffusers components: the CFG score equals diffusers' own
 guided prediction (order of the batch halves), DDIM sampling equals StableDiffusionPipeline,
-FLIPD through the CFG score equals a dense Jacobian's trace with both branches, shapes, loading."""
+the core FLIPD with the model's conditioning equals a dense Jacobian's trace with both branches
+(and its create_graph gradient a finite difference), shapes, loading."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from lidmem.text2image import TextToImageModel, cfg_flipd_at, load_text2image, math_attention
+from lidmem.estimators import flipd, flipd_at
+from lidmem.text2image import TextToImageModel, cfg_flipd_at, load_text2image
 from lidmem.text2image.testing import tiny_components
 
 
@@ -64,10 +66,9 @@ def test_cfg_epsilon_is_diffusers_guided_noise_pred(comps, model):
     # score = -eps / sigma with sigma^2 = 1 - alpha-bar_k of the scheduler's real table
     sigma = (1 - comps["scheduler"].alphas_cumprod[k]).sqrt()
     torch.testing.assert_close(score, -guided / sigma, rtol=1e-4, atol=1e-4)
-    # the ScoreModel for fixed conditioning gives the same score
-    sm = model.score_model(cond, uncond, lam)
+    # the model itself is the conditional score model: model(x, t, **extra_args) is s_CFG
     with torch.no_grad():
-        torch.testing.assert_close(sm(x, t), score, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(model(x, t, cond=cond, uncond=uncond, guidance_scale=lam), score, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
@@ -86,51 +87,73 @@ def test_ddim_sampler_matches_stable_diffusion_pipeline(prediction_type):
     torch.testing.assert_close(mine, ref, rtol=1e-4, atol=1e-4)
 
 
-def test_cfg_flipd_trace_equals_dense_jacobian_with_both_branches():
+def test_conditional_flipd_equals_dense_jacobian_with_both_branches():
+    """The core estimator with extra_args on the text-to-image model: eq. 6 with the dense Jacobian
+    of s_CFG, (1 - lambda) J_u + lambda J_c, per point (per-point embeddings chunked and repeated)."""
     comps = tiny_components(seed=1, latent=False, sample_size=4)
     model = TextToImageModel(**comps)
     d = model.dim
     assert d == 48
-    cond, uncond = model.encode_prompt("a red cat")
+    cond, uncond = model.encode_prompt(["a red cat", "a blue dog"])
     lam, t = 4.0, 0.3
-    x_t = torch.randn(1, *model.sample_shape, generator=torch.Generator().manual_seed(2))
+    x_t = torch.randn(2, *model.sample_shape, generator=torch.Generator().manual_seed(2))
 
-    def jac(guidance):
-        sm = model.score_model(cond, uncond, guidance)
-        f = lambda v: sm(v.reshape(1, *model.sample_shape), t).reshape(-1)  # noqa: E731
-        with math_attention():
-            return torch.autograd.functional.jacobian(f, x_t.reshape(-1))
+    def jac(i, guidance):
+        f = lambda v: model(v.reshape(1, *model.sample_shape), t, cond[i : i + 1], uncond[i : i + 1], guidance).reshape(-1)  # noqa: E731
+        return torch.autograd.functional.jacobian(f, x_t[i].reshape(-1))
 
-    j_cfg, j_u, j_c = jac(lam), jac(0.0), jac(1.0)
-    torch.testing.assert_close(j_cfg, (1 - lam) * j_u + lam * j_c, rtol=1e-3, atol=1e-3)
     sigma2 = float(model.sde.sigma(torch.tensor(t, dtype=torch.float64))) ** 2
-    with torch.no_grad():
-        s = model.score(x_t, t, cond, uncond, lam)
-    dense = d + sigma2 * (torch.trace(j_cfg) + s.pow(2).sum())
-    with torch.no_grad():
-        exact = cfg_flipd_at(model, x_t, t, cond, uncond, lam, trace="exact")
-    torch.testing.assert_close(exact[0], dense.float(), rtol=1e-4, atol=1e-2)
-    # a JVP that froze the unconditional branch would miss (1 - lam) tr J_u
-    frozen = d + sigma2 * (lam * torch.trace(j_c) + s.pow(2).sum())
-    assert abs(float(frozen - dense)) > 1.0
+    dense = []
+    for i in range(2):
+        j_cfg, j_u, j_c = jac(i, lam), jac(i, 0.0), jac(i, 1.0)
+        torch.testing.assert_close(j_cfg, (1 - lam) * j_u + lam * j_c, rtol=1e-3, atol=1e-3)
+        with torch.no_grad():
+            s = model(x_t[i : i + 1], t, cond[i : i + 1], uncond[i : i + 1], lam)
+        dense.append(d + sigma2 * (torch.trace(j_cfg) + s.pow(2).sum()))
+        # a JVP that froze the unconditional branch would miss (1 - lam) tr J_u
+        frozen = d + sigma2 * (lam * torch.trace(j_c) + s.pow(2).sum())
+        assert abs(float(frozen - dense[-1])) > 1.0
+    dense = torch.stack(dense).double()
+    args = {"cond": cond, "uncond": uncond, "guidance_scale": lam}
+    # batch_size=1: the per-point embeddings must follow their point through the chunks
+    exact = flipd_at(model, x_t, t, extra_args=args, batch_size=1)
+    torch.testing.assert_close(exact.double(), dense, rtol=1e-4, atol=1e-2)
+    torch.testing.assert_close(flipd_at(model, x_t, t, extra_args=args, ad="reverse").double(), dense, rtol=1e-4, atol=1e-2)
+    # flipd at clean points is flipd_at at psi(t) x
+    psi = float(model.sde.psi(torch.tensor(t, dtype=torch.float64)))
+    torch.testing.assert_close(flipd(model, x_t / psi, t, extra_args=args).double(), dense, rtol=1e-4, atol=1e-2)
+    torch.testing.assert_close(cfg_flipd_at(model, x_t, t, cond, uncond, lam, trace="exact").double(), dense, rtol=1e-4, atol=1e-2)
+    # swapping the prompts between the points changes the answer (the rows are not mixed up)
+    swapped = flipd_at(model, x_t, t, extra_args={**args, "cond": cond.flip(0)})
+    assert float((swapped.double() - dense).abs().max()) > 0.1
     # Hutchinson with many probes agrees on average
-    with torch.no_grad():
-        hutch = cfg_flipd_at(model, x_t, t, cond, uncond, lam, n_probes=256, generator=torch.Generator().manual_seed(0))
-    assert abs(float(hutch[0] - dense)) < 0.1 * abs(float(sigma2 * torch.trace(j_cfg))) + 0.5
+    hutch = flipd_at(model, x_t, t, extra_args=args, trace="hutchinson", n_probes=256)
+    assert float((hutch.double() - dense).abs().max()) < 0.1 * float(dense.abs().max()) + 0.5
 
 
-def test_estimators_flipd_works_on_the_score_model():
-    flipd_mod = pytest.importorskip("lidmem.estimators.flipd")
+@pytest.mark.parametrize("ad", ["forward", "reverse"])
+def test_flipd_gradient_wrt_conditioning_matches_finite_difference(ad):
+    """create_graph=True: d FLIPD / d cond by autograd equals a central difference (float64)."""
     comps = tiny_components(seed=1, latent=False, sample_size=4)
-    model = TextToImageModel(**comps)
-    cond, uncond = model.encode_prompt("a dog")
-    x = torch.randn(2, *model.sample_shape, generator=torch.Generator().manual_seed(5))
-    t0 = 0.05
-    psi = float(model.sde.psi(torch.tensor(t0, dtype=torch.float64)))
+    model = TextToImageModel(**comps).double()
+    cond, uncond = model.encode_prompt("a red cat")
+    x_t = torch.randn(2, *model.sample_shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    direction = torch.randn(cond.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    t, lam = 0.2, 3.0
+
+    def value(c):
+        return flipd_at(model, x_t, t, extra_args={"cond": c, "uncond": uncond, "guidance_scale": lam}, trace="hutchinson", n_probes=2, seed=0, ad=ad, create_graph=True).sum()
+
+    c = cond.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(value(c), c)
+    h = 1e-4
     with torch.no_grad():
-        theirs = flipd_mod.flipd(model.score_model(cond, uncond, 3.0), x, t0, trace="exact")
-        mine = cfg_flipd_at(model, psi * x, t0, cond, uncond, 3.0, trace="exact")
-    torch.testing.assert_close(theirs.float(), mine.float(), rtol=1e-3, atol=1e-2)
+        fd = (value(cond + h * direction) - value(cond - h * direction)) / (2 * h)
+    analytic = (grad * direction).sum()
+    assert abs(float(analytic)) > 1e-3
+    torch.testing.assert_close(analytic, fd, rtol=1e-4, atol=1e-6)
+    # without create_graph the result carries no graph
+    assert not flipd_at(model, x_t, t, extra_args={"cond": c, "uncond": uncond, "guidance_scale": lam}).requires_grad
 
 
 def test_latent_and_pixel_shapes_fp32(model):

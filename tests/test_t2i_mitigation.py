@@ -122,12 +122,42 @@ def test_chat_rewriter_request_is_box1_and_needs_env(monkeypatch):
     assert json.loads(body)["model"] == "some-model"
 
 
-def test_optimize_prompt_embedding_raises_a_flipd(tiny):
-    emb, hist = optimize_prompt_embedding(tiny, "a red cat", steps=3, lr=0.05, num_inference_steps=10, seed=0)
-    assert emb.shape == (1, 16, 32)
-    values = hist.a_flipd.to_numpy()
-    assert values[-1] > values[0]
-    assert tiny.generate(prompt_embeds=emb, num_inference_steps=2).shape == (1, 3, 8, 8)
+def test_optimize_prompt_embedding_first_step_is_adam_ascent_of_a_flipd():
+    """One Adam step moves every coordinate of c by lr * sign(dA/dc) (Adam's first step), where
+    A(c) is A^FLIPD with the states of the starting embedding held fixed; dA/dc is checked
+    against a central difference of A (float64 model)."""
+    from lidmem.text2image import cfg_flipd_at
+
+    model = TextToImageModel(**tiny_components(seed=0, latent=False)).double()
+    lr, lam = 1e-3, 7.5
+    c0 = model.encode_prompt("a red cat")[0].float().double()  # the optimiser holds c in float32
+    emb, hist = optimize_prompt_embedding(model, "a red cat", steps=1, lr=lr, num_inference_steps=10, guidance_scale=lam, seed=0)
+    assert emb.shape == (1, 16, 32) and list(hist.step) == [0, 1]
+    uncond = model.unconditional_embeds(1)
+    states = []
+    model.sample(c0, uncond, n=1, num_inference_steps=10, guidance_scale=lam, latents=model.initial_noise(1, 0), callback=lambda s: states.append((s["x"], s["t"])))
+    used = [(x, t) for x, t in states if 0.01 <= t <= 0.2]
+    assert len(used) == 1
+
+    def objective(c):
+        g = torch.Generator().manual_seed(1)
+        return torch.stack([cfg_flipd_at(model, x, t, c, uncond, lam, generator=g, create_graph=True).mean() for x, t in used]).mean()
+
+    c = c0.clone().requires_grad_(True)
+    value = objective(c)
+    (grad,) = torch.autograd.grad(value, c)
+    assert hist.a_flipd.iloc[0] == pytest.approx(float(value.detach()), rel=1e-6)
+    u = grad.sign()
+    h = 1e-3
+    with torch.no_grad():
+        fd = (objective(c0 + h * u) - objective(c0 - h * u)) / (2 * h)
+    assert float((grad * u).sum()) > 0
+    assert float(fd) == pytest.approx(float((grad * u).sum()), rel=1e-3)
+    big = grad.abs() > 1e-6
+    assert int(big.sum()) > 100
+    # (Adam: lr * g / (|g| + 1e-8): within 1% of lr * sign(g) wherever |g| > 1e-6)
+    torch.testing.assert_close((emb - c0)[big], lr * u[big], rtol=0, atol=1e-2 * lr)
+    assert model.generate(prompt_embeds=emb, num_inference_steps=2).shape == (1, 3, 8, 8)
 
 
 def test_evaluate_mitigation_table(tiny):
@@ -177,9 +207,25 @@ def test_clip_alignment_from_a_local_folder(tmp_path):
     CLIPModel(cfg).save_pretrained(tmp_path / "clip")
     tok.save_pretrained(tmp_path / "clip")
     score = clip_alignment(str(tmp_path / "clip"))
+    # ground truth: CLIPModel's own logits (logit_scale * cosine) on pixels prepared by
+    # transformers' CLIPImageProcessor (OpenAI mean/std); images at CLIP's size need no resizing
+    from transformers import CLIPImageProcessor
+
+    clip = CLIPModel.from_pretrained(tmp_path / "clip").eval()
+    imgs32 = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    proc = CLIPImageProcessor(do_resize=False, do_center_crop=False, do_rescale=False, do_convert_rgb=False)
+    pixels = proc([((im + 1) / 2).numpy() for im in imgs32], return_tensors="pt", input_data_format="channels_first").pixel_values
+    prompts = ["a red cat", "a blue dog"]
+    ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
+    with torch.no_grad():
+        out = clip(input_ids=ids, pixel_values=pixels)
+    cosine = out.logits_per_image / clip.logit_scale.exp()  # (3 images, 2 prompts)
+    for j, p in enumerate(prompts):
+        torch.testing.assert_close(score(imgs32, p), cosine[:, j], rtol=1e-4, atol=1e-5)
+    assert float((cosine[:, 0] - cosine[:, 1]).abs().max()) > 1e-3  # the prompts are told apart
+    # other sizes are resized; grey images are repeated to RGB
     imgs = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
     a = score(imgs, "a red cat")
     assert a.shape == (3,) and bool((a.abs() <= 1).all())
-    torch.testing.assert_close(score(imgs, "a red cat"), a)
-    assert not torch.allclose(score(imgs, "a blue dog"), a)
-    assert score(imgs[:, :1], "a red cat").shape == (3,)  # grey images are repeated to RGB
+    grey = imgs32[:, :1]
+    torch.testing.assert_close(score(grey, "a red cat"), score(grey.repeat(1, 3, 1, 1), "a red cat"))

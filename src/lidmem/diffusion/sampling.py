@@ -9,22 +9,25 @@ continuous times ``t`` of shape ``(n,)`` in [0, 1], and has a ``.sde`` attribute
 - reverse SDE: ``dx = [f(t) x - g(t)^2 s(x, t)] dt + g(t) dW-bar`` integrated backwards in time.
 
 As in k-diffusion, the low-level integrators share one signature
-``(model, x, ts, *, callback=None, progress=None, <method knobs>)`` where ``ts`` is a decreasing
-time grid (from :func:`get_timesteps`) and ``callback`` receives a dict
+``(model, x, ts, *, callback=None, progress=None, extra_args=None, <method knobs>)`` where ``ts``
+is a decreasing time grid (from :func:`get_timesteps`) and ``callback`` receives a dict
 ``{"i", "t", "t_next", "x", "score"}`` after each step; :func:`sample_ode` and
 :func:`sample_euler_maruyama` draw ``x_T`` from ``sde.prior_sampling`` and call them.
+Conditioning ``extra_args`` (a mapping, e.g. ``{"cond": embeds, "guidance_scale": 7.5}``) is
+passed unchanged to every model call as ``model(x, t, **extra_args)``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
 from .._validation import check_choice, check_positive_int, make_generator
 from ..utils import append_dims, progress as _progress
+from .score import check_extra_args, time_tensor
 from .sde import SDE
 
 __all__ = [
@@ -108,20 +111,27 @@ def get_timesteps(
     return ts.to(device)
 
 
-def ode_derivative(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def ode_derivative(
+    model: Callable[..., torch.Tensor],
+    x: torch.Tensor,
+    t: torch.Tensor,
+    *,
+    extra_args: Mapping[str, Any] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Probability-flow drift ``f(t) x - g(t)^2 / 2 * s(x, t)`` and the score, both of ``x``'s shape.
 
-    ``t`` has shape ``(n,)``.
+    The one implementation of the probability-flow ODE's right-hand side (every ODE step in
+    lidmem calls it). ``t`` has shape ``(n,)``; the score is ``model(x, t, **extra_args)``.
     """
     sde = _sde_of(model)
-    score = model(x, t)
+    score = model(x, t, **check_extra_args(extra_args))
     f = append_dims(sde.drift_coef(t).to(x.dtype), x.ndim)
     g2 = append_dims(sde.diffusion_sq(t).to(x.dtype), x.ndim)
     return f * x - 0.5 * g2 * score, score
 
 
 def _full(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
+    return time_tensor(float(t), x)
 
 
 @torch.no_grad()
@@ -133,6 +143,7 @@ def integrate_ode(
     method: str = "heun",
     callback: Callback | None = None,
     progress: bool | None = None,
+    extra_args: Mapping[str, Any] | None = None,
 ) -> torch.Tensor:
     """Integrate the probability-flow ODE from ``ts[0]`` to ``ts[-1]`` starting at ``x``.
 
@@ -145,20 +156,23 @@ def integrate_ode(
         Decreasing times in (0, 1].
     method : {"heun", "euler"}, default="heun"
         Heun (2nd order, 2 score evaluations per step except the last) or Euler.
+    extra_args : mapping, optional
+        Conditioning for every model call (``model(x, t, **extra_args)``).
 
     Returns
     -------
     Tensor of ``x``'s shape: the state at ``ts[-1]``.
     """
     check_choice(method, "method", ODE_METHODS)
+    args = check_extra_args(extra_args)
     x = x.clone()
     for i in _progress(range(len(ts) - 1), total=len(ts) - 1, desc=f"ODE ({method})", disable=None if progress is None else not progress):
         t, t_next = _full(ts[i], x), _full(ts[i + 1], x)
         dt = float(ts[i + 1] - ts[i])
-        d, score = ode_derivative(model, x, t)
+        d, score = ode_derivative(model, x, t, extra_args=args)
         x_next = x + d * dt
         if method == "heun":
-            d_next, _ = ode_derivative(model, x_next, t_next)
+            d_next, _ = ode_derivative(model, x_next, t_next, extra_args=args)
             x_next = x + 0.5 * (d + d_next) * dt
         x = x_next
         if callback is not None:
@@ -175,18 +189,21 @@ def integrate_euler_maruyama(
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
     progress: bool | None = None,
+    extra_args: Mapping[str, Any] | None = None,
 ) -> torch.Tensor:
     """Integrate the reverse-time SDE from ``ts[0]`` to ``ts[-1]`` with Euler–Maruyama.
 
     Each step ``x <- x - [f x - g^2 s] |dt| + g sqrt(|dt|) z`` with ``z ~ N(0, I)`` drawn from
     ``generator``. Returns the state at ``ts[-1]`` (``x``'s shape; ``x`` is not modified).
+    ``extra_args`` is the conditioning of every model call, as in :func:`integrate_ode`.
     """
     sde = _sde_of(model)
+    args = check_extra_args(extra_args)
     x = x.clone()
     for i in _progress(range(len(ts) - 1), total=len(ts) - 1, desc="Euler-Maruyama", disable=None if progress is None else not progress):
         t = _full(ts[i], x)
         dt = float(ts[i] - ts[i + 1])
-        score = model(x, t)
+        score = model(x, t, **args)
         f = append_dims(sde.drift_coef(t).to(x.dtype), x.ndim)
         g2 = append_dims(sde.diffusion_sq(t).to(x.dtype), x.ndim)
         z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -207,7 +224,7 @@ def _initial(model: Any, shape: tuple[int, ...], seed: int | torch.Generator | N
     return sde.prior_sampling(tuple(shape), generator=gen, device=device), gen, sde
 
 
-def _finish(model: Any, x: torch.Tensor, t_end: float, denoise: bool) -> torch.Tensor:
+def _finish(model: Any, x: torch.Tensor, t_end: float, denoise: bool, args: dict[str, Any]) -> torch.Tensor:
     if not denoise:
         return x
     denoiser = getattr(model, "denoise", None)
@@ -217,9 +234,9 @@ def _finish(model: Any, x: torch.Tensor, t_end: float, denoise: bool) -> torch.T
         sigma = append_dims(sde.sigma(t).to(x.dtype), x.ndim)
         psi = append_dims(sde.psi(t).to(x.dtype), x.ndim)
         with torch.no_grad():
-            return (x + sigma**2 * model(x, t)) / psi
+            return (x + sigma**2 * model(x, t, **args)) / psi
     with torch.no_grad():
-        return denoiser(x, _full(torch.tensor(t_end), x))
+        return denoiser(x, _full(torch.tensor(t_end), x), **args)
 
 
 def sample_ode(
@@ -235,6 +252,7 @@ def sample_ode(
     callback: Callback | None = None,
     progress: bool | None = None,
     device: str | torch.device | None = None,
+    extra_args: Mapping[str, Any] | None = None,
 ) -> torch.Tensor:
     """Generate samples by integrating the probability-flow ODE from ``x_1 ~ prior`` to ``t_end``.
 
@@ -261,6 +279,9 @@ def sample_ode(
         Progress bar (None: only on a terminal).
     device : optional
         Default: the model's device.
+    extra_args : mapping, optional
+        Conditioning for every model call (``model(x, t, **extra_args)``), the final denoising
+        included.
 
     Returns
     -------
@@ -268,8 +289,9 @@ def sample_ode(
     """
     x, _, sde = _initial(model, shape, seed, device)
     ts = get_timesteps(steps, t_end=t_end, spacing=spacing, sde=sde, device=x.device)
-    x = integrate_ode(model, x, ts, method=method, callback=callback, progress=progress)
-    return _finish(model, x, t_end, denoise)
+    args = check_extra_args(extra_args)
+    x = integrate_ode(model, x, ts, method=method, callback=callback, progress=progress, extra_args=args)
+    return _finish(model, x, t_end, denoise, args)
 
 
 def sample_euler_maruyama(
@@ -284,13 +306,15 @@ def sample_euler_maruyama(
     callback: Callback | None = None,
     progress: bool | None = None,
     device: str | torch.device | None = None,
+    extra_args: Mapping[str, Any] | None = None,
 ) -> torch.Tensor:
     """Generate samples with the reverse SDE (Euler–Maruyama) from ``x_1 ~ prior`` to ``t_end``.
 
-    Same parameters as :func:`sample_ode`; ``seed`` drives both ``x_1`` and the per-step noise.
+    Same parameters as :func:`sample_ode` (``extra_args`` included); ``seed`` drives both ``x_1`` and the per-step noise.
     Returns a tensor of shape ``shape``.
     """
     x, gen, sde = _initial(model, shape, seed, device)
     ts = get_timesteps(steps, t_end=t_end, spacing=spacing, sde=sde, device=x.device)
-    x = integrate_euler_maruyama(model, x, ts, generator=gen, callback=callback, progress=progress)
-    return _finish(model, x, t_end, denoise)
+    args = check_extra_args(extra_args)
+    x = integrate_euler_maruyama(model, x, ts, generator=gen, callback=callback, progress=progress, extra_args=args)
+    return _finish(model, x, t_end, denoise, args)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -12,7 +12,7 @@ from .._validation import check_choice
 from ..utils import append_dims
 from .sde import SDE
 
-__all__ = ["ScoreModel", "Prediction", "PREDICTIONS", "prediction_to_score"]
+__all__ = ["ScoreModel", "Prediction", "PREDICTIONS", "prediction_to_score", "check_extra_args", "conditioning_rows", "time_tensor"]
 
 Prediction = Literal["score", "epsilon", "x0", "v"]
 PREDICTIONS: tuple[str, ...] = ("score", "epsilon", "x0", "v")
@@ -37,6 +37,48 @@ def prediction_to_score(prediction: str, out: torch.Tensor, x: torch.Tensor, psi
     raise ValueError(f"prediction={prediction!r} is not supported; choose one of {', '.join(map(repr, PREDICTIONS))}")
 
 
+def check_extra_args(extra_args: Mapping[str, Any] | None, name: str = "extra_args") -> dict[str, Any]:
+    """Validate the conditioning mapping passed to a score model as ``model(x, t, **extra_args)``.
+
+    Returns a new ``dict`` (empty for None). Raises TypeError unless ``extra_args`` is a mapping
+    with string keys (e.g. ``{"cond": prompt_embeds, "guidance_scale": 7.5}``).
+    """
+    if extra_args is None:
+        return {}
+    if not isinstance(extra_args, Mapping) or not all(isinstance(k, str) for k in extra_args):
+        raise TypeError(
+            f"{name} must be a mapping of keyword arguments for model(x, t, **{name}), e.g. "
+            f"{{'cond': embeds, 'guidance_scale': 7.5}}, or None; got {type(extra_args).__name__}"
+        )
+    return dict(extra_args)
+
+
+def conditioning_rows(extra_args: Mapping[str, Any], n: int, rows: slice = slice(None), repeats: int = 1) -> dict[str, Any]:
+    """The conditioning of the points ``x[rows]`` of a batch of ``n`` points, each point repeated
+    ``repeats`` times in a row (``x[rows].repeat_interleave(repeats, dim=0)``, as the estimators
+    stack probes or noisy copies).
+
+    Convention (the one rule for stacked rows): a tensor value whose first dimension is ``n`` holds
+    one entry per point and is sliced and repeated like ``x``; every other value (floats, None,
+    tensors of batch 1 that the model broadcasts, ...) is passed unchanged.
+    """
+    out: dict[str, Any] = {}
+    for key, value in extra_args.items():
+        if isinstance(value, torch.Tensor) and value.ndim >= 1 and value.shape[0] == n:
+            value = value[rows]
+            if repeats > 1:
+                value = value.repeat_interleave(repeats, dim=0)
+        out[key] = value
+    return out
+
+
+def time_tensor(t: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Times of shape ``(n,)`` for the batch ``x`` (``n = x.shape[0]``), in ``x``'s dtype but at
+    least float32 (half-precision times would move a DDPM timestep by a good fraction)."""
+    dtype = torch.promote_types(x.dtype, torch.float32) if x.dtype.is_floating_point else torch.float32
+    return torch.full((x.shape[0],), float(t), dtype=dtype, device=x.device)
+
+
 class ScoreModel(nn.Module):
     """Wrap ``fn(x, t_model)`` so that ``forward(x, t)`` always returns the score.
 
@@ -46,6 +88,10 @@ class ScoreModel(nn.Module):
     - ``t`` is the continuous SDE time in [0, 1], a float or a tensor of shape ``(n,)``. The
       network receives ``sde.model_time(t)`` of shape ``(n,)`` (identity for :class:`VPSDE`
       and :class:`VESDE`, the fractional timestep for :class:`DDPMSchedule`).
+    - Conditioning: keyword arguments of ``forward(x, t, **extra_args)`` (class labels, text
+      embeddings, ...) are passed unchanged to ``fn(x, t_model, **extra_args)``. Estimators and
+      samplers take them as ``extra_args={...}`` (k-diffusion's convention) and repeat per-point
+      tensors for stacked rows (:func:`conditioning_rows`).
     - With ``x_t = psi(t) x_0 + sigma(t) eps``, the network output is converted as
 
       ========== =====================================================
@@ -85,10 +131,10 @@ class ScoreModel(nn.Module):
         self.sde = sde
         self.prediction = prediction
 
-    def raw(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def raw(self, x: torch.Tensor, t: torch.Tensor, **extra_args: Any) -> torch.Tensor:
         """The wrapped network's output at continuous time ``t`` (shape ``(n,)``)."""
         fn = self.net if self.net is not None else self._fn
-        return fn(x, self.sde.model_time(t))
+        return fn(x, self.sde.model_time(t), **extra_args)
 
     def _times(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
         if not isinstance(t, torch.Tensor):
@@ -99,10 +145,10 @@ class ScoreModel(nn.Module):
             raise ValueError(f"t must be a float or a tensor of shape (n,)=({x.shape[0]},); got shape {tuple(t.shape)}")
         return t
 
-    def forward(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
-        """Score s(x, t), same shape as ``x``."""
+    def forward(self, x: torch.Tensor, t: float | torch.Tensor, **extra_args: Any) -> torch.Tensor:
+        """Score s(x, t), same shape as ``x`` (conditioning ``extra_args`` passed to the network)."""
         t = self._times(x, t)
-        out = self.raw(x, t)
+        out = self.raw(x, t, **extra_args)
         if out.shape != x.shape:
             raise ValueError(f"the wrapped network returned shape {tuple(out.shape)} for input shape {tuple(x.shape)}")
         return self.output_to_score(out, x, t)
@@ -115,14 +161,14 @@ class ScoreModel(nn.Module):
         psi = append_dims(self.sde.psi(t).to(x.dtype), x.ndim)
         return prediction_to_score(self.prediction, out, x, psi, sigma)
 
-    def epsilon(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+    def epsilon(self, x: torch.Tensor, t: float | torch.Tensor, **extra_args: Any) -> torch.Tensor:
         """Noise prediction eps(x, t) = -sigma(t) s(x, t)."""
         tt = self._times(x, t)
-        return -append_dims(self.sde.sigma(tt).to(x.dtype), x.ndim) * self.forward(x, tt)
+        return -append_dims(self.sde.sigma(tt).to(x.dtype), x.ndim) * self.forward(x, tt, **extra_args)
 
-    def denoise(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+    def denoise(self, x: torch.Tensor, t: float | torch.Tensor, **extra_args: Any) -> torch.Tensor:
         """Tweedie's x0 estimate (x + sigma^2 s) / psi."""
         tt = self._times(x, t)
         sigma = append_dims(self.sde.sigma(tt).to(x.dtype), x.ndim)
         psi = append_dims(self.sde.psi(tt).to(x.dtype), x.ndim)
-        return (x + sigma**2 * self.forward(x, tt)) / psi
+        return (x + sigma**2 * self.forward(x, tt, **extra_args)) / psi

@@ -1,12 +1,12 @@
 """LID estimators.
 
-Model-based (LID_theta): :func:`flipd`, :func:`flipd_curve`, :func:`select_t0`,
+Model-based (LID_theta): :func:`flipd`, :func:`flipd_curve`, :func:`flipd_at`, :func:`select_t0`,
 :func:`normal_bundle`, :func:`jacobian_rank`. Data-based (LID_*): :func:`local_pca`, and the
 scikit-dimension estimators (:func:`skdim_lid`). All return per-point estimates of shape ``(n,)``.
 Optional dependencies (scikit-dimension) are imported only when their estimator runs.
 """
 
-from .flipd import FLIPD, flipd, flipd_curve, select_t0
+from .flipd import FLIPD, flipd, flipd_at, flipd_curve, select_t0
 from .jacobian import JacobianRank, jacobian_rank
 from .local_pca import LocalPCA, local_pca
 from .normal_bundle import NormalBundle, normal_bundle
@@ -16,6 +16,7 @@ __all__ = [
     "FLIPD",
     "flipd",
     "flipd_curve",
+    "flipd_at",
     "select_t0",
     "NormalBundle",
     "normal_bundle",

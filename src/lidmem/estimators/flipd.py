@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -24,11 +24,12 @@ import torch
 
 from .._validation import check_choice, check_points, check_positive_int, check_t0, make_generator
 from .._validation import as_model_dtype
+from ..diffusion.score import check_extra_args, conditioning_rows, time_tensor
 from ..diffusion.sde import SDE
 from ..utils import chunk_slices, progress as _progress
 from .base import Estimator
 
-__all__ = ["flipd", "flipd_curve", "select_t0", "FLIPD", "default_t0_grid"]
+__all__ = ["flipd", "flipd_curve", "flipd_at", "select_t0", "FLIPD", "default_t0_grid"]
 
 TRACES: tuple[str, ...] = ("exact", "hutchinson")
 PROBES: tuple[str, ...] = ("rademacher", "gaussian")
@@ -99,33 +100,42 @@ def _draw_probes(shape: tuple[int, ...], probe: str, generator: torch.Generator,
 
 
 def _trace_and_norm(
-    model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    model: Callable[..., torch.Tensor],
     xt: torch.Tensor,
     t0: float,
     tangents: torch.Tensor | None,
     rows: int,
     ad: str = "forward",
+    cond: Callable[[int], dict[str, Any]] = lambda m: {},
+    create_graph: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(tr grad s, ||s||^2)`` (float64, shape ``(b,)``) at the points ``xt`` (shape ``(b, ...)``).
 
     ``tangents`` of shape ``(b, P, ...)`` are Hutchinson probes (trace = mean of ``v^T J v``);
     ``None`` means the exact trace with the ``d`` basis vectors. Either way at most
-    ``max(rows, b)`` rows go through the model per call.
+    ``max(rows, b)`` rows go through the model per call. ``cond(m)`` is the conditioning of the
+    ``b`` points each repeated ``m`` times; ``create_graph`` keeps both results differentiable.
     """
     b = xt.shape[0]
     shape = xt.shape[1:]
     d = math.prod(shape)
 
-    def call(primals: torch.Tensor, tang: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def call(primals: torch.Tensor, tang: torch.Tensor, kw: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """Score and J v (forward mode) or J^T v (reverse mode); v^T J v = v^T J^T v either way."""
-        tvec = torch.full((primals.shape[0],), t0, dtype=primals.dtype, device=primals.device)
+        tvec = time_tensor(t0, primals)
         if ad == "forward":
             with _math_attention(), _contiguous_group_norm_inputs(model):
-                out, jv = torch.func.jvp(lambda inp: model(inp, tvec), (primals,), (tang,))
+                out, jv = torch.func.jvp(lambda inp: model(inp, tvec, **kw), (primals,), (tang,))
+        elif create_graph:
+            # double backward through attention needs the plain-matmul kernel
+            with _math_attention():
+                inp = primals if primals.requires_grad else primals.detach().requires_grad_(True)
+                out = model(inp, tvec, **kw)
+                (jv,) = torch.autograd.grad(out, inp, grad_outputs=tang, create_graph=True)
         else:
             with torch.enable_grad():
                 inp = primals.detach().requires_grad_(True)
-                out = model(inp, tvec)
+                out = model(inp, tvec, **kw)
                 (jv,) = torch.autograd.grad(out, inp, grad_outputs=tang)
             out = out.detach()
         if out.shape != primals.shape:
@@ -146,13 +156,20 @@ def _trace_and_norm(
             tang = eye[blk].repeat(b, 1).reshape(b * m, *shape)
         else:
             tang = tangents[:, blk].reshape(b * m, *shape)
-        out, jv = call(primals, tang)
+        out, jv = call(primals, tang, cond(m))
         tr += (tang.reshape(b, m, d).double() * jv.reshape(b, m, d).double()).sum(-1).sum(1)
         if blk.start == 0:
             sq = (out.reshape(b, m, d)[:, 0].double() ** 2).sum(-1)
     if tangents is not None:
         tr = tr / n_tan  # Hutchinson: mean of v^T J v over the probes
     return tr, sq
+
+
+def _eq6(model: Any, xt: torch.Tensor, t0: float, sigma2: float, tangents: torch.Tensor | None, rows: int, ad: str, cond: Callable[[int], dict[str, Any]], create_graph: bool) -> torch.Tensor:
+    """Eq. 6 at the noisy points ``xt`` (shape ``(b, ...)``) of time ``t0``, float64 ``(b,)``:
+    ``d + sigma(t0)^2 (tr grad s(xt, t0) + ||s(xt, t0)||^2)``. The one place the formula lives."""
+    tr, sq = _trace_and_norm(model, xt, t0, tangents, rows, ad, cond, create_graph)
+    return math.prod(xt.shape[1:]) + sigma2 * (tr + sq)
 
 
 def _flipd_curve_impl(
@@ -166,7 +183,12 @@ def _flipd_curve_impl(
     batch_size: int | None,
     progress: bool | None,
     ad: str = "forward",
+    extra_args: Mapping[str, Any] | None = None,
+    create_graph: bool = False,
+    noisy: bool = False,
 ) -> torch.Tensor:
+    """FLIPD at every point and time, shape ``(n, len(t0s))``. ``noisy=True``: ``x`` are already
+    points of time ``t0s[0]`` (no ``psi`` scaling; one time only)."""
     sde = _get_sde(model)
     x = check_points(x, "x")
     check_choice(trace, "trace", TRACES)
@@ -174,6 +196,14 @@ def _flipd_curve_impl(
     check_choice(ad, "ad", ADS)
     n_probes = check_positive_int(n_probes, "n_probes")
     batch_size = _check_batch_size(batch_size)
+    args = check_extra_args(extra_args)
+    if not isinstance(create_graph, bool):
+        raise TypeError(f"create_graph must be True or False; got {create_graph!r}")
+    if create_graph:
+        # reverse-mode derivatives of forward-mode (jvp) outputs are wrong through layer_norm in
+        # torch 2.13 (tests/test_t2i_adapters.py measures 1% on a diffusers UNet; reverse-over-
+        # reverse matches finite differences), so a differentiable FLIPD uses the reverse path
+        ad = "reverse"
     t0_list = [check_t0(t, "t0") for t in t0s]
     if len(t0_list) == 0:
         raise ValueError("t0s is empty; give at least one diffusion time, e.g. t0s=[0.01, 0.05]")
@@ -190,17 +220,22 @@ def _flipd_curve_impl(
     sig2s = [float(sde.sigma(torch.tensor(t, dtype=torch.float64))) ** 2 for t in t0_list]
     result = torch.empty(n, len(t0_list), dtype=torch.float64, device=x.device)
     slices = list(chunk_slices(n, batch_size))
-    with torch.no_grad():
+    # create_graph: autograd stays on, so the result is differentiable w.r.t. tensors in
+    # extra_args (e.g. prompt embeddings), x and the model's parameters
+    with torch.enable_grad() if create_graph else torch.no_grad():
         for sl in _progress(slices, total=len(slices), desc="FLIPD", disable=None if progress is None else not progress):
             xc = x[sl]
             tangents = None
             if trace == "hutchinson":
                 tangents = _draw_probes((xc.shape[0], n_probes, *xc.shape[1:]), probe, gen, xc.dtype, xc.device)
+
+            def cond(m: int, sl: slice = sl) -> dict[str, Any]:
+                return conditioning_rows(args, n, sl, m)
+
             for j, t0 in enumerate(t0_list):
-                xt = psis[j] * xc
-                tr, sq = _trace_and_norm(model, xt, t0, tangents, rows, ad)
-                result[sl, j] = d + sig2s[j] * (tr + sq)
-    return result.to(x.dtype)
+                xt = xc if noisy else psis[j] * xc
+                result[sl, j] = _eq6(model, xt, t0, sig2s[j], tangents, rows, ad, cond, create_graph)
+    return result.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def flipd(
@@ -215,14 +250,16 @@ def flipd(
     batch_size: int | None = None,
     progress: bool | None = None,
     ad: Literal["forward", "reverse"] = "forward",
+    extra_args: Mapping[str, Any] | None = None,
+    create_graph: bool = False,
 ) -> torch.Tensor:
     """FLIPD estimate of LID_theta at each point (eq. 6).
 
     Parameters
     ----------
     model : callable
-        Score model ``model(x, t) -> s(x, t)`` taking a batch ``x`` of shape ``(m, ...)`` and
-        continuous times ``t`` of shape ``(m,)`` in [0, 1], returning the *score* (use
+        Score model ``model(x, t, **extra_args) -> s(x, t)`` taking a batch ``x`` of shape
+        ``(m, ...)`` and continuous times ``t`` of shape ``(m,)`` in [0, 1], returning the *score* (use
         :class:`lidmem.ScoreModel` to wrap epsilon/x0/v networks), with an ``.sde`` attribute
         (:class:`~lidmem.VPSDE`, :class:`~lidmem.VESDE` or :class:`~lidmem.DDPMSchedule`).
         Put modules in ``eval()`` mode yourself; FLIPD never changes the model.
@@ -251,13 +288,26 @@ def flipd(
         activations) or reverse mode (one backward pass with ``v`` as output gradient, giving
         ``v^T (grad s)^T v``, the same number). Reverse mode needs memory for the activations but
         was faster on CPU for MLPs and UNets here (``benchmarks/speed_flipd.py``).
+    extra_args : mapping or None, default=None
+        Conditioning, passed unchanged as ``model(x, t, **extra_args)`` (k-diffusion's
+        convention), e.g. ``{"cond": prompt_embeds, "uncond": empty_embeds, "guidance_scale": 7.5}``
+        for a :class:`lidmem.text2image.TextToImageModel`. A tensor whose first dimension is ``n``
+        holds one entry per point: it is chunked with ``x`` and repeated per probe / basis vector
+        (:func:`lidmem.diffusion.score.conditioning_rows`); everything else is passed as is.
+    create_graph : bool, default=False
+        Keep autograd on (instead of ``torch.no_grad()``) so that the result is differentiable
+        with respect to tensors in ``extra_args`` (prompt embeddings: attribution, embedding
+        optimisation), ``x`` and the model's parameters. Costs the memory of the graph. Always
+        uses ``ad="reverse"`` (double backward): PyTorch's reverse-mode derivative of a
+        forward-mode JVP through ``layer_norm`` is wrong (torch 2.13).
 
     Returns
     -------
     Tensor of shape (n,)
-        FLIPD values in ``x``'s floating dtype, on ``x``'s device (can be negative). Floating
-        input is first cast to the dtype of ``model``'s parameters (an ``nn.Module``; e.g. a
-        float64 NumPy array for a float32 network), so the result then has the model's dtype.
+        FLIPD values in ``x``'s floating dtype (at least float32), on ``x``'s device (can be
+        negative). Floating input is first cast to the dtype of ``model``'s parameters (an
+        ``nn.Module``; e.g. a float64 NumPy array for a float32 network), so the result then has
+        the model's dtype.
 
     Raises
     ------
@@ -285,7 +335,34 @@ def flipd(
     """
     x = as_model_dtype(x, model)  # boundary rule: float64 NumPy input meets a float32 network
     t0 = check_t0(t0, "t0")
-    return _flipd_curve_impl(model, x, [t0], trace, n_probes, probe, seed, batch_size, progress, ad)[:, 0]
+    return _flipd_curve_impl(model, x, [t0], trace, n_probes, probe, seed, batch_size, progress, ad, extra_args, create_graph)[:, 0]
+
+
+def flipd_at(
+    model: Any,
+    x_t: Any,
+    t: float,
+    *,
+    trace: Literal["exact", "hutchinson"] = "exact",
+    n_probes: int = 1,
+    probe: Literal["rademacher", "gaussian"] = "rademacher",
+    seed: int | torch.Generator | None = 0,
+    batch_size: int | None = None,
+    progress: bool | None = None,
+    ad: Literal["forward", "reverse"] = "forward",
+    extra_args: Mapping[str, Any] | None = None,
+    create_graph: bool = False,
+) -> torch.Tensor:
+    """FLIPD of the score at points ``x_t`` that are already at diffusion time ``t`` (eq. 6 / 14 / 26):
+    ``d + sigma(t)^2 (tr grad s(x_t, t) + ||s(x_t, t)||^2)``, without the ``psi(t)`` scaling of
+    :func:`flipd`: ``flipd(model, x, t0) == flipd_at(model, psi(t0) * x, t0)``.
+
+    Used on the states of a sampler (A^FLIPD, eq. 28). Arguments as in :func:`flipd`; ``x_t``
+    has shape ``(n, ...)``. Returns a tensor of shape ``(n,)`` in ``x_t``'s dtype.
+    """
+    x_t = as_model_dtype(x_t, model)  # boundary rule: float64 NumPy input meets a float32 network
+    t = check_t0(t, "t")
+    return _flipd_curve_impl(model, x_t, [t], trace, n_probes, probe, seed, batch_size, progress, ad, extra_args, create_graph, noisy=True)[:, 0]
 
 
 def flipd_curve(
@@ -300,12 +377,14 @@ def flipd_curve(
     batch_size: int | None = None,
     progress: bool | None = None,
     ad: Literal["forward", "reverse"] = "forward",
+    extra_args: Mapping[str, Any] | None = None,
+    create_graph: bool = False,
 ) -> torch.Tensor:
     """FLIPD at several diffusion times in one call; Hutchinson probes are shared across ``t0s``.
 
     Parameters
     ----------
-    model, x, trace, n_probes, probe, seed, batch_size, progress, ad
+    model, x, trace, n_probes, probe, seed, batch_size, progress, ad, extra_args, create_graph
         As in :func:`flipd`.
     t0s : sequence of float or None, default=None
         Diffusion times in (0, 1]; None uses :func:`default_t0_grid` (16 log-spaced values in
@@ -323,7 +402,7 @@ def flipd_curve(
         t0s = [float(v) for v in np.asarray(t0s.cpu() if isinstance(t0s, torch.Tensor) else t0s).ravel()]
     if isinstance(t0s, (int, float)):
         raise TypeError(f"t0s must be a sequence of floats; got {t0s!r}. For one time use flipd(model, x, t0=...)")
-    return _flipd_curve_impl(model, x, list(t0s), trace, n_probes, probe, seed, batch_size, progress, ad)
+    return _flipd_curve_impl(model, x, list(t0s), trace, n_probes, probe, seed, batch_size, progress, ad, extra_args, create_graph)
 
 
 def select_t0(
@@ -427,7 +506,7 @@ class FLIPD(Estimator):
     t0 : float or "auto", default=0.01
         Diffusion time; ``"auto"`` computes the FLIPD curve on ``t0_grid`` for the points passed to
         :meth:`estimate` and picks the knee with :func:`select_t0`.
-    trace, n_probes, probe, seed, batch_size, progress, ad
+    trace, n_probes, probe, seed, batch_size, progress, ad, extra_args
         As in :func:`flipd`.
     t0_grid : sequence of float or None, default=None
         Grid for ``t0="auto"`` (None: :func:`default_t0_grid`).
@@ -453,6 +532,7 @@ class FLIPD(Estimator):
         progress: bool | None = None,
         t0_grid: Sequence[float] | None = None,
         ad: str = "forward",
+        extra_args: Mapping[str, Any] | None = None,
     ) -> None:
         self.model = model
         self.t0 = t0
@@ -464,10 +544,11 @@ class FLIPD(Estimator):
         self.progress = progress
         self.t0_grid = t0_grid
         self.ad = ad
+        self.extra_args = extra_args
 
     def estimate(self, x: Any) -> torch.Tensor:
         """FLIPD of each point of ``x`` (shape ``(n,)``)."""
-        kw = dict(trace=self.trace, n_probes=self.n_probes, probe=self.probe, seed=self.seed, batch_size=self.batch_size, progress=self.progress, ad=self.ad)
+        kw = dict(trace=self.trace, n_probes=self.n_probes, probe=self.probe, seed=self.seed, batch_size=self.batch_size, progress=self.progress, ad=self.ad, extra_args=self.extra_args)
         if isinstance(self.t0, str):
             if self.t0 != "auto":
                 raise ValueError(f"t0={self.t0!r} must be a float in (0, 1] or 'auto'")

@@ -12,6 +12,7 @@ For small ``t0`` the scores point back to the model's manifold, so they span its
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ import torch
 
 from .._validation import check_choice, check_points, check_positive_int, check_probability, check_t0, make_generator
 from .._validation import as_model_dtype
+from ..diffusion.score import check_extra_args, conditioning_rows, time_tensor
 from ..utils import chunk_slices, progress as _progress
 from .base import Estimator
 from .flipd import _get_sde
@@ -95,6 +97,7 @@ def normal_bundle_singular_values(
     seed: int | torch.Generator | None = 0,
     batch_size: int | None = None,
     progress: bool | None = None,
+    extra_args: Mapping[str, Any] | None = None,
 ) -> torch.Tensor:
     """Singular values of the score matrix ``S`` of each point, descending, shape ``(n, min(d, k))``
     (float64). Arguments as in :func:`normal_bundle`."""
@@ -109,6 +112,7 @@ def normal_bundle_singular_values(
         batch_size = max(1, _DEFAULT_ROWS // k)
     else:
         batch_size = check_positive_int(batch_size, "batch_size")
+    args = check_extra_args(extra_args)
     gen = make_generator(seed, device=x.device)
     tt = torch.tensor(t0, dtype=torch.float64)
     psi, sigma = float(sde.psi(tt)), float(sde.sigma(tt))
@@ -121,8 +125,8 @@ def normal_bundle_singular_values(
             eps = torch.randn((b, k, *shape), generator=gen, dtype=x.dtype, device=x.device)
             # forward SDE from x itself: x_t0 = psi(t0) x + sigma(t0) eps (never from the origin)
             xt = psi * xc[:, None] + sigma * eps
-            tvec = torch.full((b * k,), t0, dtype=x.dtype, device=x.device)
-            s = model(xt.reshape(b * k, *shape), tvec)
+            rows = xt.reshape(b * k, *shape)
+            s = model(rows, time_tensor(t0, rows), **conditioning_rows(args, n, sl, k))
             if s.shape != (b * k, *shape):
                 raise ValueError(f"model returned shape {tuple(s.shape)} for input shape {(b * k, *shape)}; it must return the score")
             S = s.reshape(b, k, d).double()  # rows are the score vectors (S^T of the paper)
@@ -142,6 +146,7 @@ def normal_bundle(
     batch_size: int | None = None,
     progress: bool | None = None,
     return_singular_values: bool = False,
+    extra_args: Mapping[str, Any] | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Normal-bundle LID estimate ``d - rank S`` at each point (eq. 7-8).
 
@@ -182,6 +187,10 @@ def normal_bundle(
         Progress bar over chunks.
     return_singular_values : bool, default=False
         Also return the singular values, shape ``(n, min(d, k))``, descending.
+    extra_args : mapping or None, default=None
+        Conditioning passed as ``model(x, t, **extra_args)``; tensors whose first dimension is
+        ``n`` are per point and repeated for the ``k`` noisy copies (as in
+        :func:`lidmem.estimators.flipd`).
 
     Returns
     -------
@@ -193,7 +202,7 @@ def normal_bundle(
     x = as_model_dtype(x, model)  # boundary rule: float64 NumPy input meets a float32 network
     threshold = _check_threshold(threshold)
     percentile = check_probability(percentile, "percentile", low=0.0, high=100.0)
-    sv = normal_bundle_singular_values(model, x, t0, n_scores=n_scores, seed=seed, batch_size=batch_size, progress=progress)
+    sv = normal_bundle_singular_values(model, x, t0, n_scores=n_scores, seed=seed, batch_size=batch_size, progress=progress, extra_args=extra_args)
     xv = check_points(x, "x")
     d = math.prod(xv.shape[1:])
     k = 4 * d if n_scores is None else int(n_scores)
@@ -214,7 +223,7 @@ class NormalBundle(Estimator):
     ----------
     model : callable
         Score model with an ``.sde`` attribute.
-    t0, n_scores, seed, threshold, percentile, batch_size, progress
+    t0, n_scores, seed, threshold, percentile, batch_size, progress, extra_args
         As in :func:`normal_bundle`.
 
     Attributes
@@ -234,6 +243,7 @@ class NormalBundle(Estimator):
         percentile: float = 10.0,
         batch_size: int | None = None,
         progress: bool | None = None,
+        extra_args: Mapping[str, Any] | None = None,
     ) -> None:
         self.model = model
         self.t0 = t0
@@ -243,12 +253,13 @@ class NormalBundle(Estimator):
         self.percentile = percentile
         self.batch_size = batch_size
         self.progress = progress
+        self.extra_args = extra_args
 
     def estimate(self, x: Any) -> torch.Tensor:
         """Normal-bundle LID of each point of ``x`` (int64, shape ``(n,)``)."""
         lid, sv = normal_bundle(
             self.model, x, self.t0, self.n_scores, self.seed, threshold=self.threshold, percentile=self.percentile,
-            batch_size=self.batch_size, progress=self.progress, return_singular_values=True,
+            batch_size=self.batch_size, progress=self.progress, return_singular_values=True, extra_args=self.extra_args,
         )
         self.singular_values_ = sv
         return lid

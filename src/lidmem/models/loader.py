@@ -33,7 +33,7 @@ from torch import nn
 from ..diffusion.score import ScoreModel
 from ..diffusion.sde import SDE, VESDE, DDPMSchedule
 from .specs import EDMDenoiser, GeneratorSpec, ScoreNetwork
-from .wrappers import EDMFunction, LatentScoreModel, LoadedGenerator, ModelInfo, UNet2DFunction, count_parameters, sde_summary
+from .wrappers import EDMFunction, EmptyPromptScoreModel, LatentScoreModel, LoadedGenerator, ModelInfo, UNet2DFunction, count_parameters, sde_summary
 
 __all__ = ["load_model", "model_info", "is_entry_point", "DIFFUSERS_PREDICTIONS"]
 
@@ -264,10 +264,11 @@ def _load_autoencoder(path: Path, name: str, ref: str, dev: torch.device, dtype:
 def _load_text2image(path: Path, ref: str, dev: torch.device, dtype: torch.dtype, pipeline: str | None) -> nn.Module:
     from ..text2image import load_text2image
 
-    # the public surface used: load_text2image, .score_model() (unconditional), .encode_images,
-    # .decode, .sample_shape, .image_shape, .is_latent, .sde, .prediction
+    # the public surface used: load_text2image, the conditional score model's forward with
+    # cond=None, .unconditional_embeds, .encode_images, .decode, .sample_shape, .image_shape,
+    # .is_latent, .sde, .prediction
     t2i = load_text2image(path, device=dev, dtype=dtype)
-    inner = t2i.score_model()  # cond=None: the unconditional (empty-prompt) score
+    inner = EmptyPromptScoreModel(t2i)  # the unconditional (empty-prompt) score
     shape = tuple(int(s) for s in t2i.sample_shape)
     details = {"pipeline": pipeline or "(no model_index.json)", "conditioning": "empty prompt (unconditional)",
                "scheduler": getattr(t2i, "scheduler_class", "?")}

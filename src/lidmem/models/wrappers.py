@@ -178,6 +178,26 @@ class LatentScoreModel(ScoreModel):
             return self._decode(latents).clamp(-1.0, 1.0)
 
 
+class EmptyPromptScoreModel(ScoreModel):
+    """The unconditional (empty-prompt) score ``s(x, t, empty)`` of a text-to-image model.
+
+    ``forward(x, t)`` calls the conditional score model
+    :class:`lidmem.text2image.TextToImageModel` with ``cond=None`` and the empty prompt's
+    embedding, encoded once (on the model's device) instead of on every call.
+    """
+
+    def __init__(self, text2image: nn.Module) -> None:
+        super().__init__(text2image, text2image.sde, prediction="score")
+        self._uncond: torch.Tensor | None = None
+
+    def raw(self, x: torch.Tensor, t: torch.Tensor, **extra_args: Any) -> torch.Tensor:
+        """The empty-prompt score at continuous time ``t`` (the text-to-image model converts its output)."""
+        if self._uncond is None or self._uncond.device != x.device:
+            with torch.no_grad():
+                self._uncond = self.net.unconditional_embeds(1).to(x.device)
+        return self.net(x, t, cond=None, uncond=self._uncond)
+
+
 class LoadedGenerator(nn.Module):
     """``G(u)`` for ``u ~ N(0, I)``: the user's generator composed with its latent transform."""
 

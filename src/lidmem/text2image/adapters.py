@@ -19,10 +19,15 @@ Conventions
   computed from ONE UNet batch ordered ``[uncond, cond]`` and split by ``chunk(2)`` in
   :meth:`TextToImageModel.branch_outputs` -- the only place that knows the order. The same affine
   combination applies to epsilon / v / x0 outputs because the weights sum to 1.
+- The model IS a conditional score model for the whole of lidmem: ``model(x, t, cond=...,
+  uncond=..., guidance_scale=...)`` returns s_CFG and ``model.sde`` is its forward process, so
+  :func:`lidmem.estimators.flipd`, :func:`~lidmem.estimators.normal_bundle` and the samplers of
+  :mod:`lidmem.diffusion.sampling` take it directly with
+  ``extra_args={"cond": c, "uncond": u, "guidance_scale": lam}`` (the conditioning channel).
 - Forward-mode AD (``torch.func.jvp``) through attention: fused scaled-dot-product attention
   has no forward-AD formula, so every derivative computation runs inside
-  :func:`math_attention` (``sdpa_kernel(SDPBackend.MATH)``), which leaves the user's UNet
-  untouched (no attention processor is replaced).
+  :func:`math_attention` (``sdpa_kernel(SDPBackend.MATH)``; the core estimators do this
+  themselves), which leaves the user's UNet untouched (no attention processor is replaced).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ import torch
 from torch import nn
 
 from .._validation import check_positive_int, make_generator
-from ..diffusion.score import ScoreModel, prediction_to_score
+from ..diffusion.score import prediction_to_score
 from ..diffusion.sde import DDPMSchedule
 from ..utils import append_dims
 
@@ -81,6 +86,11 @@ def _broadcast_embeds(embeds: torch.Tensor, n: int, name: str) -> torch.Tensor:
 
 class TextToImageModel(nn.Module):
     """A diffusers text-to-image model seen as a conditional score model s(x; t, c).
+
+    ``model(x, t, cond=None, uncond=None, guidance_scale=1.0)`` returns the guided score
+    s_CFG(x; t, c) (see :meth:`forward`) and ``model.sde`` is its forward process: it is a
+    conditional score model in lidmem's sense (``model(x, t, **extra_args)`` with ``.sde``), so
+    the core estimators and samplers take it with ``extra_args={"cond": ..., ...}``.
 
     Parameters
     ----------
@@ -359,19 +369,33 @@ class TextToImageModel(nn.Module):
         sigma = append_dims(self.sde.sigma(tt.double()).to(x.dtype), x.ndim)
         return -sigma * self.output_to_score(out, x, tt)
 
-    def score(
+    def forward(
         self,
         x: torch.Tensor,
         t: float | torch.Tensor,
-        cond: torch.Tensor | None,
+        cond: torch.Tensor | None = None,
         uncond: torch.Tensor | None = None,
         guidance_scale: float = 1.0,
     ) -> torch.Tensor:
         """Score s_CFG(x; t, c) = (1 - lambda) s(x; t, empty) + lambda s(x; t, c), shape of ``x``.
 
-        ``cond=None`` gives the unconditional score s(x; t, empty).
+        Parameters
+        ----------
+        x : Tensor of shape (n, *sample_shape)
+        t : float or Tensor of shape (n,)
+            Continuous time in [0, 1].
+        cond, uncond : Tensor of shape (n or 1, L, D), optional
+            Prompt and unconditional (negative) embeddings from :meth:`encode_prompt`.
+            ``cond=None`` gives the unconditional score s(x; t, empty); ``uncond=None`` the
+            empty prompt's embedding (encoded on every call: pass it when calling often).
+        guidance_scale : float, default=1.0
+            lambda; 1 is the plain conditional score. Derivatives with respect to ``x`` go
+            through BOTH branches: (1 - lambda) grad s(., empty) + lambda grad s(., c).
         """
         return self.output_to_score(self.guided_output(x, t, cond, uncond, guidance_scale), x, t)
+
+    #: Same as calling the model (:meth:`forward`): s_CFG(x; t, c).
+    score = forward
 
     def epsilon(
         self,
@@ -390,31 +414,6 @@ class TextToImageModel(nn.Module):
         """``(eps_uncond, eps_cond)`` from one ``[uncond, cond]`` batch."""
         out_u, out_c = self.branch_outputs(x, t, cond, uncond)
         return self.output_to_epsilon(out_u, x, t), self.output_to_epsilon(out_c, x, t)
-
-    def score_model(
-        self,
-        cond: torch.Tensor | None = None,
-        uncond: torch.Tensor | None = None,
-        guidance_scale: float = 1.0,
-        *,
-        math_attention: bool = True,
-    ) -> ScoreModel:
-        """A lidmem :class:`ScoreModel` for fixed conditioning, usable by ``lidmem.estimators``.
-
-        ``forward(x, t)`` returns s_CFG(x; t, c) with BOTH branches differentiable, so the Jacobian
-        is (1 - lambda) grad s(., empty) + lambda grad s(., c). ``cond=None`` gives the
-        unconditional model; ``guidance_scale=1`` the purely conditional one. Embeddings of batch 1
-        broadcast over any batch of x (as estimators repeat x for probes).
-
-        Parameters
-        ----------
-        math_attention : bool, default=True
-            Evaluate attention with the math kernel so that ``torch.func.jvp`` works.
-        """
-        if uncond is None and cond is not None and float(guidance_scale) != 1.0:
-            uncond = self.unconditional_embeds(1)
-        net = _GuidedUNet(self, cond, uncond, float(guidance_scale), math_attention)
-        return _T2IScoreModel(net, self.sde, self.prediction)
 
     # ------------------------------------------------------------------ sampling
     def ddim_scheduler(self, num_inference_steps: int) -> Any:
@@ -523,37 +522,6 @@ class TextToImageModel(nn.Module):
         cond = cond.repeat_interleave(k, dim=0)
         x = self.sample(cond, None, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed, progress=progress)
         return self.decode(x) if decode else x
-
-
-class _GuidedUNet(nn.Module):
-    """fn(x, tau) for :class:`ScoreModel`: the CFG-combined raw UNet output at fixed conditioning."""
-
-    def __init__(self, model: TextToImageModel, cond: torch.Tensor | None, uncond: torch.Tensor | None, guidance_scale: float, math_attention: bool) -> None:
-        super().__init__()
-        self.model = model
-        self.cond = cond
-        self.uncond = uncond
-        self.guidance_scale = guidance_scale
-        self.use_math_attention = math_attention
-
-    def forward(self, x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
-        t = tau.double() / (self.model.sde.num_train_timesteps - 1)
-        ctx = math_attention() if self.use_math_attention else contextlib.nullcontext()
-        with ctx:
-            return self.model.guided_output(x, t, self.cond, self.uncond, self.guidance_scale)
-
-
-class _T2IScoreModel(ScoreModel):
-    """ScoreModel whose times stay in float32 or wider for half-precision inputs."""
-
-    def _times(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
-        if x.dtype in (torch.float16, torch.bfloat16):
-            if isinstance(t, torch.Tensor) and t.ndim == 1:
-                if t.shape != (x.shape[0],):
-                    raise ValueError(f"t must be a float or a tensor of shape (n,)=({x.shape[0]},); got shape {tuple(t.shape)}")
-                return t.to(device=x.device, dtype=torch.float32)
-            return torch.full((x.shape[0],), float(t), dtype=torch.float32, device=x.device)
-        return super()._times(x, t)
 
 
 def _as_prompt_list(prompt: Any, name: str) -> list[str]:

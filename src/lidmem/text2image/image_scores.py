@@ -16,26 +16,15 @@ from typing import Any
 
 import torch
 
-from .._validation import check_choice, check_positive_int, check_t0, make_generator
+from .._validation import check_choice, check_positive_int, check_t0
+from ..diffusion.sampling import ode_derivative
+from ..estimators.flipd import flipd, flipd_at
 from ..utils import chunk_slices, progress as _progress
-from .adapters import TextToImageModel, math_attention
+from .adapters import TextToImageModel
 
 __all__ = ["cfg_flipd_at", "image_flipd", "cfg_norm_after_euler", "score_images", "IMAGE_METRICS"]
 
 IMAGE_METRICS: tuple[str, ...] = ("flipd_uncond", "flipd_cond", "cfg_norm")
-
-
-def _rep(e: torch.Tensor | None, n: int, m: int) -> torch.Tensor | None:
-    """Repeat per-sample embeddings (batch n) m times each; batch-1 embeddings broadcast as they are."""
-    if e is None or e.shape[0] == 1 or m == 1:
-        return e
-    if e.shape[0] != n:
-        raise ValueError(f"embeddings have batch size {e.shape[0]} but x has {n} samples; pass one per sample or a single one")
-    return e.repeat_interleave(m, dim=0)
-
-
-#: Rows per batched JVP of the exact trace (bounds its memory: ~1 GB for the shipped 8x8 model).
-_EXACT_ROWS = 1024
 
 
 def cfg_flipd_at(
@@ -50,13 +39,16 @@ def cfg_flipd_at(
     n_probes: int = 1,
     probe: str = "rademacher",
     generator: torch.Generator | None = None,
+    create_graph: bool | None = None,
 ) -> torch.Tensor:
     """FLIPD of the (CFG) score at an already-noised point ``x_t`` (eq. 14 / 26).
 
     ``FLIPD = d + sigma(t)^2 (tr grad s_CFG(x_t; t, c) + ||s_CFG(x_t; t, c)||^2)
     = d - sigma(t) tr grad eps_CFG(x_t) + ||eps_CFG(x_t)||^2``, with the Jacobian through BOTH
     CFG branches, ``(1 - lambda) grad s(., empty) + lambda grad s(., c)``. (Eq. 14 is written for the
-    DDIM variable x~ = x / psi; the value is the same.) Differentiable with respect to ``cond``.
+    DDIM variable x~ = x / psi; the value is the same.) This is the core estimator
+    :func:`lidmem.estimators.flipd_at` with the conditioning
+    ``extra_args={"cond": cond, "uncond": uncond, "guidance_scale": guidance_scale}``.
 
     Parameters
     ----------
@@ -64,48 +56,23 @@ def cfg_flipd_at(
     t : float in (0, 1]
     trace : {"hutchinson", "exact"}
         "exact" takes d Jacobian-vector products per sample (tiny models only).
+    generator : torch.Generator, optional
+        Source of the Hutchinson probes (default: seed 0).
+    create_graph : bool or None, default=None
+        Keep the result differentiable with respect to ``cond`` (attribution, embedding
+        optimisation); None follows ``torch.is_grad_enabled()``.
 
     Returns
     -------
-    Tensor of shape (n,), float32
+    Tensor of shape (n,), float32 or wider
     """
     check_choice(trace, "trace", ("hutchinson", "exact"))
-    check_choice(probe, "probe", ("rademacher", "gaussian"))
-    n = x_t.shape[0]
-    shape = tuple(x_t.shape[1:])
-    d = x_t[0].numel()
-    x_t = x_t.detach()
-    sigma = float(model.sde.sigma(torch.tensor(float(t), dtype=torch.float64)))
-    if trace == "hutchinson":
-        p = check_positive_int(n_probes, "n_probes")
-        g = generator if generator is not None else make_generator(0)
-        if probe == "rademacher":
-            v = torch.randint(0, 2, (n * p, *shape), generator=g).to(torch.float32) * 2 - 1
-        else:
-            v = torch.randn((n * p, *shape), generator=g)
-        blocks = [(v.to(device=x_t.device, dtype=x_t.dtype), p)]
-    else:
-        eye = torch.eye(d, device=x_t.device, dtype=x_t.dtype)
-        # at most ~_EXACT_ROWS rows per JVP batch (n samples x a chunk of basis directions)
-        per = max(1, _EXACT_ROWS // n)
-        blocks = ((eye[sl].repeat(n, 1).reshape(n * (sl.stop - sl.start), *shape), sl.stop - sl.start) for sl in chunk_slices(d, per))
-    trace_sum = torch.zeros(n, device=x_t.device, dtype=torch.float32)
-    eps_sq = None
-    for tang, m in blocks:
-        primals = x_t.repeat_interleave(m, dim=0)
-        c = _rep(cond, n, m)
-        u = _rep(uncond, n, m)
-
-        def f(inp: torch.Tensor) -> torch.Tensor:
-            return model.epsilon(inp, t, c, u, guidance_scale)
-
-        with math_attention():
-            out, jv = torch.func.jvp(f, (primals,), (tang,))
-        vjv = (tang.float() * jv.float()).reshape(n, m, -1).sum(-1)
-        trace_sum = trace_sum + (vjv.mean(1) if trace == "hutchinson" else vjv.sum(1))
-        if eps_sq is None:
-            eps_sq = out.float().reshape(n, m, -1)[:, 0].pow(2).sum(-1)
-    return d - sigma * trace_sum + eps_sq
+    graph = torch.is_grad_enabled() if create_graph is None else bool(create_graph)
+    args = {"cond": cond, "uncond": uncond, "guidance_scale": guidance_scale}
+    return flipd_at(
+        model, x_t.detach(), t, trace=trace, n_probes=n_probes, probe=probe, seed=0 if generator is None else generator,
+        extra_args=args, create_graph=graph,
+    )
 
 
 def _model_space(model: TextToImageModel, images: Any, inputs: str) -> torch.Tensor:
@@ -177,21 +144,15 @@ def image_flipd(
     x = _model_space(model, images, inputs)
     n = x.shape[0]
     bs = check_positive_int(batch_size, "batch_size")
-    cond = uncond = None
     if captions is not None:
         cond, uncond = _captions_embeds(model, captions, n)
+        args = {"cond": cond, "uncond": uncond, "guidance_scale": guidance_scale}
     else:
-        uncond = model.unconditional_embeds(1)
-    psi = float(model.sde.psi(torch.tensor(t0, dtype=torch.float64)))
-    g = make_generator(seed)
-    out = []
-    for sl in _progress(list(chunk_slices(n, bs)), desc="FLIPD", disable=None if progress is None else not progress):
-        c = None if cond is None else (cond if cond.shape[0] == 1 else cond[sl])
-        # no_grad: the JVPs otherwise keep an autograd graph through the network's parameters
-        # for every chunk of the trace (16 GB for 64 images of the shipped 8x8 model)
-        with torch.no_grad():
-            out.append(cfg_flipd_at(model, psi * x[sl], t0, c, uncond, guidance_scale if c is not None else 0.0, trace=trace, n_probes=n_probes, probe=probe, generator=g))
-    return torch.cat(out).cpu()
+        args = {"uncond": model.unconditional_embeds(1)}
+    # not differentiable (create_graph=False): the JVPs otherwise keep an autograd graph through
+    # the network's parameters for every chunk of the trace (16 GB for 64 images of the shipped model)
+    out = flipd(model, x, t0, trace=trace, n_probes=n_probes, probe=probe, seed=seed, batch_size=bs, progress=progress, extra_args=args)
+    return out.cpu()
 
 
 def cfg_norm_after_euler(
@@ -227,10 +188,10 @@ def cfg_norm_after_euler(
         xb = x[sl]
         with torch.no_grad():
             for i in range(k):
-                t, dt = ts[i], float(ts[i + 1] - ts[i])
-                s = model.score(xb, float(t), c, None, 1.0)
-                drift = float(model.sde.drift_coef(t)) * xb - 0.5 * float(model.sde.diffusion_sq(t)) * s
-                xb = xb + dt * drift
+                # forward in time from t = 0 (Euler), times in float64 like the UNet's timesteps
+                t, dt = ts[i].expand(xb.shape[0]), float(ts[i + 1] - ts[i])
+                drift, _ = ode_derivative(model, xb, t, extra_args={"cond": c, "guidance_scale": 1.0})
+                xb = xb + drift * dt
             out_u, out_c = model.branch_outputs(xb, t0, c, uncond)
             diff = model.output_to_score(out_c, xb, t0).float() - model.output_to_score(out_u, xb, t0).float()
         out.append(diff.reshape(diff.shape[0], -1).norm(dim=1))
