@@ -13,6 +13,7 @@ def mmh_command(
     model: Path = typer.Option(..., "--model", "-m", help="lidmem score-model checkpoint (.safetensors)."),
     data: Path = typer.Option(..., "--data", "-d", help="Training data: .npy, .csv, .parquet (numeric columns) or a folder of images."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (mmh.csv + summary.json)."),
+    columns: str | None = typer.Option(None, "--columns", help="Comma-separated columns of a .csv/.parquet --data table to use as coordinates, in order (default: every numeric column), e.g. --columns x,y."),
     t0: float = typer.Option(0.01, help="FLIPD time t0 in (0, 1]."),
     trace: str = typer.Option("exact", help="FLIPD trace: 'exact' (d JVPs per point) or 'hutchinson'."),
     n_probes: int = typer.Option(1, help="Hutchinson probes per point (--trace hutchinson)."),
@@ -42,7 +43,8 @@ def mmh_command(
 
         score_model = load_score_model(model, device=device or "cpu")
         meta = score_model.metadata
-        points = load_points(data)
+        cols = [c.strip() for c in columns.split(",") if c.strip()] if columns is not None else None
+        points = load_points(data, columns=cols)
         shape = meta.get("data_shape")
         result = mmh_analysis(
             score_model,
@@ -75,6 +77,7 @@ def mmh_command(
         summary = {
             "model": str(model),
             "data": str(data),
+            "columns": cols,
             "n_points": len(result),
             "settings": {
                 "t0": t0, "trace": trace, "n_probes": n_probes, "seed": seed,

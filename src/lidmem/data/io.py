@@ -57,15 +57,18 @@ def load_image_folder(folder: str | Path, *, mode: str | None = None) -> tuple[n
     return np.stack(arrays), [f.name for f in files]
 
 
-def load_points(path: str | Path) -> np.ndarray:
+def load_points(path: str | Path, *, columns: list[str] | None = None) -> np.ndarray:
     """Load a data set as float array of shape ``(n, d)`` (images are flattened).
 
     Supports ``.npy`` (any rank, batch first), ``.csv`` (numeric columns; a header row is
-    allowed), ``.parquet`` (numeric columns) and a folder of images.
+    allowed), ``.parquet`` (numeric columns) and a folder of images. ``columns`` picks these
+    columns of a ``.csv``/``.parquet`` table, in this order (default: every numeric column).
     """
     path = Path(path)
     if not path.exists():
         raise ValueError(f"data path {path} does not exist")
+    if columns is not None and (path.is_dir() or path.suffix.lower() not in (".csv", ".parquet")):
+        raise ValueError(f"columns={list(columns)} applies to .csv/.parquet tables only; {path.name!r} is not one")
     if path.is_dir():
         imgs, _ = load_image_folder(path)
         return imgs.reshape(len(imgs), -1)
@@ -81,6 +84,14 @@ def load_points(path: str | Path) -> np.ndarray:
         import pandas as pd
 
         df = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+        if columns is not None:
+            missing = [c for c in columns if c not in df.columns]
+            if missing or not columns:
+                raise ValueError(f"columns {missing or '[]'} not in {path.name}; it has {list(df.columns)}")
+            df = df[list(columns)]
+            bad = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
+            if bad:
+                raise ValueError(f"columns {bad} of {path.name} are not numeric; pick numeric columns with --columns")
         num = df.select_dtypes(include="number")
         if num.shape[1] == 0:
             raise ValueError(f"{path} has no numeric columns")
