@@ -6,13 +6,13 @@ Each line is split with shell rules (comments dropped); then
 - lines that need an install, a GPU, several processes or the network are skipped
   (``SKIP_IF``, with the reason in the test id);
 - the README's placeholders (``model.safetensors``, ``train_pngs/``, ``path/to/sd``, ...) are
-  replaced by small real inputs built here (``PLACEHOLDERS``), and every ``out/...`` path by a
+  replaced by small real inputs built here (the ``inputs`` fixture), and every ``out/...`` path by a
   temporary folder;
 - commands get options that make them small (``SMALL``; typer keeps the last value of an option
   given twice, so appended options override the README's).
 
 A new README command with a new placeholder fails here until the placeholder is added to
-``PLACEHOLDERS`` (that is the point: every README line must run).
+the ``inputs`` fixture (that is the point: every README line must run).
 """
 
 from __future__ import annotations
@@ -44,11 +44,11 @@ SMALL = {
     ("demo", "vonmises"): ["--n-samples", "200", "--steps", "300"],
     ("demo", "digits"): ["--num-samples", "24", "--sampling-steps", "5", "--no-generator"],
     ("demo", "text2image"): ["--n-generations", "1", "--n-other-prompts", "4", "--n-other-images", "8", "--repeats", "1",
-                             "--num-inference-steps", "5"],
+                             "--num-inference-steps", "10"],
     ("audit",): ["--sampling-steps", "5", "--nb-scores", "16", "--lpca-k", "10", "--no-report"],
-    ("t2i", "detect-prompts"): ["--n-generations", "1", "--steps", "3", "--limit", "4"],
-    ("t2i", "attribute"): ["--n-generations", "1", "--steps", "3"],
-    ("t2i", "mitigate"): ["--ks", "1", "--repeats", "1", "--n-generations", "1", "--steps", "3"],
+    ("t2i", "detect-prompts"): ["--n-generations", "1", "--steps", "10", "--limit", "4"],
+    ("t2i", "attribute"): ["--n-generations", "1", "--steps", "10"],
+    ("t2i", "mitigate"): ["--ks", "1", "--repeats", "1", "--n-generations", "1", "--steps", "10"],
     ("lid",): ["--k", "20"],
 }
 #: option -> value that replaces the README's (sizes)
@@ -159,8 +159,8 @@ def test_readme_command_runs(line, inputs, tmp_path):
     if reason:
         pytest.skip(reason)
     argv = _prepare(line, inputs, tmp_path)
-    unknown = [t for t in argv if re.fullmatch(r"[\w./-]*(path/to|my_|\.\./)[\w./-]*", t)]
-    assert not unknown, f"README placeholder(s) {unknown} have no test input; add them to PLACEHOLDERS in {__file__}"
+    unknown = [t for t in argv if not t.startswith("/") and re.fullmatch(r"[\w./-]*(path/to|my_|\.\./)[\w./-]*", t)]
+    assert not unknown, f"README placeholder(s) {unknown} have no test input; add them to the `inputs` fixture in {__file__}"
     env = {**os.environ, "LIDMEM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=inputs["__root__"], timeout=900)
     assert proc.returncode == 0, f"`{line}` exited {proc.returncode}:\n{proc.stderr[-3000:]}"
