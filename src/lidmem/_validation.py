@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +18,11 @@ __all__ = [
     "check_probability",
     "check_choice",
     "make_generator",
+    "check_device",
+    "check_finite",
+    "check_int_list",
+    "check_output_path",
+    "as_model_dtype",
 ]
 
 
@@ -140,3 +147,105 @@ def make_generator(seed: int | torch.Generator | None, device: torch.device | st
             raise TypeError(f"seed must be an int, a torch.Generator or None; got {seed!r}")
         g.manual_seed(int(seed))
     return g
+
+
+def check_device(device: Any, name: str = "device") -> torch.device:
+    """Parse a torch device and check that this machine has it (``cpu``, ``cuda``, ``cuda:1``,
+    ``mps``). Raises ValueError naming ``name`` for an unknown name or a missing accelerator,
+    before any model is loaded."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"{name}={device!r} is not a torch device; use cpu, cuda, cuda:1 or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name}={device!r} but this machine has no CUDA device (torch {torch.__version__}); use {name}=cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{name}={device!r} but this machine has {torch.cuda.device_count()} CUDA device(s) (cuda:0..)")
+    elif dev.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise ValueError(f"{name}={device!r} but MPS is not available on this machine; use {name}=cpu")
+    elif dev.type != "cpu":
+        raise ValueError(f"{name}={device!r} is not supported here; use cpu, cuda, cuda:N or mps")
+    return dev
+
+
+def check_finite(value: Any, name: str) -> float:
+    """Validate a finite real number (rejects NaN and +-inf)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a number; got {value!r}") from exc
+    if not math.isfinite(v):
+        raise ValueError(f"{name}={value!r} must be a finite number")
+    return v
+
+
+def check_int_list(text: str, name: str, *, minimum: int = 1) -> list[int]:
+    """Parse comma-separated integers ``>= minimum`` (``"1,8,8"``); ``1.5`` is refused, never truncated."""
+    items = [v.strip() for v in str(text).split(",") if v.strip()]
+    if not items:
+        raise ValueError(f"{name}={text!r} must be comma-separated integers, e.g. 1,8,8")
+    out = []
+    for v in items:
+        try:
+            i = int(v)
+        except ValueError:
+            raise ValueError(f"{name}={text!r} must be comma-separated integers, e.g. 1,8,8 ({v!r} is not an integer)") from None
+        if i < minimum:
+            raise ValueError(f"{name}={text!r}: every value must be >= {minimum}")
+        out.append(i)
+    return out
+
+
+def check_output_path(path: Any, name: str = "out", *, kind: str = "dir", suffixes: tuple[str, ...] | None = None) -> Path:
+    """Check an output location before any work, so a run never fails at its end.
+
+    ``kind="dir"``: an output folder that may not exist yet; ``kind="file"``: an output file
+    (its folder may not exist yet; ``suffixes`` lists the allowed endings). Refused: a folder
+    path that is an existing file, a path below an existing file, an existing folder where a
+    file is wanted (a folder named like a file, ``out.csv/``), and a location whose nearest
+    existing folder is not writable. Nothing is created.
+    """
+    if path is None or str(path) == "":
+        raise ValueError(f"{name} is empty; give an output {'folder' if kind == 'dir' else 'file'}")
+    p = Path(path)
+    if kind == "dir":
+        if p.exists() and not p.is_dir():
+            raise ValueError(f"{name}={str(p)!r} is an existing file; the output must be a folder (choose another path)")
+    elif kind == "file":
+        if p.is_dir():
+            raise ValueError(f"{name}={str(p)!r} is an existing folder; give a file name{' ending in ' + ' or '.join(suffixes) if suffixes else ''}")
+        if suffixes is not None and p.suffix.lower() not in suffixes:
+            raise ValueError(f"{name}={str(p)!r} must end in {' or '.join(suffixes)}")
+        if p.exists() and not os.access(p, os.W_OK):
+            raise ValueError(f"{name}={str(p)!r} is not writable")
+    else:
+        raise ValueError(f"kind={kind!r} must be 'dir' or 'file'")
+    # the nearest existing ancestor must be a writable folder
+    anc = p if (kind == "dir" and p.exists()) else p.parent
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise ValueError(f"{name}={str(p)!r} lies under {str(anc)!r}, which is a file, not a folder")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise ValueError(f"{name}={str(p)!r} cannot be written: no write permission in {str(anc)!r}")
+    return p
+
+
+def as_model_dtype(x: Any, model: Any) -> Any:
+    """Cast floating input ``x`` to the dtype of ``model``'s floating parameters (the boundary
+    rule of the estimators: a float64 NumPy array meets a float32 network). Anything else, and
+    models without parameters (analytic scores), pass through unchanged."""
+    params = getattr(model, "parameters", None)
+    if not callable(params):
+        return x
+    p = next((q for q in params() if q.is_floating_point()), None)
+    if p is None:
+        return x
+    if isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating):
+        t = torch.from_numpy(np.ascontiguousarray(x))
+        return t.to(p.dtype) if t.dtype != p.dtype else x
+    if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != p.dtype:
+        return x.to(p.dtype)
+    return x

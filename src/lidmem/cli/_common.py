@@ -3,28 +3,73 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+import sys
 from contextlib import contextmanager
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(stderr=True)
 
 
+def print_error(message: str) -> None:
+    """Print ``error: message`` on stderr: styled on a terminal, else as ONE physical line
+    (no wrapping at 80 columns, newlines folded) so that logs and ``grep`` see one record."""
+    text = " ".join(str(message).split())
+    if sys.stderr.isatty():
+        console.print(f"[bold red]error:[/] {escape(text)}", soft_wrap=True)
+    else:
+        sys.stderr.write(f"error: {text}\n")
+        sys.stderr.flush()
+
+
+def _describe(exc: BaseException) -> str:
+    """A one-line message for ``exc`` that names the file when the exception knows it."""
+    if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError) and getattr(exc, "filename", None):
+        return f"{exc.filename}: {exc.strerror or exc}"
+    if isinstance(exc, FileNotFoundError) and getattr(exc, "filename", None) and str(exc.filename) not in str(exc):
+        return f"{exc.filename}: no such file or folder"
+    reason = getattr(exc, "reason", None)  # urllib.error.URLError
+    if reason is not None and type(exc).__name__ == "URLError":
+        return f"cannot reach the endpoint: {reason}"
+    return str(exc) or type(exc).__name__
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn ValueError/TypeError/FileNotFoundError from the library into a one-line message and exit code 2."""
+    """Turn the library's input errors into a one-line message and exit code 2.
+
+    Caught: ValueError, TypeError (bad arguments and data), OSError (missing, unreadable or
+    unwritable files, network errors such as ``URLError``) and EOFError (truncated files).
+    Anything else is a bug and keeps its traceback.
+    """
     try:
         yield
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+    except (ValueError, TypeError, OSError, EOFError) as exc:
+        print_error(_describe(exc))
         raise typer.Exit(code=2) from None
 
 
 def fail(message: str) -> None:
     """Print ``message`` as an error and exit with code 2."""
-    console.print(f"[bold red]error:[/] {message}")
+    print_error(message)
     raise typer.Exit(code=2)
+
+
+def check_out(out: object, option: str = "--out", *, kind: str = "dir", suffixes: tuple[str, ...] | None = None) -> None:
+    """Check an output location first, in every command (see :func:`lidmem._validation.check_output_path`)."""
+    from .._validation import check_output_path
+
+    check_output_path(out, option, kind=kind, suffixes=suffixes)
+
+
+def check_device_option(device: str | None, option: str = "--device") -> None:
+    """Check ``--device`` (name and availability) before any model is loaded."""
+    if device is not None:
+        from .._validation import check_device
+
+        check_device(device, option)
 
 
 def parse_lpca_tau(text: str, option: str = "--tau") -> str | float:
@@ -55,3 +100,140 @@ def parse_lpca_radius(text: str, option: str = "--radius") -> str | float | None
     if not value >= 0:
         raise ValueError(f"{option}={text!r} must be >= 0")
     return value
+
+
+def check_model_file(model: object, what: str, option: str = "--model") -> None:
+    """``--model`` must be an existing file (named in the error, with what is expected)."""
+    from pathlib import Path
+
+    p = Path(str(model))
+    if not p.exists():
+        raise ValueError(f"{option} {model} does not exist; give {what}")
+    if not p.is_file():
+        raise ValueError(f"{option} {model} is not a file; give {what}")
+
+
+def check_finite_images(images: object, option: str, source: object) -> None:
+    """Refuse NaN or infinite pixels in images read for ``option`` (names the file or folder)."""
+    import numpy as np
+
+    arr = np.asarray(images)
+    bad = ~np.isfinite(arr).reshape(len(arr), -1).all(axis=1)
+    if bad.any():
+        raise ValueError(f"{option} {source}: {int(bad.sum())} of {len(arr)} images hold NaN or infinite values (first: row {int(np.argmax(bad))})")
+
+
+def check_audit_options(
+    *, out: object, model: object, num_samples: int, sampling_steps: int, flipd_t0: float, flipd_trace: str, flipd_probes: int,
+    nb_t0: float, nb_scores: int | None, copy_k: int, exact_threshold: float, near_threshold: float, cos_threshold: float,
+    search: str, lpca_k: int, seed: int,
+) -> None:
+    """Every ``lidmem audit`` option checked with its own name, before any file is read."""
+    from pathlib import Path
+
+    from .._validation import check_choice, check_finite, check_positive_int, check_t0
+
+    check_out(out)
+    check_t0(flipd_t0, "--flipd-t0")
+    check_t0(nb_t0, "--nb-t0")
+    check_choice(flipd_trace, "--flipd-trace", ("hutchinson", "exact"))
+    check_choice(search, "--search", ("auto", "exact", "faiss"))
+    if search == "faiss":
+        try:
+            import faiss  # noqa: F401
+        except ImportError:
+            raise ValueError("--search faiss needs the faiss package (pip install lidmem[faiss]); use --search exact") from None
+    for value, name in ((num_samples, "--num-samples"), (sampling_steps, "--sampling-steps"), (flipd_probes, "--flipd-probes"),
+                        (copy_k, "--copy-k"), (lpca_k, "--lpca-k")):
+        check_positive_int(value, name)
+    if nb_scores is not None:
+        check_positive_int(nb_scores, "--nb-scores")
+    check_positive_int(seed, "--seed", minimum=0)
+    exact = check_finite(exact_threshold, "--exact-threshold")
+    near = check_finite(near_threshold, "--near-threshold")
+    if not 0 <= exact <= near:
+        raise ValueError(f"--exact-threshold={exact_threshold} and --near-threshold={near_threshold} must satisfy 0 <= exact <= near")
+    cos = check_finite(cos_threshold, "--cos-threshold")
+    if not -1.0 <= cos <= 1.0:
+        raise ValueError(f"--cos-threshold={cos_threshold} must lie in [-1, 1]")
+    check_model_file(model, "a score_model or generator checkpoint (.safetensors)")
+
+
+def check_percentile(value: float, option: str) -> None:
+    """A percentile option in [0, 100]."""
+    from .._validation import check_probability
+
+    check_probability(value, option, low=0.0, high=100.0)
+
+
+def check_mmh_options(
+    *, out: object, model: object, t0: float, trace: str, n_probes: int, k: int, tau_percentile: float, alpha: float,
+    radius_percentile: float, od_margin: float, dd_threshold: float, seed: int, batch_size: int | None, device: str | None,
+) -> None:
+    """Every ``lidmem mmh`` option checked with its own name, before the data or the model is read."""
+    from pathlib import Path
+
+    from .._validation import check_choice, check_finite, check_positive_int, check_probability, check_t0
+
+    check_out(out)
+    check_t0(t0, "--t0")
+    check_choice(trace, "--trace", ("exact", "hutchinson"))
+    check_positive_int(n_probes, "--n-probes")
+    check_positive_int(k, "--k")
+    check_percentile(tau_percentile, "--tau-percentile")
+    check_percentile(radius_percentile, "--radius-percentile")
+    check_probability(alpha, "--alpha", low=0.0, high=1.0, closed=False)
+    if check_finite(od_margin, "--od-margin") < 0:
+        raise ValueError(f"--od-margin={od_margin} must be >= 0")
+    check_finite(dd_threshold, "--dd-threshold")
+    check_positive_int(seed, "--seed", minimum=0)
+    if batch_size is not None:
+        check_positive_int(batch_size, "--batch-size")
+    check_device_option(device)
+    check_model_file(model, "a lidmem score-model checkpoint (.safetensors)")
+
+
+def check_score_options(
+    *, out: object, model: object, metrics: str, shard_size: int, batch_size: int, seed: int, device: str | None, precision: str,
+    t0: float, n_probes: int, probe: str, nb_t0: float, nb_scores: int | None, cfg_t0: float, euler_steps: int,
+) -> None:
+    """Every ``lidmem score`` option checked with its own name, before the data or the model is read."""
+    from pathlib import Path
+
+    from .._validation import check_choice, check_positive_int, check_t0
+    from ..scoring.runner import PRECISIONS, metric_names
+
+    check_out(out)
+    names = [m.strip() for m in metrics.split(",") if m.strip()]
+    if not names:
+        raise ValueError(f"--metrics={metrics!r} is empty; choose from {', '.join(metric_names())}")
+    for m in names:
+        check_choice(m, "--metrics", metric_names())
+    check_positive_int(shard_size, "--shard-size")
+    check_positive_int(batch_size, "--batch-size")
+    check_positive_int(seed, "--seed", minimum=0)
+    check_choice(precision, "--precision", PRECISIONS)
+    check_t0(t0, "--t0")
+    check_t0(nb_t0, "--nb-t0")
+    check_t0(cfg_t0, "--cfg-t0")
+    check_positive_int(n_probes, "--n-probes")
+    check_positive_int(euler_steps, "--euler-steps")
+    if nb_scores is not None:
+        check_positive_int(nb_scores, "--nb-scores")
+    check_choice(probe, "--probe", ("rademacher", "gaussian"))
+    check_device_option(device)
+    if model is not None and not Path(str(model)).exists():
+        raise ValueError(f"--model {model} does not exist; give a lidmem score_model checkpoint (.safetensors) or a diffusers model folder")
+
+
+def check_lid_options(*, k: int, tau: str, tau_percentile: float, alpha: float, radius: str, radius_percentile: float, seed: int) -> None:
+    """``lidmem lid`` options checked with their own names, before the data is read."""
+    from .._validation import check_positive_int, check_probability
+
+    check_positive_int(k, "--k")
+    parse_lpca_tau(tau, "--tau")
+    parse_lpca_radius(radius, "--radius")
+    check_percentile(tau_percentile, "--tau-percentile")
+    check_percentile(radius_percentile, "--radius-percentile")
+    check_probability(alpha, "--alpha", low=0.0, high=1.0, closed=False)
+    check_positive_int(seed, "--seed", minimum=0)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ._common import console, parse_lpca_radius, parse_lpca_tau, user_errors
+from ._common import check_audit_options, check_finite_images, console, parse_lpca_radius, parse_lpca_tau, user_errors
 
 
 def run_audit_command(
@@ -40,9 +40,16 @@ def run_audit_command(
     # validate first: every cheap check before sampling / estimating
     radius = parse_lpca_radius(lpca_radius, "--lpca-radius")
     tau = parse_lpca_tau(lpca_tau, "--lpca-tau")
-    net, kind = load_audit_model(model)
+    check_audit_options(out=out, model=model, num_samples=num_samples, sampling_steps=sampling_steps, flipd_t0=flipd_t0,
+                        flipd_trace=flipd_trace, flipd_probes=flipd_probes, nb_t0=nb_t0, nb_scores=nb_scores, copy_k=copy_k,
+                        exact_threshold=exact_threshold, near_threshold=near_threshold, cos_threshold=cos_threshold,
+                        search=search, lpca_k=lpca_k, seed=seed)
     tr = load_training_images(train)
+    check_finite_images(tr.images, "--train", train)
     given, given_ids = (None, None) if samples is None else load_sample_images(samples)
+    if given is not None:
+        check_finite_images(given, "--samples", samples)
+    net, kind = load_audit_model(model)
     check_audit_inputs(net, kind, tr.images, given, lpca_k=lpca_k, copy_k=copy_k)
     console.print(f"auditing a {kind} on {len(tr.images)} training images of shape {tuple(tr.images.shape[1:])}")
     result = audit_memorization(

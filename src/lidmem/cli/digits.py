@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import console, user_errors
+from ._common import check_out, console, user_errors
 
 
 def register(app: typer.Typer, demo_app: typer.Typer) -> None:
@@ -24,6 +24,11 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         from ..memorization.audit import digits_demo
 
         with user_errors():
+            from .._validation import check_positive_int
+
+            check_out(out)
+            check_positive_int(num_samples, "--num-samples")
+            check_positive_int(sampling_steps, "--sampling-steps")
             results = digits_demo(out, num_samples=num_samples, sampling_steps=sampling_steps, generator=generator, seed=seed)
         for name, res in results.items():
             s = res.summary

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import console, parse_lpca_radius, parse_lpca_tau, user_errors
+from ._common import check_lid_options, check_out, console, parse_lpca_radius, parse_lpca_tau, user_errors
 
 ESTIMATORS = ("lpca", "mle", "twonn", "ess")
 
@@ -29,6 +29,7 @@ def lid_command(
     seed: int = typer.Option(0, help="Seed for the subsample of pairs behind the distance percentile (large data)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output table, .csv or .parquet; CSV to stdout when omitted."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (on a terminal)."),
+    columns: str | None = typer.Option(None, "--columns", help="CSV/Parquet: comma-separated columns to use (needed when the table has non-numeric columns)."),
 ) -> None:
     """Estimate LID_* at every point of DATA and write one row per point (index, name, lid)."""
     with user_errors():
@@ -39,16 +40,22 @@ def lid_command(
 
         if estimator not in ESTIMATORS:
             raise ValueError(f"--estimator={estimator!r} is not supported; choose one of {', '.join(ESTIMATORS)}")
-        if out is not None and out.suffix.lower() not in (".csv", ".parquet"):
-            raise ValueError(f"--out {out} must end in .csv or .parquet")
+        if out is not None:
+            check_out(out, kind="file", suffixes=(".csv", ".parquet"))
+        check_lid_options(k=k, tau=tau, tau_percentile=tau_percentile, alpha=alpha, radius=radius, radius_percentile=radius_percentile, seed=seed)
+        cols = [c.strip() for c in columns.split(",") if c.strip()] if columns is not None else None
         if not data.exists():
             raise FileNotFoundError(f"data path {data} does not exist")
         if data.is_dir():
+            if cols is not None:
+                raise ValueError(f"--columns applies to .csv and .parquet tables, not to the folder {data}")
             images, names = load_image_folder(data)
             points = images.reshape(len(images), -1)
         else:
-            points = load_points(data)
+            points = load_points(data, columns=cols)
             names = None
+        if k >= len(points):
+            raise ValueError(f"--k={k} must be < the number of points in {data} ({len(points)}); lower --k")
         if len(points) == 0:
             raise ValueError(f"data set {data} is empty")
 

@@ -68,5 +68,37 @@ def weights_command() -> None:
         typer.echo(f"{name}\t{path}")
 
 
+def main() -> None:
+    """Entry point of the ``lidmem`` script: the typer app, except that a usage error (a value
+    click cannot parse, an unknown option) is ONE line on stderr when stderr is not a terminal,
+    like every other lidmem error (typer draws a multi-line panel)."""
+    import sys
+
+    try:  # typer >= 0.20 vendors click
+        from typer._click import exceptions as click_exceptions
+    except ImportError:  # pragma: no cover
+        from click import exceptions as click_exceptions
+
+    from ._common import print_error
+
+    try:
+        code = app(standalone_mode=False)
+    except click_exceptions.ClickException as exc:
+        if sys.stderr.isatty() or type(exc).__name__ == "NoArgsIsHelpError":
+            try:
+                from typer import rich_utils
+
+                rich_utils.rich_format_error(exc)  # prints nothing for NoArgsIsHelpError (help is shown)
+            except (ImportError, AttributeError):
+                exc.show()
+        else:
+            print_error(exc.format_message())
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        print_error("aborted")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    main()

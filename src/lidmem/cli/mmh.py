@@ -6,14 +6,14 @@ from pathlib import Path
 
 import typer
 
-from ._common import console, parse_lpca_radius, parse_lpca_tau, user_errors
+from ._common import check_mmh_options, console, parse_lpca_radius, parse_lpca_tau, user_errors
 
 
 def mmh_command(
     model: Path = typer.Option(..., "--model", "-m", help="lidmem score-model checkpoint (.safetensors)."),
     data: Path = typer.Option(..., "--data", "-d", help="Training data: .npy, .csv, .parquet (numeric columns) or a folder of images."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (mmh.csv + summary.json)."),
-    columns: str | None = typer.Option(None, "--columns", help="Comma-separated columns of a .csv/.parquet --data table to use as coordinates, in order (default: every numeric column), e.g. --columns x,y."),
+    columns: str | None = typer.Option(None, "--columns", help="Comma-separated columns of a .csv/.parquet --data table to use as coordinates, in order (default: every column; they must all be numeric), e.g. --columns x,y for the von Mises demo's training.csv."),
     t0: float = typer.Option(0.01, help="FLIPD time t0 in (0, 1]."),
     trace: str = typer.Option("exact", help="FLIPD trace: 'exact' (d JVPs per point) or 'hutchinson'."),
     n_probes: int = typer.Option(1, help="Hutchinson probes per point (--trace hutchinson)."),
@@ -41,11 +41,20 @@ def mmh_command(
         from ..diffusion.checkpoint import load_score_model
         from ..memorization.mmh import mmh_analysis
 
-        score_model = load_score_model(model, device=device or "cpu")
-        meta = score_model.metadata
+        # every option and the data before the model is loaded
+        check_mmh_options(out=out, model=model, t0=t0, trace=trace, n_probes=n_probes, k=k, tau_percentile=tau_percentile, alpha=alpha,
+                          radius_percentile=radius_percentile, od_margin=od_margin, dd_threshold=dd_threshold, seed=seed,
+                          batch_size=batch_size, device=device)
+        tau_value, radius_value = parse_lpca_tau(tau), parse_lpca_radius(radius)
         cols = [c.strip() for c in columns.split(",") if c.strip()] if columns is not None else None
         points = load_points(data, columns=cols)
+        if k >= len(points):
+            raise ValueError(f"--k={k} must be < the number of points in {data} ({len(points)}); lower --k")
+        score_model = load_score_model(model, device=device or "cpu")
+        meta = score_model.metadata
         shape = meta.get("data_shape")
+        if shape and int(np.prod(shape)) != points.shape[1]:
+            raise ValueError(f"--data {data} has {points.shape[1]} features per point but --model {model} takes samples of shape {tuple(shape)}")
         result = mmh_analysis(
             score_model,
             points.astype(np.float32),
@@ -53,10 +62,10 @@ def mmh_command(
             trace=trace,
             n_probes=n_probes,
             k=k,
-            tau=parse_lpca_tau(tau),
+            tau=tau_value,
             tau_percentile=tau_percentile,
             alpha=alpha,
-            radius=parse_lpca_radius(radius),
+            radius=radius_value,
             radius_percentile=radius_percentile,
             od_margin=od_margin,
             dd_threshold=dd_threshold,

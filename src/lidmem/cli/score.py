@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ._common import console, user_errors
+from ._common import check_score_options, console, user_errors
 
 
 def _floats(text: str, name: str, n: int | None = None) -> tuple[float, ...]:
@@ -50,6 +50,7 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         mode: Optional[str] = typer.Option(None, "--mode", help="L | RGB (default: that of the first image)."),
         merge: bool = typer.Option(False, "--merge", help="Only merge the finished shards in --out into scores.parquet."),
         progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: on a terminal)."),
+        bad_images: str = typer.Option("stop", "--bad-images", help="An image that cannot be decoded: stop (name it; finished shards are kept) or skip (null scores, listed in OUT/bad_rows.parquet)."),
     ) -> None:
         """Score a data set into resumable Parquet shards (rerun to resume; torchrun/accelerate to scale out).
 
@@ -57,6 +58,7 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         Several workers: torchrun --nproc_per_node 4 -m lidmem.cli.main score ... (each takes shards i % 4).
         """
         from ..scoring import merge_shards, score_dataset
+        from .._validation import check_choice, check_int_list
         from ..scoring.sources import open_source
 
         with user_errors():
@@ -66,12 +68,16 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
                 return
             if data is None:
                 raise ValueError("--data is required (or pass --merge to merge a finished run)")
+            check_score_options(out=out, model=model, metrics=metrics, shard_size=shard_size, batch_size=batch_size, seed=seed,
+                                device=device, precision=precision, t0=t0, n_probes=n_probes, probe=probe, nb_t0=nb_t0,
+                                nb_scores=nb_scores, cfg_t0=cfg_t0, euler_steps=euler_steps)
+            check_choice(bad_images, "--bad-images", ("stop", "skip"))
             source = open_source(
                 data,
                 kind=kind,
                 column=column,
                 id_column=id_column,
-                shape=[int(v) for v in _floats(shape, "--shape")] if shape else None,
+                shape=check_int_list(shape, "--shape") if shape else None,
                 mode=mode,
                 caption_column=caption_column,
             )
@@ -95,10 +101,15 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
                 precision=precision,
                 device=device,
                 progress=progress,
+                bad_images=bad_images,
             )
         console.print(
             f"scored {res.rows_scored} rows in {len(res.shards_scored)} shards ({res.rows_per_second:.1f} rows/s); "
             f"skipped {len(res.shards_skipped)} finished shards; {res.n_shards} shards in all"
         )
+        if res.bad_rows:
+            console.print(f"skipped {len(res.bad_rows)} rows whose image could not be decoded (null scores; listed in {out / 'bad_rows.parquet'} after the merge)", soft_wrap=True)
         if res.merged is not None:
             console.print(f"table: {res.merged}")
+        else:
+            console.print(f"not merged (this worker has no rendezvous with the others): when every worker is done, run `lidmem score --out {out} --merge`", soft_wrap=True)

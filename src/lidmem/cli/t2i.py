@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from ._common import console, user_errors
+from ._common import check_device_option, check_out, console, user_errors
 
 t2i_app = typer.Typer(help="Text-to-image memorization: image scores, prompt detection, token attribution, mitigation.", no_args_is_help=True)
 
@@ -22,7 +22,39 @@ _MODEL_HELP = "Diffusers model folder (unet/, text_encoder/, tokenizer/, schedul
 def _load(model: str, device: str, dtype: str, allow_download: bool) -> Any:
     from ..text2image import load_text2image
 
-    return load_text2image(model, device=device, dtype=None if dtype == "auto" else dtype, local_files_only=not allow_download)
+    try:
+        return load_text2image(model, device=device, dtype=None if dtype == "auto" else dtype, local_files_only=not allow_download)
+    except (OSError, EnvironmentError) as exc:  # transformers/diffusers: missing or incomplete model files
+        first = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise ValueError(f"--model {model} cannot be loaded: {first}") from None
+
+
+def _check_common(*, out: Path, fmt: str, device: str, dtype: str, model: str, allow_download: bool) -> None:
+    """The options every ``lidmem t2i`` command shares, checked before anything is read or loaded."""
+    from .._validation import check_choice
+
+    check_out(out, "--out")
+    check_choice(fmt, "--format", ("csv", "parquet"))
+    check_choice(dtype, "--dtype", ("auto", "float32", "float16", "bfloat16"))
+    check_device_option(device)
+    p = Path(model).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise ValueError(f"--model {model} is a file; give a diffusers model folder (unet/, text_encoder/, tokenizer/, scheduler/)")
+        missing = [d for d in ("unet", "text_encoder", "tokenizer", "scheduler") if not (p / d).is_dir()] if not (p / "model_index.json").is_file() else []
+        if missing:
+            raise ValueError(f"--model {model} is not a diffusers model folder: it has no {', '.join(s + '/' for s in missing)}")
+    elif model.startswith((".", "/", "~")) or model.count("/") > 1 or model.endswith("/"):
+        raise ValueError(f"--model {model} does not exist (neither a model folder nor a hub id such as org/name)")
+
+
+def _check_metrics(value: str, option: str, allowed: tuple[str, ...]) -> list[str]:
+    from .._validation import check_choice
+
+    items = _split(value, option.lstrip("-"))
+    for m in items:
+        check_choice(m, option, allowed)
+    return items
 
 
 def _write(df: Any, out: Path, name: str, fmt: str) -> Path:
@@ -79,6 +111,15 @@ def _read_images(path: Path, model: Any) -> tuple[Any, list[str]]:
     return x, names
 
 
+def _check_images(path: Path) -> None:
+    """Decode every image once before the model loads: a corrupt or truncated file is named now."""
+    from ..data.io import convert_image, list_images, open_image
+
+    for f in list_images(path) if path.is_dir() else [path]:
+        with open_image(f) as im:
+            convert_image(im, "RGB" if im.mode not in ("L", "1") else "L", f)
+
+
 def _read_captions(path: Path | None, names: list[str], column: str | None) -> list[str] | None:
     if path is None:
         return None
@@ -127,12 +168,26 @@ def score_images_command(
 ) -> None:
     """Memorization scores of IMAGES: unconditional FLIPD (no captions), conditional FLIPD, CFG norm."""
     with user_errors():
+        from .._validation import check_positive_int, check_t0
         from ..text2image import score_images
+        from ..text2image.image_scores import IMAGE_METRICS
 
+        _check_common(out=out, fmt=fmt, device=device, dtype=dtype, model=model, allow_download=allow_download)
+        mets = _check_metrics(metrics, "--metrics", IMAGE_METRICS)
+        check_t0(flipd_t0, "--flipd-t0")
+        check_t0(cfg_t0, "--cfg-t0")
+        for value, name in ((euler_steps, "--euler-steps"), (n_probes, "--n-probes"), (batch_size, "--batch-size")):
+            check_positive_int(value, name)
+        if captions is None and any(m != "flipd_uncond" for m in mets):
+            raise ValueError(f"--metrics {','.join(m for m in mets if m != 'flipd_uncond')} need --captions; use --metrics flipd_uncond without captions")
+        if captions is not None and not captions.is_file():
+            raise ValueError(f"--captions {captions} is not a file")
+        if not images.exists():
+            raise ValueError(f"image path {images} does not exist")
+        _check_images(images)
         mdl = _load(model, device, dtype, allow_download)
         x, names = _read_images(images, mdl)
         caps = _read_captions(captions, names, column)
-        mets = _split(metrics, "metrics")
         if caps is None:
             needs = [m for m in mets if m != "flipd_uncond"]
             if needs:
@@ -195,6 +250,19 @@ def detect_prompts_command(
 
         from ..text2image import detection_table, prompt_metrics, read_prompts
 
+        from .._validation import check_choice, check_finite, check_positive_int, check_t0
+        from ..text2image.prompt_metrics import FLIPD_POINTS, PROMPT_METRICS
+
+        _check_common(out=out, fmt=fmt, device=device, dtype=dtype, model=model, allow_download=allow_download)
+        _check_metrics(metrics, "--metrics", PROMPT_METRICS)
+        check_choice(flipd_point, "--flipd-point", FLIPD_POINTS)
+        check_t0(flipd_t_max, "--flipd-t-max")
+        check_t0(flipd_t_min, "--flipd-t-min")
+        if not flipd_t_min < flipd_t_max:
+            raise ValueError(f"--flipd-t-min={flipd_t_min} must be < --flipd-t-max={flipd_t_max}")
+        check_finite(guidance_scale, "--guidance-scale")
+        for value, name in ((n_generations, "--n-generations"), (steps, "--steps"), (n_probes, "--n-probes"), (batch_size, "--batch-size")):
+            check_positive_int(value, name)
         if limit is not None and limit < 1:
             raise ValueError(f"--limit={limit} must be >= 1")
         rows: list[tuple[str, str, bool]] = []
@@ -249,8 +317,24 @@ def attribute_command(
     with user_errors():
         import pandas as pd
 
+        from .._validation import check_choice, check_finite, check_positive_int, check_t0
         from ..text2image import read_prompts, token_attributions
+        from ..text2image.prompt_metrics import FLIPD_POINTS, PROMPT_METRICS
 
+        _check_common(out=out, fmt=fmt, device=device, dtype=dtype, model=model, allow_download=allow_download)
+        check_choice(metric, "--metric", PROMPT_METRICS)
+        check_choice(flipd_point, "--flipd-point", FLIPD_POINTS)
+        check_choice(wrt, "--wrt", ("output", "input"))
+        check_t0(flipd_t_max, "--flipd-t-max")
+        check_t0(flipd_t_min, "--flipd-t-min")
+        if not flipd_t_min < flipd_t_max:
+            raise ValueError(f"--flipd-t-min={flipd_t_min} must be < --flipd-t-max={flipd_t_max}")
+        check_finite(guidance_scale, "--guidance-scale")
+        for value, name in ((n_generations, "--n-generations"), (steps, "--steps"), (batch_size, "--batch-size")):
+            check_positive_int(value, name)
+        check_positive_int(figures, "--figures", minimum=0)
+        if limit is not None and limit < 1:
+            raise ValueError(f"--limit={limit} must be >= 1")
         ps = list(prompt)
         if prompts is not None:
             fp = read_prompts(prompts, column=column)
@@ -318,9 +402,26 @@ def mitigate_command(
     with user_errors():
         from ..text2image import ChatRewriter, RuleRewriter, clip_alignment, evaluate_mitigation
 
+        from .._validation import check_choice, check_finite, check_positive_int
+        from ..text2image.prompt_metrics import PROMPT_METRICS
+
+        _check_common(out=out, fmt=fmt, device=device, dtype=dtype, model=model, allow_download=allow_download)
+        check_choice(metric, "--metric", PROMPT_METRICS)
+        _check_metrics(methods, "--methods", ("attribution", "uniform", "rta"))
+        _ints(ks, "ks")
+        check_finite(guidance_scale, "--guidance-scale")
+        for value, name in ((repeats, "--repeats"), (n_generations, "--n-generations"), (steps, "--steps")):
+            check_positive_int(value, name)
+        if not reference.is_file():
+            raise ValueError(f"--reference {reference} is not an image file")
+        _check_images(reference)
+        if alignment_model is not None and not Path(alignment_model).is_dir():
+            raise ValueError(f"--alignment-model {alignment_model} is not a folder (a local CLIP model)")
         if rewriter not in ("rules", "chat"):
             raise ValueError(f"--rewriter={rewriter!r} must be 'rules' or 'chat'")
         rw = RuleRewriter() if rewriter == "rules" else ChatRewriter(chat_model)
+        if rewriter == "chat":
+            rw.endpoint()  # $LIDMEM_LLM_URL set, https (http only for localhost): checked before the model loads
         mdl = _load(model, device, dtype, allow_download)
         ref, _ = _read_images(reference, mdl)
         align = clip_alignment(alignment_model, device=device) if alignment_model else None

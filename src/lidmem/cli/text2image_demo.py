@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import console, user_errors
+from ._common import check_out, console, user_errors
 
 
 def register(app: typer.Typer, demo_app: typer.Typer) -> None:
@@ -29,6 +29,14 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         from ..experiments.text2image import Text2ImageDemoConfig, run_text2image_demo, write_text2image_demo
 
         with user_errors():
+            from .._validation import check_positive_int
+
+            check_out(out)
+            if model is not None and not Path(model).is_dir():
+                raise ValueError(f"--model {model} is not a folder; give a model folder built by scripts/train_text2image.py")
+            for value, name in ((num_inference_steps, "--num-inference-steps"), (n_generations, "--n-generations"),
+                                (n_other_prompts, "--n-other-prompts"), (n_other_images, "--n-other-images"), (repeats, "--repeats")):
+                check_positive_int(value, name)
             cfg = Text2ImageDemoConfig(
                 model=model, guidance_scale=guidance_scale, num_inference_steps=num_inference_steps, n_generations=n_generations,
                 n_other_prompts=n_other_prompts, n_other_images=n_other_images, repeats=repeats, seed=seed,

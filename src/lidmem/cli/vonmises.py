@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import console, user_errors
+from ._common import check_out, console, user_errors
 
 
 def vonmises_command(
@@ -27,6 +27,18 @@ def vonmises_command(
     with user_errors():
         from ..experiments import vonmises as vm
 
+        from .._validation import check_finite, check_positive_int, check_t0
+
+        check_out(out)
+        check_t0(t0, "--t0")
+        check_positive_int(n_samples, "--n-samples")
+        check_positive_int(k, "--k")
+        if steps is not None:
+            check_positive_int(steps, "--steps")
+        check_finite(od_margin, "--od-margin")
+        check_finite(dd_threshold, "--dd-threshold")
+        if model is not None and not model.is_file():
+            raise ValueError(f"--model {model} is not a file; give a lidmem checkpoint (.safetensors)")
         bar = None if progress else False
         if retrain and model is not None:
             raise ValueError("--retrain and --model exclude each other; give one")

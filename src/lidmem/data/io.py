@@ -3,12 +3,60 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["IMAGE_SUFFIXES", "load_points", "load_image_folder", "list_images"]
+__all__ = ["IMAGE_SUFFIXES", "load_points", "load_npy", "load_image_folder", "list_images", "open_image", "convert_image"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def open_image(src: str | Path | Any, name: str | None = None) -> Any:
+    """Open an image with PIL (header only; pixels are read by :func:`convert_image`).
+
+    ``src`` is a path or a binary file object; ``name`` (default: the path) names it in errors.
+    A file that is not an image raises ValueError naming it, never PIL's own traceback.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    label = name if name is not None else str(src)
+    try:
+        return Image.open(src)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"{label} is not a readable image ({_first_line(exc)}); fix or remove it") from None
+
+
+def convert_image(im: Any, mode: str, name: str | Path) -> Any:
+    """``im.convert(mode)`` (decodes the pixels); a truncated or corrupt file raises ValueError naming it."""
+    try:
+        return im.convert(mode)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"{name} is a corrupt or truncated image ({_first_line(exc)}); fix or remove it") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def load_npy(path: str | Path, what: str = "data set") -> np.ndarray:
+    """``np.load(path, allow_pickle=False)`` with errors that name the file (empty, truncated,
+    not a .npy, object arrays that would need pickle)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{what} {path} does not exist")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{what} {path} is an empty file (0 bytes)")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as exc:
+        raise ValueError(f"{what} {path} is not a readable .npy array ({_first_line(exc)})") from None
+    if not isinstance(arr, np.ndarray):
+        raise ValueError(f"{what} {path} is an .npz archive, not one .npy array")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise ValueError(f"{what} {path} holds dtype {arr.dtype}; a numeric array is needed")
+    return arr
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -35,16 +83,14 @@ def load_image_folder(folder: str | Path, *, mode: str | None = None) -> tuple[n
     names : list of str
         File names in the same order.
     """
-    from PIL import Image
-
     files = list_images(folder)
     arrays = []
     first_size = None
     for f in files:
-        with Image.open(f) as im:
+        with open_image(f) as im:
             if mode is None:
                 mode = "L" if im.mode in ("L", "1", "I", "I;16", "F") else "RGB"
-            im = im.convert(mode)
+            im = convert_image(im, mode, f)
             if first_size is None:
                 first_size = (im.size, f.name)
             elif im.size != first_size[0]:
@@ -60,44 +106,57 @@ def load_image_folder(folder: str | Path, *, mode: str | None = None) -> tuple[n
 def load_points(path: str | Path, *, columns: list[str] | None = None) -> np.ndarray:
     """Load a data set as float array of shape ``(n, d)`` (images are flattened).
 
-    Supports ``.npy`` (any rank, batch first), ``.csv`` (numeric columns; a header row is
-    allowed), ``.parquet`` (numeric columns) and a folder of images. ``columns`` picks these
-    columns of a ``.csv``/``.parquet`` table, in this order (default: every numeric column).
+    Supports ``.npy`` (any rank, batch first), ``.csv`` (a header row is allowed),
+    ``.parquet`` and a folder of images. A table must hold only numeric columns, or
+    ``columns`` must name the ones to use: a non-numeric column is never dropped silently
+    (that would compute LID in fewer dimensions than the data has). NaN or infinite values are
+    refused with the number of rows holding them.
     """
     path = Path(path)
     if not path.exists():
         raise ValueError(f"data path {path} does not exist")
-    if columns is not None and (path.is_dir() or path.suffix.lower() not in (".csv", ".parquet")):
-        raise ValueError(f"columns={list(columns)} applies to .csv/.parquet tables only; {path.name!r} is not one")
     if path.is_dir():
+        if columns is not None:
+            raise ValueError(f"columns apply to .csv and .parquet tables, not to the folder {path}")
         imgs, _ = load_image_folder(path)
         return imgs.reshape(len(imgs), -1)
     suffix = path.suffix.lower()
-    if suffix == ".npy":
-        arr = np.load(path, allow_pickle=False)
+    if suffix in (".csv", ".parquet"):
+        import pandas as pd
+
+        try:
+            df = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+        except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise ValueError(f"{path} is not a readable {suffix[1:]} table ({_first_line(exc)})") from None
+        if columns is not None:
+            missing = [c for c in columns if c not in df.columns]
+            if missing:
+                raise ValueError(f"columns {missing} are not in {path}; its columns: {', '.join(map(str, df.columns))}")
+            df = df[list(columns)]
+        non_numeric = [str(c) for c in df.columns if not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c])]
+        if non_numeric:
+            raise ValueError(
+                f"{path} has non-numeric columns {non_numeric[:5]}{' ...' if len(non_numeric) > 5 else ''}; "
+                "choose the numeric ones with --columns a,b,c (columns=[...]) or clean the table"
+            )
+        arr = df.to_numpy()
+        if arr.shape[1] == 0:
+            raise ValueError(f"{path} has no columns")
+    elif columns is not None:
+        raise ValueError(f"columns apply to .csv and .parquet tables, not to {path.name}")
+    elif suffix == ".npy":
+        arr = load_npy(path)
         if arr.ndim == 0 or arr.shape[0] == 0:
             raise ValueError(f"data set {path} is empty (shape {arr.shape})")
         if arr.ndim == 1:
             arr = arr[:, None]
         arr = arr.reshape(len(arr), -1)
-    elif suffix in (".csv", ".parquet"):
-        import pandas as pd
-
-        df = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
-        if columns is not None:
-            missing = [c for c in columns if c not in df.columns]
-            if missing or not columns:
-                raise ValueError(f"columns {missing or '[]'} not in {path.name}; it has {list(df.columns)}")
-            df = df[list(columns)]
-            bad = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
-            if bad:
-                raise ValueError(f"columns {bad} of {path.name} are not numeric; pick numeric columns with --columns")
-        num = df.select_dtypes(include="number")
-        if num.shape[1] == 0:
-            raise ValueError(f"{path} has no numeric columns")
-        arr = num.to_numpy()
     else:
         raise ValueError(f"unsupported data file {path.name!r}; use .npy, .csv, .parquet or a folder of images")
     if arr.shape[0] == 0:
         raise ValueError(f"data set {path} is empty")
-    return arr.astype(np.float64 if arr.dtype == np.float64 else np.float32)
+    arr = arr.astype(np.float64 if arr.dtype == np.float64 else np.float32)
+    bad = ~np.isfinite(arr).reshape(len(arr), -1).all(axis=1)
+    if bad.any():
+        raise ValueError(f"data set {path} has NaN or infinite values in {int(bad.sum())} of {len(arr)} rows (first: row {int(np.argmax(bad))}); drop or impute them first")
+    return arr

@@ -98,8 +98,12 @@ def load_network(path: str | Path, *, expected_kind: str | None = None, device: 
     meta = read_metadata(path)
     if expected_kind is not None and meta.get("kind") != expected_kind:
         raise ValueError(f"checkpoint {path} holds a {meta.get('kind')!r} model, but a {expected_kind!r} checkpoint is needed here")
-    net = build_network(meta["network"])
-    net.load_state_dict(load_file(str(path)))
+    try:
+        net = build_network(meta["network"])
+        net.load_state_dict(load_file(str(path)))
+    except (RuntimeError, KeyError, TypeError) as exc:  # weights and config disagree (state_dict mismatch)
+        first = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise ValueError(f"checkpoint {path} is damaged: its weights do not fit the network it describes ({first})") from None
     net.to(device).eval()
     return net, meta
 

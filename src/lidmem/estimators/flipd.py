@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .._validation import check_choice, check_points, check_positive_int, check_t0, make_generator
+from .._validation import as_model_dtype
 from ..diffusion.sde import SDE
 from ..utils import chunk_slices, progress as _progress
 from .base import Estimator
@@ -254,7 +255,9 @@ def flipd(
     Returns
     -------
     Tensor of shape (n,)
-        FLIPD values in ``x``'s floating dtype, on ``x``'s device (can be negative).
+        FLIPD values in ``x``'s floating dtype, on ``x``'s device (can be negative). Floating
+        input is first cast to the dtype of ``model``'s parameters (an ``nn.Module``; e.g. a
+        float64 NumPy array for a float32 network), so the result then has the model's dtype.
 
     Raises
     ------
@@ -280,6 +283,7 @@ def flipd(
     >>> flipd(gm, x, t0=0.001).round().long().tolist() == lid.tolist()
     True
     """
+    x = as_model_dtype(x, model)  # boundary rule: float64 NumPy input meets a float32 network
     t0 = check_t0(t0, "t0")
     return _flipd_curve_impl(model, x, [t0], trace, n_probes, probe, seed, batch_size, progress, ad)[:, 0]
 
@@ -312,6 +316,7 @@ def flipd_curve(
     Tensor of shape (n, len(t0s))
         ``curve[i, j] = FLIPD(x_i, t0s[j])``.
     """
+    x = as_model_dtype(x, model)  # boundary rule: float64 NumPy input meets a float32 network
     if t0s is None:
         t0s = default_t0_grid()
     if isinstance(t0s, (torch.Tensor, np.ndarray)):

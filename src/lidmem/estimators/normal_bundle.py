@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .._validation import check_choice, check_points, check_positive_int, check_probability, check_t0, make_generator
+from .._validation import as_model_dtype
 from ..utils import chunk_slices, progress as _progress
 from .base import Estimator
 from .flipd import _get_sde
@@ -97,6 +98,7 @@ def normal_bundle_singular_values(
 ) -> torch.Tensor:
     """Singular values of the score matrix ``S`` of each point, descending, shape ``(n, min(d, k))``
     (float64). Arguments as in :func:`normal_bundle`."""
+    x = as_model_dtype(x, model)  # boundary rule: float64 NumPy input meets a float32 network
     sde = _get_sde(model)
     x = check_points(x, "x")
     t0 = check_t0(t0, "t0")
@@ -149,7 +151,8 @@ def normal_bundle(
         Score model ``model(x, t) -> s(x, t)`` with an ``.sde`` attribute (see
         :func:`lidmem.estimators.flipd`); ``t`` is continuous time in [0, 1] of shape ``(m,)``.
     x : Tensor of shape (n, d) or (n, c, h, w)
-        Clean points (time 0); ``d = prod(x.shape[1:])``.
+        Clean points (time 0); ``d = prod(x.shape[1:])``. Floating input is cast to the dtype of
+        ``model``'s parameters first (e.g. a float64 NumPy array for a float32 network).
     t0 : float, default=0.01
         Diffusion time in (0, 1] of the noisy copies (the paper used 0.1 on CIFAR-10).
     n_scores : int or None, default=None
@@ -187,6 +190,7 @@ def normal_bundle(
     singular_values : Tensor of shape (n, min(d, k)), float64
         Only when ``return_singular_values=True``.
     """
+    x = as_model_dtype(x, model)  # boundary rule: float64 NumPy input meets a float32 network
     threshold = _check_threshold(threshold)
     percentile = check_probability(percentile, "percentile", low=0.0, high=100.0)
     sv = normal_bundle_singular_values(model, x, t0, n_scores=n_scores, seed=seed, batch_size=batch_size, progress=progress)

@@ -162,6 +162,7 @@ def load_training_images(source: str | Path) -> TrainingImages:
     Raises ValueError for an empty folder, mixed image sizes, or an unsupported path.
     """
     from ..data.images import load_digits_with_duplicates, read_png_folder
+    from ..data.io import load_npy
 
     if str(source) == "digits":
         d = load_digits_with_duplicates()
@@ -171,7 +172,7 @@ def load_training_images(source: str | Path) -> TrainingImages:
         imgs, ids = read_png_folder(path)
         return TrainingImages(imgs, ids, None, {"source": str(path)})
     if path.suffix.lower() == ".npy" and path.is_file():
-        arr = np.load(path, allow_pickle=False).astype(np.float32)
+        arr = load_npy(path, "training set").astype(np.float32)
         if arr.ndim != 4:
             raise ValueError(f"{path} holds an array of shape {arr.shape}; a training set .npy must have shape (n, c, h, w) in [-1, 1]")
         return TrainingImages(arr, [str(i) for i in range(len(arr))], None, {"source": str(path)})
@@ -181,12 +182,13 @@ def load_training_images(source: str | Path) -> TrainingImages:
 def load_sample_images(source: str | Path) -> tuple[np.ndarray, list[str]]:
     """Given samples: a folder of images (ids = file stems) or a ``.npy`` ``(n, c, h, w)`` in [-1, 1]."""
     from ..data.images import read_png_folder
+    from ..data.io import load_npy
 
     path = Path(source)
     if path.is_dir():
         return read_png_folder(path)
     if path.suffix.lower() == ".npy" and path.is_file():
-        arr = np.load(path, allow_pickle=False).astype(np.float32)
+        arr = load_npy(path, "samples").astype(np.float32)
         if arr.ndim != 4:
             raise ValueError(f"{path} holds an array of shape {arr.shape}; samples must have shape (n, c, h, w) in [-1, 1]")
         return arr, [str(i) for i in range(len(arr))]

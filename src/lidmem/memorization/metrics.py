@@ -12,7 +12,13 @@ __all__ = ["auroc", "tpr_at_fpr", "DetectionResult", "detection_metrics"]
 
 
 def _check_labels_scores(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(labels).astype(bool).ravel()
+    raw = np.asarray(labels).ravel()
+    if raw.dtype != np.bool_:
+        values = set(np.unique(raw).tolist()) if raw.size else set()
+        if not values <= {0, 1}:
+            shown = sorted(values, key=str)[:5]
+            raise ValueError(f"labels must be booleans or 0/1 (1 = memorized); got the values {shown}")
+    y = raw.astype(bool)
     s = np.asarray(scores, dtype=np.float64).ravel()
     if y.shape != s.shape:
         raise ValueError(f"labels and scores must have the same length; got {y.size} and {s.size}")

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import check_choice, check_positive_int, check_t0
+from .._validation import check_choice, check_device, check_output_path, check_positive_int, check_t0
 from ..utils import progress as _progress
 from ..utils import resolve_device
 from .sources import DataSource, Rows, Shard, open_source
@@ -56,15 +56,20 @@ __all__ = [
     "batch_seed",
     "PRECISIONS",
     "SettingsMismatchError",
+    "OutputLockedError",
 ]
 
 PRECISIONS = ("float32", "bfloat16", "float16")
-_FORMAT = 1
+_FORMAT = 2  # 2: data fingerprint split into the layout (settings) and per-shard file contents
 _META_KEY = b"lidmem"
 
 
 class SettingsMismatchError(ValueError):
     """Raised when an output folder holds a run made with different settings."""
+
+
+class OutputLockedError(ValueError):
+    """Raised when another process is writing the same shards of the same output folder."""
 
 
 @dataclass(frozen=True)
@@ -234,6 +239,9 @@ class ScoreResult:
         Wall time of the scoring loop.
     merged : Path or None
         The merged table, when this call wrote it.
+    bad_rows : list of (row, id, reason)
+        Rows skipped by this call because their image could not be decoded
+        (``bad_images="skip"``); their metric values are null.
     """
 
     out: Path
@@ -244,6 +252,7 @@ class ScoreResult:
     rows_scored: int = 0
     seconds: float = 0.0
     merged: Path | None = None
+    bad_rows: list[tuple[int, str, str]] = field(default_factory=list)
 
     @property
     def rows_per_second(self) -> float:
@@ -293,56 +302,124 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [f"{prefix[:-1]}: folder has {a!r}, this run has {b!r}"]
 
 
-def _claim_settings(out: Path, doc: dict[str, Any]) -> None:
-    """Write ``settings.json`` if absent (atomically, race-free between workers), else check it."""
+def _claim_settings(out: Path, doc: dict[str, Any]) -> bool:
+    """Write ``settings.json`` if absent (atomically, race-free between workers), else check it.
+    Returns True when this call created it."""
     final = out / "settings.json"
+    created = False
     if not final.exists():
         tmp = out / f".settings.json.tmp-{os.getpid()}"
         tmp.write_text(json.dumps(doc, indent=2, sort_keys=True))
         try:
             os.link(tmp, final)  # atomic create-if-absent: fails if another worker created it first
+            created = True
         except FileExistsError:
             pass
         except OSError:  # file systems without hard links (some network mounts): near-atomic fallback
             if not final.exists():
                 os.replace(tmp, final)
+                created = True
         finally:
             tmp.unlink(missing_ok=True)
-    existing = json.loads(final.read_text())
+    try:
+        existing = json.loads(final.read_text())
+    except json.JSONDecodeError as exc:
+        raise SettingsMismatchError(f"{final} is not valid JSON ({exc.msg}); delete it (and the shards) or choose a new --out folder") from None
     if existing.get("format") != doc["format"] or existing.get("settings") != doc["settings"]:
         diffs = _diff(existing.get("settings", {}), doc["settings"])
         raise SettingsMismatchError(
             f"{out} holds a scoring run with different settings ({'; '.join(diffs) or 'format ' + str(existing.get('format'))}); "
             "rerun with the folder's settings to resume it, or choose a new --out folder"
         )
+    return created
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def _clean_stale_temps(folder: Path, pattern: str) -> None:
+    """Delete temporary files ``<name>.tmp-<pid>`` left by dead processes (call with the lock held;
+    a temp of a live process on this machine is kept)."""
+    for stale in folder.glob(pattern):
+        pid_text = stale.name.rpartition(".tmp-")[2]
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and _pid_alive(int(pid_text)):
+            continue
+        stale.unlink(missing_ok=True)
+
+
+def _lock_output(out: Path, rank: int, world_size: int) -> Any:
+    """Take this worker's lock on ``out`` (``out/.lock-rank<r>``, a :mod:`filelock` lock, released
+    when the process ends, even on ``kill -9``). A second run writing the same shards is refused."""
+    from filelock import FileLock, Timeout
+
+    path = out / f".lock-rank{rank}"
+    lock = FileLock(str(path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        who = "another lidmem score run" if world_size == 1 else f"another worker with rank {rank}"
+        raise OutputLockedError(
+            f"{who} is writing to {out} (lock {path} is held); wait for it to finish, or choose another --out folder"
+        ) from None
+    return lock
+
+
+def _remove_if_empty(out: Path, lock: Any) -> None:
+    """Remove an output folder this run created when nothing but its lock and an empty
+    ``shards/`` is in it."""
+    lock.release()
+    for name in (f for f in out.glob(".lock-rank*")):
+        name.unlink(missing_ok=True)
+    shards = out / "shards"
+    if shards.is_dir() and not any(shards.iterdir()):
+        shards.rmdir()
+    if not any(out.iterdir()):
+        out.rmdir()
 
 
 def _part_path(out: Path, shard: Shard) -> Path:
     return out / "shards" / f"part-{shard.index:06d}.parquet"
 
 
-def _is_done(path: Path, shard: Shard, settings_hash: str) -> bool:
+def _is_done(path: Path, shard: Shard, settings_hash: str, data_fingerprint: str | None = None) -> bool:
     import pyarrow.parquet as pq
 
     if not path.is_file():
         return False
-    meta = pq.read_metadata(path)
-    kv = json.loads((meta.metadata or {}).get(_META_KEY, b"{}"))
+    try:
+        meta = pq.read_metadata(path)
+        kv = json.loads((meta.metadata or {}).get(_META_KEY, b"{}"))
+    except (OSError, ValueError) as exc:
+        raise SettingsMismatchError(f"shard file {path} is corrupt ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); delete it to score its rows again") from None
     if kv.get("settings_hash") != settings_hash or meta.num_rows != shard.size:
         raise SettingsMismatchError(
             f"{path} was written by a different run ({meta.num_rows} rows, settings hash {kv.get('settings_hash')}); "
             "delete it or choose a new --out folder"
         )
+    if data_fingerprint is not None and kv.get("data_fingerprint") != data_fingerprint:
+        raise SettingsMismatchError(
+            f"the data behind rows [{shard.start}, {shard.stop}) changed since {path} was written; "
+            "delete that shard file to score those rows again"
+        )
     return True
 
 
-def _write_part(path: Path, columns: dict[str, np.ndarray | list[str]], dtypes: dict[str, str], meta: dict[str, Any]) -> None:
+def _write_part(path: Path, columns: dict[str, np.ndarray | list[str]], dtypes: dict[str, str], meta: dict[str, Any],
+                mask: np.ndarray | None = None) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     arrays = {"row": pa.array(columns["row"], pa.int64()), "id": pa.array(columns["id"], pa.string())}
     for name, dtype in dtypes.items():
-        arrays[name] = pa.array(np.asarray(columns[name], dtype=dtype))
+        values = np.asarray(columns[name], dtype=dtype)
+        arrays[name] = pa.array(values, mask=mask) if mask is not None and mask.any() else pa.array(values)
     table = pa.table(arrays).replace_schema_metadata({_META_KEY: json.dumps(meta, sort_keys=True).encode()})
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
@@ -392,6 +469,7 @@ def score_dataset(
     prefetch: bool = True,
     progress: bool | None = None,
     on_shard_done: Callable[[Shard, Path], None] | None = None,
+    bad_images: str = "stop",
 ) -> ScoreResult:
     """Score every row of ``data`` with ``metrics`` and write per-shard Parquet files to ``out``.
 
@@ -448,6 +526,12 @@ def score_dataset(
     on_shard_done : callable, optional
         ``on_shard_done(shard, path)`` after each shard is written (for monitoring; an exception
         raised there stops the run like a crash would, with the finished shards kept).
+    bad_images : {"stop", "skip"}, default="stop"
+        An image that cannot be decoded (not an image, truncated, an empty Parquet cell):
+        ``"stop"`` raises ValueError naming the file / row (finished shards are kept; fix the file
+        and rerun to resume); ``"skip"`` scores the rest, writes null metric values for the row
+        and records ``(row, id, reason)`` in the shard's metadata, gathered into
+        ``OUT/bad_rows.parquet`` by the merge. Not part of the compared settings.
 
     Returns
     -------
@@ -488,9 +572,10 @@ def score_dataset(
     batch_size = check_positive_int(batch_size, "batch_size")
     check_positive_int(seed, "seed", minimum=0)
     check_choice(precision, "precision", PRECISIONS)
+    check_choice(bad_images, "bad_images", ("stop", "skip"))
     info = distributed.worker_info(rank=rank, world_size=world_size)
     if device is not None:
-        dev = torch.device(device)
+        dev = check_device(device, "device")
     elif isinstance(model, torch.nn.Module):
         dev = resolve_device(None, model)
     else:
@@ -501,101 +586,130 @@ def score_dataset(
         raise ValueError(f"metrics {[m for m in metrics if METRICS[m].needs_model]} need a model; pass model= (a checkpoint path or a ScoreModel)")
     model_path = None
     if isinstance(model, (str, Path)):
+        if not Path(model).exists():
+            raise ValueError(f"model {model} does not exist; give a lidmem score_model checkpoint (.safetensors) or a diffusers model folder")
         model_path = str(Path(model).resolve())
-        if Path(model).is_dir():  # a diffusers text-to-image folder (unet/, text_encoder/, ...)
-            from ..text2image.adapters import load_text2image
-
-            model = load_text2image(model, device=dev)
-        else:
-            from ..diffusion.checkpoint import load_score_model
-
-            model = load_score_model(model, device=dev)
     elif model is not None:
         if not callable(model) or not hasattr(model, "sde"):
             raise TypeError(f"model must be a score model with an .sde (e.g. lidmem.ScoreModel) or a checkpoint path; got {type(model).__name__}")
+    # everything cheap first: the data source (headers only), the output folder, the lock; the
+    # model is loaded last, so a bad input never costs a model load
     source = open_source(data)
+    source.skip_bad_images = bad_images == "skip"
     shards = source.shards(shard_size)
     data_desc = source.describe()
-
-    settings = {
-        "model": _describe_model(model) if needs_model else None,
-        "data": {k: v for k, v in data_desc.items() if k != "path"},
-        "metrics": metrics,
-        "params": params.to_dict(),
-        "shard_size": shard_size,
-        "batch_size": batch_size,
-        "seed": int(seed),
-        "precision": precision,
-        "n_shards": len(shards),
-    }
-    import lidmem
-
-    doc = {
-        "format": _FORMAT,
-        "settings": settings,
-        "info": {"model_path": model_path, "data_path": data_desc.get("path"), "lidmem_version": lidmem.__version__, "torch_version": torch.__version__},
-    }
-    out = Path(out)
+    out = check_output_path(out, "out", kind="dir")
+    created_out = not out.exists()
     (out / "shards").mkdir(parents=True, exist_ok=True)
-    _claim_settings(out, doc)
-    shash = _settings_hash(settings)
-    part_meta = {"settings_hash": shash, "settings": settings}
-
-    mine = [shards[i] for i in distributed.assign_shards(len(shards), info.rank, info.world_size)]
-    todo, skipped = [], []
-    for sh in mine:
-        for stale in (out / "shards").glob(f"part-{sh.index:06d}.parquet.tmp-*"):
-            stale.unlink(missing_ok=True)
-        (skipped if _is_done(_part_path(out, sh), sh, shash) else todo).append(sh)
-
-    result = ScoreResult(out=out, settings=settings, n_shards=len(shards), shards_skipped=[s.index for s in skipped])
-    data_shape = (getattr(model, "metadata", None) or {}).get("data_shape") if model is not None else None
-    dtypes = {m: METRICS[m].dtype for m in metrics}
-    autocast = torch.autocast(dev.type, dtype=getattr(torch, precision)) if precision != "float32" else nullcontext()
-
-    batches = [(sh, s, min(s + batch_size, sh.stop)) for sh in todo for s in range(sh.start, sh.stop, batch_size)]
-    desc = "score" if info.world_size == 1 else f"score [rank {info.rank}/{info.world_size}]"
-    bar = _progress(None, total=sum(sh.size for sh in todo), desc=desc, disable=None if progress is None else not progress)
-    bar.unit = "row"  # type: ignore[attr-defined]
-    pool = ThreadPoolExecutor(max_workers=1) if prefetch else None
-    start_time = time.perf_counter()
+    lock = _lock_output(out, info.rank, info.world_size)
+    created_settings = False
+    wrote_any = False
     try:
-        pending = None
-        cols: dict[str, list[Any]] = {}
-        for bi, (sh, b0, b1) in enumerate(batches):
-            if pending is not None:
-                rows = pending.result()
+        if isinstance(model, (str, Path)):
+            if Path(model).is_dir():  # a diffusers text-to-image folder (unet/, text_encoder/, ...)
+                from ..text2image.adapters import load_text2image
+
+                model = load_text2image(model, device=dev)
             else:
-                rows = source.read(b0, b1)
-            pending = pool.submit(source.read, *batches[bi + 1][1:]) if pool is not None and bi + 1 < len(batches) else None
-            if b0 == sh.start:
-                cols = {"row": [], "id": [], **{m: [] for m in metrics}}
-            x = _to_model_input(rows, data_shape, params, dev)
-            cols["row"].append(rows.rows)
-            cols["id"].extend(rows.ids)
-            for m in metrics:
-                met = METRICS[m]
-                with autocast:
-                    val = met.compute(model, x, rows, batch_seed(seed, b0, m), params)
-                val = val.detach().cpu().numpy() if isinstance(val, torch.Tensor) else np.asarray(val)
-                if val.shape != (len(rows.rows),):
-                    raise ValueError(f"metric {m!r} returned shape {val.shape} for a batch of {len(rows.rows)} rows; it must return shape (n,)")
-                cols[m].append(val)
-            bar.update(len(rows.rows))  # type: ignore[attr-defined]
-            result.rows_scored += len(rows.rows)
-            if b1 == sh.stop:
-                path = _part_path(out, sh)
-                final = {"row": np.concatenate(cols["row"]), "id": cols["id"], **{m: np.concatenate(cols[m]) for m in metrics}}
-                _write_part(path, final, dtypes, {**part_meta, "shard": {"index": sh.index, "start": sh.start, "stop": sh.stop}})
-                result.shards_scored.append(sh.index)
-                bar.set_postfix(shards=f"{len(skipped) + len(result.shards_scored)}/{len(mine)}")  # type: ignore[attr-defined]
-                if on_shard_done is not None:
-                    on_shard_done(sh, path)
+                from ..diffusion.checkpoint import load_score_model
+
+                model = load_score_model(model, device=dev)
+
+        settings = {
+            "model": _describe_model(model) if needs_model else None,
+            "data": {k: v for k, v in data_desc.items() if k not in ("path", "content")},
+            "metrics": metrics,
+            "params": params.to_dict(),
+            "shard_size": shard_size,
+            "batch_size": batch_size,
+            "seed": int(seed),
+            "precision": precision,
+            "n_shards": len(shards),
+        }
+        import lidmem
+
+        doc = {
+            "format": _FORMAT,
+            "settings": settings,
+            "info": {"model_path": model_path, "data_path": data_desc.get("path"), "bad_images": bad_images, "lidmem_version": lidmem.__version__, "torch_version": torch.__version__},
+        }
+        created_settings = _claim_settings(out, doc)
+        shash = _settings_hash(settings)
+        part_meta = {"settings_hash": shash, "settings": settings}
+
+        mine = [shards[i] for i in distributed.assign_shards(len(shards), info.rank, info.world_size)]
+        todo, skipped = [], []
+        for sh in mine:
+            # temp files of dead writers of this worker's shards (we hold the lock of this rank)
+            _clean_stale_temps(out / "shards", f"part-{sh.index:06d}.parquet.tmp-*")
+            (skipped if _is_done(_part_path(out, sh), sh, shash, source.shard_fingerprint(sh.start, sh.stop)) else todo).append(sh)
+        wrote_any = bool(skipped)
+
+        result = ScoreResult(out=out, settings=settings, n_shards=len(shards), shards_skipped=[s.index for s in skipped])
+        data_shape = (getattr(model, "metadata", None) or {}).get("data_shape") if model is not None else None
+        dtypes = {m: METRICS[m].dtype for m in metrics}
+        autocast = torch.autocast(dev.type, dtype=getattr(torch, precision)) if precision != "float32" else nullcontext()
+
+        batches = [(sh, s, min(s + batch_size, sh.stop)) for sh in todo for s in range(sh.start, sh.stop, batch_size)]
+        desc = "score" if info.world_size == 1 else f"score [rank {info.rank}/{info.world_size}]"
+        bar = _progress(None, total=sum(sh.size for sh in todo), desc=desc, disable=None if progress is None else not progress)
+        bar.unit = "row"  # type: ignore[attr-defined]
+        pool = ThreadPoolExecutor(max_workers=1) if prefetch else None
+        start_time = time.perf_counter()
+        try:
+            pending = None
+            cols: dict[str, list[Any]] = {}
+            for bi, (sh, b0, b1) in enumerate(batches):
+                if pending is not None:
+                    rows = pending.result()
+                else:
+                    rows = source.read(b0, b1)
+                pending = pool.submit(source.read, *batches[bi + 1][1:]) if pool is not None and bi + 1 < len(batches) else None
+                if b0 == sh.start:
+                    cols = {"row": [], "id": [], "bad": [], **{m: [] for m in metrics}}
+                x = _to_model_input(rows, data_shape, params, dev)
+                cols["row"].append(rows.rows)
+                cols["id"].extend(rows.ids)
+                cols["bad"].extend(rows.bad)
+                for m in metrics:
+                    met = METRICS[m]
+                    with autocast:
+                        val = met.compute(model, x, rows, batch_seed(seed, b0, m), params)
+                    val = val.detach().cpu().numpy() if isinstance(val, torch.Tensor) else np.asarray(val)
+                    if val.shape != (len(rows.rows),):
+                        raise ValueError(f"metric {m!r} returned shape {val.shape} for a batch of {len(rows.rows)} rows; it must return shape (n,)")
+                    cols[m].append(val)
+                bar.update(len(rows.rows))  # type: ignore[attr-defined]
+                result.rows_scored += len(rows.rows)
+                if b1 == sh.stop:
+                    path = _part_path(out, sh)
+                    final = {"row": np.concatenate(cols["row"]), "id": cols["id"], **{m: np.concatenate(cols[m]) for m in metrics}}
+                    bad_rows = [list(b) for b in cols["bad"]]
+                    mask = np.isin(final["row"], [b[0] for b in bad_rows]) if bad_rows else None
+                    meta = {**part_meta, "shard": {"index": sh.index, "start": sh.start, "stop": sh.stop},
+                            "data_fingerprint": source.shard_fingerprint(sh.start, sh.stop), "bad_rows": bad_rows}
+                    _write_part(path, final, dtypes, meta, mask)
+                    result.bad_rows.extend((int(r), str(i), str(why)) for r, i, why in bad_rows)
+                    wrote_any = True
+                    result.shards_scored.append(sh.index)
+                    bar.set_postfix(shards=f"{len(skipped) + len(result.shards_scored)}/{len(mine)}")  # type: ignore[attr-defined]
+                    if on_shard_done is not None:
+                        on_shard_done(sh, path)
+        finally:
+            result.seconds = time.perf_counter() - start_time
+            bar.close()  # type: ignore[attr-defined]
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+    except BaseException:
+        # a run that fails before finishing any shard leaves nothing that would lock the folder
+        if not wrote_any and info.world_size == 1:
+            if created_settings and not any((out / "shards").glob("part-*.parquet")):
+                (out / "settings.json").unlink(missing_ok=True)
+            if created_out:
+                _remove_if_empty(out, lock)
+        raise
     finally:
-        result.seconds = time.perf_counter() - start_time
-        bar.close()  # type: ignore[attr-defined]
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        lock.release()
 
     do_merge = merge
     if merge is None:
@@ -632,15 +746,22 @@ def merge_shards(out: str | Path, *, output: str | Path | None = None) -> Path:
     if missing:
         raise ValueError(
             f"{len(missing)} of {n_shards} shards of {out} are not scored yet (first missing: {missing[:5]}); "
-            "run the same scoring command again to finish them, then merge"
+            "if other workers (RANK/WORLD_SIZE, a job array) are still running, wait for them and run "
+            f"`lidmem score --out {out} --merge` again; otherwise rerun the scoring command (same options) to score them"
         )
     target = Path(output) if output is not None else out / "scores.parquet"
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     writer = None
+    bad_rows: list[list[Any]] = []
     try:
         for p in paths:
-            table = pq.read_table(p)
-            kv = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}"))
+            try:
+                table = pq.read_table(p)
+                kv = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}"))
+            except (OSError, ValueError) as exc:
+                first = " ".join(str(exc).split())[:200] or type(exc).__name__
+                raise SettingsMismatchError(f"shard file {p} is corrupt ({first}); delete it and rerun the scoring command to score its rows again") from None
+            bad_rows += kv.get("bad_rows") or []
             if kv.get("settings_hash") != shash:
                 raise SettingsMismatchError(f"{p} was written with other settings than {out}/settings.json; delete it and rerun")
             table = table.replace_schema_metadata({_META_KEY: json.dumps({"settings_hash": shash, "settings": settings}, sort_keys=True).encode()})
@@ -655,4 +776,23 @@ def merge_shards(out: str | Path, *, output: str | Path | None = None) -> Path:
         if writer is not None:
             writer.close()
         tmp.unlink(missing_ok=True)
+    _write_bad_rows(target.with_name("bad_rows.parquet"), bad_rows)
     return target
+
+
+def _write_bad_rows(path: Path, bad_rows: list[list[Any]]) -> None:
+    """``bad_rows.parquet`` (row, id, reason) of the skipped images; removed when there are none."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not bad_rows:
+        path.unlink(missing_ok=True)
+        return
+    table = pa.table({"row": pa.array([int(b[0]) for b in bad_rows], pa.int64()), "id": pa.array([str(b[1]) for b in bad_rows]),
+                      "reason": pa.array([str(b[2]) for b in bad_rows])})
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

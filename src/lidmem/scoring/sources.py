@@ -49,7 +49,7 @@ import json
 import tarfile
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,9 @@ class Rows:
         True when ``data`` came from encoded images.
     captions : list of str or None
         One caption per row when the source has them (for text-conditional metrics).
+    bad : list of (row, id, reason)
+        Rows whose image could not be decoded, when the source skips them
+        (``DataSource.skip_bad_images``); their ``data`` is a zero placeholder.
     """
 
     rows: np.ndarray
@@ -116,6 +119,7 @@ class Rows:
     data: np.ndarray
     is_image: bool
     captions: list[str] | None = None
+    bad: list[tuple[int, str, str]] = field(default_factory=list)
 
 
 def plan_shards(n_rows: int, shard_size: int) -> list[Shard]:
@@ -124,34 +128,71 @@ def plan_shards(n_rows: int, shard_size: int) -> list[Shard]:
     return [Shard(i, s, min(s + shard_size, n_rows)) for i, s in enumerate(range(0, n_rows, shard_size))]
 
 
-def decode_image(raw: bytes | str | Path, mode: str) -> np.ndarray:
-    """Decode one image (bytes or a path) to float32 ``(c, h, w)`` in [0, 1] in PIL ``mode`` ("L" or "RGB")."""
-    from PIL import Image
+def decode_image(raw: bytes | str | Path, mode: str, name: str | None = None) -> np.ndarray:
+    """Decode one image (bytes or a path) to float32 ``(c, h, w)`` in [0, 1] in PIL ``mode`` ("L" or "RGB").
 
+    A file that is not an image or is truncated raises ValueError naming ``name`` (default:
+    the path, or "image bytes").
+    """
+    from ..data.io import convert_image, open_image
+
+    label = name if name is not None else ("image bytes" if isinstance(raw, (bytes, bytearray, memoryview)) else str(raw))
     src = io.BytesIO(raw) if isinstance(raw, (bytes, bytearray, memoryview)) else raw
-    with Image.open(src) as im:
-        a = np.asarray(im.convert(mode), dtype=np.float32) / 255.0
+    with open_image(src, label) as im:
+        a = np.asarray(convert_image(im, mode, label), dtype=np.float32) / 255.0
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 
-def _image_mode(raw: bytes | str | Path) -> str:
-    from PIL import Image
+def _image_mode(raw: bytes | str | Path, name: str | None = None) -> str:
+    from ..data.io import open_image
 
+    label = name if name is not None else ("image bytes" if isinstance(raw, (bytes, bytearray, memoryview)) else str(raw))
     src = io.BytesIO(raw) if isinstance(raw, (bytes, bytearray, memoryview)) else raw
-    with Image.open(src) as im:
+    with open_image(src, label) as im:
         return "L" if im.mode in _GREY_MODES else "RGB"
 
 
-def _stack_images(raws: Sequence[bytes | str | Path], ids: Sequence[str], mode: str, where: str) -> np.ndarray:
-    arrays = [decode_image(r, mode) for r in raws]
-    first = arrays[0].shape
-    for a, name in zip(arrays, ids):
+def _stack_images(
+    raws: Sequence[bytes | str | Path | None], ids: Sequence[str], mode: str, where: str, rows: Sequence[int] | None = None,
+    *, skip: bool = False,
+) -> tuple[np.ndarray, list[tuple[int, str, str]]]:
+    """Decode and stack images. With ``skip``, an undecodable image (or an empty cell) becomes a
+    zero placeholder of the block's image shape and is returned in ``bad`` as ``(row, id, reason)``."""
+    rows = list(rows) if rows is not None else list(range(len(raws)))
+
+    def label(i: int) -> str:
+        r = raws[i]
+        if isinstance(r, (str, Path)):
+            return str(r)
+        return f"image {ids[i]!r} (row {rows[i]}) of {where}"
+
+    arrays: list[np.ndarray | None] = []
+    bad: list[tuple[int, str, str]] = []
+    for i, r in enumerate(raws):
+        try:
+            if r is None:
+                raise ValueError(f"{label(i)} is an empty cell")
+            arrays.append(decode_image(r, mode, label(i)))
+        except ValueError as exc:
+            if not skip:
+                raise
+            arrays.append(None)
+            bad.append((int(rows[i]), str(ids[i]), str(exc)))
+    good = [(a, name) for a, name in zip(arrays, ids) if a is not None]
+    if good:
+        first, first_id = good[0][0].shape, good[0][1]
+    else:
+        raise ValueError(
+            f"none of the {len(raws)} images of rows [{rows[0]}, {rows[-1] + 1}) of {where} can be decoded "
+            f"(first: {bad[0][2]}); fix them, or lower the batch size so a block holds a readable image"
+        )
+    for a, name in good:
         if a.shape != first:
             raise ValueError(
-                f"images in {where} have mixed sizes: {ids[0]} is {first[2]}x{first[1]} but {name} is "
+                f"images in {where} have mixed sizes: {first_id} is {first[2]}x{first[1]} but {name} is "
                 f"{a.shape[2]}x{a.shape[1]}; resize them to one size first"
             )
-    return np.stack(arrays)
+    return np.stack([a if a is not None else np.zeros(first, np.float32) for a in arrays]), bad
 
 
 def _fingerprint(lines: Sequence[str]) -> str:
@@ -171,6 +212,8 @@ class DataSource(ABC):
     """
 
     kind: str = ""
+    #: skip rows whose image cannot be decoded (recorded in ``Rows.bad``) instead of raising
+    skip_bad_images: bool = False
 
     @abstractmethod
     def __len__(self) -> int: ...
@@ -182,6 +225,16 @@ class DataSource(ABC):
     @abstractmethod
     def describe(self) -> dict[str, Any]:
         """JSON-able description: kind, path, number of rows and a fingerprint of the files."""
+
+    def shard_fingerprint(self, start: int, stop: int) -> str:
+        """Fingerprint of the stored data behind rows ``[start, stop)`` (file names and sizes).
+
+        Recorded in each finished shard and compared on resume, so that replacing one file (say
+        a corrupt image) only affects the shards that read it. The default covers the whole
+        source; sources whose files map to rows override it.
+        """
+        desc = self.describe()
+        return str(desc.get("content", desc["fingerprint"]))
 
     def shards(self, shard_size: int) -> list[Shard]:
         """The source's rows split into shards of ``shard_size`` (:func:`plan_shards`)."""
@@ -202,7 +255,12 @@ class _ImagePathSource(DataSource):
         self._paths = paths
         self._ids = ids
         self._where = where
-        self.mode = check_choice(mode, "mode", ("L", "RGB")) if mode is not None else _image_mode(paths[0])
+        if mode is None:
+            try:
+                mode = _image_mode(paths[0])
+            except ValueError as exc:
+                raise ValueError(f"{exc} (the first image decides the colour mode; mode='L' or 'RGB', --mode, skips that)") from None
+        self.mode = check_choice(mode, "mode", ("L", "RGB"))
 
     def __len__(self) -> int:
         return len(self._paths)
@@ -210,14 +268,16 @@ class _ImagePathSource(DataSource):
     def read(self, start: int, stop: int) -> Rows:
         self._check_range(start, stop)
         ids = self._ids[start:stop]
-        data = _stack_images(self._paths[start:stop], ids, self.mode, self._where)
-        return Rows(np.arange(start, stop, dtype=np.int64), list(ids), data, True)
+        data, bad = _stack_images(self._paths[start:stop], ids, self.mode, self._where, range(start, stop),
+                                  skip=self.skip_bad_images)
+        return Rows(np.arange(start, stop, dtype=np.int64), list(ids), data, True, bad=bad)
 
     def describe(self) -> dict[str, Any]:
-        lines = []
-        for p, i in zip(self._paths, self._ids):
-            lines.append(f"{i}\t{p.stat().st_size}")
-        return {"kind": self.kind, "path": self._where, "n_rows": len(self), "mode": self.mode, "fingerprint": _fingerprint(lines)}
+        # the layout (ids in order); file contents are fingerprinted per shard (shard_fingerprint)
+        return {"kind": self.kind, "path": self._where, "n_rows": len(self), "mode": self.mode, "fingerprint": _fingerprint(self._ids)}
+
+    def shard_fingerprint(self, start: int, stop: int) -> str:
+        return _fingerprint([f"{i}\t{p.stat().st_size}" for p, i in zip(self._paths[start:stop], self._ids[start:stop])])
 
 
 class ImageFolderSource(_ImagePathSource):
@@ -337,11 +397,12 @@ class _ArrowTableSource(DataSource):
             ids = [str(r) for r in rows]
         captions = [str(c) for c in table.column(self.caption_column).to_pylist()] if self.caption_column else None
         col = table.column(self.column)
+        bad: list[tuple[int, str, str]] = []
         if self._is_image:
             raws = self._image_bytes(col)
-            if any(b is None for b in raws):
+            if not self.skip_bad_images and any(b is None for b in raws):
                 raise ValueError(f"{where} has empty image cells in column {self.column!r} (rows {start}..{start + n - 1})")
-            data = _stack_images(raws, ids, self.mode, where)
+            data, bad = _stack_images(raws, ids, self.mode, where, rows.tolist(), skip=self.skip_bad_images)
         else:
             values = col.to_pylist()
             try:
@@ -352,7 +413,7 @@ class _ArrowTableSource(DataSource):
                 if int(np.prod(self.shape)) != data.shape[1]:
                     raise ValueError(f"shape={self.shape} has {int(np.prod(self.shape))} values but rows of {self.column!r} have {data.shape[1]}")
                 data = data.reshape(n, *self.shape)
-        return Rows(rows, ids, data, self._is_image, captions)
+        return Rows(rows, ids, data, self._is_image, captions, bad)
 
 
 class ParquetSource(_ArrowTableSource):
@@ -394,7 +455,7 @@ class ParquetSource(_ArrowTableSource):
             raise ValueError(f"parquet data {self._where} has no rows")
         self.mode = check_choice(mode, "mode", ("L", "RGB")) if mode is not None else None
         if self._is_image and self.mode is None:
-            self.mode = _image_mode(self._image_bytes(self._read_table(0, 1).column(self.column))[0])
+            self.mode = _image_mode(self._image_bytes(self._read_table(0, 1).column(self.column))[0], f"the image of row 0 of {self._where}")
 
     def __len__(self) -> int:
         return self._n
@@ -417,8 +478,12 @@ class ParquetSource(_ArrowTableSource):
         self._check_range(start, stop)
         return self._decode(self._read_table(start, stop), start, self._where)
 
+    def shard_fingerprint(self, start: int, stop: int) -> str:
+        files = sorted({fi for fi, _, g0, nr in self._groups if g0 < stop and g0 + nr > start})
+        return _fingerprint([f"{self._files[fi].name}\t{self._files[fi].stat().st_size}" for fi in files])
+
     def describe(self) -> dict[str, Any]:
-        lines = [f"{f.name}\t{f.stat().st_size}\t{m.num_rows}" for f, m in zip(self._files, self._meta)]
+        lines = [f"{f.name}\t{m.num_rows}" for f, m in zip(self._files, self._meta)]
         return {
             "kind": self.kind,
             "path": str(Path(self._where).resolve()) if "*" not in self._where else self._where,
@@ -471,7 +536,7 @@ class WebDatasetSource(DataSource):
                     self._index.append((fi, m.offset_data, m.size, key))
         if not self._index:
             raise ValueError(f"no images found in the tar shards at {self._where!r} (looked for {', '.join(sorted(image_ext))})")
-        self.mode = check_choice(mode, "mode", ("L", "RGB")) if mode is not None else _image_mode(self._raw(0))
+        self.mode = check_choice(mode, "mode", ("L", "RGB")) if mode is not None else _image_mode(self._raw(0), f"image {self._index[0][3]!r} of {self._where}")
 
     def __len__(self) -> int:
         return len(self._index)
@@ -495,7 +560,7 @@ class WebDatasetSource(DataSource):
         finally:
             for fh in handles.values():
                 fh.close()
-        data = _stack_images(raws, ids, self.mode, self._where)
+        data, bad = _stack_images(raws, ids, self.mode, self._where, list(range(start, stop)), skip=self.skip_bad_images)
         captions = None
         if self._captions:
             missing = [k for k in ids if k not in self._captions]
@@ -507,10 +572,14 @@ class WebDatasetSource(DataSource):
                 with open(self._files[fi], "rb") as fh:
                     fh.seek(off)
                     captions.append(fh.read(size).decode("utf-8").strip())
-        return Rows(np.arange(start, stop, dtype=np.int64), ids, data, True, captions)
+        return Rows(np.arange(start, stop, dtype=np.int64), ids, data, True, captions, bad)
+
+    def shard_fingerprint(self, start: int, stop: int) -> str:
+        lines = [f"{key}\t{size}\t{self._captions.get(key, (0, 0, -1))[2]}" for _, _, size, key in self._index[start:stop]]
+        return _fingerprint(lines)
 
     def describe(self) -> dict[str, Any]:
-        lines = [f"{f.name}\t{f.stat().st_size}" for f in self._files]
+        lines = [f"{f.name}" for f in self._files] + [key for _, _, _, key in self._index]
         return {
             "kind": self.kind,
             "path": str(Path(self._where).resolve()) if "*" not in self._where else self._where,
@@ -583,7 +652,7 @@ class HFDiskSource(_ArrowTableSource):
         self._setup_columns(schema, column, id_column, shape, str(root), caption_column)
         self.mode = check_choice(mode, "mode", ("L", "RGB")) if mode is not None else None
         if self._is_image and self.mode is None:
-            self.mode = _image_mode(self._image_bytes(self._table(0, 1).column(self.column))[0])
+            self.mode = _image_mode(self._image_bytes(self._table(0, 1).column(self.column))[0], f"the image of row 0 of {root}")
 
     def __len__(self) -> int:
         return self._n
@@ -608,8 +677,10 @@ class HFDiskSource(_ArrowTableSource):
 
     def describe(self) -> dict[str, Any]:
         files = sorted(p for p in self._root.iterdir() if p.suffix in (".arrow", ".json"))
-        lines = [f"{f.name}\t{f.stat().st_size}" for f in files if f.suffix == ".arrow"]
+        lines = [f.name for f in files if f.suffix == ".arrow"]
+        content = [f"{f.name}\t{f.stat().st_size}" for f in files if f.suffix == ".arrow"]
         return {
+            "content": _fingerprint(content),
             "kind": self.kind,
             "path": str(self._root.resolve()),
             "n_rows": self._n,

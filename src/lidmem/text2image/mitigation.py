@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -36,6 +35,7 @@ __all__ = [
     "Rewriter",
     "RuleRewriter",
     "ChatRewriter",
+    "check_chat_url",
     "box1_instruction",
     "rewrite_prompt",
     "random_token_addition",
@@ -270,12 +270,38 @@ def box1_instruction(original_tokens: Sequence[str], selected_tokens: Sequence[s
     )
 
 
+_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def check_chat_url(url: str, name: str = "url") -> str:
+    """Validate an OpenAI-compatible base URL: ``https://host/...``, or ``http://`` only for this
+    machine (localhost, 127.0.0.1, ::1), so an API key never travels in clear text."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(str(url))
+        host = parts.hostname
+    except ValueError as exc:
+        raise ValueError(f"{name}={url!r} is not a URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise ValueError(f"{name}={url!r} must be an http(s) URL such as https://api.openai.com/v1")
+    if parts.scheme == "http" and host not in _LOOPBACK_HOSTS and not host.endswith(".localhost"):
+        raise ValueError(
+            f"{name}={url!r} uses plain http:// for the non-local host {host!r}; use https:// (http:// is allowed for localhost only)"
+        )
+    return str(url)
+
+
 class ChatRewriter:
     """Rewriter that asks an OpenAI-compatible chat endpoint with the Box 1 instruction.
 
     Never used by default. The endpoint's base URL (``.../v1``) and key are read from the
     environment at call time (``LIDMEM_LLM_URL`` / ``OPENAI_API_KEY`` unless other variable
-    names are given); the request is a plain ``POST {url}/chat/completions`` (urllib).
+    names are given); the request is ``POST {url}/chat/completions`` sent with ``requests``.
+
+    Security: the URL must be ``https://`` (``http://`` only for localhost, see
+    :func:`check_chat_url`), and a redirect to another host never carries the ``Authorization``
+    header (``requests`` drops it when the host changes or https is downgraded).
 
     Parameters
     ----------
@@ -291,11 +317,16 @@ class ChatRewriter:
         self.key_env = key_env
         self.timeout = timeout
 
-    def request(self, prompt: str, words: Sequence[str], selected: Sequence[int]) -> tuple[str, bytes, dict[str, str]]:
-        """The (url, body, headers) of the request, without sending it."""
+    def endpoint(self) -> str:
+        """The validated base URL from ``$url_env`` (raises ValueError naming the variable)."""
         url = os.environ.get(self.url_env)
         if not url:
             raise ValueError(f"set the environment variable {self.url_env} to the chat endpoint's base URL (e.g. https://api.openai.com/v1)")
+        return check_chat_url(url, self.url_env)
+
+    def request(self, prompt: str, words: Sequence[str], selected: Sequence[int]) -> tuple[str, bytes, dict[str, str]]:
+        """The (url, body, headers) of the request, without sending it."""
+        url = self.endpoint()
         key = os.environ.get(self.key_env, "")
         body = {
             "model": self.model,
@@ -308,10 +339,17 @@ class ChatRewriter:
         return url.rstrip("/") + "/chat/completions", json.dumps(body).encode(), headers
 
     def rewrite(self, prompt: str, words: Sequence[str], selected: Sequence[int], *, seed: int = 0) -> str:
+        import requests
+
         url, body, headers = self.request(prompt, words, selected)
-        req = urllib.request.Request(url, data=body, headers=headers, method="POST")
-        with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - user-configured endpoint
-            reply = json.loads(resp.read().decode())
+        try:
+            resp = requests.post(url, data=body, headers=headers, timeout=self.timeout)
+            resp.raise_for_status()
+            reply = resp.json()
+        except requests.RequestException as exc:
+            raise OSError(f"chat endpoint {url} failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        except ValueError:
+            raise ValueError(f"chat endpoint {url} did not answer with JSON") from None
         try:
             return str(reply["choices"][0]["message"]["content"]).strip().strip('"')
         except (KeyError, IndexError, TypeError) as exc:

@@ -76,6 +76,26 @@ def save_text2image_folder(
             json.dump(extra, fh, indent=2)
 
 
+def load_train_state(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a resumable training state written by :func:`train_text2image`.
+
+    Loaded with ``torch.load(..., weights_only=True)``: only tensors, numbers, strings and
+    plain containers are accepted, so a crafted file cannot run code (a pickle with any other
+    object is refused with ValueError before anything in it is called).
+    """
+    import pickle
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"checkpoint {path} is not a lidmem training state (refused by torch.load(weights_only=True): {first})") from None
+    keys = ("unet", "text_encoder", "ema_unet", "ema_text_encoder", "optimizer", "generator", "losses", "step")
+    if not isinstance(state, dict) or any(k not in state for k in keys):
+        raise ValueError(f"checkpoint {path} is not a lidmem training state (needs the keys {', '.join(keys)})")
+    return state
+
+
 def train_text2image(
     images: torch.Tensor,
     captions: list[str],
@@ -184,7 +204,7 @@ def train_text2image(
     start = 0
     cpu_before = 0.0
     if checkpoint is not None and resume and os.path.exists(checkpoint):
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        state = load_train_state(checkpoint)
         unet.load_state_dict(state["unet"])
         text_encoder.load_state_dict(state["text_encoder"])
         ema_unet.load_state_dict(state["ema_unet"])
@@ -203,8 +223,8 @@ def train_text2image(
             {
                 "unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(),
                 "ema_unet": ema_unet.state_dict(), "ema_text_encoder": ema_te.state_dict(),
-                "optimizer": opt.state_dict(), "generator": gen.get_state(), "losses": losses,
-                "step": step, "cpu_time_s": cpu_before + time.process_time() - cpu0,
+                "optimizer": opt.state_dict(), "generator": gen.get_state(), "losses": [float(v) for v in losses],
+                "step": int(step), "cpu_time_s": float(cpu_before + time.process_time() - cpu0),
             },
             tmp,
         )
