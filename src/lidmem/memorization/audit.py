@@ -561,13 +561,14 @@ def write_audit_report(result: AuditResult, path: str | Path, *, n_grid: int = 2
               f"(k = {cd.get('k')} neighbours). Primary LID_theta: {_SCORE_NAMES.get(primary, primary)}."),
     ))
     det = pd.DataFrame(s.get("detection", []))
-    if len(det):
+    if len(det) and "auroc" in det and det["auroc"].notna().any():
+        det = det[det["auroc"].notna()]
         det = det.assign(score=det["score"].map(lambda c: _SCORE_NAMES.get(c, c)))
         keep = [c for c in ("positive", "score", "auroc", "tpr_at_1pct_fpr", "n_positive", "n_negative", "note") if c in det]
         body = table_to_html(det[keep], headers={"positive": "positive class", "auroc": "AUROC", "tpr_at_1pct_fpr": "TPR at 1% FPR",
                                                  "n_positive": "n positive", "n_negative": "n negative"})
     else:
-        body = "<p>No detection table: the samples hold only one copy label.</p>"
+        body = "<p>No detection table: every sample has the same copy label (no copies to detect).</p>"
     sections.append(Section("Detection of copies by LID", body,
                             note="Each score ranks samples with low values first (low = copy); AUROC and TPR at 1% FPR against the copy labels."))
     mmh = s.get("mmh", {})

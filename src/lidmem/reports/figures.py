@@ -161,22 +161,27 @@ def match_grid(samples: np.ndarray, matches: np.ndarray, captions: list[str], *,
     m = len(samples)
     ncols = max(1, min(ncols, m))
     nblocks = int(np.ceil(m / ncols)) if m else 1
-    fig, axes = plt.subplots(2 * nblocks, ncols, figsize=(1.25 * ncols + 0.9, 3.0 * nblocks), squeeze=False)
+    # rows per block: sample, match, spacer (keeps the next block's captions off this block)
+    ratios = [1.0, 1.0, 0.55] * nblocks
+    fig, axes = plt.subplots(3 * nblocks, ncols, figsize=(1.25 * ncols + 0.9, 3.2 * nblocks), squeeze=False,
+                             gridspec_kw={"height_ratios": ratios, "hspace": 0.08, "wspace": 0.08})
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
         for sp in ax.spines.values():
             sp.set_visible(False)
+    for b in range(nblocks):
+        for ax in axes[3 * b + 2]:
+            ax.set_visible(False)
     grey = samples.shape[1] == 1 if m else True
     for i in range(m):
-        r, c = 2 * (i // ncols), i % ncols
+        r, c = 3 * (i // ncols), i % ncols
         axes[r, c].imshow(_to_display(samples[i]), cmap="gray" if grey else None, vmin=0, vmax=1)
         axes[r, c].set_title(captions[i], fontsize=7, linespacing=1.1)
         axes[r + 1, c].imshow(_to_display(matches[i]), cmap="gray" if grey else None, vmin=0, vmax=1)
     for b in range(nblocks):
-        axes[2 * b, 0].set_ylabel(top_label, fontsize=8)
-        axes[2 * b + 1, 0].set_ylabel(bottom_label.replace(" ", "\n", 1), fontsize=8)
-    fig.tight_layout(h_pad=0.6, w_pad=0.3)
+        axes[3 * b, 0].set_ylabel(top_label, fontsize=8)
+        axes[3 * b + 1, 0].set_ylabel(bottom_label.replace(" ", "\n", 1), fontsize=8)
     return fig
 
 

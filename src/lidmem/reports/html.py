@@ -141,7 +141,12 @@ def table_to_html(table: Any, *, float_format: str = "{:.3f}", headers: dict[str
         return html.escape(format_value(v, float_format=float_format))
 
     head = "".join(f"<th>{html.escape(str(headers.get(c, c)))}</th>" for c in df.columns)
-    cls = {c: ' class="txt"' if df[c].dtype == object and c not in raw_columns else "" for c in df.columns}
+    def is_text(c: Any) -> bool:
+        col = df[c]
+        return c not in raw_columns and not pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col) and any(
+            isinstance(v, str) for v in col)
+
+    cls = {c: ' class="txt"' if is_text(c) else "" for c in df.columns}
     rows = "".join(
         "<tr>" + "".join(f"<td{cls[c]}>{fmt(c, v)}</td>" for c, v in zip(df.columns, row)) + "</tr>" for row in df.itertuples(index=False)
     )
