@@ -113,10 +113,13 @@ def score_histograms(
                     ax.hist(sel, bins=edges, alpha=0.6, density=True, color=LABEL_COLORS.get(name, LABEL_COLORS["other"]),
                             label=f"{name} (n={sel.size})")
             ax.set_ylabel("density")
-            ax.legend(frameon=False)
         ax.set_xlabel(display_name(col))
         _direction(ax, low_is_positive.get(col), positive)
     fig.tight_layout()
+    if labels is not None and len(values):
+        # one legend for all panels, above them (never on top of the bars)
+        handles, names = axes[0].get_legend_handles_labels()
+        fig.legend(handles, names, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(names), frameon=False)
     return fig
 
 
