@@ -6,10 +6,11 @@ Each line is split with shell rules (comments dropped); then
 - lines that need an install, a GPU, several processes or the network are skipped
   (``SKIP_IF``, with the reason in the test id);
 - the README's placeholders (``model.safetensors``, ``train_pngs/``, ``path/to/sd``, ...) are
-  replaced by small real inputs built here (the ``inputs`` fixture), and every ``out/...`` path by a
-  temporary folder;
-- commands get options that make them small (``SMALL``; typer keeps the last value of an option
-  given twice, so appended options override the README's).
+  replaced by small real inputs built here (the ``inputs`` fixture); lines run with bash, in README
+  order, in one temporary folder (so ``out/...`` written by one line is read by a later one), with
+  ``lidmem`` and ``python`` on PATH running the interpreter under test;
+- commands get options that make them small (``SMALL``, appended; typer keeps the last value of an
+  option given twice, so they override the README's; ``SMALL_VALUES`` rewrites sizes in place).
 
 A new README command with a new placeholder fails here until the placeholder is added to
 the ``inputs`` fixture (that is the point: every README line must run).
@@ -49,7 +50,6 @@ SMALL = {
     ("t2i", "detect-prompts"): ["--n-generations", "1", "--steps", "10", "--limit", "4"],
     ("t2i", "attribute"): ["--n-generations", "1", "--steps", "10"],
     ("t2i", "mitigate"): ["--ks", "1", "--repeats", "1", "--n-generations", "1", "--steps", "10"],
-    ("lid",): ["--k", "20"],
 }
 #: option -> value that replaces the README's (sizes)
 SMALL_VALUES = {"--num-samples": "16", "--k": "20"}
@@ -112,36 +112,43 @@ def inputs(tmp_path_factory) -> dict[str, str]:
         "path/to/sd": str(weights["text2image"]),
         "prompts.txt": str(root / "prompts.txt"),
         "train_img.png": str(root / "train_img.png"),
-        "...": mem[0],
+        '"..."': mem[0],
         "__root__": str(root),
     }
 
 
-def _prepare(line: str, inputs: dict[str, str], out: Path) -> list[str]:
-    argv = shlex.split(line, comments=True)
-    # environment assignments in front of the command
+def _prepare(line: str, inputs: dict[str, str]) -> str:
+    """The README line as a bash command with small inputs and sizes."""
+    text = re.sub(r"\s+#\s.*$", "", line)  # trailing comment
+    for name, value in sorted(inputs.items(), key=lambda kv: -len(kv[0])):
+        if name.startswith("__"):
+            continue
+        text = re.sub(rf"(?<![\w./-]){re.escape(name)}(?![\w-])", lambda _m, v=value: shlex.quote(v), text)
+    for opt, value in SMALL_VALUES.items():
+        text = re.sub(rf"({re.escape(opt)}[ =])\S+", rf"\g<1>{value}", text)
+    argv = shlex.split(text.replace("$(", "( "), comments=True)
     while argv and re.match(r"^[A-Z_]+=", argv[0]):
         argv.pop(0)
-    result: list[str] = []
-    for i, tok in enumerate(argv):
-        prev = result[-1] if result else ""
-        if prev in SMALL_VALUES:
-            tok = SMALL_VALUES[prev]
-        elif tok in inputs:
-            tok = inputs[tok]
-        elif tok.startswith("out/") or tok in ("scores/", "lid.csv"):
-            tok = str(out / tok)
-        result.append(tok)
-    if result[0] == "lidmem":
-        sub = tuple(t for t in result[1:3] if not t.startswith("-"))
+    if argv and argv[0] == "lidmem":
+        sub = tuple(t for t in argv[1:3] if not t.startswith("-"))
         for prefix, extra in SMALL.items():
             if sub[: len(prefix)] == prefix:
-                result += extra
+                text += " " + " ".join(extra)
                 break
-        result = [sys.executable, "-m", "lidmem.cli.main", *result[1:]]
-    elif result[0] in ("python", "python3"):
-        result[0] = sys.executable
-    return result
+    return text
+
+
+@pytest.fixture(scope="module")
+def shell_env(inputs) -> dict[str, str]:
+    """PATH with ``lidmem`` and ``python`` shims that run this interpreter (the tested package)."""
+    bin_dir = Path(inputs["__root__"]) / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, cmd in (("lidmem", f'exec "{sys.executable}" -m lidmem.cli.main "$@"'), ("python", f'exec "{sys.executable}" "$@"')):
+        shim = bin_dir / name
+        shim.write_text(f"#!/usr/bin/env bash\n{cmd}\n")
+        shim.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "LIDMEM_THREADS": "1",
+            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
 COMMANDS = _readme_commands()
@@ -154,13 +161,14 @@ def test_readme_has_commands():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("line", COMMANDS, ids=[f"{i:02d}:{c[:60]}" for i, c in enumerate(COMMANDS)])
-def test_readme_command_runs(line, inputs, tmp_path):
+def test_readme_command_runs(line, inputs, shell_env):
+    """Lines run in README order in one folder (``out/...`` of an earlier line is there for a later one)."""
     reason = _skip_reason(line)
     if reason:
         pytest.skip(reason)
-    argv = _prepare(line, inputs, tmp_path)
-    unknown = [t for t in argv if not t.startswith("/") and re.fullmatch(r"[\w./-]*(path/to|my_|\.\./)[\w./-]*", t)]
+    command = _prepare(line, inputs)
+    unknown = re.findall(r"(?<![\w/])(?:path/to/\S*|my_\S*|\.\./\S*)", command)
     assert not unknown, f"README placeholder(s) {unknown} have no test input; add them to the `inputs` fixture in {__file__}"
-    env = {**os.environ, "LIDMEM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=inputs["__root__"], timeout=900)
-    assert proc.returncode == 0, f"`{line}` exited {proc.returncode}:\n{proc.stderr[-3000:]}"
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, env=shell_env,
+                          cwd=inputs["__root__"], timeout=900)
+    assert proc.returncode == 0, f"`{line}`\nran as `{command}`\nexited {proc.returncode}:\n{proc.stderr[-3000:]}"
