@@ -384,7 +384,7 @@ def plot_vonmises(result: VonMisesResult, path: str | Path, *, dpi: int = 150) -
     import matplotlib.pyplot as plt
     from matplotlib.collections import LineCollection
 
-    fig, axes = plt.subplots(2, 1, figsize=(5.2, 10), constrained_layout=True)
+    fig, axes = plt.subplots(2, 1, figsize=(5.2, 9.0), constrained_layout=True)
     ax = axes[0]
     theta = np.linspace(-np.pi, np.pi, 721)
     dens = _vonmises_density(theta)
