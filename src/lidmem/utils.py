@@ -89,6 +89,14 @@ class _PlainProgress(tqdm):  # type: ignore[misc]
         self.fp.flush()
         return True
 
+    def close(self) -> None:  # noqa: D102 - tqdm API
+        if not self.disable and self._last_line is not None:
+            self.display()
+        import io
+
+        self.fp = io.StringIO()  # tqdm's own newline / carriage return at close goes nowhere
+        super().close()
+
 
 def progress_bar(
     iterable: Iterable[T] | None = None,
