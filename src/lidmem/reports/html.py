@@ -31,7 +31,7 @@ table{border-collapse:collapse;margin:.5em 0;font-size:.92em}th,td{border:1px so
 th{background:#eee}td:first-child,th:first-child{text-align:left}img{max-width:100%}
 .note{color:#555;font-size:.92em}pre{background:#f6f6f6;padding:.6em;overflow-x:auto}
 img.px{image-rendering:pixelated;image-rendering:crisp-edges;border:1px solid #999;vertical-align:middle}
-td.txt{text-align:left;max-width:22em}figure{margin:.6em 0}figcaption{color:#555;font-size:.9em}
+td.txt,th.txt{text-align:left;max-width:22em}td.img,th.img{text-align:center}figure{margin:.6em 0}figcaption{color:#555;font-size:.9em}
 .scroll{overflow-x:auto}
 """
 
@@ -140,13 +140,13 @@ def table_to_html(table: Any, *, float_format: str = "{:.3f}", headers: dict[str
             v = int(v)
         return html.escape(format_value(v, float_format=float_format))
 
-    head = "".join(f"<th>{html.escape(str(headers.get(c, c)))}</th>" for c in df.columns)
     def is_text(c: Any) -> bool:
         col = df[c]
         return c not in raw_columns and not pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col) and any(
             isinstance(v, str) for v in col)
 
-    cls = {c: ' class="txt"' if is_text(c) else "" for c in df.columns}
+    cls = {c: ' class="txt"' if is_text(c) else (' class="img"' if c in raw_columns else "") for c in df.columns}
+    head = "".join(f"<th{cls[c]}>{html.escape(str(headers.get(c, c)))}</th>" for c in df.columns)
     rows = "".join(
         "<tr>" + "".join(f"<td{cls[c]}>{fmt(c, v)}</td>" for c, v in zip(df.columns, row)) + "</tr>" for row in df.itertuples(index=False)
     )
