@@ -217,8 +217,10 @@ def mitigation_figure(table: Any, columns: Sequence[str] = ("similarity", "align
         ax.set_ylabel(display_name(c))
         if c in better:
             ax.set_title(better[c], fontsize=8, color="#555")
-        ax.legend(frameon=False)
     fig.tight_layout()
+    if cols:
+        handles, names = axes[0].get_legend_handles_labels()
+        fig.legend(handles, names, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(names), frameon=False)
     return fig
 
 
