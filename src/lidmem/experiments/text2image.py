@@ -501,7 +501,7 @@ def write_text2image_demo(result: Text2ImageDemoResult, out_dir: str | Path) -> 
         Section("Mitigation", figs[2] + table_to_html(mit, headers={"similarity_se": "± se", "alignment_se": "± se"}),
                 note="Similarity to the memorized training image (lower is better) and P(prompt's digit) under a digit classifier "
                      "(higher is better); mean ± standard error over prompts and repeats."),
-        Section("Settings", settings_table({"model": info.get("model"), **info.get("config", {})})),
+        Section("Settings", settings_table({**info.get("config", {}), "model": info.get("model")})),
     ]
     timings = info.get("timings_s", {})
     sub = "run time: " + ", ".join(f"{k.removesuffix('_s').replace('_', ' ')} {float(v):.0f} s" for k, v in timings.items())
