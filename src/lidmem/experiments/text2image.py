@@ -137,7 +137,7 @@ class Text2ImageDemoResult:
     mitigation : DataFrame
         Means and standard errors per (method, k) over prompts and repeats.
     acceptance : dict
-        The issue's acceptance checks, each with the measured value, target and ``passed``.
+        The demo's checks (what it is meant to show), each with the measured value, target and ``passed``.
     info : dict
         Settings, model provenance, runtime per stage.
     gallery : dict or None
@@ -348,7 +348,7 @@ def _gallery(model: Any, data: Any, mem: np.ndarray, mit_rows: Any, cfg: Text2Im
 
 
 def _acceptance(prompt_det: Any, image_det: Any, hit_rate: dict[str, float], mit: Any) -> dict[str, Any]:
-    """The issue's acceptance checks, from measured numbers."""
+    """The demo's checks (what it is meant to show), from measured numbers."""
     checks: dict[str, Any] = {}
     for _, r in prompt_det.iterrows():
         checks[f"prompt_auroc_{r['metric']}"] = {"value": float(r["auroc"]), "target": ">= 0.9", "passed": bool(r["auroc"] >= 0.9)}
