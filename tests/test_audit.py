@@ -60,7 +60,8 @@ def test_outputs_written(oracle_audit, tmp_path):
     summary = json.loads(paths["summary"].read_text())
     assert summary["settings"]["flipd_t0"] == 0.01 and summary["detection"]
     html = paths["report"].read_text()
-    assert html.count("data:image/png;base64,") >= 2 and "<table>" in html and "auroc" in html
+    assert html.count("data:image/png;base64,") >= 2 and "<table>" in html and "AUROC" in html
+    assert "{" not in html.split("<body>")[1].split("<h2>Settings")[0]  # no dict reprs in the report text
 
 
 def _tiny_unet_checkpoint(path):

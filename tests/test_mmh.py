@@ -1,6 +1,8 @@
 """MMH classification: the rule on planted values, and end to end with FLIPD of an exact score
 model that has a planted OD-Mem point and local PCA on data with planted duplicates."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -63,3 +65,37 @@ def test_end_to_end_with_exact_model_and_local_pca():
     # line points (away from x_iso) are faithful
     assert (r.mmh_class[:80] == "none").mean() > 0.95
     assert np.median(r.lid_theta[:80]) == pytest.approx(1.0, abs=0.1)
+
+
+def test_scale_check_flags_incomparable_estimators():
+    """LID_theta on another scale than LID_* (as FLIPD at a poorly chosen t0 on an image UNet):
+    every ordinary point would be od_mem; the rule says so instead of returning labels silently."""
+    from lidmem.memorization.mmh import MMHScaleWarning
+
+    rng = np.random.default_rng(0)
+    star = np.r_[np.zeros(10), rng.integers(5, 9, size=90)].astype(float)  # 10 duplicates, 90 ordinary points
+    theta_ok = np.r_[rng.normal(0.1, 0.1, 10), star[10:] + rng.normal(0, 0.15, 90)]
+    theta_ok[10] = star[10] - 3.0  # one planted OD-Mem point
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ok = classify_mmh(theta_ok, star)
+    assert ok.comparable and abs(ok.scale_offset) < 0.2
+    assert ok.counts()["od_mem"] == 1 and ok.mmh_class[10] == "od_mem" and ok.counts()["dd_mem"] == 10
+    assert ok.thresholds()["comparable"] is True
+
+    theta_low = theta_ok.copy()
+    theta_low[10:] -= 2.0  # whole scale shifted by 2 dimensions
+    with pytest.warns(MMHScaleWarning, match=r"median of lid_theta - lid_star is -(1\.9|2\.0)"):
+        bad = classify_mmh(theta_low, star)
+    assert not bad.comparable and bad.scale_offset == pytest.approx(ok.scale_offset - 2.0)
+    assert bad.counts()["od_mem"] > 80  # what the check warns about
+    assert bad.thresholds()["comparable"] is False and bad.thresholds()["scale_offset"] < -1.5
+    # the criterion is |offset| > od_margin: a margin wider than the shift accepts the inputs
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert classify_mmh(theta_low, star, od_margin=2.5).comparable
+    # only 0-dimensional data: nothing to compare on, no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = classify_mmh([0.1, 3.0], [0.0, 0.0])
+    assert r.comparable and np.isnan(r.scale_offset) and r.thresholds()["scale_offset"] is None

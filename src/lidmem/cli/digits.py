@@ -32,9 +32,13 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
             results = digits_demo(out, num_samples=num_samples, sampling_steps=sampling_steps, generator=generator, seed=seed)
         for name, res in results.items():
             s = res.summary
-            console.print(f"[bold]{name}[/]: copy labels {s['copy_label_counts']}, MMH {s['mmh_class_counts']}")
+            copies = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in s["copy_label_counts"].items())
+            classes = ", ".join(f"{v} {k}" for k, v in s["mmh_class_counts"].items())
+            console.print(f"[bold]{name}[/]: {s['n_samples']} samples: {copies}; MMH classes: {classes}")
             if "planted_duplicates" in s:
-                console.print(f"  planted duplicates: {s['planted_duplicates']}")
+                pdup = s["planted_duplicates"]
+                console.print(f"  planted duplicates: {pdup['exact_copies_of_planted']} exact copies of planted images "
+                              f"({pdup['distinct_planted_reproduced']} of {pdup['n_distinct_duplicated']} reproduced)")
             for row in s["detection"]:
                 if row["auroc"] is not None:
                     console.print(f"  {row['positive']:>22} | {row['score']:<20} AUROC {row['auroc']:.3f}  TPR@1%FPR {row['tpr_at_1pct_fpr']:.3f}")

@@ -25,9 +25,48 @@ for _module in (lid, mmh, vonmises, audit, digits, t2i, text2image_demo, score, 
     _module.register(app, demo_app)
 
 
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lidmem")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+        return "unknown (not installed)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"lidmem {_package_version()}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _main() -> None:
+def _main(
+    threads: int = typer.Option(
+        1, "--threads", envvar="LIDMEM_THREADS", min=0,
+        help="torch CPU threads. Default 1: on a CPU shared with any other busy process more threads make "
+             "lidmem many times slower (benchmarks/threads_under_load.py); on an idle many-core machine try "
+             "the number of physical cores. 0 = torch's default (one per core, or OMP_NUM_THREADS).",
+    ),
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+) -> None:
     """lidmem: LID_theta / LID_* estimators, memorization audits and text-to-image tools."""
+    from ..utils import set_threads
+
+    set_threads(threads)
+
+
+@app.command("weights")
+def weights_command() -> None:
+    """Print the installed paths of the shipped weights (usable as --model of mmh, audit, t2i)."""
+    from ..utils import shipped_weights
+
+    found = shipped_weights()
+    if not found:
+        typer.echo("no shipped weights found in this installation", err=True)
+        raise typer.Exit(code=2)
+    for name, path in found.items():
+        typer.echo(f"{name}\t{path}")
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ def mmh_command(
     model: Path = typer.Option(..., "--model", "-m", help="Score model: lidmem checkpoint, diffusers folder or package.module:factory (see lidmem inspect)."),
     data: Path = typer.Option(..., "--data", "-d", help="Training data: .npy, .csv, .parquet (numeric columns) or a folder of images."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (mmh.csv + summary.json)."),
+    columns: str | None = typer.Option(None, "--columns", help="Comma-separated columns of a .csv/.parquet --data table to use as coordinates, in order (default: every column; they must all be numeric), e.g. --columns x,y for the von Mises demo's training.csv."),
     t0: float = typer.Option(0.01, help="FLIPD time t0 in (0, 1]."),
     trace: str = typer.Option("exact", help="FLIPD trace: 'exact' (d JVPs per point) or 'hutchinson'."),
     n_probes: int = typer.Option(1, help="Hutchinson probes per point (--trace hutchinson)."),
@@ -45,7 +46,8 @@ def mmh_command(
                           radius_percentile=radius_percentile, od_margin=od_margin, dd_threshold=dd_threshold, seed=seed,
                           batch_size=batch_size, device=device)
         tau_value, radius_value = parse_lpca_tau(tau), parse_lpca_radius(radius)
-        points = load_points(data)
+        cols = [c.strip() for c in columns.split(",") if c.strip()] if columns is not None else None
+        points = load_points(data, columns=cols)
         if k >= len(points):
             raise ValueError(f"--k={k} must be < the number of points in {data} ({len(points)}); lower --k")
         score_model = load_model(model, device=device or "cpu")
@@ -94,6 +96,7 @@ def mmh_command(
         summary = {
             "model": str(model),
             "data": str(data),
+            "columns": cols,
             "n_points": len(result),
             "settings": {
                 "t0": t0, "trace": trace, "n_probes": n_probes, "seed": seed,

@@ -199,24 +199,25 @@ def score_images_command(
     console.print(f"wrote {path} ({len(df)} images) and {out / 'image_scores.png'}")
 
 
-def _hist_figure(df: Any, cols: list[str], path: Path, labels: Any = None) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
+def _save(fig: Any, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(cols), figsize=(4 * len(cols), 3), squeeze=False)
-    for ax, c in zip(axes[0], cols):
-        if labels is None:
-            ax.hist(df[c], bins=30)
-        else:
-            ax.hist(df.loc[labels, c], bins=30, alpha=0.6, label="memorized")
-            ax.hist(df.loc[~labels, c], bins=30, alpha=0.6, label="other")
-            ax.legend()
-        ax.set_title(c)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
+
+
+def _hist_figure(df: Any, cols: list[str], path: Path, labels: Any = None) -> None:
+    """Histograms of score columns (memorized red, others blue; direction of "memorized" under
+    each axis), the look of every lidmem report."""
+    from ..reports.figures import score_histograms
+    from ..text2image import LARGER_IS_MEMORIZED
+
+    low = {c: not LARGER_IS_MEMORIZED[c] for c in cols if c in LARGER_IS_MEMORIZED}
+    low.update({c: v for c, v in {"flipd_uncond": True, "flipd_cond": True, "cfg_norm": False}.items() if c in cols})
+    fig = score_histograms({c: df[c].to_numpy(dtype=float) for c in cols}, None if labels is None else labels.to_numpy(bool) if hasattr(labels, "to_numpy") else labels,
+                           low_is_positive=low, ncols=min(len(cols), 4))
+    _save(fig, path)
 
 
 @t2i_app.command("detect-prompts")
@@ -229,7 +230,7 @@ def detect_prompts_command(
     n_generations: int = typer.Option(4, help="DDIM generations per prompt."),
     steps: int = typer.Option(50, help="DDIM steps (A^FLIPD uses those with --flipd-t-min <= t <= --flipd-t-max)."),
     guidance_scale: float = typer.Option(7.5, help="Classifier-free guidance scale lambda."),
-    flipd_t_max: float = typer.Option(0.2, help="A^FLIPD: T uniform on [flipd_t_min, flipd_t_max]."),
+    flipd_t_max: float = typer.Option(0.2, help="A^FLIPD: T uniform on \\[flipd_t_min, flipd_t_max]."),
     flipd_t_min: float = typer.Option(0.01, help="A^FLIPD: lower end of T (the paper: 0; FLIPD near t = 0 measures network error)."),
     n_probes: int = typer.Option(1, help="Hutchinson probes per state for A^FLIPD."),
     batch_size: int = typer.Option(8, help="Prompts sampled together (batch_size * n_generations trajectories per UNet call)."),
@@ -299,7 +300,7 @@ def attribute_command(
     n_generations: int = typer.Option(1, help="DDIM generations."),
     steps: int = typer.Option(50, help="DDIM steps."),
     guidance_scale: float = typer.Option(7.5, help="Classifier-free guidance scale."),
-    flipd_t_max: float = typer.Option(0.2, help="A^FLIPD: T uniform on [flipd_t_min, flipd_t_max]."),
+    flipd_t_max: float = typer.Option(0.2, help="A^FLIPD: T uniform on \\[flipd_t_min, flipd_t_max]."),
     flipd_t_min: float = typer.Option(0.01, help="A^FLIPD: lower end of T (the paper: 0; FLIPD near t = 0 measures network error)."),
     batch_size: int = typer.Option(8, help="Prompts attributed together."),
     flipd_point: str = typer.Option("state", help="A^FLIPD at the sampler 'state' x_t (eq. 28) or at psi(t) x0_hat ('denoised')."),
@@ -361,19 +362,10 @@ def attribute_command(
 
 
 def _attribution_figure(a: Any, path: Path) -> None:
-    import matplotlib
+    from ..reports.figures import attribution_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(max(3, 0.6 * len(a.words)), 2.5))
-    ax.bar(range(len(a.words)), a.word_scores)
-    ax.set_xticks(range(len(a.words)), a.words, rotation=45, ha="right")
-    ax.set_ylabel(f"attribution ({a.metric})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    top = a.words[int(max(range(len(a.words)), key=lambda i: a.word_scores[i]))] if len(a.words) else None
+    _save(attribution_figure(a.words, a.word_scores, a.metric, highlight=top), path)
 
 
 @t2i_app.command("mitigate")
@@ -435,26 +427,10 @@ def mitigate_command(
 
 
 def _mitigation_figure(df: Any, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..reports.figures import mitigation_figure
 
     cols = ["similarity"] + (["alignment"] if df["alignment"].notna().any() else [])
-    fig, axes = plt.subplots(1, len(cols), figsize=(4.5 * len(cols), 3.2), squeeze=False)
-    base = df[df.method == "original"]
-    for ax, c in zip(axes[0], cols):
-        for m, g in df[df.method != "original"].groupby("method"):
-            s = g.groupby("k")[c].mean()
-            ax.plot(s.index, s.values, marker="o", label=m)
-        if len(base):
-            ax.axhline(float(base[c].iloc[0]), color="grey", ls="--", label="original")
-        ax.set_xlabel("k (tokens perturbed)")
-        ax.set_ylabel(c)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(mitigation_figure(df, cols), path)
 
 
 def register(app: typer.Typer, demo_app: typer.Typer) -> None:

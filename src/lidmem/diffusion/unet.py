@@ -35,11 +35,12 @@ class UNetScoreNet(nn.Module):
     """Diffusers ``UNet2DModel`` called as ``net(x, t_model)`` for images ``(n, c, h, w)``.
 
     Attention is off by default (``attention=False``: plain ``DownBlock2D``/``UpBlock2D`` and no
-    mid-block attention), so forward-mode AD (FLIPD's ``torch.func.jvp``) works on CPU. With
-    ``attention=True`` the attention processors are set to diffusers' plain-matmul
-    ``AttnProcessor`` (fused SDPA has no forward-mode AD on CPU), but with diffusers 0.42 the
-    attention block's group norm still fails under ``jvp`` on CPU ("view size is not
-    compatible"): keep ``attention=False`` for models you want to score with FLIPD.
+    mid-block attention). With ``attention=True`` the attention processors are set to diffusers'
+    plain-matmul ``AttnProcessor`` (fused SDPA has no forward-mode AD on CPU); FLIPD's
+    ``torch.func.jvp`` then works on CPU too, because :func:`lidmem.estimators.flipd` also routes
+    SDPA to the math kernel and gives group norms a contiguous input inside the JVP (the
+    attention block's output tangent is not contiguous, which group norm's forward-mode rule
+    rejects with "view size is not compatible").
 
     Parameters
     ----------

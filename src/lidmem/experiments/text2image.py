@@ -137,9 +137,15 @@ class Text2ImageDemoResult:
     mitigation : DataFrame
         Means and standard errors per (method, k) over prompts and repeats.
     acceptance : dict
-        The issue's acceptance checks, each with the measured value, target and ``passed``.
+        The demo's checks (what it is meant to show), each with the measured value, target and ``passed``.
     info : dict
         Settings, model provenance, runtime per stage.
+    gallery : dict or None
+        Images for the report (not used by any number): ``train`` (the memorized training
+        images, ``(m, c, h, w)`` in [-1, 1]), ``original`` (one generation per memorized prompt),
+        ``attribution`` / ``uniform`` (one generation per prompt after rewriting ``k`` tokens
+        chosen from the attributions / uniformly: the first repeat's rewritten prompt),
+        ``prompts``, ``prompts_attribution``, ``prompts_uniform`` (lists of m strings) and ``k``.
     """
 
     prompt_scores: Any
@@ -152,6 +158,7 @@ class Text2ImageDemoResult:
     mitigation: Any
     acceptance: dict[str, Any]
     info: dict[str, Any] = field(default_factory=dict)
+    gallery: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
         """JSON-serialisable summary (what ``summary.json`` holds)."""
@@ -292,6 +299,11 @@ def run_text2image_demo(config: Text2ImageDemoConfig | None = None, *, progress:
     ).reset_index()
     timings["mitigation_s"] = time.perf_counter() - t0
 
+    # images for the report only (after every measurement, so no number depends on them) ---------
+    t0 = time.perf_counter()
+    gallery = _gallery(model, data, mem, mit_rows, cfg)
+    timings["report_images_s"] = time.perf_counter() - t0
+
     acceptance = _acceptance(prompt_det, image_det, hit_rate, mit)
     info = {
         "model": path,
@@ -309,11 +321,34 @@ def run_text2image_demo(config: Text2ImageDemoConfig | None = None, *, progress:
         "rewriter": "RuleRewriter(synonyms=toydata.SYNONYMS): Box 1 rules offline",
         "timings_s": {**timings, "total_s": time.perf_counter() - t_start},
     }
-    return Text2ImageDemoResult(pscores, prompt_det, iscores, image_det, att_df, hit_rate, mit_rows, mit, acceptance, info)
+    return Text2ImageDemoResult(pscores, prompt_det, iscores, image_det, att_df, hit_rate, mit_rows, mit, acceptance, info, gallery)
+
+
+def _gallery(model: Any, data: Any, mem: np.ndarray, mit_rows: Any, cfg: Text2ImageDemoConfig) -> dict[str, Any]:
+    """One generation per memorized prompt before and after rewriting (report images)."""
+    ks = sorted(int(k) for k in mit_rows.loc[mit_rows.method == "attribution", "k"].unique())
+    k = 2 if 2 in ks else (ks[0] if ks else 0)
+    prompts = [data.captions[int(i)] for i in mem]
+
+    def rewritten(method: str) -> list[str]:
+        rows = mit_rows[(mit_rows.method == method) & (mit_rows.k == k) & (mit_rows["repeat"] == 0)].sort_values("prompt_index")
+        by_index = dict(zip(rows["prompt_index"], rows["prompt"]))
+        return [str(by_index.get(j, prompts[j])) for j in range(len(prompts))]
+
+    def generate(ps: list[str]) -> np.ndarray:
+        return model.generate(ps, n_per_prompt=1, num_inference_steps=cfg.num_inference_steps, guidance_scale=cfg.guidance_scale,
+                              seed=cfg.seed, progress=False).detach().cpu().numpy()
+
+    out: dict[str, Any] = {"k": k, "prompts": prompts, "train": data.images[np.asarray(mem)].detach().cpu().numpy(), "original": generate(prompts)}
+    for method in ("attribution", "uniform"):
+        ps = rewritten(method)
+        out[f"prompts_{method}"] = ps
+        out[method] = generate(ps)
+    return out
 
 
 def _acceptance(prompt_det: Any, image_det: Any, hit_rate: dict[str, float], mit: Any) -> dict[str, Any]:
-    """The issue's acceptance checks, from measured numbers."""
+    """The demo's checks (what it is meant to show), from measured numbers."""
     checks: dict[str, Any] = {}
     for _, r in prompt_det.iterrows():
         checks[f"prompt_auroc_{r['metric']}"] = {"value": float(r["auroc"]), "target": ">= 0.9", "passed": bool(r["auroc"] >= 0.9)}
@@ -343,6 +378,63 @@ def _acceptance(prompt_det: Any, image_det: Any, hit_rate: dict[str, float], mit
     return checks
 
 
+_CHECK_NAMES = {
+    "prompt_auroc_a_cfg": "prompt detection AUROC, A^CFG",
+    "prompt_auroc_a_scfg": "prompt detection AUROC, A^{s_CFG}",
+    "prompt_auroc_a_flipd": "prompt detection AUROC, A^FLIPD",
+    "prompt_auroc_wen": "prompt detection AUROC, Wen et al.",
+    "image_auroc_flipd_uncond": "duplicated-image AUROC, caption-free FLIPD",
+    "attribution_hit_rate_a_flipd": "attribution hit rate, A^FLIPD",
+    "attribution_hit_rate_a_cfg": "attribution hit rate, A^CFG",
+    "mitigation_similarity_attribution_below_uniform": "similarity drop, attribution vs uniform rewriting (per k)",
+    "mitigation_alignment_attribution_above_rta": "alignment gain, attribution rewriting vs RTA (per k)",
+}
+_METRIC_NAMES = {"a_cfg": "A^CFG", "a_scfg": "A^{s_CFG}", "a_flipd": "A^FLIPD", "wen": "Wen et al.",
+                 "flipd_uncond": "caption-free FLIPD", "flipd_cond": "conditional FLIPD", "cfg_norm": "CFG norm (3 Euler steps)"}
+
+
+def _check_value(v: Any) -> str:
+    if isinstance(v, dict):
+        return ", ".join(f"k={k}: {float(x):+.3f}" for k, x in v.items())
+    return f"{float(v):.3f}"
+
+
+def _detection_html(df: Any) -> str:
+    from ..reports.html import table_to_html
+
+    keep = [c for c in ("metric", "auroc", "tpr_at_1pct_fpr", "higher_is_positive", "n_positive", "n_negative") if c in df]
+    t = df[keep].copy()
+    t["metric"] = t["metric"].map(lambda m: _METRIC_NAMES.get(m, m))
+    if "higher_is_positive" in t:
+        t["higher_is_positive"] = t["higher_is_positive"].map(lambda h: "high" if h else "low")
+    return table_to_html(t, headers={"auroc": "AUROC", "tpr_at_1pct_fpr": "TPR at 1% FPR", "higher_is_positive": "memorized when",
+                                     "n_positive": "n positive", "n_negative": "n negative"})
+
+
+def _gallery_html(result: Text2ImageDemoResult) -> str:
+    import torch
+
+    from ..reports.html import image_to_html, table_to_html
+    from ..text2image import toydata
+
+    g = result.gallery
+    if not g:
+        return "<p>No images (the result was built without a gallery).</p>"
+    rows = []
+    for j, prompt in enumerate(g["prompts"]):
+        ref = g["train"][j]
+        sims = {m: float(toydata.image_similarity(torch.as_tensor(g[m][j : j + 1]), torch.as_tensor(ref))[0]) for m in ("original", "attribution", "uniform")}
+        rows.append({
+            "prompt": prompt,
+            "training image": image_to_html(ref, scale=6, alt="training image"),
+            "generated": image_to_html(g["original"][j], scale=6, alt="generation") + f"<br>{sims['original']:.2f}",
+            "rewritten prompt (attribution)": g["prompts_attribution"][j],
+            "after (attribution)": image_to_html(g["attribution"][j], scale=6, alt="after attribution rewriting") + f"<br>{sims['attribution']:.2f}",
+            "after (uniform)": image_to_html(g["uniform"][j], scale=6, alt="after uniform rewriting") + f"<br>{sims['uniform']:.2f}",
+        })
+    return table_to_html(rows, raw_columns=("training image", "generated", "after (attribution)", "after (uniform)"))
+
+
 def write_text2image_demo(result: Text2ImageDemoResult, out_dir: str | Path) -> dict[str, Path]:
     """Write ``summary.json``, the tables (CSV) and ``report.html`` to ``out_dir``.
 
@@ -351,7 +443,7 @@ def write_text2image_demo(result: Text2ImageDemoResult, out_dir: str | Path) -> 
     dict
         Name -> written path.
     """
-    from ..reports.html import Section, figure_to_html, table_to_html, write_html_report
+    from ..reports.html import Section, figure_to_html, settings_table, table_to_html, write_html_report
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -362,52 +454,56 @@ def write_text2image_demo(result: Text2ImageDemoResult, out_dir: str | Path) -> 
         p = out / f"{name}.csv"
         getattr(result, name).to_csv(p, index=False)
         paths[name] = p
+    checks = [{"check": _CHECK_NAMES.get(k, k.replace("_", " ")), "measured": _check_value(v["value"]), "target": v["target"], "passed": v["passed"]}
+              for k, v in result.acceptance.items() if isinstance(v, dict)]
+    info = result.info
+    k = (result.gallery or {}).get("k")
     sections = [
-        Section("Acceptance checks", table_to_html([{"check": k, "value": json.dumps(v["value"], default=float) if isinstance(v["value"], dict) else v["value"], "target": v["target"], "passed": v["passed"]} for k, v in result.acceptance.items() if isinstance(v, dict)])),
-        Section("Prompt detection (memorized vs non-memorized prompts)", table_to_html(result.prompt_detection),
-                note="A^CFG, A^sCFG, Wen: large = memorized; A^FLIPD: small = memorized (App. D.2)."),
-        Section("Image detection (duplicated vs other training images)", table_to_html(result.image_detection),
-                note="flipd_uncond uses no caption (unconditional score)."),
-        Section("Token attribution hit rate", table_to_html([{"metric": k, "hit_rate": v} for k, v in result.attribution_hit_rate.items()])),
-        Section("Attributions per memorized prompt", table_to_html(result.attribution)),
-        Section("Mitigation (mean over prompts and repeats)", table_to_html(result.mitigation),
-                note="similarity: to the memorized training image (lower is better); alignment: P(prompt digit) (higher is better)."),
+        Section("Summary", table_to_html(checks),
+                note=f"{info.get('n_memorized_prompts')} memorized vs {info.get('n_other_prompts')} other prompts; "
+                     f"{info.get('n_duplicated_images')} duplicated vs {info.get('n_other_images')} other training images."),
+        Section("Memorized generations and mitigation", _gallery_html(result),
+                note=f"One generation per memorized prompt (same seed in every column) beside the training image it memorized, "
+                     f"then after rewriting k = {k} tokens chosen from the A^FLIPD attributions or uniformly. Numbers under the "
+                     "images: pixel correlation with the training image (1 = copy)."),
     ]
+    figs: list[Section] = []
     try:
-        sections.insert(1, Section("Figures", figure_to_html(_figure(result))))
+        from ..reports.figures import mitigation_figure, score_histograms
+        from ..text2image import LARGER_IS_MEMORIZED
+
+        ps = result.prompt_scores
+        metrics = [m for m in ("a_cfg", "a_scfg", "a_flipd", "wen") if m in ps]
+        pfig = score_histograms({m: ps[m].to_numpy(float) for m in metrics}, ps["memorized"].to_numpy(bool),
+                                low_is_positive={m: not LARGER_IS_MEMORIZED[m] for m in metrics}, ncols=2)
+        ims = result.image_scores
+        icols = [c for c in ("flipd_uncond", "flipd_cond", "cfg_norm") if c in ims]
+        ifig = score_histograms({c: ims[c].to_numpy(float) for c in icols}, ims["duplicated"].to_numpy(bool), positive="duplicated",
+                                low_is_positive={"flipd_uncond": True, "flipd_cond": True, "cfg_norm": False}, ncols=3)
+        mfig = mitigation_figure(result.mitigation)
+        figs = [figure_to_html(pfig, alt="prompt metric histograms"), figure_to_html(ifig, alt="image score histograms"),
+                figure_to_html(mfig, alt="mitigation")]
     except ImportError:  # pragma: no cover - matplotlib missing
-        pass
-    paths["report"] = write_html_report(out / "report.html", "lidmem demo: text-to-image memorization (small digits model)", sections,
-                                        subtitle=f"model: {result.info.get('model')}")
+        figs = ["", "", ""]
+    att = result.attribution.copy()
+    att["metric"] = att["metric"].map(lambda m: _METRIC_NAMES.get(m, m))
+    att = att.drop(columns=[c for c in ("prompt_index", "top_token") if c in att])
+    mit = result.mitigation.copy()
+    sections += [
+        Section("Prompt detection (memorized vs other prompts)", figs[0] + _detection_html(result.prompt_detection),
+                note="A^CFG, A^{s_CFG}, Wen: large = memorized; A^FLIPD: small = memorized (App. D.2)."),
+        Section("Image detection (duplicated vs other training images)", figs[1] + _detection_html(result.image_detection),
+                note="Caption-free FLIPD uses no caption (unconditional score)."),
+        Section("Token attribution",
+                table_to_html([{"metric": _METRIC_NAMES.get(k, k), "hit rate": v} for k, v in result.attribution_hit_rate.items()])
+                + table_to_html(att, headers={"top_word": "top word", "trigger_score": "trigger score"}),
+                note="Hit: the top-attributed token is the planted trigger word."),
+        Section("Mitigation", figs[2] + table_to_html(mit, headers={"similarity_se": "± se", "alignment_se": "± se"}),
+                note="Similarity to the memorized training image (lower is better) and P(prompt's digit) under a digit classifier "
+                     "(higher is better); mean ± standard error over prompts and repeats."),
+        Section("Settings", settings_table({**info.get("config", {}), "model": info.get("model")})),
+    ]
+    timings = info.get("timings_s", {})
+    sub = "run time: " + ", ".join(f"{k.removesuffix('_s').replace('_', ' ')} {float(v):.0f} s" for k, v in timings.items())
+    paths["report"] = write_html_report(out / "report.html", "Text-to-image memorization on the small digits model", sections, subtitle=sub)
     return paths
-
-
-def _figure(result: Text2ImageDemoResult) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ps = result.prompt_scores
-    metrics = [m for m in ("a_cfg", "a_scfg", "a_flipd", "wen") if m in ps]
-    fig, axes = plt.subplots(1, len(metrics) + 3, figsize=(3.2 * (len(metrics) + 3), 3))
-    for ax, m in zip(axes, metrics):
-        mask = ps["memorized"].to_numpy(bool)
-        ax.hist([ps.loc[~mask, m], ps.loc[mask, m]], bins=20, label=["other", "memorized"])
-        ax.set_title(m)
-    axes[0].legend(fontsize=7)
-    ims = result.image_scores
-    ax = axes[len(metrics)]
-    dup = ims["duplicated"].to_numpy(bool)
-    ax.hist([ims.loc[~dup, "flipd_uncond"], ims.loc[dup, "flipd_uncond"]], bins=20, label=["other", "duplicated"])
-    ax.set_title("image FLIPD (uncond.)")
-    ax.legend(fontsize=7)
-    mit = result.mitigation
-    for ax, col in zip(axes[len(metrics) + 1 :], ("similarity", "alignment")):
-        for method, g in mit[mit.method != "original"].groupby("method"):
-            ax.errorbar(g["k"], g[col], yerr=g[f"{col}_se"], marker="o", label=method)
-        ax.set_xlabel("k")
-        ax.set_title(col)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig

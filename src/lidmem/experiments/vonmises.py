@@ -384,7 +384,7 @@ def plot_vonmises(result: VonMisesResult, path: str | Path, *, dpi: int = 150) -
     import matplotlib.pyplot as plt
     from matplotlib.collections import LineCollection
 
-    fig, axes = plt.subplots(2, 1, figsize=(5.2, 10), constrained_layout=True)
+    fig, axes = plt.subplots(2, 1, figsize=(5.2, 9.0), constrained_layout=True)
     ax = axes[0]
     theta = np.linspace(-np.pi, np.pi, 721)
     dens = _vonmises_density(theta)
@@ -408,7 +408,8 @@ def plot_vonmises(result: VonMisesResult, path: str | Path, *, dpi: int = 150) -
     ax.plot(np.cos(theta), np.sin(theta), color="0.85", lw=1, zorder=1)
     sc = ax.scatter(result.samples[:, 0], result.samples[:, 1], c=np.clip(result.lid_theta_samples, 0, 2), cmap="viridis",
                     vmin=0, vmax=2, s=10, zorder=2)
-    fig.colorbar(sc, ax=ax, shrink=0.7, label=f"FLIPD LID$_\\theta$ (t0={result.settings['flipd']['t0']})")
+    cb = fig.colorbar(sc, ax=ax, shrink=0.7, label=f"FLIPD LID$_\\theta$ (t0={result.settings['flipd']['t0']}), clipped to [0, 2]")
+    cb.ax.text(0.5, -0.04, "memorized", transform=cb.ax.transAxes, ha="center", va="top", fontsize=7, color="red")
     if od.any():
         ax.scatter(result.train_points[od, 0], result.train_points[od, 1], s=180, facecolors="none", edgecolors="red", linewidths=2,
                    zorder=3, label="OD-Mem: LID$_\\theta$ < LID$_*$")
@@ -416,6 +417,8 @@ def plot_vonmises(result: VonMisesResult, path: str | Path, *, dpi: int = 150) -
     ax.set_title(f"{len(result.samples)} generated samples coloured by LID$_\\theta$")
     ax.legend(loc="lower left", fontsize=7)
     for a in axes:
+        a.set_xlabel("$x_1$")
+        a.set_ylabel("$x_2$")
         a.set_aspect("equal")
         a.set_xlim(-1.45, 1.45)
         a.set_ylim(-1.45, 1.45)

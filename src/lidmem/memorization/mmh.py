@@ -13,17 +13,35 @@ with the data's LID_*(x):
 Estimators are noisy (FLIPD is continuous and can be slightly negative; local PCA returns
 integers), so :func:`classify_mmh` uses two explicit thresholds and returns them together with
 the scores; it never returns only a label.
+
+The rule compares the two LIDs directly, which only means something when they are on the same
+scale. FLIPD's value depends on t0 and on the network (on image UNets it is far from the
+dimension count), and local PCA's on ``tau``; when the scales disagree, OD-Mem is assigned to
+ordinary points wholesale. :func:`classify_mmh` therefore checks comparability on the points
+that should be ordinary - those with ``lid_star > dd_threshold`` (not locally 0-dimensional
+data) - and reports ``scale_offset``, the median of ``lid_theta - lid_star`` over them. Most
+points of a training or sample set are not memorized, so on comparable inputs this median is
+near 0; the inputs are declared **not comparable** (``comparable=False`` and a
+:class:`MMHScaleWarning`) when ``|scale_offset| > od_margin``, i.e. when the typical ordinary
+point would itself sit beyond the OD-Mem margin. The classes are still returned; read them as a
+ranking (``od_gap``), not as labels, until the estimators are calibrated (e.g. another FLIPD t0,
+or ``tau="fo"`` for local PCA).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["MMHResult", "classify_mmh", "mmh_analysis", "MMH_CLASSES"]
+__all__ = ["MMHResult", "MMHScaleWarning", "classify_mmh", "mmh_analysis", "MMH_CLASSES"]
+
+
+class MMHScaleWarning(UserWarning):
+    """LID_theta and LID_* disagree on ordinary points: the MMH classes are not reliable."""
 
 #: The class names, in a fixed order.
 MMH_CLASSES: tuple[str, ...] = ("od_mem", "dd_mem", "none")
@@ -48,6 +66,13 @@ class MMHResult:
         OD-Mem needs ``od_gap > od_margin``.
     dd_threshold : float
         DD-Mem needs ``lid_star <= dd_threshold`` and ``lid_theta <= dd_threshold + od_margin``.
+    scale_offset : float
+        Median of ``lid_theta - lid_star`` over the points with ``lid_star > dd_threshold``
+        (NaN when there are none): the typical disagreement of the two estimators where the data
+        are not 0-dimensional.
+    comparable : bool
+        ``|scale_offset| <= od_margin`` (True when ``scale_offset`` is NaN): whether the two
+        LIDs are on one scale, so that the classes can be read as labels (module docstring).
     """
 
     lid_theta: np.ndarray
@@ -57,6 +82,8 @@ class MMHResult:
     od_margin: float
     dd_threshold: float
     rule: str = field(default="")
+    scale_offset: float = field(default=float("nan"))
+    comparable: bool = field(default=True)
 
     def __len__(self) -> int:
         return len(self.mmh_class)
@@ -76,8 +103,10 @@ class MMHResult:
         return {c: int((self.mmh_class == c).sum()) for c in MMH_CLASSES}
 
     def thresholds(self) -> dict[str, Any]:
-        """The thresholds and the rule, JSON-serialisable."""
-        return {"od_margin": self.od_margin, "dd_threshold": self.dd_threshold, "rule": self.rule}
+        """The thresholds, the rule and the comparability check, JSON-serialisable."""
+        offset = None if math.isnan(self.scale_offset) else float(self.scale_offset)
+        return {"od_margin": self.od_margin, "dd_threshold": self.dd_threshold, "rule": self.rule,
+                "scale_offset": offset, "comparable": bool(self.comparable)}
 
 
 def _as_vector(values: Any, name: str) -> np.ndarray:
@@ -132,7 +161,14 @@ def classify_mmh(lid_theta: Any, lid_star: Any, *, od_margin: float = 0.5, dd_th
     Returns
     -------
     MMHResult
-        Scores, classes and the thresholds used.
+        Scores, classes, the thresholds used and the comparability check (``scale_offset``,
+        ``comparable``).
+
+    Warns
+    -----
+    MMHScaleWarning
+        When ``|median(lid_theta - lid_star)|`` over points with ``lid_star > dd_threshold``
+        exceeds ``od_margin`` (the estimators are on different scales; see the module docstring).
 
     Examples
     --------
@@ -155,6 +191,18 @@ def classify_mmh(lid_theta: Any, lid_star: Any, *, od_margin: float = 0.5, dd_th
         f"dd_mem: lid_star <= {dd_threshold} and lid_theta <= {dd_threshold + od_margin}; "
         f"od_mem: not dd_mem and lid_theta < lid_star - {od_margin}; none: otherwise"
     )
+    ordinary = star > dd_threshold
+    offset = float(np.median(theta[ordinary] - star[ordinary])) if ordinary.any() else float("nan")
+    comparable = bool(math.isnan(offset) or abs(offset) <= od_margin)
+    if not comparable:
+        warnings.warn(
+            f"LID_theta and LID_* are not on one scale: on the {int(ordinary.sum())} points with lid_star > {dd_threshold} "
+            f"the median of lid_theta - lid_star is {offset:+.2f} (|.| > od_margin={od_margin}), so "
+            f"{'od_mem' if offset < 0 else 'none'} is assigned to ordinary points; read od_gap as a ranking, or calibrate "
+            f"the estimators (another FLIPD t0, local PCA tau='fo') before reading the classes as labels",
+            MMHScaleWarning,
+            stacklevel=2,
+        )
     return MMHResult(
         lid_theta=theta,
         lid_star=star,
@@ -163,6 +211,8 @@ def classify_mmh(lid_theta: Any, lid_star: Any, *, od_margin: float = 0.5, dd_th
         od_margin=od_margin,
         dd_threshold=dd_threshold,
         rule=rule,
+        scale_offset=offset,
+        comparable=comparable,
     )
 
 

@@ -592,6 +592,39 @@ def load_text2image(
     elif local_files_only and (src.startswith((".", "/", "~")) or src.count("/") != 1):
         raise FileNotFoundError(f"model folder {src!r} does not exist")
     kw: dict[str, Any] = {"local_files_only": local_files_only}
+    with _quiet_loading():
+        return _load_parts(src, local, dt, dev, kw, prediction)
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Hide transformers' / diffusers' "Loading weights" progress bars and info logs while a
+    model loads (they printed on every ``lidmem t2i`` call); restores the previous settings."""
+    import diffusers
+    import transformers
+
+    t_log, d_log = transformers.utils.logging, diffusers.utils.logging
+    t_bar, d_bar = t_log.is_progress_bar_enabled(), d_log.is_progress_bar_enabled()
+    t_level, d_level = t_log.get_verbosity(), d_log.get_verbosity()
+    t_log.disable_progress_bar()
+    d_log.disable_progress_bar()
+    t_log.set_verbosity_error()
+    d_log.set_verbosity_error()
+    try:
+        yield
+    finally:
+        t_log.set_verbosity(t_level)
+        d_log.set_verbosity(d_level)
+        if t_bar:
+            t_log.enable_progress_bar()
+        if d_bar:
+            d_log.enable_progress_bar()
+
+
+def _load_parts(src: str, local: Path, dt: torch.dtype, dev: torch.device, kw: dict[str, Any], prediction: Any) -> "TextToImageModel":
+    import transformers
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+
     unet = UNet2DConditionModel.from_pretrained(src, subfolder="unet", torch_dtype=dt, **kw)
     arch = None
     te_cfg = local / "text_encoder" / "config.json"
