@@ -34,11 +34,13 @@ from lidmem.diffusion.checkpoint import load_score_model
 from lidmem.diffusion.sampling import sample_ode
 from lidmem.estimators import flipd_curve
 from lidmem.estimators.flipd import default_t0_grid, select_t0
-from lidmem.estimators.t0 import T0_RULES, auto_t0
+from lidmem.estimators import flipd
+from lidmem.estimators.t0 import DEFAULT_T0_FACTOR, nearest_neighbour_scale, t0_from_training_data
 from lidmem.memorization.copy_detection import find_copies
 from lidmem.memorization.metrics import auroc, tpr_at_fpr
 
-PATCH_STEPS = 3000
+PATCH_STEPS = 1500
+FACTORS = (0.5, 1.0, 2.0, 4.0)
 
 
 def patches_model(cache: Path, steps: int):
@@ -118,22 +120,28 @@ def main() -> None:
         print(f"\n{name}: {int(r['copy'].sum())} copies / {len(r['copy'])} samples; median FLIPD copies vs others per t0:")
         print("  " + "  ".join(f"{t:.3g}:{np.median(r['curve'][r['copy'], j]):.1f}/{np.median(r['curve'][~r['copy'], j]):.1f}"
                               for j, t in enumerate(grid)))
-    print("\nrules (label-free):")
+    print("\nrules (label-free; FLIPD recomputed at the chosen t0, same probes):")
+    print(f"{'data':>8} {'rule':<34} {'t0':>7} {'AUROC':>6} {'TPR@1%':>6}")
     for name, (model, r) in sets.items():
-        rows = {"select_t0 (knee, sde=)": select_t0(r["curve"], grid, sde=model.sde),
-                "select_t0 (knee, no sde)": select_t0(r["curve"], grid)}
-        for rule in T0_RULES:
-            rows[f"auto_t0 rule={rule}"] = auto_t0(model.sde, r["train"], curve=r["curve"], t0s=grid, rule=rule)
+        rows = {"select_t0 knee (sde=)": select_t0(r["curve"], grid, sde=model.sde),
+                "select_t0 knee (no sde)": select_t0(r["curve"], grid),
+                "max spread (IQR) of the curve": max_spread_t0(r["curve"], grid)}
+        for f in FACTORS:
+            label = f"nn gap, factor {f:g}" + (" (t0='auto')" if f == DEFAULT_T0_FACTOR else "")
+            rows[label] = t0_from_training_data(model.sde, r["train"], factor=f)
+        x = torch.from_numpy(r["samples"])
         for label, t0 in rows.items():
-            s = flipd_curve_at(r, grid, t0)
-            print(f"  {name:>8} {label:<28} t0={t0:.4f}  AUROC {auroc(r['copy'], s, higher_is_positive=False):.3f}  "
-                  f"TPR@1%FPR {tpr_at_fpr(r['copy'], s, higher_is_positive=False):.3f}")
+            s = flipd(model, x, t0, trace="hutchinson", n_probes=8, seed=0, progress=False).double().numpy()
+            print(f"{name:>8} {label:<34} {t0:>7.4f} {auroc(r['copy'], s, higher_is_positive=False):>6.3f} "
+                  f"{tpr_at_fpr(r['copy'], s, higher_is_positive=False):>6.3f}")
+        print(f"{name:>8} training nearest-neighbour gap r_nn (median) = {nearest_neighbour_scale(r['train']):.3f}, d = "
+              f"{int(np.prod(r['train'].shape[1:]))}")
 
 
-def flipd_curve_at(r: dict[str, np.ndarray], grid: list[float], t0: float) -> np.ndarray:
-    """FLIPD at ``t0`` read off the cached curve (nearest grid time on a log axis)."""
-    j = int(np.argmin(np.abs(np.log(np.asarray(grid)) - np.log(t0))))
-    return r["curve"][:, j]
+def max_spread_t0(curve: np.ndarray, grid: list[float]) -> float:
+    """Candidate rule: the grid time where FLIPD varies most across samples (interquartile range)."""
+    q75, q25 = np.percentile(curve, [75, 25], axis=0)
+    return float(grid[int(np.argmax(q75 - q25))])
 
 
 if __name__ == "__main__":
