@@ -117,7 +117,7 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         num_samples: int = typer.Option(500, "--num-samples", help="Samples to generate (ignored with --samples)."),
         samples: Optional[Path] = typer.Option(None, "--samples", help="Audit these images (folder or .npy) instead of generating."),
         sampling_steps: int = typer.Option(50, help="Heun steps of the probability-flow ODE."),
-        flipd_t0: str = typer.Option("0.1", help="FLIPD time t0 in (0, 1], or 'auto' (noise length = the training set's median nearest-neighbour gap; docs/t0.md)."),
+        flipd_t0: str = typer.Option("auto", help="FLIPD time t0 in (0, 1], or 'auto' (noise length = twice the training set's median nearest-neighbour gap; docs/t0.md)."),
         flipd_sweep: str = typer.Option("0.003,0.01,0.03,0.1,0.3", help="Comma-separated extra FLIPD times whose AUROC the summary reports ('' skips)."),
         flipd_trace: str = typer.Option("hutchinson", help="FLIPD trace: hutchinson or exact."),
         flipd_probes: int = typer.Option(8, help="Hutchinson probes per sample."),

@@ -31,7 +31,7 @@ from ..diffusion.sde import SDE
 __all__ = ["nearest_neighbour_scale", "t0_for_noise_ratio", "t0_from_training_data", "DEFAULT_T0_FACTOR"]
 
 #: ``factor`` of :func:`t0_from_training_data` (docs/t0.md).
-DEFAULT_T0_FACTOR = 1.0
+DEFAULT_T0_FACTOR = 2.0
 
 
 def nearest_neighbour_scale(train: Any, *, quantile: float = 0.5, max_points: int = 2000, seed: int = 0) -> float:

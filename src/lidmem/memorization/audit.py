@@ -18,15 +18,15 @@ Steps (:func:`audit_memorization`):
 
 Images follow lidmem's convention: float arrays ``(n, c, h, w)`` in [-1, 1].
 
-Choice of FLIPD's ``t0``: the default ``flipd_t0=0.1`` (VP-SDE, sigma(0.1) ~ 0.43 in [-1, 1]
-pixel units, about 3.5 grey levels of the digits) was chosen on the digits UNet by a sweep
-(300 samples, copies vs non-copies; 3,500-step checkpoint): AUROC 0.88 / 0.996 / 0.999 / 0.999
-at t0 = 0.02 / 0.05 / 0.1 / 0.2, with median FLIPD of copies 18.2 / 4.5 / -0.5 / -2.4 and of
-non-copies 29.4 / 24.2 / 16.1 / 7.6. At t0 = 0.1 copies sit at ~0 (so the MMH rule can call them
-DD-Mem) while non-copies keep a clearly positive LID; smaller t0 resolves less of the UNet's
-collapse onto the copies, larger t0 shrinks every value towards 0. FLIPD of a UNet can be
-negative (footnote 4 of the paper).
-Use :func:`lidmem.estimators.select_t0` or ``flipd_curve`` to pick it for another model.
+Choice of FLIPD's ``t0``: the default ``flipd_t0="auto"`` sets the noise length
+``sigma(t0) / psi(t0) * sqrt(d)`` to twice the training set's median nearest-neighbour gap
+(:func:`lidmem.estimators.t0.t0_from_training_data`; label-free). Measured by
+``benchmarks/t0_transfer.py`` (docs/t0.md): t0 = 0.146 on the digits UNet (AUROC 0.998, as the
+former fixed default 0.1) and 0.027 on 16x16 photo patches (AUROC 0.863 against 0.839 at 0.1;
+no t0 reaches 0.95 on that undertrained model, whose samples mostly leave the data range).
+Every audit also reports FLIPD's AUROC at the times of ``flipd_t0_sweep`` (summary
+``flipd_t0_sweep``), so a poor choice shows. FLIPD of a UNet can be negative (footnote 4 of the
+paper).
 """
 
 from __future__ import annotations
@@ -315,7 +315,7 @@ def audit_memorization(
     sample_ids: list[str] | None = None,
     num_samples: int = 500,
     sampling_steps: int = 50,
-    flipd_t0: float | str = 0.1,
+    flipd_t0: float | str = "auto",
     flipd_t0_sweep: Sequence[float] | None = FLIPD_T0_SWEEP,
     flipd_trace: str = "hutchinson",
     flipd_probes: int = 8,
@@ -361,10 +361,10 @@ def audit_memorization(
         Number of samples to generate.
     sampling_steps : int, default=50
         Heun steps of the probability-flow ODE (to t=1e-3, then Tweedie denoising).
-    flipd_t0 : float or "auto", default=0.1
+    flipd_t0 : float or "auto", default="auto"
         FLIPD time (see the module docstring for the choice). ``"auto"``:
-        :func:`lidmem.estimators.t0.t0_from_training_data` (noise length = the training set's
-        median nearest-neighbour gap; label-free; docs/t0.md). The summary's
+        :func:`lidmem.estimators.t0.t0_from_training_data` (noise length = twice the training
+        set's median nearest-neighbour gap; label-free; docs/t0.md). The summary's
         ``settings.flipd_t0_used`` holds the value used.
     flipd_t0_sweep : sequence of float or None, default=FLIPD_T0_SWEEP
         Extra times at which FLIPD is also computed (probes shared with ``flipd_t0``); the
