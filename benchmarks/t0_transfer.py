@@ -42,6 +42,7 @@ from lidmem.memorization.metrics import auroc, tpr_at_fpr
 
 PATCH_STEPS = 1500
 FACTORS = (0.5, 1.0, 2.0, 4.0)
+BELOW_GRID = (1e-4, 3e-4)  # fixed times below default_t0_grid(), printed with the rules
 
 
 def patches_model(cache: Path, steps: int):
@@ -130,6 +131,8 @@ def main() -> None:
         for f in FACTORS:
             label = f"nn gap, factor {f:g}" + (" (t0='auto')" if f == DEFAULT_T0_FACTOR else "")
             rows[label] = t0_from_training_data(model.sde, r["train"], factor=f)
+        for t0 in BELOW_GRID:
+            rows[f"fixed {t0:g} (below the grid)"] = t0
         x = torch.from_numpy(r["samples"])
         for label, t0 in rows.items():
             s = flipd(model, x, t0, trace="hutchinson", n_probes=8, seed=0, progress=False).double().numpy()
