@@ -66,3 +66,14 @@ def test_auto_t0_separates_point_masses_in_exact_score_audit():
     sweep = {r["t0"]: r for r in res.summary["flipd_t0_sweep"]}
     assert set(sweep) == {0.01, 1.0} and abs(sweep[0.01]["median_flipd_copies"]) < 0.5
     assert res.samples["lid_theta_nb"].isna().all()  # nb_max_dim=0 skips the normal bundle
+
+
+def test_patches_planted_data_set():
+    from lidmem.data.images import load_patches_with_duplicates
+
+    d = load_patches_with_duplicates()
+    assert d.images.shape == (590, 1, 16, 16) and d.duplicated.sum() == 200
+    assert -1.0 <= d.images.min() and d.images.max() <= 1.0
+    flat = d.images.reshape(590, -1)
+    assert len(np.unique(flat, axis=0)) == 400  # 10 tiles repeated 20x among 400 distinct tiles
+    assert len(np.unique(flat[d.duplicated], axis=0)) == 10
