@@ -129,7 +129,7 @@ def t0_from_training_data(
     """
     if not (factor > 0 and math.isfinite(factor)):
         raise ValueError(f"factor={factor} must be a positive finite number")
-    arr_shape = tuple(train.shape)
-    d = math.prod(arr_shape[1:])
+    shape = tuple(train.shape) if hasattr(train, "shape") else np.asarray(train).shape
+    d = math.prod(shape[1:])
     r_nn = nearest_neighbour_scale(train, quantile=quantile, max_points=max_points, seed=seed)
     return t0_for_noise_ratio(sde, factor * r_nn / math.sqrt(d))
