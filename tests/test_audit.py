@@ -159,3 +159,71 @@ def test_generator_checkpoint_audit(tmp_path):
         from lidmem.diffusion.mlp import MLPScoreNet
 
         lam(save_checkpoint(tmp_path / "x.safetensors", MLPScoreNet(4, hidden=8, depth=1), kind="text2image"))
+
+
+def test_cli_duplicates_file_samples_npy_and_nb_max_dim(tmp_path):
+    imgs, _ = load_digits_images()
+    train = np.concatenate([imgs[:100], np.repeat(imgs[:2], 9, axis=0)])  # images 0 and 1 appear 10x each
+    names = [f"{i:05d}" for i in range(100)] + [f"dup{j:02d}" for j in range(18)]
+    train_dir = tmp_path / "train"
+    write_png_folder(train, train_dir, names=names)
+    samples = np.concatenate([imgs[:2], imgs[1000:1010]])
+    np.save(tmp_path / "s.npy", samples)
+    dup_file = tmp_path / "dups.txt"
+    dup_file.write_text("# the planted duplicates\n00000\n00001\n" + "\n".join(f"dup{j:02d}" for j in range(18)) + "\n")
+    ckpt = _tiny_unet_checkpoint(tmp_path / "unet.safetensors")
+    out = tmp_path / "out"
+    args = ["audit", "--model", str(ckpt), "--train", str(train_dir), "--samples", str(tmp_path / "s.npy"), "--out", str(out),
+            "--lpca-k", "20", "--flipd-probes", "1", "--nb-max-dim", "0", "--flipd-sweep", "0.01,0.1", "--no-report"]
+    r = runner.invoke(app, [*args, "--duplicates", str(dup_file)])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((out / "summary.json").read_text())
+    pdup = summary["planted_duplicates"]
+    assert pdup["n_train_rows_duplicated"] == 20 and pdup["n_distinct_duplicated"] == 2
+    assert pdup["exact_copies_of_planted"] == 2 and pdup["distinct_planted_reproduced"] == 2
+    assert [row["t0"] for row in summary["flipd_t0_sweep"]] == [0.01, 0.1]
+    df = pd.read_parquet(out / "samples.parquet")
+    assert df["lid_theta_nb"].isna().all() and "normal bundle skipped" in r.output
+    # samples.npy holds the audited images row by row and can be audited again
+    np.testing.assert_allclose(np.load(out / "samples.npy"), samples, atol=1e-6)
+    r2 = runner.invoke(app, [*args[:6], str(out / "samples.npy"), *args[7:8], str(tmp_path / "out2"), *args[9:]])
+    assert r2.exit_code == 0, r2.output
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out2" / "samples.parquet"), df.drop(columns="train_duplicated"))
+    # an entry that names no training image stops the CLI before any work
+    bad = tmp_path / "bad.txt"
+    bad.write_text("00000\nnot-an-image\n")
+    r = runner.invoke(app, [*args, "--duplicates", str(bad)])
+    assert r.exit_code == 2 and "not-an-image" in r.output
+
+
+def test_image_range_checks(tmp_path):
+    from lidmem.data.images import check_image_range
+    from lidmem.memorization.audit import load_training_images
+
+    from lidmem.data import load_image_folder
+
+    imgs, _ = load_digits_images()  # values 2 v / 16 - 1 in [-1, 1]
+    write_png_folder(imgs[:5], tmp_path / "png")
+    back, _ = load_image_folder(tmp_path / "png")  # lidmem's one convention: [-1, 1]
+    np.testing.assert_allclose(back, imgs[:5], atol=1.01 / 255)
+    assert back.min() == -1.0 and back.max() == 1.0
+    check_image_range(np.linspace(-1, 1, 10), "x")
+    with pytest.raises(ValueError, match="train_images"):
+        check_image_range(np.arange(256.0), "train_images")
+    with pytest.warns(UserWarning, match=r"\[0, 1\]"):
+        check_image_range(np.linspace(0, 1, 10), "x")
+    np.save(tmp_path / "u8.npy", np.full((4, 1, 8, 8), 255.0))
+    with pytest.raises(ValueError, match="u8.npy"):
+        load_training_images(tmp_path / "u8.npy")
+
+
+def test_out_of_range_samples_warn(oracle_audit):
+    res, _ = oracle_audit
+    train = res.train_images
+    samples = res.sample_images * 5.0  # far outside the training images' range
+    with pytest.warns(UserWarning, match="leave the training data's value range"):
+        out = audit_memorization(GaussianMixtureOnSubspaces(dims=[0, 0, 0, 8], ambient_dim=64, weights=[0.1, 0.1, 0.1, 0.7], scales=0.5,
+                                                            offset_scale=0.3, seed=0),
+                                 train, samples=samples, flipd_t0=0.01, flipd_t0_sweep=None, nb_max_dim=0, lpca_k=30, progress=False)
+    assert out.summary["samples_out_of_range"]["n_samples"] > 0.9 * len(samples)
+    assert "flipd_t0_sweep" not in out.summary

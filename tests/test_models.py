@@ -280,9 +280,9 @@ def test_inspect_prints_what_was_detected(folders):
     assert res.exit_code == 0 and "latent" in res.stdout and "VQModel" in res.stdout
 
 
-def _audit(model: str, train, out) -> dict:
+def _audit(model: str, train, out, extra: tuple[str, ...] = ()) -> dict:
     res = runner.invoke(app, ["audit", "--model", model, "--train", str(train), "--out", str(out), "--num-samples", "6",
-                              "--sampling-steps", "3", "--flipd-probes", "1", "--nb-scores", "8", "--lpca-k", "10", "--no-report"])
+                              "--sampling-steps", "3", "--flipd-probes", "1", "--nb-scores", "8", "--lpca-k", "10", "--no-report", *extra])
     assert res.exit_code == 0, res.output
     return json.loads((out / "summary.json").read_text())
 
@@ -299,7 +299,9 @@ def test_audit_mmh_score_end_to_end(folders, kind, tmp_path, one_thread):
         from importlib.resources import files
 
         ref = str(files("lidmem") / "weights" / "text2image")
-    s = _audit(ref, folders["train"], tmp_path / "audit")
+    # the EDM model's subspace is unrelated to the training images, so the label-free t0 (matched to
+    # their nearest-neighbour gap) does not apply to it: a fixed t0 where FLIPD reads its dimension
+    s = _audit(ref, folders["train"], tmp_path / "audit", ("--flipd-t0", "0.1") if kind == "edm" else ())
     df = pd.read_parquet(tmp_path / "audit" / "samples.parquet")
     assert len(df) == 6
     if kind == "generator":

@@ -151,7 +151,7 @@ def test_image_shaped_data_and_checkpoint_roundtrip(tmp_path):
     except ValueError:
         pass
     torch.manual_seed(0)
-    data = torch.rand(20, 1, 4, 4)
+    data = torch.rand(20, 1, 4, 4) * 2 - 1  # images in [-1, 1]
     ckpt = tmp_path / "img.safetensors"
     res = train_score_model(TinyConv(), data, VPSDE(), steps=50, batch_size=8, seed=0, checkpoint=ckpt, progress=False)
     assert res.losses[-10:].mean() < res.losses[:5].mean()

@@ -18,12 +18,15 @@ def run_audit_command(
     samples: Optional[Path],
     num_samples: int,
     sampling_steps: int,
-    flipd_t0: float,
+    flipd_t0: str,
     flipd_trace: str,
     flipd_probes: int,
     nb_t0: float,
     nb_scores: Optional[int],
     copy_k: int,
+    nb_max_dim: int = 1024,
+    duplicates: Optional[Path] = None,
+    flipd_sweep: str = "0.003,0.01,0.03,0.1,0.3",
     exact_threshold: float,
     near_threshold: float,
     cos_threshold: float,
@@ -35,17 +38,31 @@ def run_audit_command(
     report: bool,
 ) -> dict:
     """Validate all inputs, run :func:`lidmem.memorization.audit.audit_memorization`, write the outputs."""
-    from ..memorization.audit import audit_memorization, check_audit_inputs, load_audit_model, load_sample_images, load_training_images
+    from ..memorization.audit import (
+        audit_memorization,
+        check_audit_inputs,
+        load_audit_model,
+        load_duplicate_flags,
+        load_sample_images,
+        load_training_images,
+    )
 
     # validate first: every cheap check before sampling / estimating
     radius = parse_lpca_radius(lpca_radius, "--lpca-radius")
     tau = parse_lpca_tau(lpca_tau, "--lpca-tau")
-    check_audit_options(out=out, model=model, num_samples=num_samples, sampling_steps=sampling_steps, flipd_t0=flipd_t0,
+    t0 = _parse_t0(flipd_t0, "--flipd-t0")
+    sweep = [_parse_t0(v, "--flipd-sweep") for v in flipd_sweep.split(",") if v.strip()]
+    if nb_max_dim < 0:
+        raise ValueError(f"--nb-max-dim={nb_max_dim} must be >= 0 (0 skips the normal bundle)")
+    check_audit_options(out=out, model=model, num_samples=num_samples, sampling_steps=sampling_steps, flipd_t0=0.1 if t0 == "auto" else t0,
                         flipd_trace=flipd_trace, flipd_probes=flipd_probes, nb_t0=nb_t0, nb_scores=nb_scores, copy_k=copy_k,
                         exact_threshold=exact_threshold, near_threshold=near_threshold, cos_threshold=cos_threshold,
                         search=search, lpca_k=lpca_k, seed=seed)
     tr = load_training_images(train)
     check_finite_images(tr.images, "--train", train)
+    if duplicates is not None:
+        tr.duplicated = load_duplicate_flags(duplicates, tr.ids)
+        tr.description["duplicates_file"] = str(duplicates)
     given, given_ids = (None, None) if samples is None else load_sample_images(samples)
     if given is not None:
         check_finite_images(given, "--samples", samples)
@@ -54,9 +71,10 @@ def run_audit_command(
     console.print(f"auditing a {kind} on {len(tr.images)} training images of shape {tuple(tr.images.shape[1:])}")
     result = audit_memorization(
         net, tr, kind=kind, samples=given, sample_ids=given_ids, num_samples=num_samples, sampling_steps=sampling_steps,
-        flipd_t0=flipd_t0, flipd_trace=flipd_trace, flipd_probes=flipd_probes, nb_t0=nb_t0, nb_scores=nb_scores,
-        copy_k=copy_k, exact_threshold=exact_threshold, near_threshold=near_threshold, cos_threshold=cos_threshold,
-        search=search, lpca_k=lpca_k, lpca_tau=tau, lpca_radius=radius, seed=seed,
+        flipd_t0=t0, flipd_t0_sweep=sweep, flipd_trace=flipd_trace, flipd_probes=flipd_probes, nb_t0=nb_t0,
+        nb_scores=nb_scores, nb_max_dim=nb_max_dim, copy_k=copy_k, exact_threshold=exact_threshold,
+        near_threshold=near_threshold, cos_threshold=cos_threshold, search=search, lpca_k=lpca_k, lpca_tau=tau,
+        lpca_radius=radius, seed=seed, log=_log,
     )
     paths = result.write(out, report=report)
     s = result.summary
@@ -64,9 +82,35 @@ def run_audit_command(
     for row in s["detection"]:
         if row["auroc"] is not None:
             console.print(f"  {row['positive']:>22} | {row['score']:<20} AUROC {row['auroc']:.3f}  TPR@1%FPR {row['tpr_at_1pct_fpr']:.3f}")
+    if s["settings"].get("flipd_t0_used") is not None:
+        console.print(f"FLIPD t0 = {s['settings']['flipd_t0_used']:.4g} ({s['settings']['flipd_t0']})")
+    for row in s.get("flipd_t0_sweep", []):
+        if row["auroc"] is not None:
+            console.print(f"  FLIPD at t0 = {row['t0']:<6g} AUROC {row['auroc']:.3f}  TPR@1%FPR {row['tpr_at_1pct_fpr']:.3f}")
     for name, p in paths.items():
         console.print(f"wrote {name}: {p}")
     return s
+
+
+def _parse_t0(text: str, option: str) -> float | str:
+    """``auto`` or a float in (0, 1]."""
+    text = text.strip()
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{option}={text!r} must be 'auto' or a number in (0, 1]") from None
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"{option}={text!r} must lie in (0, 1]")
+    return value
+
+
+def _log(message: str) -> None:
+    """One timestamped progress line on stderr (readable in a log file, unlike a progress bar)."""
+    import time
+
+    console.print(f"[{time.strftime('%H:%M:%S')}] {message}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer, demo_app: typer.Typer) -> None:
@@ -76,15 +120,18 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
     def audit(
         model: Path = typer.Option(..., "--model", help="Model: lidmem checkpoint, diffusers folder (pixel, latent, text-to-image) or package.module:factory; check it with lidmem inspect."),
         train: str = typer.Option(..., "--train", help="Training images: a folder of images, a .npy (n,c,h,w) in [-1,1], or 'digits'."),
-        out: Path = typer.Option(..., "--out", help="Output folder (samples.parquet, summary.json, report.html)."),
+        out: Path = typer.Option(..., "--out", help="Output folder (samples.parquet, samples.npy, summary.json, report.html)."),
         num_samples: int = typer.Option(500, "--num-samples", help="Samples to generate (ignored with --samples)."),
         samples: Optional[Path] = typer.Option(None, "--samples", help="Audit these images (folder or .npy) instead of generating."),
         sampling_steps: int = typer.Option(50, help="Heun steps of the probability-flow ODE."),
-        flipd_t0: float = typer.Option(0.1, help="FLIPD time t0 in (0, 1]."),
+        flipd_t0: str = typer.Option("auto", help="FLIPD time t0 in (0, 1], or 'auto' (noise length = twice the training set's median nearest-neighbour gap; docs/t0.md)."),
+        flipd_sweep: str = typer.Option("0.003,0.01,0.03,0.1,0.3", help="Comma-separated extra FLIPD times whose AUROC the summary reports ('' skips)."),
         flipd_trace: str = typer.Option("hutchinson", help="FLIPD trace: hutchinson or exact."),
         flipd_probes: int = typer.Option(8, help="Hutchinson probes per sample."),
         nb_t0: float = typer.Option(0.05, help="Normal-bundle time t0."),
-        nb_scores: Optional[int] = typer.Option(None, help="Normal-bundle noisy copies per sample (default 4d)."),
+        nb_scores: Optional[int] = typer.Option(None, help="Normal-bundle noisy copies per sample (default 4d); k < d bounds LID_NB below by d - k."),
+        nb_max_dim: int = typer.Option(1024, help="Skip the normal bundle for images with more than this many values d (0: always skip); it costs 4d network calls + an SVD per sample."),
+        duplicates: Optional[Path] = typer.Option(None, "--duplicates", help="Text file naming the duplicated training images (ids = file stems, or row indices), one per line."),
         copy_k: int = typer.Option(5, help="Neighbours in the calibrated-l2 denominator."),
         exact_threshold: float = typer.Option(0.3, help="calibrated l2 <= this: exact_copy."),
         near_threshold: float = typer.Option(0.5, help="calibrated l2 <= this: near_copy."),
@@ -101,6 +148,6 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
             run_audit_command(
                 model, train, out, samples=samples, num_samples=num_samples, sampling_steps=sampling_steps,
                 flipd_t0=flipd_t0, flipd_trace=flipd_trace, flipd_probes=flipd_probes, nb_t0=nb_t0, nb_scores=nb_scores,
-                copy_k=copy_k, exact_threshold=exact_threshold, near_threshold=near_threshold, cos_threshold=cos_threshold,
+                nb_max_dim=nb_max_dim, duplicates=duplicates, flipd_sweep=flipd_sweep, copy_k=copy_k, exact_threshold=exact_threshold, near_threshold=near_threshold, cos_threshold=cos_threshold,
                 search=search, lpca_k=lpca_k, lpca_tau=lpca_tau, lpca_radius=lpca_radius, seed=seed, report=report,
             )

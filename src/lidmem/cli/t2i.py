@@ -98,11 +98,11 @@ def _read_images(path: Path, model: Any) -> tuple[Any, list[str]]:
         from PIL import Image
 
         with Image.open(path) as im:
-            a = np.asarray(im.convert("L" if im.mode in ("L", "1") else "RGB"), dtype=np.float32) / 255.0
+            a = np.asarray(im.convert("L" if im.mode in ("L", "1") else "RGB"), dtype=np.float32) * (2.0 / 255.0) - 1.0
         arr, names = (a[None, None] if a.ndim == 2 else a.transpose(2, 0, 1)[None]), [path.name]
     else:
         raise FileNotFoundError(f"image path {path} does not exist")
-    x = torch.from_numpy(arr) * 2 - 1
+    x = torch.from_numpy(arr)  # [-1, 1], as load_image_folder
     c, h, w = model.image_shape
     if x.shape[1] != c:
         x = x.mean(1, keepdim=True).repeat(1, c, 1, 1) if c in (1, 3) else x

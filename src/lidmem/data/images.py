@@ -24,10 +24,12 @@ __all__ = [
     "DigitsData",
     "load_digits_images",
     "load_digits_with_duplicates",
+    "load_patches_with_duplicates",
     "to_unit_range",
     "from_unit_range",
     "write_png_folder",
     "read_png_folder",
+    "check_image_range",
 ]
 
 DIGITS_LEVELS = 16  # sklearn digits hold integers 0..16 (17 grey levels)
@@ -72,6 +74,35 @@ def to_unit_range(x: np.ndarray) -> np.ndarray:
 def from_unit_range(x: np.ndarray) -> np.ndarray:
     """Map images from [0, 1] to [-1, 1]."""
     return np.asarray(x, dtype=np.float32) * 2.0 - 1.0
+
+
+def check_image_range(x: Any, name: str, *, tol: float = 0.02) -> None:
+    """Check that images ``x`` follow lidmem's [-1, 1] convention; ``name`` is the argument to blame.
+
+    Raises ValueError when a value lies outside ``[-1 - tol, 1 + tol]`` (e.g. 0..255 pixels).
+    Warns (UserWarning) when every value lies in [0, 1] and some exceed 0.5 of it: the images are
+    most likely in [0, 1] (map them with :func:`from_unit_range`). NaN/inf raise ValueError.
+    """
+    import warnings
+
+    arr = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x)
+    if arr.size == 0:
+        return
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains non-finite values")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < -1.0 - tol or hi > 1.0 + tol:
+        raise ValueError(
+            f"{name} has values in [{lo:.3g}, {hi:.3g}] but lidmem images are in [-1, 1]; "
+            "scale 8-bit pixels v with 2 * v / 255 - 1 (or [0, 1] images x with 2 * x - 1)"
+        )
+    if lo >= 0.0 and hi > 0.5:
+        warnings.warn(
+            f"{name} has values in [{lo:.3g}, {hi:.3g}]: it looks like [0, 1] images, but lidmem images are in [-1, 1] "
+            "(map them with lidmem.data.images.from_unit_range, i.e. 2 * x - 1)",
+            UserWarning,
+            stacklevel=2,
+        )
 
 
 def load_digits_images() -> tuple[np.ndarray, np.ndarray]:
@@ -140,6 +171,72 @@ def load_digits_with_duplicates(*, n_duplicated: int = 30, n_copies: int = 30, s
     )
 
 
+def load_patches_with_duplicates(
+    *, size: int = 16, n_images: int = 400, n_duplicated: int = 10, n_copies: int = 20, seed: int = 0
+) -> DigitsData:
+    """Grey photo patches with planted duplicates: a second planted data set, of another image size.
+
+    Recipe: the two photos that ship inside scikit-learn (``load_sample_images``: china.jpg and
+    flower.jpg, 427x640 RGB) are converted to grey (mean of the channels), downsampled 2x by
+    2x2 averaging, and cut into non-overlapping ``size x size`` tiles (520 tiles for
+    ``size=16``); ``n_images`` tiles are drawn with ``default_rng(seed)`` and then
+    ``n_duplicated`` of them get ``n_copies - 1`` extra copies (as in
+    :func:`load_digits_with_duplicates`). Pixel value ``v`` in 0..255 maps to ``2 v / 255 - 1``.
+    With the defaults: 400 + 10 * 19 = 590 rows of shape ``(1, 16, 16)``, 200 (34%) duplicated.
+
+    Returns
+    -------
+    DigitsData
+        ``labels`` holds the photo (0 china, 1 flower); ``source_index`` the tile number.
+    """
+    from sklearn.datasets import load_sample_images
+
+    size = check_positive_int(size, "size", minimum=4)
+    n_images = check_positive_int(n_images, "n_images", minimum=2)
+    n_duplicated = check_positive_int(n_duplicated, "n_duplicated", minimum=0)
+    n_copies = check_positive_int(n_copies, "n_copies", minimum=2)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int; got {seed!r}")
+    tiles, photo = [], []
+    for k, img in enumerate(load_sample_images().images):
+        g = np.asarray(img, dtype=np.float64).mean(axis=2)
+        h, w = (g.shape[0] // 2) * 2, (g.shape[1] // 2) * 2
+        g = g[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+        for i in range(0, g.shape[0] - size + 1, size):
+            for j in range(0, g.shape[1] - size + 1, size):
+                tiles.append(g[i:i + size, j:j + size])
+                photo.append(k)
+    all_tiles = (np.stack(tiles)[:, None] * (2.0 / 255.0) - 1.0).astype(np.float32)
+    if n_images > len(all_tiles):
+        raise ValueError(f"n_images={n_images} must be <= {len(all_tiles)}, the number of {size}x{size} tiles")
+    if n_duplicated > n_images:
+        raise ValueError(f"n_duplicated={n_duplicated} must be <= n_images={n_images}")
+    rng = np.random.default_rng(int(seed))
+    picked = np.sort(rng.choice(len(all_tiles), n_images, replace=False))
+    chosen = np.sort(rng.choice(n_images, n_duplicated, replace=False)) if n_duplicated else np.zeros(0, np.int64)
+    rows = np.concatenate([np.arange(n_images), np.repeat(chosen, n_copies - 1)]).astype(np.int64)
+    ids = [f"p{picked[i]:04d}" for i in range(n_images)]
+    for c in chosen:
+        ids.extend(f"p{picked[c]:04d}-r{r:02d}" for r in range(1, n_copies))
+    return DigitsData(
+        images=all_tiles[picked[rows]].copy(),
+        ids=ids,
+        source_index=picked[rows],
+        duplicated=np.isin(rows, chosen),
+        labels=np.asarray(photo, dtype=np.int64)[picked[rows]],
+        recipe={
+            "dataset": "sklearn.datasets.load_sample_images (china.jpg, flower.jpg), grey, 2x downsampled, tiles",
+            "scaling": "2 * v / 255 - 1",
+            "size": size,
+            "n_images": n_images,
+            "n_duplicated": n_duplicated,
+            "n_copies": n_copies,
+            "seed": int(seed),
+            "duplicated_tiles": [int(picked[c]) for c in chosen],
+        },
+    )
+
+
 def write_png_folder(images: np.ndarray, folder: str | Path, *, names: list[str] | None = None) -> list[Path]:
     """Write images ``(n, c, h, w)`` in [-1, 1] as 8-bit PNGs (grey for c=1, RGB for c=3).
 
@@ -172,4 +269,4 @@ def read_png_folder(folder: str | Path, *, mode: str | None = None) -> tuple[np.
     from .io import load_image_folder
 
     imgs, names = load_image_folder(folder, mode=mode)
-    return from_unit_range(imgs), [Path(n).stem for n in names]
+    return imgs, [Path(n).stem for n in names]

@@ -71,7 +71,11 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 def load_image_folder(folder: str | Path, *, mode: str | None = None) -> tuple[np.ndarray, list[str]]:
-    """Load every image in ``folder`` as float32 in [0, 1], shape ``(n, c, h, w)``.
+    """Load every image in ``folder`` as float32 in [-1, 1], shape ``(n, c, h, w)``.
+
+    lidmem's image convention (README, Conventions): 8-bit value ``v`` maps to ``2 v / 255 - 1``
+    (-1 black, +1 white), the range the shipped models were trained on. (It used to return
+    [0, 1]; :func:`lidmem.data.images.to_unit_range` maps back.)
 
     ``mode`` converts with PIL (``"L"`` grey, ``"RGB"``); by default the first image's mode
     decides (grey stays grey, everything else becomes RGB). All images must share one size;
@@ -98,7 +102,7 @@ def load_image_folder(folder: str | Path, *, mode: str | None = None) -> tuple[n
                     f"images in {folder} have mixed sizes: {first_size[1]} is {first_size[0][0]}x{first_size[0][1]} "
                     f"but {f.name} is {im.size[0]}x{im.size[1]}; resize them to one size first"
                 )
-            a = np.asarray(im, dtype=np.float32) / 255.0
+            a = np.asarray(im, dtype=np.float32) * (2.0 / 255.0) - 1.0
         arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
     return np.stack(arrays), [f.name for f in files]
 

@@ -1,6 +1,7 @@
 """LID estimators.
 
 Model-based (LID_theta): :func:`flipd`, :func:`flipd_curve`, :func:`flipd_at`, :func:`select_t0`,
+:func:`t0_from_training_data` (label-free FLIPD t0 from the training set),
 :func:`normal_bundle`, :func:`jacobian_rank`. Data-based (LID_*): :func:`local_pca`, and the
 scikit-dimension estimators (:func:`skdim_lid`). All return per-point estimates of shape ``(n,)``.
 Optional dependencies (scikit-dimension) are imported only when their estimator runs.
@@ -11,6 +12,7 @@ from .jacobian import JacobianRank, jacobian_rank
 from .local_pca import LocalPCA, local_pca
 from .normal_bundle import NormalBundle, normal_bundle
 from .statistical import SkdimEstimator, skdim_lid
+from .t0 import t0_from_training_data
 
 __all__ = [
     "FLIPD",
@@ -18,6 +20,7 @@ __all__ = [
     "flipd_curve",
     "flipd_at",
     "select_t0",
+    "t0_from_training_data",
     "NormalBundle",
     "normal_bundle",
     "JacobianRank",

@@ -18,21 +18,23 @@ Steps (:func:`audit_memorization`):
 
 Images follow lidmem's convention: float arrays ``(n, c, h, w)`` in [-1, 1].
 
-Choice of FLIPD's ``t0``: the default ``flipd_t0=0.1`` (VP-SDE, sigma(0.1) ~ 0.43 in [-1, 1]
-pixel units, about 3.5 grey levels of the digits) was chosen on the digits UNet by a sweep
-(300 samples, copies vs non-copies; 3,500-step checkpoint): AUROC 0.88 / 0.996 / 0.999 / 0.999
-at t0 = 0.02 / 0.05 / 0.1 / 0.2, with median FLIPD of copies 18.2 / 4.5 / -0.5 / -2.4 and of
-non-copies 29.4 / 24.2 / 16.1 / 7.6. At t0 = 0.1 copies sit at ~0 (so the MMH rule can call them
-DD-Mem) while non-copies keep a clearly positive LID; smaller t0 resolves less of the UNet's
-collapse onto the copies, larger t0 shrinks every value towards 0. FLIPD of a UNet can be
-negative (footnote 4 of the paper).
-Use :func:`lidmem.estimators.select_t0` or ``flipd_curve`` to pick it for another model.
+Choice of FLIPD's ``t0``: the default ``flipd_t0="auto"`` sets the noise length
+``sigma(t0) / psi(t0) * sqrt(d)`` to twice the training set's median nearest-neighbour gap
+(:func:`lidmem.estimators.t0.t0_from_training_data`; label-free). Measured by
+``benchmarks/t0_transfer.py`` (docs/t0.md): t0 = 0.146 on the digits UNet (AUROC 0.998, as the
+former fixed default 0.1) and 0.027 on 16x16 photo patches (AUROC 0.863 against 0.839 at 0.1;
+no t0 reaches 0.95 on that undertrained model, whose samples mostly leave the data range).
+Every audit also reports FLIPD's AUROC at the times of ``flipd_t0_sweep`` (summary
+``flipd_t0_sweep``), so a poor choice shows. FLIPD of a UNet can be negative (footnote 4 of the
+paper).
 """
 
 from __future__ import annotations
 
 import json
 import time
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._validation import check_positive_int
+from .._validation import check_positive_int, check_t0
 from ..utils import chunk_slices
 
 __all__ = [
@@ -51,6 +53,7 @@ __all__ = [
     "load_audit_model",
     "load_training_images",
     "load_sample_images",
+    "load_duplicate_flags",
     "check_audit_inputs",
     "audit_memorization",
     "write_audit_report",
@@ -68,6 +71,8 @@ SAMPLE_COLUMNS = [
     "lid_star",
     "mmh_class",
 ]
+#: Extra FLIPD times of the audit's t0 sweep (summary["flipd_t0_sweep"]).
+FLIPD_T0_SWEEP: tuple[float, ...] = (0.003, 0.01, 0.03, 0.1, 0.3)
 # scores whose detection quality is reported (all: low = memorized)
 _LOW_IS_COPY = ["lid_theta_flipd", "lid_theta_nb", "lid_theta_png", "lid_theta_jacobian", "lid_star"]
 
@@ -106,11 +111,16 @@ class AuditResult:
     lid_star_train: np.ndarray | None = None
 
     def write(self, out_dir: str | Path, *, report: bool = True, n_grid: int = 24) -> dict[str, Path]:
-        """Write ``samples.parquet``, ``summary.json`` and (optionally) ``report.html`` to ``out_dir``."""
+        """Write ``samples.parquet``, ``samples.npy``, ``summary.json`` and (optionally) ``report.html``.
+
+        ``samples.npy`` holds the audited images ``(n, c, h, w)`` in [-1, 1], row ``i`` being
+        ``samples.parquet``'s row ``i``; re-score them with ``lidmem audit --samples samples.npy``.
+        """
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        paths = {"samples": out / "samples.parquet", "summary": out / "summary.json"}
+        paths = {"samples": out / "samples.parquet", "sample_images": out / "samples.npy", "summary": out / "summary.json"}
         self.samples.to_parquet(paths["samples"], index=False)
+        np.save(paths["sample_images"], np.asarray(self.sample_images, dtype=np.float32))
         paths["summary"].write_text(json.dumps(_jsonable(self.summary), indent=2), encoding="utf-8")
         if report:
             paths["report"] = write_audit_report(self, out / "report.html", n_grid=n_grid)
@@ -153,7 +163,7 @@ def load_training_images(source: str | Path) -> TrainingImages:
 
     Raises ValueError for an empty folder, mixed image sizes, or an unsupported path.
     """
-    from ..data.images import load_digits_with_duplicates, read_png_folder
+    from ..data.images import check_image_range, load_digits_with_duplicates, read_png_folder
     from ..data.io import load_npy
 
     if str(source) == "digits":
@@ -167,13 +177,50 @@ def load_training_images(source: str | Path) -> TrainingImages:
         arr = load_npy(path, "training set").astype(np.float32)
         if arr.ndim != 4:
             raise ValueError(f"{path} holds an array of shape {arr.shape}; a training set .npy must have shape (n, c, h, w) in [-1, 1]")
+        check_image_range(arr, f"training images {path}")
         return TrainingImages(arr, [str(i) for i in range(len(arr))], None, {"source": str(path)})
     raise ValueError(f"training data {source!s} is neither 'digits', a folder of images, nor an existing .npy file")
 
 
+def load_duplicate_flags(path: str | Path, ids: list[str]) -> np.ndarray:
+    """Duplicate flags ``(len(ids),)`` from a text file naming the duplicated training images.
+
+    One entry per line: an image id (a file stem of the training folder, as in
+    ``samples.parquet``'s ``nn_train_id``) or a row index ``0 .. n-1`` when no id has that name.
+    Blank lines and lines starting with ``#`` are skipped. Flag every copy of a duplicated image
+    (all rows that hold it), as :func:`lidmem.data.images.load_digits_with_duplicates` does.
+
+    Raises ValueError naming the first entries that match no id and no index, or for an empty list.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"duplicates file {path} does not exist; give a text file with one training image id per line")
+    lookup = {name: i for i, name in enumerate(ids)}
+    flags = np.zeros(len(ids), dtype=bool)
+    bad = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        if entry in lookup:
+            flags[lookup[entry]] = True
+        elif entry.isdigit() and int(entry) < len(ids):
+            flags[int(entry)] = True
+        else:
+            bad.append(entry)
+    if bad:
+        raise ValueError(
+            f"duplicates file {path}: {len(bad)} entries match no training image id or row index 0..{len(ids) - 1}, "
+            f"e.g. {bad[:3]}; ids are file stems such as {ids[:2]}"
+        )
+    if not flags.any():
+        raise ValueError(f"duplicates file {path} names no training image; list one id per line")
+    return flags
+
+
 def load_sample_images(source: str | Path) -> tuple[np.ndarray, list[str]]:
     """Given samples: a folder of images (ids = file stems) or a ``.npy`` ``(n, c, h, w)`` in [-1, 1]."""
-    from ..data.images import read_png_folder
+    from ..data.images import check_image_range, read_png_folder
     from ..data.io import load_npy
 
     path = Path(source)
@@ -183,6 +230,7 @@ def load_sample_images(source: str | Path) -> tuple[np.ndarray, list[str]]:
         arr = load_npy(path, "samples").astype(np.float32)
         if arr.ndim != 4:
             raise ValueError(f"{path} holds an array of shape {arr.shape}; samples must have shape (n, c, h, w) in [-1, 1]")
+        check_image_range(arr, f"samples {path}")
         return arr, [str(i) for i in range(len(arr))]
     raise ValueError(f"samples {source!s} is neither a folder of images nor an existing .npy file")
 
@@ -275,7 +323,8 @@ def audit_memorization(
     sample_ids: list[str] | None = None,
     num_samples: int = 500,
     sampling_steps: int = 50,
-    flipd_t0: float = 0.1,
+    flipd_t0: float | str = "auto",
+    flipd_t0_sweep: Sequence[float] | None = FLIPD_T0_SWEEP,
     flipd_trace: str = "hutchinson",
     flipd_probes: int = 8,
     nb_t0: float = 0.05,
@@ -299,6 +348,7 @@ def audit_memorization(
     batch_size: int = 256,
     seed: int = 0,
     progress: bool | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> AuditResult:
     """Run the memorization audit (see the module docstring) and return its data.
 
@@ -319,8 +369,15 @@ def audit_memorization(
         Number of samples to generate.
     sampling_steps : int, default=50
         Heun steps of the probability-flow ODE (to t=1e-3, then Tweedie denoising).
-    flipd_t0 : float, default=0.1
-        FLIPD time (see the module docstring for the choice).
+    flipd_t0 : float or "auto", default="auto"
+        FLIPD time (see the module docstring for the choice). ``"auto"``:
+        :func:`lidmem.estimators.t0.t0_from_training_data` (noise length = twice the training
+        set's median nearest-neighbour gap; label-free; docs/t0.md). The summary's
+        ``settings.flipd_t0_used`` holds the value used.
+    flipd_t0_sweep : sequence of float or None, default=FLIPD_T0_SWEEP
+        Extra times at which FLIPD is also computed (probes shared with ``flipd_t0``); the
+        summary's ``flipd_t0_sweep`` gives AUROC / TPR@1%FPR of each against the copy labels, so a
+        poorly chosen ``t0`` shows. Costs one FLIPD evaluation per time; None or ``()`` skips it.
     flipd_trace : {"hutchinson", "exact"}, default="hutchinson"
     flipd_probes : int, default=8
         Rademacher probes for the Hutchinson trace.
@@ -333,7 +390,11 @@ def audit_memorization(
         columns share one dominant direction, Tweedie's denoising offset, whenever the model
         does not denoise back to the sample itself.)
     nb_max_dim : int, default=1024
-        Skip the normal bundle (NaN column) when the image has more values ``d`` than this.
+        Skip the normal bundle (NaN column) when the image has more values ``d`` than this (0:
+        always skip). Its cost is ``nb_scores`` (4d) network calls and an SVD of a
+        ``nb_scores x d`` matrix per sample, infeasible on CPU beyond a few hundred values.
+        Capping ``nb_scores`` at ``k < d`` instead bounds the estimate below by ``d - k``: a copy
+        (rank ``d``) reads as ``d - k`` at best, so LID_NB only ranks samples within ``[d - k, d]``.
     jacobian_percentile : float, default=10.0
         tau of the Jacobian rank: this percentile of all singular values (the paper's rule).
     copy_k, exact_threshold, near_threshold, cos_threshold, embedder, search
@@ -361,6 +422,9 @@ def audit_memorization(
     seed : int, default=0
     progress : bool or None
         Progress bars (None: only on a terminal).
+    log : callable or None
+        Called with one line per stage (start, end, counts, seconds), e.g. ``print`` to stderr:
+        progress for logs that are not a terminal. None: silent.
 
     Returns
     -------
@@ -368,13 +432,14 @@ def audit_memorization(
     """
     import pandas as pd
 
-    from ..estimators import flipd, jacobian_rank, local_pca, normal_bundle
+    from ..estimators import flipd_curve, jacobian_rank, local_pca, normal_bundle
     from .complexity import png_length
     from .copy_detection import find_copies
     from .metrics import detection_metrics
     from .mmh import classify_mmh
 
     timings: dict[str, float] = {}
+    say = log if log is not None else (lambda msg: None)
     tr = train if isinstance(train, TrainingImages) else TrainingImages(np.asarray(train, np.float32), [str(i) for i in range(len(train))])
     if kind is None:
         kind = "generator" if hasattr(model, "latent_dim") else "score_model"
@@ -386,9 +451,14 @@ def audit_memorization(
     elif sample_ids is not None and len(sample_ids) != len(samples):
         raise ValueError(f"samples has {len(samples)} images but sample_ids has {len(sample_ids)} entries")
 
+    if isinstance(flipd_t0, str) and flipd_t0 != "auto":
+        raise ValueError(f"flipd_t0={flipd_t0!r} must be a float in (0, 1] or 'auto'")
+    sweep = [check_t0(v, "flipd_t0_sweep") for v in (flipd_t0_sweep or ())]
+
     t = time.perf_counter()
     z = None
     if samples is None:
+        say(f"generating {num_samples} samples ({kind}) ...")
         x_np, z = _generate(model, kind, num_samples, steps=sampling_steps, seed=seed, batch_size=batch_size, progress=progress)
         ids = [f"s{i:05d}" for i in range(len(x_np))]
         sample_source = "generated"
@@ -398,11 +468,22 @@ def audit_memorization(
         sample_source = "given"
     timings["samples_s"] = time.perf_counter() - t
     n = len(x_np)
+    say(f"samples: {n} ({sample_source}, {timings['samples_s']:.1f} s)")
+    out_of_range = _out_of_range(x_np, tr.images)
+    if out_of_range["n_samples"]:
+        msg = (f"{out_of_range['n_samples']}/{n} samples leave the training data's value range "
+               f"[{out_of_range['train_min']:.2f}, {out_of_range['train_max']:.2f}] (sample values in "
+               f"[{out_of_range['sample_min']:.2f}, {out_of_range['sample_max']:.2f}]): the model may be undertrained "
+               "or sampled with too few steps, and LID estimates of such samples are unreliable")
+        warnings.warn(msg, UserWarning, stacklevel=2)
+        say("warning: " + msg)
 
     t = time.perf_counter()
+    say("copy detection ...")
     matches = find_copies(x_np, tr.images, k=copy_k, embedder=embedder, exact_threshold=exact_threshold,
                           near_threshold=near_threshold, cos_threshold=cos_threshold, search=search)
     timings["copy_detection_s"] = time.perf_counter() - t
+    say(f"copy detection: {int((matches.labels != 'none').sum())} copies ({timings['copy_detection_s']:.1f} s)")
 
     x_t = torch.from_numpy(x_np)
     if kind == "score_model" and _is_latent(model):  # LID_theta in latent space (docs/models.md)
@@ -411,17 +492,40 @@ def audit_memorization(
     nan = np.full(n, np.nan)
     lid_flipd, lid_nb, lid_jac = nan.copy(), nan.copy(), None
     t = time.perf_counter()
+    t0_used: float | None = None
+    sweep_curve = None
     if kind == "score_model":
-        lid_flipd = flipd(model, x_t, t0=flipd_t0, trace=flipd_trace, n_probes=flipd_probes, seed=seed,
-                          batch_size=None, progress=progress).double().numpy()
+        if flipd_t0 == "auto":
+            from ..estimators.t0 import t0_from_training_data
+
+            train_t0 = tr.images
+            if _is_latent(model):  # the noise scale is matched in the space FLIPD runs in: encode (<= 2000 images)
+                pick = np.random.default_rng(seed).permutation(len(train_t0))[:2000]
+                enc = torch.from_numpy(np.ascontiguousarray(train_t0[np.sort(pick)]))
+                train_t0 = torch.cat([model.encode(enc[sl]) for sl in chunk_slices(len(enc), batch_size)]).numpy()
+            t0_used = t0_from_training_data(model.sde, train_t0, seed=seed)
+        else:
+            t0_used = check_t0(flipd_t0, "flipd_t0")
+        times = [t0_used] + [v for v in sweep if v != t0_used]
+        say(f"FLIPD at t0 = {t0_used:.4g}" + (f" (+ {len(times) - 1} sweep times)" if len(times) > 1 else "") + " ...")
+        curve = flipd_curve(model, x_t, times, trace=flipd_trace, n_probes=flipd_probes, seed=seed,
+                            batch_size=None, progress=progress).double().numpy()
+        lid_flipd = curve[:, 0]
+        sweep_curve = {v: curve[:, times.index(v)] for v in sweep}
         timings["flipd_s"] = time.perf_counter() - t
+        say(f"FLIPD: {timings['flipd_s']:.1f} s")
         if d <= nb_max_dim:
             t = time.perf_counter()
+            say(f"normal bundle ({nb_scores if nb_scores is not None else 4 * d} scores per sample) ...")
             lid_nb = normal_bundle(model, x_t, t0=nb_t0, n_scores=nb_scores, seed=seed, threshold=nb_threshold,
                                    progress=progress).double().numpy()
             timings["normal_bundle_s"] = time.perf_counter() - t
+            say(f"normal bundle: {timings['normal_bundle_s']:.1f} s")
+        else:
+            say(f"normal bundle skipped: d = {d} > nb_max_dim = {nb_max_dim}")
         primary, primary_name = lid_flipd, "lid_theta_flipd"
     else:
+        say("Jacobian rank ...")
         lid_jac = jacobian_rank(model, z, percentile=jacobian_percentile, progress=progress).double().numpy()
         timings["jacobian_rank_s"] = time.perf_counter() - t
         primary, primary_name = lid_jac, "lid_theta_jacobian"
@@ -429,6 +533,7 @@ def audit_memorization(
     lid_png = primary / png
 
     t = time.perf_counter()
+    say("local PCA of the training set (LID_*) ...")
     if lid_star_train is None:
         lid_star_train = local_pca(tr.images.reshape(len(tr.images), -1), None, k=lpca_k, tau=lpca_tau, radius=lpca_radius,
                                    radius_percentile=lpca_radius_percentile, seed=seed, progress=progress).numpy()
@@ -472,7 +577,7 @@ def audit_memorization(
         "settings": {
             "num_samples": num_samples if samples is None else None, "sampling_steps": sampling_steps,
             "sampler": "probability-flow ODE, Heun, t 1 -> 1e-3, Tweedie denoise" if kind == "score_model" else "G(z), z ~ N(0, I)",
-            "flipd_t0": flipd_t0, "flipd_trace": flipd_trace, "flipd_probes": flipd_probes,
+            "flipd_t0": flipd_t0, "flipd_t0_used": t0_used, "flipd_t0_sweep": sweep, "flipd_trace": flipd_trace, "flipd_probes": flipd_probes,
             "nb_t0": nb_t0, "nb_scores": nb_scores, "nb_threshold": nb_threshold, "nb_max_dim": nb_max_dim, "jacobian_percentile": jacobian_percentile,
             "lpca_k": lpca_k, "lpca_tau": lpca_tau, "lpca_radius": lpca_radius, "lpca_radius_percentile": lpca_radius_percentile, "seed": seed, "copy_detection": {**matches.settings, **matches.thresholds},
         },
@@ -480,6 +585,7 @@ def audit_memorization(
         "copy_label_counts": {lab: int((matches.labels == lab).sum()) for lab in ("exact_copy", "near_copy", "none")},
         "mmh_class_counts": {str(k): int(v) for k, v in df["mmh_class"].value_counts().items()},
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
+        "samples_out_of_range": out_of_range,
     }
     table = []
     for positive, lab in (("copy (exact or near)", matches.labels != "none"), ("exact_copy", matches.labels == "exact_copy")):
@@ -495,6 +601,8 @@ def audit_memorization(
                 row.update(auroc=res.auroc, tpr_at_1pct_fpr=res.tpr_at_1pct_fpr, n_positive=res.n_positive, n_negative=res.n_negative)
             table.append(row)
     summary["detection"] = table
+    if sweep_curve:
+        summary["flipd_t0_sweep"] = _t0_sweep_table(sweep_curve, matches.labels)
     if tr.duplicated is not None:
         dup = tr.duplicated
         exact = matches.labels == "exact_copy"
@@ -512,6 +620,34 @@ def audit_memorization(
     summary["lid_star_train"] = {"mean": float(lid_star_train.mean()), "zero_frac": float((lid_star_train == 0).mean())}
     return AuditResult(samples=df, summary=summary, sample_images=x_np, train_images=tr.images,
                        lid_star_train=lid_star_train)
+
+
+def _out_of_range(x: np.ndarray, train: np.ndarray, tol: float = 0.05) -> dict[str, Any]:
+    """Samples with a value outside the training images' range widened by ``tol`` of its width."""
+    lo, hi = float(train.min()), float(train.max())
+    pad = tol * (hi - lo)
+    flat = x.reshape(len(x), -1)
+    bad = (flat.min(1) < lo - pad) | (flat.max(1) > hi + pad)
+    return {"n_samples": int(bad.sum()), "train_min": lo, "train_max": hi,
+            "sample_min": float(flat.min()), "sample_max": float(flat.max()), "tolerance": tol}
+
+
+def _t0_sweep_table(curves: dict[float, np.ndarray], labels: np.ndarray) -> list[dict[str, Any]]:
+    """AUROC / TPR@1%FPR of FLIPD (low = copy) at each sweep time, against exact-or-near copies."""
+    from .metrics import detection_metrics
+
+    lab = labels != "none"
+    rows = []
+    for t0, c in sorted(curves.items()):
+        row: dict[str, Any] = {"t0": t0, "median_flipd_copies": float(np.median(c[lab])) if lab.any() else None,
+                               "median_flipd_others": float(np.median(c[~lab])) if (~lab).any() else None}
+        if lab.all() or (~lab).all():
+            row.update(auroc=None, tpr_at_1pct_fpr=None)
+        else:
+            res = detection_metrics("lid_theta_flipd", lab, c, higher_is_positive=False)
+            row.update(auroc=res.auroc, tpr_at_1pct_fpr=res.tpr_at_1pct_fpr)
+        rows.append(row)
+    return rows
 
 
 def _mmh_summary(mmh: Any) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_auc_score
 
 __all__ = ["auroc", "tpr_at_fpr", "DetectionResult", "detection_metrics"]
 
@@ -33,28 +33,62 @@ def auroc(labels: Any, scores: Any, *, higher_is_positive: bool = True) -> float
     """Area under the ROC curve of ``scores`` for ``labels`` (True = memorized).
 
     Set ``higher_is_positive=False`` for scores where *low* means memorized (e.g. LID_theta).
+    Ties between a positive and a negative count 1/2 (the expected AUROC under random
+    tie-breaking), so integer scores are handled without bias.
     """
     y, s = _check_labels_scores(labels, scores)
     return float(roc_auc_score(y, s if higher_is_positive else -s))
 
 
-def tpr_at_fpr(labels: Any, scores: Any, *, fpr: float = 0.01, higher_is_positive: bool = True) -> float:
-    """True-positive rate at the largest threshold whose false-positive rate is <= ``fpr``.
+def tpr_at_fpr(
+    labels: Any, scores: Any, *, fpr: float = 0.01, higher_is_positive: bool = True, ties: str = "expected"
+) -> float:
+    """True-positive rate at false-positive rate ``fpr``, with ties between scores handled.
 
-    Thresholds are the score values themselves (a point is called positive when its score is
-    >= the threshold); ties are never split.
+    A point is called positive when its score is above a threshold; the threshold admits as many
+    positives as possible while at most ``floor(fpr * n_negative)`` negatives are admitted.
+
+    ``ties="expected"`` (default): the expected TPR when ties are broken uniformly at random.
+    Groups of equal scores are admitted whole while they fit; in the first group that does not fit
+    (``p`` positives, ``q`` negatives, ``j < q`` negatives still allowed) the positives that
+    precede the ``(j + 1)``-th negative of a random order are admitted, ``(j + 1) p / (q + 1)`` on
+    average. For integer scores (the normal bundle's rank, LID_*) this replaces the misleading 0
+    that ``ties="strict"`` gives when the lowest score is shared by copies and many non-copies.
+    Scores without ties give the same value under both rules.
+
+    ``ties="strict"``: ties are never split (the largest TPR over thresholds equal to the score
+    values whose FPR is <= ``fpr``).
     """
     y, s = _check_labels_scores(labels, scores)
     if not (0.0 <= fpr <= 1.0):
         raise ValueError(f"fpr={fpr} must lie in [0, 1]")
-    fprs, tprs, _ = roc_curve(y, s if higher_is_positive else -s, drop_intermediate=False)
-    ok = fprs <= fpr + 1e-12
-    return float(tprs[ok].max()) if ok.any() else 0.0
+    if ties not in ("expected", "strict"):
+        raise ValueError(f"ties={ties!r} must be 'expected' (random tie-breaking) or 'strict' (ties never split)")
+    s = s if higher_is_positive else -s
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    allowed = int(np.floor(fpr * n_neg + 1e-9))
+    values, inverse = np.unique(-s, return_inverse=True)  # groups of equal score, highest score first
+    pos = np.bincount(inverse, weights=y.astype(np.float64), minlength=len(values))
+    neg = np.bincount(inverse, weights=(~y).astype(np.float64), minlength=len(values))
+    cfp = np.cumsum(neg)
+    over = np.flatnonzero(cfp > allowed)  # groups that no longer fit whole
+    if over.size == 0:
+        return 1.0
+    k = int(over[0])  # first group that does not fit
+    tp = float(pos[:k].sum())
+    if ties == "expected":
+        j = allowed - (float(cfp[k - 1]) if k else 0.0)  # negatives still allowed, 0 <= j < neg[k]
+        tp += (j + 1.0) * pos[k] / (neg[k] + 1.0)
+    return float(tp / n_pos)
 
 
 @dataclass
 class DetectionResult:
-    """AUROC and TPR@1%FPR of one score (``higher_is_positive`` tells its direction)."""
+    """AUROC and TPR@1%FPR of one score (``higher_is_positive`` tells its direction).
+
+    Both are expected values under random tie-breaking (see :func:`tpr_at_fpr`); ``n_tied`` is
+    the number of samples whose score equals another sample's score.
+    """
 
     metric: str
     auroc: float
@@ -62,6 +96,7 @@ class DetectionResult:
     n_positive: int
     n_negative: int
     higher_is_positive: bool
+    n_tied: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,4 +112,11 @@ def detection_metrics(name: str, labels: Any, scores: Any, *, higher_is_positive
         n_positive=int(y.sum()),
         n_negative=int((~y).sum()),
         higher_is_positive=higher_is_positive,
+        n_tied=_n_tied(scores),
     )
+
+
+def _n_tied(scores: Any) -> int:
+    """Number of values that equal at least one other value."""
+    _, counts = np.unique(np.asarray(scores, dtype=np.float64).ravel(), return_counts=True)
+    return int(counts[counts > 1].sum())
