@@ -18,7 +18,8 @@ import torch
 
 from .._validation import check_choice, check_positive_int, check_t0, make_generator
 from ..utils import chunk_slices, progress as _progress
-from .adapters import TextToImageModel, math_attention
+from ..estimators import _autodiff
+from .adapters import TextToImageModel
 
 __all__ = ["cfg_flipd_at", "image_flipd", "cfg_norm_after_euler", "score_images", "IMAGE_METRICS"]
 
@@ -99,8 +100,8 @@ def cfg_flipd_at(
         def f(inp: torch.Tensor) -> torch.Tensor:
             return model.epsilon(inp, t, c, u, guidance_scale)
 
-        with math_attention():
-            out, jv = torch.func.jvp(f, (primals,), (tang,))
+        # minimal forward-mode rules under no_grad (two-pass floor); PyTorch's when differentiating
+        out, jv = _autodiff.jvp(f, model.unet, primals, tang)
         vjv = (tang.float() * jv.float()).reshape(n, m, -1).sum(-1)
         trace_sum = trace_sum + (vjv.mean(1) if trace == "hutchinson" else vjv.sum(1))
         if eps_sq is None:
