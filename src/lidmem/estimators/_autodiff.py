@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
 
@@ -188,6 +189,69 @@ class _SiLU(torch.autograd.Function):
         return torch.ops.aten.silu_backward(x_t, x)
 
 
+class _Attention(torch.autograd.Function):
+    """``softmax(q k^T * scale + mask) v`` with the JVP written out:
+    ``dS = (dq k^T + q dk^T) scale``, ``dP = P (dS - rowsum(P dS))``, ``dO = dP v + P dv``
+    (the stock rule of the math kernel loops over the batch on CPU)."""
+
+    @staticmethod
+    def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        s = torch.matmul(q, k.transpose(-2, -1)) * scale
+        if mask is not None:
+            s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + mask
+        p = torch.softmax(s, dim=-1)
+        return torch.matmul(p, v), p
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, torch.Tensor]) -> None:
+        q, k, v, _, ctx.scale = inputs
+        ctx.save_for_forward(q, k, v, output[1])
+        ctx.mark_non_differentiable(output[1])
+
+    @staticmethod
+    def jvp(ctx: Any, dq: torch.Tensor | None, dk: torch.Tensor | None, dv: torch.Tensor | None, *_: Any) -> tuple[torch.Tensor, None]:
+        q, k, v, p = ctx.saved_tensors
+        ds = None
+        if dq is not None:
+            ds = torch.matmul(dq, k.transpose(-2, -1))
+        if dk is not None:
+            t = torch.matmul(q, dk.transpose(-2, -1))
+            ds = t if ds is None else ds.add_(t)
+        out = None
+        if ds is not None:
+            ds = ds.mul_(ctx.scale)
+            dp = p * (ds - (p * ds).sum(-1, keepdim=True))
+            out = torch.matmul(dp, v)
+        if dv is not None:
+            t = torch.matmul(p, dv)
+            out = t if out is None else out.add_(t)
+        if out is None:
+            out = torch.zeros_like(q[..., :1].expand(*q.shape[:-1], v.shape[-1]))
+        return out, None
+
+
+class _FastAttention(torch.overrides.TorchFunctionMode):
+    """Routes ``F.scaled_dot_product_attention`` (no dropout, not causal, no GQA) to
+    :class:`_Attention`; every other call passes through unchanged."""
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func is F.scaled_dot_product_attention:
+            q, k, v, *rest = args
+            names = ("attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+            opts = dict(zip(names, rest))
+            opts.update(kwargs)
+            if not opts.get("dropout_p") and not opts.get("is_causal") and not opts.get("enable_gqa"):
+                scale = opts.get("scale")
+                scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+                return _Attention.apply(q, k, v, opts.get("attn_mask"), scale)[0]
+        return func(*args, **kwargs)
+
+
+def _has_attention(model: nn.Module) -> bool:
+    return any("attention" in type(m).__name__.lower() or "attn" in type(m).__name__.lower() for m in model.modules())
+
+
 _CONV_FNS: dict[type, Callable[..., torch.Tensor]] = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
 
 
@@ -250,7 +314,8 @@ def fast_forward_rules(model: Any, enabled: bool = True) -> Iterator[None]:
             had = "forward" in m.__dict__
             swapped.append((m, had, m.__dict__.get("forward")))
             m.forward = new  # instance attribute, shadows the class's forward
-        with _contiguous_group_norm_inputs(rest):
+        attention = _FastAttention() if enabled and _has_attention(model) else contextlib.nullcontext()
+        with _contiguous_group_norm_inputs(rest), attention:
             yield
     finally:
         for m, had, old in swapped:
@@ -277,7 +342,16 @@ def jvp(fn: Callable[[torch.Tensor], torch.Tensor], model: Any, primals: torch.T
     """
     use_fast = fast and not torch.is_grad_enabled()
     with _math_attention(), fast_forward_rules(model, enabled=use_fast):
-        return torch.func.jvp(fn, (primals,), (tangents,))
+        if not use_fast:
+            return torch.func.jvp(fn, (primals,), (tangents,))
+        # dual tensors directly: less per-op overhead than torch.func's wrappers (measured on the
+        # digits UNet: 2.5x vs 3.3x a forward pass)
+        with fwAD.dual_level():
+            out = fn(fwAD.make_dual(primals, tangents))
+            primal, tangent = fwAD.unpack_dual(out)
+        if tangent is None:  # the output does not depend on the input
+            tangent = torch.zeros_like(primal)
+        return primal, tangent
 
 
 def vjp(fn: Callable[[torch.Tensor], torch.Tensor], primals: torch.Tensor, cotangents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
