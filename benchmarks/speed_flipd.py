@@ -18,9 +18,9 @@ load from other processes affects both sides alike):
 - ``reverse``: ``ad="reverse"``;
 - ``exact / d``: the exact trace (``d`` tangents per point) as a multiple of ``d`` forwards
   (skipped above ``--max-exact-dim``);
-- ``mem default`` / ``mem reverse``: peak resident memory above the loaded model while running
-  one batch, divided by the same for one forward pass of the batch (each measured in a fresh
-  child process; ``--no-memory`` skips it).
+- ``mem default`` / ``mem reverse``: peak resident memory above the loaded model and inputs
+  while running one batch, divided by the same for one forward pass of the batch (each measured
+  in a fresh child process, Linux ``/proc``; ``--no-memory`` skips it).
 
 Usage::
 
@@ -185,22 +185,30 @@ def _stock_rules() -> Any:
     return ctx()
 
 
-def _peak_rss_kb() -> int:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def _status_kb(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise OSError(f"no {key} in /proc/self/status")
 
 
 def _memory_child(name: str, what: str) -> None:
-    """Run in a fresh process: print the rise of peak RSS (kB) caused by ``what`` on one batch."""
+    """Run in a fresh process (so that every page is touched for the first time): print the peak
+    resident memory (kB) above the loaded model and inputs while ``what`` runs on one batch.
+    Linux only: the peak (VmHWM) is reset through ``/proc/self/clear_refs`` after loading."""
     model, fwd, call, shape, B = build(name)
     x = torch.randn(B, *shape)
-    base = _peak_rss_kb()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak resident set size to the current one
+    base = _status_kb("VmRSS")
     if what == "forward":
         fwd()
+    elif what == "default":
+        call(x)
     else:
-        call(x, ad=what) if what != "default" else call(x)
-    print(json.dumps({"kb": _peak_rss_kb() - base}))
+        call(x, ad=what)
+    print(json.dumps({"kb": _status_kb("VmHWM") - base}))
 
 
 def _memory_ratio(name: str, what: str) -> float | str:
@@ -231,6 +239,7 @@ def main() -> None:
     ap.add_argument("--networks", default=",".join(NETWORKS), help="comma-separated subset of " + ",".join(NETWORKS))
     ap.add_argument("--max-exact-dim", type=int, default=1024, help="skip the exact trace above this d")
     ap.add_argument("--no-memory", action="store_true", help="skip the memory columns")
+    ap.add_argument("--memory-only", action="store_true", help="only the memory columns")
     ap.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -244,10 +253,16 @@ def main() -> None:
         d = 1
         for s in shape:
             d *= s
+        res: dict[str, Any] = {"network": NETWORKS[name], "d": d, "B": B}
+        if args.memory_only:
+            res["mem default"] = _memory_ratio(name, "default")
+            res["mem reverse"] = "n/a" if name == "t2i" else _memory_ratio(name, "reverse")
+            rows.append(res)
+            continue
         x = torch.randn(B, *shape)
         fwd()
         per_fwd = statistics.median(_seconds(fwd) / B for _ in range(args.repeats))
-        res: dict[str, Any] = {"network": NETWORKS[name], "d": d, "B": B, "forward ms/pt": 1e3 * per_fwd}
+        res["forward ms/pt"] = 1e3 * per_fwd
         res["default"] = _paired_ratio(lambda: call(x), B, fwd, B, args.repeats)
         with _stock_rules():
             res["fwd stock"] = _paired_ratio(lambda: call(x, ad="forward"), B, fwd, B, args.repeats)
@@ -264,8 +279,8 @@ def main() -> None:
         rows.append(res)
         print(f"done: {NETWORKS[name]}", flush=True)
 
-    cols = ["network", "d", "B", "forward ms/pt", "default", "fwd stock", "reverse", "exact / d"]
-    if not args.no_memory:
+    cols = ["network", "d", "B"] + ([] if args.memory_only else ["forward ms/pt", "default", "fwd stock", "reverse", "exact / d"])
+    if args.memory_only or not args.no_memory:
         cols += ["mem default", "mem reverse"]
     print()
     print(f"FLIPD, 1 Hutchinson probe: time (and peak memory) per point in forward passes (t0={T0}, {args.threads} threads, median of {args.repeats})")
