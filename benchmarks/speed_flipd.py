@@ -1,14 +1,26 @@
-"""Cost of FLIPD and the normal bundle per point, as a multiple of one forward pass of the same network.
+"""Cost of FLIPD per point as a multiple of one forward pass of the same network, default arguments.
 
-For each network, the reference is ``model(x, t)`` on a batch of ``B`` points under
-``torch.no_grad()`` (time per point = time / B). Each estimator is timed on the same batch size
-of points where feasible (fewer points for the exact trace and the normal bundle on large ``d``,
-which cost ``d`` and ``4 d`` network rows per point), after one warm-up call, taking the median
-of ``--repeats`` paired ratios. "Hutch. 1" uses forward-mode AD (``ad="forward"``, the
-default), "Hutch. 1 rev" reverse mode (``ad="reverse"``). The exact trace and NB are timed on
-fewer points (``4096 // d`` and ``8192 // (4 d)``), i.e. with larger model batches than the forward
-reference, and skipped above ``--max-exact-dim``; (forward and estimator timed alternately, so that load from
-other processes on a shared machine affects both). Untrained networks: the cost does not depend on the weights.
+Networks (issue 14): the 784-d MLP (batch 512), the shipped digits UNet (batch 256), a
+CIFAR-10-size diffusers ``UNet2DModel`` with attention at 3x32x32 (the ``google/ddpm-cifar10-32``
+configuration written out below, random weights; batch 16) and the shipped text-to-image UNet
+with classifier-free guidance (both branches in the Jacobian; batch 64).
+
+For each network the reference is one forward pass on the batch under ``torch.no_grad()`` (for
+the text-to-image row: the guided noise prediction ``model.epsilon(x, t, c, empty, 7.5)``, one
+UNet call on the ``[uncond, cond]`` batch). Columns, all ratios of time per point in the same
+process (forward and estimator timed alternately, median of ``--repeats`` paired ratios, so that
+load from other processes affects both sides alike):
+
+- ``default``: ``flipd(model, x, t0, trace="hutchinson", n_probes=1)`` with every other argument
+  at its default (``ad="auto"``); for text-to-image ``lidmem.text2image.image_flipd`` with the
+  captions' embeddings and ``guidance_scale=7.5``;
+- ``fwd stock``: forward mode with PyTorch's own derivative rules (the former default);
+- ``reverse``: ``ad="reverse"``;
+- ``exact / d``: the exact trace (``d`` tangents per point) as a multiple of ``d`` forwards
+  (skipped above ``--max-exact-dim``);
+- ``mem default`` / ``mem reverse``: peak resident memory above the loaded model and inputs
+  while running one batch, divided by the same for one forward pass of the batch (each measured
+  in a fresh child process, Linux ``/proc``; ``--no-memory`` skips it).
 
 Usage::
 
@@ -18,27 +30,128 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
 
 import torch
 
-from lidmem import ScoreModel, VPSDE
-from lidmem.estimators import flipd, normal_bundle
+T0 = 0.01
+GUIDANCE = 7.5
+
+#: google/ddpm-cifar10-32's UNet2DModel configuration (35.7 M parameters), written out so that
+#: nothing is downloaded; random weights (the cost does not depend on them).
+CIFAR10_UNET_CONFIG: dict[str, Any] = {
+    "sample_size": 32,
+    "in_channels": 3,
+    "out_channels": 3,
+    "block_out_channels": (128, 256, 256, 256),
+    "layers_per_block": 2,
+    "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    "attention_head_dim": None,
+    "norm_num_groups": 32,
+    "norm_eps": 1e-6,
+    "downsample_padding": 0,
+    "flip_sin_to_cos": False,
+    "freq_shift": 1,
+    "act_fn": "silu",
+    "center_input_sample": False,
+    "mid_block_scale_factor": 1,
+    "time_embedding_type": "positional",
+}
 
 
-def _seconds(fn) -> float:
+class _DiffusersEps(torch.nn.Module):
+    """A diffusers ``UNet2DModel`` called as ``net(x, t)`` with continuous ``t`` in [0, 1]."""
+
+    def __init__(self, unet: torch.nn.Module) -> None:
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.unet(x, 1000.0 * t).sample
+
+
+def build(name: str) -> tuple[Any, Callable[[], Any], Callable[..., Any], tuple[int, ...], int]:
+    """``(model, forward, flipd_call, shape, batch)`` for one of the networks.
+
+    ``forward()`` runs the reference pass on the batch; ``flipd_call(x, **kw)`` runs FLIPD on
+    points ``x`` with extra keyword arguments (``ad=...`` or the stock-rule switch).
+    """
+    from lidmem import ScoreModel, VPSDE
+    from lidmem.estimators import flipd
+
+    torch.manual_seed(0)
+    if name == "t2i":
+        from lidmem.text2image import image_flipd, load_text2image
+
+        model = load_text2image(str(resources.files("lidmem") / "weights" / "text2image"))
+        B = 64
+        shape = model.sample_shape
+        x = torch.randn(B, *shape)
+        cond, _ = model.encode_prompt(["a centered handwritten digit three with thick strokes"])
+        uncond = model.unconditional_embeds(1)
+
+        def fwd() -> None:
+            with torch.no_grad():
+                model.epsilon(x, T0, cond, uncond, GUIDANCE)
+
+        def call(xs: torch.Tensor, **kw: Any) -> Any:
+            if kw.get("ad", "auto") == "reverse":
+                return None  # image_flipd has forward mode only
+            return image_flipd(model, xs, cond, t0=T0, guidance_scale=GUIDANCE, inputs="latents", batch_size=xs.shape[0], progress=False)
+
+        return model.unet, fwd, call, shape, B
+    if name == "mlp":
+        from lidmem.diffusion.mlp import MLPScoreNet
+
+        net, shape, B = MLPScoreNet(784, hidden=512, depth=4), (784,), 512
+        model = ScoreModel(net.eval(), VPSDE(), prediction="epsilon")
+    elif name == "digits":
+        from lidmem.diffusion.checkpoint import load_score_model
+
+        model = load_score_model(str(resources.files("lidmem") / "weights" / "digits_unet.safetensors"))
+        shape, B = (1, 8, 8), 256
+    elif name == "cifar":
+        from diffusers import UNet2DModel
+
+        net = _DiffusersEps(UNet2DModel(**CIFAR10_UNET_CONFIG)).eval()
+        model = ScoreModel(net, VPSDE(), prediction="epsilon")
+        shape, B = (3, 32, 32), 16
+    else:
+        raise ValueError(f"unknown network {name!r}")
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x = torch.randn(B, *shape)
+    tvec = torch.full((B,), T0)
+
+    def fwd() -> None:
+        with torch.no_grad():
+            model(x, tvec)
+
+    def call(xs: torch.Tensor, **kw: Any) -> Any:
+        kw.setdefault("trace", "hutchinson")
+        return flipd(model, xs, T0, batch_size=xs.shape[0], progress=False, **kw)
+
+    return model, fwd, call, shape, B
+
+
+def _seconds(fn: Callable[[], Any]) -> float:
     t = time.perf_counter()
     fn()
     return time.perf_counter() - t
 
 
-def _paired_ratio(fn, n_pts: int, fwd, B: int, repeats: int) -> float:
-    """Median over repeats of (time of fn per point) / (time of one forward per point).
-
-    Forward and estimator runs alternate, so that load from other processes on a shared machine
-    affects both sides of each ratio alike.
-    """
+def _paired_ratio(fn: Callable[[], Any], n_pts: int, fwd: Callable[[], Any], B: int, repeats: int) -> float:
+    """Median over repeats of (time of fn per point) / (time of one forward per point)."""
     fn()
     fwd()  # warm-up
     ratios = []
@@ -50,76 +163,127 @@ def _paired_ratio(fn, n_pts: int, fwd, B: int, repeats: int) -> float:
     return statistics.median(ratios)
 
 
-def _networks(quick: bool):
-    from lidmem.diffusion.mlp import MLPScoreNet
-    from lidmem.diffusion.unet import UNetScoreNet
+def _stock_rules() -> Any:
+    """Context in which FLIPD's forward mode uses PyTorch's own derivative rules."""
+    import contextlib
 
-    nets = [
-        ("MLP 256x3, d=64", MLPScoreNet(64, hidden=256, depth=3), (64,), 512),
-        ("MLP 512x4, d=784", MLPScoreNet(784, hidden=512, depth=4), (784,), 256),
-        ("UNet2D (16,32), 1x16x16", UNetScoreNet(16, in_channels=1, block_out_channels=(16, 32), norm_num_groups=8), (1, 16, 16), 64),
-    ]
-    if not quick:
-        nets.append(
-            ("UNet2D (16,32)+attn, 3x32x32", UNetScoreNet(32, in_channels=3, block_out_channels=(16, 32), norm_num_groups=8, attention=True), (3, 32, 32), 32)
-        )
-    return nets
+    from lidmem.estimators import _autodiff
+
+    @contextlib.contextmanager
+    def ctx() -> Any:
+        orig = _autodiff.jvp
+
+        def stock(fn: Any, model: Any, primals: Any, tangents: Any, fast: bool = True) -> Any:
+            return orig(fn, model, primals, tangents, fast=False)
+
+        _autodiff.jvp = stock
+        try:
+            yield
+        finally:
+            _autodiff.jvp = orig
+
+    return ctx()
+
+
+def _status_kb(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise OSError(f"no {key} in /proc/self/status")
+
+
+def _memory_child(name: str, what: str) -> None:
+    """Run in a fresh process (so that every page is touched for the first time): print the peak
+    resident memory (kB) above the loaded model and inputs while ``what`` runs on one batch.
+    Linux only: the peak (VmHWM) is reset through ``/proc/self/clear_refs`` after loading."""
+    model, fwd, call, shape, B = build(name)
+    x = torch.randn(B, *shape)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak resident set size to the current one
+    base = _status_kb("VmRSS")
+    if what == "forward":
+        fwd()
+    elif what == "default":
+        call(x)
+    else:
+        call(x, ad=what)
+    print(json.dumps({"kb": _status_kb("VmHWM") - base}))
+
+
+def _memory_ratio(name: str, what: str) -> float | str:
+    def run(w: str) -> int:
+        env = dict(os.environ)
+        out = subprocess.run([sys.executable, __file__, "--memory-child", name, w], capture_output=True, text=True, env=env, check=True)
+        return int(json.loads(out.stdout.strip().splitlines()[-1])["kb"])
+
+    f = run("forward")
+    if f <= 0:
+        return "n/a"
+    return run(what) / f
+
+
+NETWORKS: dict[str, str] = {
+    "mlp": "MLP 512x4, d=784",
+    "digits": "digits UNet (shipped), 1x8x8",
+    "cifar": "CIFAR-10 UNet2DModel+attn, 3x32x32",
+    "t2i": "text-to-image UNet (shipped), CFG 7.5",
+}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--quick", action="store_true", help="skip the 3x32x32 UNet")
-    ap.add_argument("--max-exact-dim", type=int, default=1024, help="skip the exact trace and NB above this d (they cost d and 4d rows per point)")
+    ap.add_argument("--quick", action="store_true", help="skip the CIFAR-10-size UNet")
+    ap.add_argument("--networks", default=",".join(NETWORKS), help="comma-separated subset of " + ",".join(NETWORKS))
+    ap.add_argument("--max-exact-dim", type=int, default=1024, help="skip the exact trace above this d")
+    ap.add_argument("--no-memory", action="store_true", help="skip the memory columns")
+    ap.add_argument("--memory-only", action="store_true", help="only the memory columns")
+    ap.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    t0 = 0.01
+    if args.memory_child:
+        _memory_child(*args.memory_child)
+        return
+    names = [n for n in args.networks.split(",") if n and not (args.quick and n == "cifar")]
     rows = []
-    for name, net, shape, B in _networks(args.quick):
-        model = ScoreModel(net.eval(), VPSDE(), prediction="epsilon")
-        for p in model.parameters():
-            p.requires_grad_(False)
+    for name in names:
+        model, fwd, call, shape, B = build(name)
         d = 1
         for s in shape:
             d *= s
+        res: dict[str, Any] = {"network": NETWORKS[name], "d": d, "B": B}
+        if args.memory_only:
+            res["mem default"] = _memory_ratio(name, "default")
+            res["mem reverse"] = "n/a" if name == "t2i" else _memory_ratio(name, "reverse")
+            rows.append(res)
+            continue
         x = torch.randn(B, *shape)
-        tvec = torch.full((B,), t0)
-
-        def fwd():
-            with torch.no_grad():
-                model(x, tvec)
-
         fwd()
         per_fwd = statistics.median(_seconds(fwd) / B for _ in range(args.repeats))
-        res = {"network": name, "d": d, "B": B, "forward ms/pt": 1e3 * per_fwd}
-        for label, n_pts, kw in [
-            ("Hutch. 1", B, dict(trace="hutchinson", n_probes=1)),
-            ("Hutch. 1 rev", B, dict(trace="hutchinson", n_probes=1, ad="reverse")),
-            ("Hutch. 4", B, dict(trace="hutchinson", n_probes=4)),
-            ("exact", max(1, min(B, 4096 // d)), dict(trace="exact")),
-        ]:
-            if label == "exact" and d > args.max_exact_dim:
-                res[label] = "skipped"
-                continue
-            xs = x[:n_pts]
-            reps = args.repeats if label != "exact" else max(1, args.repeats // 2)
-            res[label] = _paired_ratio(lambda: flipd(model, xs, t0, batch_size=n_pts, progress=False, **kw), n_pts, fwd, B, reps)
-        if d > args.max_exact_dim:
-            res["NB (k=4d)"] = "skipped"
-            rows.append(res)
-            print(f"done: {name}", flush=True)
-            continue
-        n_nb = max(1, min(B, 8192 // (4 * d)))
-        xs = x[:n_nb]
-        res["NB (k=4d)"] = _paired_ratio(lambda: normal_bundle(model, xs, t0, progress=False), n_nb, fwd, B, max(1, args.repeats // 2))
+        res["forward ms/pt"] = 1e3 * per_fwd
+        res["default"] = _paired_ratio(lambda: call(x), B, fwd, B, args.repeats)
+        with _stock_rules():
+            res["fwd stock"] = _paired_ratio(lambda: call(x, ad="forward"), B, fwd, B, args.repeats)
+        res["reverse"] = "n/a" if name == "t2i" else _paired_ratio(lambda: call(x, ad="reverse"), B, fwd, B, args.repeats)
+        if d <= args.max_exact_dim and name != "t2i":
+            n_ex = max(1, min(B, 4096 // d))
+            xs = x[:n_ex]
+            res["exact / d"] = _paired_ratio(lambda: call(xs, trace="exact"), n_ex, fwd, B, max(1, args.repeats // 2)) / d
+        else:
+            res["exact / d"] = "skipped"
+        if not args.no_memory:
+            res["mem default"] = _memory_ratio(name, "default")
+            res["mem reverse"] = "n/a" if name == "t2i" else _memory_ratio(name, "reverse")
         rows.append(res)
-        print(f"done: {name}", flush=True)
+        print(f"done: {NETWORKS[name]}", flush=True)
 
-    cols = ["network", "d", "B", "forward ms/pt", "Hutch. 1", "Hutch. 1 rev", "Hutch. 4", "exact", "NB (k=4d)"]
+    cols = ["network", "d", "B"] + ([] if args.memory_only else ["forward ms/pt", "default", "fwd stock", "reverse", "exact / d"])
+    if args.memory_only or not args.no_memory:
+        cols += ["mem default", "mem reverse"]
     print()
-    print(f"FLIPD / NB cost per point in forward passes (t0={t0}, {args.threads} threads, median of {args.repeats})")
+    print(f"FLIPD, 1 Hutchinson probe: time (and peak memory) per point in forward passes (t0={T0}, {args.threads} threads, median of {args.repeats})")
     print("| " + " | ".join(cols) + " |")
     print("|" + "|".join("---" for _ in cols) + "|")
     for r in rows:

@@ -14,7 +14,6 @@ It ranks points correctly and is reported as is.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
@@ -27,13 +26,14 @@ from .._validation import as_model_dtype
 from ..diffusion.score import check_extra_args, conditioning_rows, time_tensor
 from ..diffusion.sde import SDE
 from ..utils import chunk_slices, progress as _progress
+from . import _autodiff
 from .base import Estimator
 
 __all__ = ["flipd", "flipd_curve", "flipd_at", "select_t0", "FLIPD", "default_t0_grid"]
 
 TRACES: tuple[str, ...] = ("exact", "hutchinson")
 PROBES: tuple[str, ...] = ("rademacher", "gaussian")
-ADS: tuple[str, ...] = ("forward", "reverse")
+ADS: tuple[str, ...] = _autodiff.ADS
 
 #: Rows (points x tangent vectors) per model call when ``batch_size`` is None.
 _DEFAULT_ROWS = 2048
@@ -60,36 +60,6 @@ def _check_batch_size(batch_size: Any) -> int | None:
     if batch_size is None:
         return None
     return check_positive_int(batch_size, "batch_size")
-
-
-def _math_attention():
-    """Context that routes scaled-dot-product attention to the plain-matmul kernel, for which
-    forward-mode AD is implemented on every device (the fused CPU kernels have no JVP)."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    return sdpa_kernel(SDPBackend.MATH)
-
-
-@contextlib.contextmanager
-def _contiguous_group_norm_inputs(model: Any):
-    """While active, GroupNorm layers of ``model`` receive a contiguous copy of their input.
-
-    PyTorch's forward-mode derivative of ``group_norm`` views the input's *tangent*, which fails
-    ("view size is not compatible with input tensor's size and stride") when the tangent is not
-    contiguous - as it is after a diffusers attention block. The hooks are removed on exit, so
-    the model is left as it was.
-    """
-    handles = []
-    if isinstance(model, torch.nn.Module):
-        def hook(module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-            return (args[0].clone(memory_format=torch.contiguous_format), *args[1:])
-
-        handles = [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def _draw_probes(shape: tuple[int, ...], probe: str, generator: torch.Generator, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -124,20 +94,15 @@ def _trace_and_norm(
         """Score and J v (forward mode) or J^T v (reverse mode); v^T J v = v^T J^T v either way."""
         tvec = time_tensor(t0, primals)
         if ad == "forward":
-            with _math_attention(), _contiguous_group_norm_inputs(model):
-                out, jv = torch.func.jvp(lambda inp: model(inp, tvec, **kw), (primals,), (tang,))
+            out, jv = _autodiff.jvp(lambda inp: model(inp, tvec, **kw), model, primals, tang)
         elif create_graph:
             # double backward through attention needs the plain-matmul kernel
-            with _math_attention():
+            with _autodiff._math_attention():
                 inp = primals if primals.requires_grad else primals.detach().requires_grad_(True)
                 out = model(inp, tvec, **kw)
                 (jv,) = torch.autograd.grad(out, inp, grad_outputs=tang, create_graph=True)
         else:
-            with torch.enable_grad():
-                inp = primals.detach().requires_grad_(True)
-                out = model(inp, tvec, **kw)
-                (jv,) = torch.autograd.grad(out, inp, grad_outputs=tang)
-            out = out.detach()
+            out, jv = _autodiff.vjp(lambda inp: model(inp, tvec, **kw), primals, tang)
         if out.shape != primals.shape:
             raise ValueError(f"model returned shape {tuple(out.shape)} for input shape {tuple(primals.shape)}; it must return the score")
         return out, jv
@@ -172,6 +137,15 @@ def _eq6(model: Any, xt: torch.Tensor, t0: float, sigma2: float, tangents: torch
     return math.prod(xt.shape[1:]) + sigma2 * (tr + sq)
 
 
+def _probe_forward_mode(model: Any, x: torch.Tensor, extra_args: Mapping[str, Any]) -> None:
+    """One forward-mode JVP at the first point of ``x`` (raises where forward mode is unsupported)."""
+    xt = x[:1]
+    tvec = torch.full((1,), 0.5, dtype=x.dtype, device=x.device)
+    kw = conditioning_rows(extra_args, x.shape[0], slice(0, 1), 1)
+    with torch.no_grad():
+        _autodiff.jvp(lambda inp: model(inp, tvec, **kw), model, xt, torch.ones_like(xt))
+
+
 def _flipd_curve_impl(
     model: Any,
     x: Any,
@@ -182,7 +156,7 @@ def _flipd_curve_impl(
     seed: int | torch.Generator | None,
     batch_size: int | None,
     progress: bool | None,
-    ad: str = "forward",
+    ad: str = "auto",
     extra_args: Mapping[str, Any] | None = None,
     create_graph: bool = False,
     noisy: bool = False,
@@ -199,6 +173,7 @@ def _flipd_curve_impl(
     args = check_extra_args(extra_args)
     if not isinstance(create_graph, bool):
         raise TypeError(f"create_graph must be True or False; got {create_graph!r}")
+    ad = _autodiff.resolve_ad(ad, model, lambda: _probe_forward_mode(model, x, args))
     if create_graph:
         # reverse-mode derivatives of forward-mode (jvp) outputs are wrong through layer_norm in
         # torch 2.13 (tests/test_t2i_adapters.py measures 1% on a diffusers UNet; reverse-over-
@@ -249,7 +224,7 @@ def flipd(
     seed: int | torch.Generator | None = 0,
     batch_size: int | None = None,
     progress: bool | None = None,
-    ad: Literal["forward", "reverse"] = "forward",
+    ad: Literal["auto", "forward", "reverse"] = "auto",
     extra_args: Mapping[str, Any] | None = None,
     create_graph: bool = False,
 ) -> torch.Tensor:
@@ -283,11 +258,14 @@ def flipd(
         ``max(2048, batch_size)`` rows go through the model per call.
     progress : bool or None, default=None
         Progress bar over chunks (None: only on a terminal).
-    ad : {"forward", "reverse"}, default="forward"
+    ad : {"auto", "forward", "reverse"}, default="auto"
         How ``v^T (grad s) v`` is computed: forward mode (``torch.func.jvp``, no stored
         activations) or reverse mode (one backward pass with ``v`` as output gradient, giving
-        ``v^T (grad s)^T v``, the same number). Reverse mode needs memory for the activations but
-        was faster on CPU for MLPs and UNets here (``benchmarks/speed_flipd.py``).
+        ``v^T (grad s)^T v``, the same number). Forward mode runs with minimal derivative rules
+        for convolution, linear, group/layer norm, SiLU and attention layers
+        (:mod:`lidmem.estimators._autodiff`), which put one probe at about two to three forward
+        passes; ``"auto"`` picks forward mode for ``nn.Module`` models and reverse mode only for
+        callables whose forward-mode JVP fails (``benchmarks/speed_flipd.py``).
     extra_args : mapping or None, default=None
         Conditioning, passed unchanged as ``model(x, t, **extra_args)`` (k-diffusion's
         convention), e.g. ``{"cond": prompt_embeds, "uncond": empty_embeds, "guidance_scale": 7.5}``
@@ -319,9 +297,9 @@ def flipd(
     Notes
     -----
     Forward-mode AD runs under ``sdpa_kernel(SDPBackend.MATH)`` so that attention layers work on
-    CPU, and under ``torch.no_grad()``. GroupNorm layers of an ``nn.Module`` model get their
-    input made contiguous during the JVP (temporary hooks; PyTorch's forward-mode group-norm
-    derivative fails on the non-contiguous tangents that diffusers attention blocks produce). With ``sigma^2`` small, the two terms inside the bracket
+    CPU, and under ``torch.no_grad()``; the layers of an ``nn.Module`` model get minimal
+    forward-mode rules for the duration of the call (temporary instance attributes; the model is
+    left as it was). With ``sigma^2`` small, the two terms inside the bracket
     nearly cancel; both are accumulated in float64.
 
     Examples
@@ -376,7 +354,7 @@ def flipd_curve(
     seed: int | torch.Generator | None = 0,
     batch_size: int | None = None,
     progress: bool | None = None,
-    ad: Literal["forward", "reverse"] = "forward",
+    ad: Literal["auto", "forward", "reverse"] = "auto",
     extra_args: Mapping[str, Any] | None = None,
     create_graph: bool = False,
 ) -> torch.Tensor:
@@ -537,7 +515,7 @@ class FLIPD(Estimator):
         batch_size: int | None = None,
         progress: bool | None = None,
         t0_grid: Sequence[float] | None = None,
-        ad: str = "forward",
+        ad: str = "auto",
         extra_args: Mapping[str, Any] | None = None,
     ) -> None:
         self.model = model

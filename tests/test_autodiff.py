@@ -1,0 +1,130 @@
+"""FLIPD's differentiation modes agree: fast forward-mode rules, PyTorch's forward-mode rules and
+reverse mode give the same v^T J v (float64, 1e-8) through diffusers UNets with GroupNorm,
+self- and cross-attention, LayerNorm and GEGLU; the exact trace equals a dense Jacobian's."""
+
+import pytest
+import torch
+from torch import nn
+
+from lidmem import ScoreModel, VPSDE
+from lidmem.estimators import _autodiff, flipd
+from lidmem.estimators._autodiff import fast_forward_rules, jvp, resolve_ad, vjp
+
+pytest.importorskip("diffusers")
+
+
+def _vjv_three_ways(fn, model, x, v):
+    """Per-row v^T J v by fast forward mode, stock forward mode and reverse mode."""
+    with torch.no_grad():
+        out_f, jv_f = jvp(fn, model, x, v)
+        out_s, jv_s = jvp(fn, model, x, v, fast=False)
+    out_r, vj = vjp(fn, x, v)
+    dot = lambda a: (v * a).flatten(1).sum(1)  # noqa: E731
+    return (out_f, out_s, out_r), (dot(jv_f), dot(jv_s), dot(vj)), (jv_f, jv_s)
+
+
+@pytest.fixture(scope="module")
+def attention_unet():
+    from lidmem.diffusion.unet import UNetScoreNet
+
+    torch.manual_seed(0)
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+    torch.manual_seed(0)
+    net = UNetScoreNet(8, in_channels=2, block_out_channels=(8, 16), norm_num_groups=4, attention=True).double().eval()
+    # scaled-dot-product attention in float64 (diffusers' plain AttnProcessor upcasts the softmax
+    # of these blocks to float32, which alone makes the modes differ by ~1e-8 relative)
+    for m in net.modules():
+        if isinstance(m, Attention):
+            m.set_processor(AttnProcessor2_0())
+    return ScoreModel(net, VPSDE(), prediction="epsilon")
+
+
+def test_modes_agree_per_probe_unet_with_attention(attention_unet):
+    model = attention_unet
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 2, 8, 8, dtype=torch.float64, generator=g)
+    v = torch.randint(0, 2, x.shape, generator=g).double() * 2 - 1
+    t = torch.full((6,), 0.05, dtype=torch.float64)
+    outs, vjvs, (jf, js) = _vjv_three_ways(lambda a: model(a, t), model, x, v)
+    for o in outs[1:]:
+        torch.testing.assert_close(o, outs[0], rtol=0, atol=1e-10)  # same primal kernels
+    # each probe (row), not only their mean; the values are O(100), so 1e-8 is ~1e-10 relative
+    torch.testing.assert_close(vjvs[0], vjvs[2], rtol=0, atol=1e-8)
+    torch.testing.assert_close(vjvs[1], vjvs[2], rtol=0, atol=1e-8)
+    torch.testing.assert_close(jf, js, rtol=0, atol=1e-8)  # whole tangents too
+    assert float(vjvs[2].abs().min()) > 1.0  # a non-trivial Jacobian
+
+
+def test_flipd_modes_agree_exact_and_hutchinson(attention_unet):
+    model = attention_unet
+    x = torch.randn(3, 2, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ex = {ad: flipd(model, x, 0.05, trace="exact", ad=ad, progress=False) for ad in ("auto", "forward", "reverse")}
+    torch.testing.assert_close(ex["forward"], ex["reverse"], rtol=0, atol=1e-8)
+    torch.testing.assert_close(ex["auto"], ex["reverse"], rtol=0, atol=1e-8)
+    # the exact trace equals a dense reverse-mode Jacobian's
+    sde = model.sde
+    t64 = torch.tensor(0.05, dtype=torch.float64)
+    psi, sig2 = float(sde.psi(t64)), float(sde.sigma(t64)) ** 2
+    xi = psi * x[:1]
+    tt = torch.tensor([0.05], dtype=torch.float64)
+    J = torch.autograd.functional.jacobian(lambda a: model(a, tt), xi).reshape(128, 128)
+    s = model(xi, tt).detach()
+    torch.testing.assert_close(ex["forward"][0], 128 + sig2 * (torch.trace(J) + (s**2).sum()), rtol=0, atol=1e-8)
+    for seed in range(3):  # one probe per call: each probe compared
+        h = {ad: flipd(model, x, 0.05, trace="hutchinson", n_probes=1, seed=seed, ad=ad, progress=False) for ad in ("forward", "reverse")}
+        torch.testing.assert_close(h["forward"], h["reverse"], rtol=0, atol=1e-8)
+
+
+def test_modes_agree_text_to_image_unet_with_cfg():
+    from lidmem.text2image.testing import tiny_components
+
+    unet = tiny_components(latent=True)["unet"].double()
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(4, 4, 8, 8, dtype=torch.float64, generator=g)
+    v = torch.randint(0, 2, x.shape, generator=g).double() * 2 - 1
+    cond = torch.randn(1, 5, 32, dtype=torch.float64, generator=g)
+    uncond = torch.randn(1, 5, 32, dtype=torch.float64, generator=g)
+    lam = 7.5
+
+    def eps_cfg(a):  # both CFG branches in one batch, both differentiated
+        n = a.shape[0]
+        emb = torch.cat([uncond.expand(n, -1, -1), cond.expand(n, -1, -1)])
+        out_u, out_c = unet(torch.cat([a, a]), torch.full((2 * n,), 500.0, dtype=torch.float64), encoder_hidden_states=emb).sample.chunk(2)
+        return out_u + lam * (out_c - out_u)
+
+    _, vjvs, (jf, js) = _vjv_three_ways(eps_cfg, unet, x, v)
+    torch.testing.assert_close(vjvs[0], vjvs[2], rtol=0, atol=1e-8)
+    torch.testing.assert_close(vjvs[1], vjvs[2], rtol=0, atol=1e-8)
+    torch.testing.assert_close(jf, js, rtol=0, atol=1e-8)
+    assert float(vjvs[2].abs().max()) > 10.0 and float(jf.abs().max()) > 1.0  # a non-trivial Jacobian
+
+
+def test_fast_rules_leave_the_model_as_it_was():
+    lin = nn.Sequential(nn.Linear(3, 4), nn.SiLU(), nn.GroupNorm(2, 4), nn.Linear(4, 3))
+    x = torch.randn(5, 3)
+    before = lin(x)
+    with pytest.raises(RuntimeError, match="boom"):
+        with fast_forward_rules(lin):
+            assert all("forward" in m.__dict__ for m in lin)
+            raise RuntimeError("boom")
+    assert not any("forward" in m.__dict__ for m in lin)
+    torch.testing.assert_close(lin(x), before, rtol=0, atol=0)
+
+
+def test_auto_mode_rule():
+    model = ScoreModel(nn.Linear(3, 3), VPSDE(), prediction="epsilon")
+    assert resolve_ad("auto", model) == "forward"
+    assert resolve_ad("reverse", model) == "reverse"
+
+    class NoForwardMode:  # a callable (not a Module) whose forward-mode JVP fails
+        def __call__(self, x, t):
+            return x
+
+    def failing():
+        raise NotImplementedError("no forward AD")
+
+    assert resolve_ad("auto", NoForwardMode(), failing) == "reverse"
+    ok = NoForwardMode()
+    assert resolve_ad("auto", ok, lambda: None) == "forward"
+    assert _autodiff._AUTO_CACHE[ok] == "forward"  # cached per model
