@@ -57,6 +57,7 @@ __all__ = [
     "anisotropy_score",
     "benchmark_detectors",
     "plot_detector_benchmark",
+    "shipped_prompt_sets",
 ]
 
 #: Asthana & Belagiannis' weights of the norm and cosine terms for Stable Diffusion v1.4
@@ -490,6 +491,9 @@ def benchmark_detectors(
     n_gen, steps, lam = _check_common(n_generations, num_inference_steps, guidance_scale, batch_size, n_probes)
     if "anisotropy" in names and steps < 3:
         raise ValueError(f"num_inference_steps={steps} must be >= 3 for the anisotropy detector")
+    if "a_flipd" in names and _flipd_steps(model, steps) == 0:
+        lo, hi = metric_time_support("a_flipd")
+        raise ValueError(f"no DDIM step of num_inference_steps={steps} falls in A^FLIPD's [{lo}, {hi}]; increase num_inference_steps or leave out a_flipd")
     prompts = mem + gen
     labels = np.array([True] * len(mem) + [False] * len(gen))
     scores = pd.DataFrame({"prompt": prompts, "memorized": labels})
@@ -513,6 +517,34 @@ def benchmark_detectors(
         if on_result is not None:
             on_result(row)
     return pd.DataFrame(rows), scores
+
+
+def shipped_prompt_sets(path: str | None = None, *, n_other_prompts: int = 32, seed: int = 0) -> tuple[list[str], list[str]]:
+    """The memorized and generic prompt sets of ``lidmem demo text2image`` for a model built by
+    ``scripts/train_text2image.py`` (default: the shipped one): the planted memorized captions
+    (from the model's ``lidmem.json`` data settings) and ``toydata.non_memorized_prompts(
+    n_other_prompts, seed=seed + 1)``, exactly as the demo builds them.
+
+    Raises
+    ------
+    ValueError
+        If the folder has no ``lidmem.json`` (then give prompt files instead).
+    """
+    import json
+    from pathlib import Path
+
+    from ..experiments.text2image import shipped_text2image_path
+    from . import toydata
+
+    folder = Path(shipped_text2image_path() if path is None else path)
+    meta_file = folder / "lidmem.json"
+    if not meta_file.is_file():
+        raise ValueError(f"{folder} has no lidmem.json, so it has no planted prompt sets; give prompt files (--prompts MEM,GEN)")
+    meta = json.loads(meta_file.read_text())
+    data = toydata.make_captioned_digits(**{k: meta["data"][k] for k in ("n_memorized", "n_duplicates", "seed")})
+    mem = [data.captions[i] for i in data.memorized_indices]
+    gen = toydata.non_memorized_prompts(check_positive_int(n_other_prompts, "n_other_prompts"), seed=seed + 1)
+    return mem, gen
 
 
 def plot_detector_benchmark(table: Any, path: Any, *, title: str | None = None) -> None:
