@@ -555,11 +555,18 @@ def plot_detector_benchmark(table: Any, path: Any, *, title: str | None = None) 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for _, r in table.iterrows():
-        ax.scatter(r["model_calls_per_prompt"], r["auroc"], s=36)
-        ax.annotate(str(r["label"]), (r["model_calls_per_prompt"], r["auroc"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    fig, ax = plt.subplots(figsize=(7.0, 4.2))
+    markers = "osD^vP*Xh<>"
+    for i, (_, r) in enumerate(table.iterrows()):
+        ax.scatter(float(r["model_calls_per_prompt"]), float(r["auroc"]), s=44, marker=markers[i % len(markers)], alpha=0.85,
+                   label=f"{r['label']} (AUROC {float(r['auroc']):.2f})")
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax.set_xlabel("UNet evaluations per prompt (log scale; a JVP counts 2)")
     ax.set_ylabel("AUROC (memorized vs generic prompts)")
     ax.set_ylim(min(0.0, float(table["auroc"].min()) - 0.05), 1.05)
