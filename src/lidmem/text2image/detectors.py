@@ -481,6 +481,9 @@ def benchmark_detectors(
 
     from ..memorization.metrics import detection_metrics
 
+    for value, label in ((memorized, "memorized"), (generic, "generic")):
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"{label} must be a non-empty list of prompt strings; got {type(value).__name__}")
     mem = _check_prompts(list(memorized))
     gen = _check_prompts(list(generic))
     names = detector_names() if detectors is None else tuple(detectors)
