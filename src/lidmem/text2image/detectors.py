@@ -14,18 +14,22 @@ Notation (score s = -eps / sigma(t), both CFG branches from one ``[uncond, cond]
 s_Delta(x; t) = s(x; t, c) - s(x; t, empty) (the guidance direction), eps_Delta likewise, and
 H_Delta(x; t) = d s_Delta / dx = Hess log p_t(x | c) - Hess log p_t(x) (the Hessian difference).
 
-================== ===================================================== ==========================
-name               per-prompt value (mean over generations)              where
-================== ===================================================== ==========================
-``a_cfg``          lidmem A^CFG (eq. 24), :func:`prompt_metrics`          all DDIM steps
-``a_scfg``         lidmem A^{s_CFG} (eq. 25)                              all DDIM steps
-``a_flipd``        lidmem A^FLIPD (eq. 26-28), small = memorized          steps with t in [0.01, 0.2]
-``wen``            Wen et al. (ICLR 2024) ||eps_c - eps_empty||           all DDIM steps
-``sharpness``      Jeon et al. ||H_Delta s_Delta|| (Sec. 4-5)             all DDIM steps
-``sharpness_step1`` Jeon et al. ||H_Delta s_Delta|| at x_T (Sec. 5)       first step only (no denoising)
-``anisotropy``     Asthana & Belagiannis: ||eps_Delta(x_T; T)||           x_T at t = T and at the
-                   + gamma cos(eps_empty, eps_Delta)(x_T; t_low)          3rd-last DDIM timestep
-================== ===================================================== ==========================
+=================== ===================================================== ==========================
+name                per-prompt value (mean over generations)              where
+=================== ===================================================== ==========================
+``a_cfg``           lidmem A^CFG (eq. 24), :func:`prompt_metrics`          all DDIM steps
+``a_scfg``          lidmem A^{s_CFG} (eq. 25)                              all DDIM steps
+``a_flipd``         lidmem A^FLIPD (eq. 26-28), small = memorized          steps with t in [0.01, 0.2]
+``wen``             Wen et al. (ICLR 2024) ||eps_c - eps_empty||           all DDIM steps
+``sharpness``       Jeon et al. ||H_Delta s_Delta|| (Sec. 4-5)             all DDIM steps
+``sharpness_step1`` Jeon et al. ||H_Delta s_Delta|| at x_T (Sec. 5)        first step only (no denoising)
+``anisotropy``      Asthana & Belagiannis: ||eps_Delta(x_T; T)||           x_T at t = T and at the
+                    + gamma cos(eps_empty, eps_Delta)(x_T; t_low)          3rd-last DDIM timestep
+=================== ===================================================== ==========================
+
+Sources: the stored copies of the two peer papers (arXiv HTML) gave their abstracts and section
+structure but not the method equations, so the docstrings cite sections; timesteps, weights and
+norms follow the papers' text and the authors' public detection code (docs/detectors.md).
 
 Cost (``model_calls``): UNet evaluations per prompt, one sample through the UNet once = 1, a
 forward-mode JVP = 2 (primal and tangent; one JVP costs about two forward passes, measured 1.96x
