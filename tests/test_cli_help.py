@@ -19,7 +19,7 @@ def test_every_command_has_help():
     names = {" ".join(p) for p in paths}
     # the commands the issues promise
     for expected in ["lid", "mmh", "audit", "score", "demo vonmises", "demo digits", "demo text2image",
-                     "t2i score-images", "t2i detect-prompts", "t2i attribute", "t2i mitigate"]:
+                     "t2i score-images", "t2i detect-prompts", "t2i attribute", "t2i mitigate", "benchmark detectors"]:
         assert expected in names, f"missing command: lidmem {expected}"
     runner = CliRunner()
     for path in paths:

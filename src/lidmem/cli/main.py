@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from . import audit, lid, mmh, score, t2i, vonmises, digits, text2image_demo
+from . import audit, benchmark, lid, mmh, score, t2i, vonmises, digits, text2image_demo
 from . import inspect as inspect_cmd, train as train_cmd
 
 app = typer.Typer(
@@ -21,7 +21,7 @@ app = typer.Typer(
 demo_app = typer.Typer(help="Run the paper's experiments end to end from shipped checkpoints.", no_args_is_help=True)
 app.add_typer(demo_app, name="demo")
 
-for _module in (lid, mmh, vonmises, audit, digits, t2i, text2image_demo, score, inspect_cmd, train_cmd):
+for _module in (lid, mmh, vonmises, audit, digits, t2i, text2image_demo, score, inspect_cmd, train_cmd, benchmark):
     _module.register(app, demo_app)
 
 
