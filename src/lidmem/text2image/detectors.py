@@ -139,15 +139,15 @@ def hessian_difference_product(
     model: TextToImageModel, x: torch.Tensor, t: float, cond: torch.Tensor, uncond: torch.Tensor, v: torch.Tensor
 ) -> torch.Tensor:
     """H_Delta(x; t) v = (d s_Delta / dx) v by one forward-mode JVP (``torch.func.jvp``) through
-    both CFG branches; shape of ``x``. Runs with math attention and contiguous GroupNorm inputs
-    (forward-mode AD through diffusers UNets needs both)."""
-    from ..estimators.flipd import _contiguous_group_norm_inputs
-    from .adapters import math_attention
+    both CFG branches; shape of ``x``, through the same JVP as FLIPD
+    (:func:`lidmem.estimators._autodiff.jvp`)."""
+    from ..estimators import _autodiff
 
     x = x.detach().contiguous()
     v = v.detach().to(x.dtype).contiguous()
-    with math_attention(), _contiguous_group_norm_inputs(model):
-        _, hv = torch.func.jvp(lambda inp: _score_difference(model, inp, t, cond, uncond), (x,), (v,))
+    # the core's JVP: minimal forward-mode rules under no_grad, math attention (as FLIPD)
+    with torch.no_grad():
+        _, hv = _autodiff.jvp(lambda inp: _score_difference(model, inp, t, cond, uncond), model, x, v)
     return hv
 
 
