@@ -412,7 +412,7 @@ def audit_memorization(
             timings["normal_bundle_s"] = time.perf_counter() - t
         primary, primary_name = lid_flipd, "lid_theta_flipd"
     else:
-        lid_jac = jacobian_rank(model, z, percentile=jacobian_percentile, progress=progress).double().numpy()
+        lid_jac = jacobian_rank(model, z, "percentile", percentile=jacobian_percentile, progress=progress).double().numpy()
         timings["jacobian_rank_s"] = time.perf_counter() - t
         primary, primary_name = lid_jac, "lid_theta_jacobian"
     png = png_length(x_np)
