@@ -6,7 +6,9 @@ Gaussian VAE (Kingma & Welling 2014). The trained decoder is checkpointed with
 ``save_checkpoint(kind="generator")`` (network type ``"mlp_decoder"``) and loaded with
 :func:`load_generator`; samples are ``G(z)`` with ``z ~ N(0, I)`` (:func:`sample_generator`).
 :func:`train_gan` trains the same decoder as the generator of a GAN (Goodfellow et al. 2014,
-non-saturating loss) against an MLP discriminator.
+non-saturating loss) against an MLP discriminator; :func:`train_imle` trains it by implicit maximum
+likelihood estimation (IMLE, Li & Malik 2018): each training image pulls its nearest generated
+sample, a GAN whose discriminator is the nearest-neighbour distance.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from torch import nn
 from ._validation import check_points, check_positive_int, make_generator
 from .utils import chunk_slices, progress as _progress
 
-__all__ = ["MLPDecoder", "VAETrainResult", "train_vae", "GANTrainResult", "train_gan", "load_generator", "sample_generator"]
+__all__ = ["MLPDecoder", "VAETrainResult", "train_vae", "GANTrainResult", "train_gan", "train_imle", "load_generator", "sample_generator"]
 
 
 class MLPDecoder(nn.Module):
@@ -200,13 +202,15 @@ class _Discriminator(nn.Module):
 
 @dataclass
 class GANTrainResult:
-    """Outcome of :func:`train_gan`: the generator, the discriminator and the losses per step.
+    """Outcome of :func:`train_gan` / :func:`train_imle`: the generator, the discriminator (None
+    for IMLE) and the losses per step.
 
-    ``losses`` has shape ``(steps, 2)``: discriminator loss, generator loss.
+    ``losses`` has shape ``(steps, 2)`` for a GAN (discriminator loss, generator loss) and
+    ``(steps, 1)`` for IMLE.
     """
 
     generator: MLPDecoder
-    discriminator: nn.Module
+    discriminator: nn.Module | None
     losses: np.ndarray
     elapsed_s: float
     settings: dict[str, Any] = field(default_factory=dict)
@@ -291,6 +295,77 @@ def train_gan(
     settings = {"model": "gan", "latent_dim": latent_dim, "hidden": hidden, "depth": depth, "disc_hidden": disc_hidden,
                 "disc_depth": disc_depth, "steps": steps, "batch_size": batch_size, "lr": float(lr), "seed": int(seed)}
     return GANTrainResult(g_net, d_net, losses, time.perf_counter() - start, settings)
+
+
+def train_imle(
+    data: Any,
+    *,
+    latent_dim: int = 8,
+    hidden: int = 256,
+    depth: int = 2,
+    steps: int = 15000,
+    batch_size: int = 64,
+    n_candidates: int = 256,
+    lr: float = 1e-3,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> GANTrainResult:
+    """Train an :class:`MLPDecoder` by implicit maximum likelihood estimation (IMLE; Li & Malik, 2018).
+
+    Each step draws ``batch_size`` training images ``x_i`` and ``n_candidates`` samples
+    ``G(z_j)``, ``z_j ~ N(0, I)``, and minimises ``mean_i min_j ||x_i - G(z_j)||^2`` (the argmin is
+    not differentiated). Every training image pulls its nearest sample towards itself, so an image
+    that appears many times in ``data`` pulls a whole region of latent space onto itself: the
+    generator reproduces it and its Jacobian is nearly zero there (memorization of duplicates).
+
+    Parameters
+    ----------
+    data : array-like of shape (n, c, h, w) or (n, d)
+        Training images in [-1, 1].
+    latent_dim, hidden, depth : int
+        Generator sizes (:class:`MLPDecoder`).
+    steps, batch_size, n_candidates : int
+    lr : float, default=1e-3
+        Initial Adam learning rate, annealed to 0 over ``steps`` (cosine), so the pulled samples
+        settle on their training images.
+    seed : int, default=0
+        Seeds the initial weights, the minibatches and the latents; deterministic on one CPU thread.
+
+    Returns
+    -------
+    GANTrainResult
+        ``discriminator`` is None; ``losses`` has shape ``(steps, 1)``.
+    """
+    x_all = check_points(data, "data", min_samples=2, min_ndim=2).to(torch.float32)
+    steps = check_positive_int(steps, "steps")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    n_candidates = check_positive_int(n_candidates, "n_candidates")
+    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr={lr!r} must be a positive float")
+    gen = make_generator(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        g_net = MLPDecoder(latent_dim, tuple(x_all.shape[1:]), hidden=hidden, depth=depth)
+    opt = torch.optim.Adam(g_net.parameters(), lr=float(lr))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    flat = x_all.reshape(len(x_all), -1)
+    losses = np.empty((steps, 1))
+    start = time.perf_counter()
+    for step in _progress(range(steps), total=steps, desc="training IMLE", disable=None if progress is None else not progress):
+        x = flat[torch.randint(len(flat), (batch_size,), generator=gen)]
+        fake = g_net(torch.randn((n_candidates, latent_dim), generator=gen)).reshape(n_candidates, -1)
+        with torch.no_grad():
+            nearest = torch.cdist(x, fake).argmin(dim=1)
+        loss = ((fake[nearest] - x) ** 2).sum(dim=1).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses[step, 0] = loss.item()
+    g_net.eval()
+    settings = {"model": "imle", "latent_dim": latent_dim, "hidden": hidden, "depth": depth, "steps": steps,
+                "batch_size": batch_size, "n_candidates": n_candidates, "lr": float(lr), "seed": int(seed)}
+    return GANTrainResult(g_net, None, losses, time.perf_counter() - start, settings)
 
 
 def load_generator(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Module:
