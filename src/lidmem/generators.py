@@ -307,6 +307,7 @@ def train_imle(
     batch_size: int = 64,
     n_candidates: int = 256,
     n_pulled: int = 1,
+    reverse_weight: float = 0.0,
     lr: float = 1e-3,
     seed: int = 0,
     progress: bool | None = None,
@@ -316,7 +317,12 @@ def train_imle(
     Each step draws ``batch_size`` training images ``x_i`` and ``n_candidates`` samples
     ``G(z_j)``, ``z_j ~ N(0, I)``, and minimises the mean of ``||x_i - G(z_j)||^2`` over the
     ``n_pulled`` nearest samples ``j`` of each ``x_i`` (the selection is not differentiated;
-    ``n_pulled=1`` is IMLE's ``min_j``). Every training image pulls its nearest sample towards itself, so an image
+    ``n_pulled=1`` is IMLE's ``min_j``); with ``reverse_weight > 0`` it adds ``reverse_weight``
+    times the mean over samples of ``min_i ||G(z_j) - x_i||^2`` (each sample pulled to its nearest
+    image of the minibatch: the two terms together are the Chamfer distance between the batches).
+    An image that appears often in the data is in most minibatches, so the samples around it are
+    pulled onto it at every step: the generator collapses there (a flat ``G``, low Jacobian
+    rank), while samples near an image seen once are pulled towards changing neighbours. Every training image pulls its nearest sample towards itself, so an image
     that appears many times in ``data`` pulls a whole region of latent space onto itself: the
     generator reproduces it and its Jacobian is nearly zero there (memorization of duplicates).
 
@@ -327,6 +333,7 @@ def train_imle(
     latent_dim, hidden, depth : int
         Generator sizes (:class:`MLPDecoder`).
     steps, batch_size, n_candidates, n_pulled : int
+    reverse_weight : float, default=0.0
     lr : float, default=1e-3
         Adam learning rate (constant; a cosine decay to 0 was measured to reproduce fewer planted
         digits, see docs/audit.md).
@@ -343,6 +350,8 @@ def train_imle(
     batch_size = check_positive_int(batch_size, "batch_size")
     n_candidates = check_positive_int(n_candidates, "n_candidates")
     n_pulled = check_positive_int(n_pulled, "n_pulled")
+    if not (isinstance(reverse_weight, (int, float)) and reverse_weight >= 0 and math.isfinite(reverse_weight)):
+        raise ValueError(f"reverse_weight={reverse_weight!r} must be a finite float >= 0")
     if n_pulled > n_candidates:
         raise ValueError(f"n_pulled={n_pulled} must be <= n_candidates={n_candidates}")
     if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
@@ -359,15 +368,18 @@ def train_imle(
         x = flat[torch.randint(len(flat), (batch_size,), generator=gen)]
         fake = g_net(torch.randn((n_candidates, latent_dim), generator=gen)).reshape(n_candidates, -1)
         with torch.no_grad():
-            nearest = torch.cdist(x, fake).topk(n_pulled, dim=1, largest=False).indices  # (batch, n_pulled)
+            dist = torch.cdist(x, fake)
+            nearest = dist.topk(n_pulled, dim=1, largest=False).indices  # (batch, n_pulled)
         loss = ((fake[nearest] - x[:, None]) ** 2).sum(dim=2).mean()
+        if reverse_weight > 0:  # each sample pulled to its nearest image of the minibatch
+            loss = loss + reverse_weight * ((fake - x[dist.argmin(dim=0)]) ** 2).sum(dim=1).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         losses[step, 0] = loss.item()
     g_net.eval()
     settings = {"model": "imle", "latent_dim": latent_dim, "hidden": hidden, "depth": depth, "steps": steps,
-                "batch_size": batch_size, "n_candidates": n_candidates, "n_pulled": n_pulled, "lr": float(lr), "seed": int(seed)}
+                "batch_size": batch_size, "n_candidates": n_candidates, "n_pulled": n_pulled, "reverse_weight": float(reverse_weight), "lr": float(lr), "seed": int(seed)}
     return GANTrainResult(g_net, None, losses, time.perf_counter() - start, settings)
 
 
