@@ -55,6 +55,8 @@ def test_imle_is_deterministic_and_collapses_onto_a_repeated_image():
     assert fro[on_repeated].median() < fro[~on_repeated].median()
     with pytest.raises(ValueError, match="n_pulled"):
         train_imle(x, n_candidates=4, n_pulled=5, steps=1)
+    with pytest.raises(ValueError, match="reverse_weight"):
+        train_imle(x, reverse_weight=-1.0, steps=1)
 
 
 def test_gan_learns_a_point_mass():
