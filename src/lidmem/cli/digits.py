@@ -17,10 +17,10 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         out: Path = typer.Option(Path("digits_audit"), "--out", help="Output folder (one subfolder per model)."),
         num_samples: int = typer.Option(300, help="Samples generated per model."),
         sampling_steps: int = typer.Option(30, help="Heun steps of the probability-flow ODE."),
-        generator: bool = typer.Option(True, help="Also audit the VAE decoder (Jacobian-rank LID)."),
+        generator: bool = typer.Option(True, help="Also audit the shipped memorizing generator (Jacobian-rank LID)."),
         seed: int = typer.Option(0, help="Seed."),
     ) -> None:
-        """Audit the shipped digits UNet (and VAE decoder) trained with 30 images duplicated 30x."""
+        """Audit the shipped digits UNet (and generator) trained with 30 images duplicated 30x."""
         from ..memorization.audit import digits_demo
 
         with user_errors():
@@ -42,4 +42,6 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
             for row in s["detection"]:
                 if row["auroc"] is not None:
                     console.print(f"  {row['positive']:>22} | {row['score']:<20} AUROC {row['auroc']:.3f}  TPR@1%FPR {row['tpr_at_1pct_fpr']:.3f}")
+            if s.get("jacobian_rank_auroc") is not None:
+                console.print(f"  Jacobian-rank LID_theta separates copies from other samples: AUROC {s['jacobian_rank_auroc']:.3f}")
             console.print(f"  report: {Path(out) / name / 'report.html'}")

@@ -61,6 +61,7 @@ from sklearn.exceptions import NotFittedError
 
 from .._validation import check_points, check_positive_int, check_probability
 from ..utils import chunk_slices, progress
+from ._rank import count_above
 from .base import Estimator
 
 __all__ = ["LocalPCA", "local_pca", "neighbourhood_spectra", "gram_spectra", "pairwise_distance_percentile"]
@@ -185,13 +186,7 @@ def _finish_spectra(ev: torch.Tensor, count: torch.Tensor, m: int, n_features: i
 
 def _count_above(spectra: torch.Tensor, tau: float | str, alpha: float, floor: float) -> torch.Tensor:
     """LID = number of explained variances above the threshold (NaN entries never count)."""
-    valid = ~torch.isnan(spectra)
-    s = torch.where(valid, spectra, torch.zeros_like(spectra))
-    if tau == "fo":
-        thr = torch.clamp_min(alpha * s[:, :1], floor) if s.shape[1] else s[:, :1]
-    else:
-        thr = torch.tensor(max(float(tau), floor), dtype=s.dtype, device=s.device)
-    return ((s > thr) & valid).sum(dim=1).to(torch.int64)
+    return count_above(spectra, alpha * spectra[:, :1] if tau == "fo" else float(tau), floor)
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,77 +15,21 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
 
-from .._validation import check_choice, check_points, check_positive_int, check_probability, check_t0, make_generator
+from .._validation import check_points, check_positive_int, check_probability, check_t0, make_generator
 from .._validation import as_model_dtype
 from ..diffusion.score import check_extra_args, conditioning_rows, time_tensor
 from ..utils import chunk_slices, progress as _progress
+from ._rank import THRESHOLDS, count_above, cut_rank, gap_rank, numerical_rank_floor, percentile_threshold  # noqa: F401 (re-exported)
+from ._rank import check_threshold as _check_threshold
 from .base import Estimator
 from .flipd import _get_sde
 
 __all__ = ["normal_bundle", "NormalBundle", "count_above", "gap_rank", "percentile_threshold"]
 
-THRESHOLDS: tuple[str, ...] = ("gap", "percentile")
-
 #: Rows (points x noisy copies) per model call when ``batch_size`` is None.
 _DEFAULT_ROWS = 4096
-
-
-def numerical_rank_floor(sv: torch.Tensor, shape: tuple[int, int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Per-matrix numerical-rank tolerance ``max(shape) * eps * s_max`` (as ``numpy.linalg.matrix_rank``).
-
-    ``sv`` has shape ``(n, r)`` (singular values, descending); ``dtype`` is the precision the
-    matrix was computed in (its machine epsilon is used). Returns shape ``(n, 1)``.
-    """
-    return max(shape) * torch.finfo(dtype).eps * sv[:, :1]
-
-
-def percentile_threshold(sv: torch.Tensor, percentile: float = 10.0) -> float:
-    """The paper's global threshold: the ``percentile``-th percentile of all singular values ``sv``."""
-    return float(torch.quantile(sv.flatten().double().cpu(), percentile / 100.0))
-
-
-def count_above(sv: torch.Tensor, tau: float, shape: tuple[int, int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Number of singular values per row of ``sv`` (shape ``(n, r)``) above ``tau`` and above the
-    numerical-rank floor of a ``shape`` matrix computed in ``dtype`` (numerical zeros never
-    count); int64, shape ``(n,)``."""
-    floor = numerical_rank_floor(sv, shape, dtype)
-    return ((sv > tau) & (sv > floor)).sum(-1).to(torch.int64)
-
-
-def gap_rank(sv: torch.Tensor, reference: float | torch.Tensor) -> torch.Tensor:
-    """Rank by the largest gap: per row, with ``s_0 = reference`` prepended and ``s_{r+1} = 0``
-    appended to the descending singular values, ``rank = argmax_i (s_i - s_{i+1})`` over
-    ``i = 0..r``. The prepended reference (the size of a singular value of a *normal* direction)
-    makes rank 0 reachable and the appended 0 makes the full rank ``r`` reachable.
-
-    Parameters
-    ----------
-    sv : Tensor of shape (n, r)
-        Singular values, descending along the last axis.
-    reference : float or Tensor of shape (n,)
-
-    Returns
-    -------
-    Tensor of shape (n,), int64
-    """
-    n = sv.shape[0]
-    ref = torch.as_tensor(reference, dtype=sv.dtype, device=sv.device).expand(n)[:, None]
-    ext = torch.cat([ref, sv, torch.zeros(n, 1, dtype=sv.dtype, device=sv.device)], dim=1)
-    gaps = ext[:, :-1] - ext[:, 1:]
-    return gaps.argmax(dim=1).to(torch.int64)
-
-
-def _check_threshold(threshold: Any) -> str | float:
-    if isinstance(threshold, str):
-        return check_choice(threshold, "threshold", THRESHOLDS)
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating, np.integer)):
-        raise TypeError(f"threshold must be 'gap', 'percentile' or a float >= 0; got {threshold!r}")
-    if not (float(threshold) >= 0 and math.isfinite(float(threshold))):
-        raise ValueError(f"threshold={threshold!r} must be a finite float >= 0 (or 'gap' / 'percentile')")
-    return float(threshold)
 
 
 def normal_bundle_singular_values(
@@ -206,12 +150,8 @@ def normal_bundle(
     xv = check_points(x, "x")
     d = math.prod(xv.shape[1:])
     k = 4 * d if n_scores is None else int(n_scores)
-    if threshold == "gap":
-        sigma = float(_get_sde(model).sigma(torch.tensor(float(t0), dtype=torch.float64)))
-        rank = gap_rank(sv, math.sqrt(k) / sigma)
-    else:
-        tau = percentile_threshold(sv, percentile) if threshold == "percentile" else float(threshold)
-        rank = count_above(sv, tau, (d, k), xv.dtype)
+    sigma = float(_get_sde(model).sigma(torch.tensor(float(t0), dtype=torch.float64)))
+    rank = cut_rank(sv, threshold, shape=(d, k), dtype=xv.dtype, percentile=percentile, reference=math.sqrt(k) / sigma)
     lid = d - rank
     return (lid, sv) if return_singular_values else lid
 
