@@ -234,7 +234,12 @@ class DataSource(ABC):
         source; sources whose files map to rows override it.
         """
         desc = self.describe()
-        return str(desc.get("content", desc["fingerprint"]))
+        if "content" in desc or "fingerprint" in desc:
+            return str(desc.get("content", desc.get("fingerprint")))
+        # a user-defined source that describes itself without a fingerprint: its whole description
+        import json
+
+        return _fingerprint([json.dumps(desc, sort_keys=True, default=str)])
 
     def shards(self, shard_size: int) -> list[Shard]:
         """The source's rows split into shards of ``shard_size`` (:func:`plan_shards`)."""
