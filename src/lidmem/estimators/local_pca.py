@@ -25,7 +25,9 @@ Conventions
   neighbourhood covariance with ``ddof=1``); only the ``min(m - 1, D)`` that are not zero by
   construction (m = neighbourhood size) are counted and pooled. They are computed from the
   ``m x m`` centred Gram matrix when ``m < D`` (same non-zero eigenvalues as the ``D x D``
-  covariance, far cheaper for images), batched through :func:`torch.linalg.eigvalsh`.
+  covariance, far cheaper for images), batched through :func:`torch.linalg.eigvalsh` run on one
+  thread per batch (:func:`batched_eigvalsh`: MKL's multi-threaded kernel is 200-400x slower on
+  these small matrices).
 * Explained variances below ``1e-10`` times the largest one in the reference set are numerical
   zeros: they never count and are left out of the pool behind tau, so that heavy duplication
   cannot drive tau to 0.
@@ -53,17 +55,31 @@ catches near-duplicates, at the cost of biased dimensions.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 from sklearn.exceptions import NotFittedError
+from tqdm.auto import tqdm
 
-from .._validation import check_points, check_positive_int, check_probability
+from .._validation import check_choice, check_points, check_positive_int, check_probability
 from ..utils import chunk_slices, progress
 from .base import Estimator
 
-__all__ = ["LocalPCA", "local_pca", "neighbourhood_spectra", "gram_spectra", "pairwise_distance_percentile"]
+__all__ = [
+    "LocalPCA",
+    "local_pca",
+    "neighbourhood_spectra",
+    "gram_spectra",
+    "pairwise_distance_percentile",
+    "batched_eigvalsh",
+    "SEARCHES",
+]
+
+SEARCHES = ("exact", "faiss", "auto")
 
 _ZERO_RTOL = 1e-10
 _MEMORY_BUDGET = 2**26  # bytes per chunk of gathered neighbourhoods (64 MiB)
@@ -73,6 +89,40 @@ _GRAM_BUDGET = 2**28  # cache the n x n Gram matrix of the reference data up to 
 # --------------------------------------------------------------------------------------------
 # pure functions
 # --------------------------------------------------------------------------------------------
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """Run the body with ``torch.set_num_threads(n)``; restore the previous count afterwards."""
+    before = torch.get_num_threads()
+    if before == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def batched_eigvalsh(a: torch.Tensor) -> torch.Tensor:
+    """``torch.linalg.eigvalsh(a)`` of a batch ``(b, m, m)``, each matrix on a single thread.
+
+    With torch 2.13 (MKL) and 2 threads, the batched kernel takes 260-560 ms per 101 x 101
+    matrix instead of about 1 ms on one thread. Here torch runs on one thread for the call and
+    the batch is split into ``torch.get_num_threads()`` parts solved in parallel by Python
+    threads (torch releases the GIL), so the cores are still used. Same values as eigvalsh.
+    """
+    threads = torch.get_num_threads()
+    if a.device.type != "cpu" or a.ndim < 3:
+        return torch.linalg.eigvalsh(a)
+    parts = min(threads, a.shape[0] // 8)
+    with _torch_threads(1):
+        if parts <= 1:
+            return torch.linalg.eigvalsh(a)
+        pieces = torch.tensor_split(a, parts)
+        with ThreadPoolExecutor(parts) as pool:
+            return torch.cat(list(pool.map(torch.linalg.eigvalsh, pieces)))
+
+
 def pairwise_distance_percentile(
     x: torch.Tensor, percentile: float = 10.0, *, max_pairs: int = 1_000_000, seed: int = 0
 ) -> float:
@@ -133,7 +183,7 @@ def neighbourhood_spectra(neighbourhoods: torch.Tensor, mask: torch.Tensor | Non
     count = w.sum(dim=1)
     mean = (neighbourhoods * w[..., None]).sum(dim=1) / count.clamp_min(1)[:, None]
     yc = (neighbourhoods - mean[:, None, :]) * w[..., None]
-    ev = torch.linalg.eigvalsh(yc.transpose(1, 2) @ yc).flip(-1)  # (b, D, D) covariance, decreasing
+    ev = batched_eigvalsh(yc.transpose(1, 2) @ yc).flip(-1)  # (b, D, D) covariance, decreasing
     return _finish_spectra(ev, count, m, D)
 
 
@@ -170,7 +220,7 @@ def gram_spectra(gram: torch.Tensor, mask: torch.Tensor, n_features: int) -> tor
     g.sub_(a[:, :, None]).sub_(a[:, None, :]).add_(c[:, None, None])
     if not full:
         g.mul_(ww)
-    ev = torch.linalg.eigvalsh(g).flip(-1)
+    ev = batched_eigvalsh(g).flip(-1)
     return _finish_spectra(ev, count, m, n_features)
 
 
@@ -192,6 +242,95 @@ def _count_above(spectra: torch.Tensor, tau: float | str, alpha: float, floor: f
     else:
         thr = torch.tensor(max(float(tau), floor), dtype=s.dtype, device=s.device)
     return ((s > thr) & valid).sum(dim=1).to(torch.int64)
+
+
+def _check_float_points(x: Any, name: str, *, min_samples: int) -> torch.Tensor:
+    """check_points keeping float32/float64 input as it is (no copy); anything else -> float64."""
+    floating = (isinstance(x, torch.Tensor) and x.dtype in (torch.float32, torch.float64)) or (
+        isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64)
+    )
+    return check_points(x, name, min_samples=min_samples, dtype=None if floating else torch.float64)
+
+
+class _IVFNeighbours:
+    """Approximate k-nearest-neighbour search in blocks, for many queries at once.
+
+    The coarse quantizer of the audit's faiss index (:func:`lidmem.memorization.copy_detection.train_ivf_index`:
+    ``sqrt(n)`` k-means lists) partitions the reference rows. Queries are grouped by their
+    nearest list; each group is compared, with one float32 matrix product (BLAS 3) per block of
+    at most ``block`` queries, with the rows of the ``nprobe`` lists that occur most often among
+    the group's ``probe_lists`` nearest lists (its own list first, then by frequency; more lists,
+    nearest centroid first, if fewer than ``k + 1`` rows). Every reference row is read once per
+    group instead of once per query, which is what makes 10^6 queries affordable on a CPU; the
+    memory is the reference data (not copied) plus one block of distances.
+    """
+
+    def __init__(self, ref: np.ndarray, *, nprobe: int = 16, probe_lists: int = 4, block: int = 2048) -> None:
+        from ..memorization.copy_detection import train_ivf_index
+
+        self.ref = ref
+        self.nprobe = nprobe
+        self.probe_lists = probe_lists
+        self.block = block
+        self.index = train_ivf_index(ref)  # kept alive: it owns the quantizer
+        self.quantizer = self.index.quantizer
+        self.nlist = int(self.index.nlist)
+        self.centroids = self.quantizer.reconstruct_n(0, self.nlist)
+        assign = self._lists(ref, 1)[:, 0]
+        self.order = np.argsort(assign, kind="stable")
+        self.bounds = np.searchsorted(assign[self.order], np.arange(self.nlist + 1))
+        self.sq = np.empty(len(ref), dtype=np.float32)
+        for sl in chunk_slices(len(ref), 65536):
+            r = np.asarray(ref[sl], dtype=np.float32)
+            self.sq[sl] = np.einsum("ij,ij->i", r, r)
+
+    def _lists(self, x: np.ndarray, p: int) -> np.ndarray:
+        out = np.empty((len(x), p), dtype=np.int64)
+        for sl in chunk_slices(len(x), 65536):
+            _, out[sl] = self.quantizer.search(np.ascontiguousarray(x[sl], dtype=np.float32), p)
+        return out
+
+    def _members(self, lists: np.ndarray) -> np.ndarray:
+        return np.concatenate([self.order[self.bounds[c] : self.bounds[c + 1]] for c in lists])
+
+    def blocks(self, query: np.ndarray, k: int, *, self_query: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(rows, idx)``: query rows (q_b,) and their k nearest reference rows (q_b, k).
+
+        With ``self_query`` the queries are the reference rows and each is excluded from its own
+        neighbours (its exact duplicates are not).
+        """
+        p = min(self.nlist, self.probe_lists)
+        qlists = self._lists(query, p)
+        qorder = np.argsort(qlists[:, 0], kind="stable")
+        qbounds = np.searchsorted(qlists[qorder, 0], np.arange(self.nlist + 1))
+        need = k + 1 if self_query else k
+        for c in range(self.nlist):
+            rows = qorder[qbounds[c] : qbounds[c + 1]]
+            if len(rows) == 0:
+                continue
+            lists, counts = np.unique(qlists[rows], return_counts=True)
+            counts[lists == c] = len(rows) * p + 1  # own list first
+            chosen = lists[np.argsort(-counts, kind="stable")[: self.nprobe]]
+            cand = self._members(chosen)
+            if len(cand) < need:
+                d = ((self.centroids - self.centroids[c]) ** 2).sum(axis=1)
+                extra = [j for j in np.argsort(d, kind="stable") if j not in set(chosen.tolist())]
+                for j in extra:
+                    chosen = np.append(chosen, j)
+                    if self.bounds[chosen + 1].sum() - self.bounds[chosen].sum() >= need:
+                        break
+                cand = self._members(chosen)
+            r = torch.from_numpy(np.ascontiguousarray(self.ref[cand], dtype=np.float32))
+            rsq = torch.from_numpy(self.sq[cand])
+            pos = {int(v): i for i, v in enumerate(cand)} if self_query else {}
+            for sl in chunk_slices(len(rows), self.block):
+                qr = rows[sl]
+                qt = torch.from_numpy(np.ascontiguousarray(query[qr], dtype=np.float32))
+                d2 = torch.addmm(rsq[None, :], qt, r.T, alpha=-2.0)  # |r|^2 - 2 q.r: same order as |q - r|^2
+                if self_query:
+                    d2[torch.arange(len(qr)), torch.as_tensor([pos[int(i)] for i in qr])] = math.inf
+                idx = torch.topk(d2, k, dim=1, largest=False).indices.numpy()
+                yield qr, cand[idx]
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,11 +365,22 @@ class LocalPCA(Estimator):
         64 MiB.
     progress : bool, optional
         Show a progress bar (None: only on a terminal).
+    search : {"exact", "faiss", "auto"}, default="exact"
+        Neighbour search. ``"exact"``: all distances (float64), the reference Gram matrix cached
+        up to n = 5792. ``"faiss"``: approximate neighbours from the coarse quantizer of the audit's
+        faiss IVF index, searched in blocks (:class:`_IVFNeighbours`; ``nprobe`` lists per group
+        of queries), for 10^5-10^6 points: the data are not copied (float32 input stays float32,
+        neighbourhoods are gathered in float64), no n x n matrix is formed, and exact duplicates
+        are found by exact distances within the neighbourhoods. ``"auto"``: faiss when ``n * q``
+        exceeds 5e7 pairs and faiss is installed (as ``lidmem audit``).
+    nprobe : int, default=16
+        ``search="faiss"``: inverted lists scanned per group of queries (more: higher recall,
+        slower).
 
     Attributes
     ----------
-    data_ : Tensor of shape (n, D), float64
-        Reference points (flattened).
+    data_ : Tensor of shape (n, D)
+        Reference points (flattened), float64 (float32 input kept as float32 with faiss search).
     n_samples_fit_, n_features_in_ : int
     radius_ : float or None
         Restriction radius in use (None when disabled).
@@ -265,6 +415,8 @@ class LocalPCA(Estimator):
         seed: int = 0,
         chunk_size: int | None = None,
         progress: bool | None = None,
+        search: str = "exact",
+        nprobe: int = 16,
     ) -> None:
         self.k = k
         self.tau = tau
@@ -276,6 +428,8 @@ class LocalPCA(Estimator):
         self.seed = seed
         self.chunk_size = chunk_size
         self.progress = progress
+        self.search = search
+        self.nprobe = nprobe
 
     def _check_params(self) -> None:
         check_positive_int(self.k, "k", minimum=2)
@@ -297,6 +451,8 @@ class LocalPCA(Estimator):
         check_positive_int(self.max_pairs, "max_pairs")
         if self.chunk_size is not None:
             check_positive_int(self.chunk_size, "chunk_size")
+        check_choice(self.search, "search", SEARCHES)
+        check_positive_int(self.nprobe, "nprobe")
 
     # -- fit / estimate --------------------------------------------------------------------------
     def fit(self, data: Any) -> LocalPCA:
@@ -312,7 +468,7 @@ class LocalPCA(Estimator):
         self
         """
         self._check_params()
-        x = check_points(data, "data", min_samples=2, dtype=torch.float64)
+        x = _check_float_points(data, "data", min_samples=2)
         x = x.reshape(len(x), -1)
         n = x.shape[0]
         if self.k > n - 1:
@@ -320,6 +476,10 @@ class LocalPCA(Estimator):
                 f"k={self.k} neighbours requested but data has n_samples={n}, so each point has only n_samples - 1 = {n - 1} "
                 f"other points; use k <= {n - 1}"
             )
+        self.search_ = self._resolve_search(n, n)
+        if self.search_ == "faiss":
+            return self._fit_ivf(x)
+        x = x.to(torch.float64)
         self.data_ = x
         # PCA is translation invariant: work on globally centred data (smaller norms, less cancellation)
         self._centre = x.mean(dim=0)
@@ -342,6 +502,11 @@ class LocalPCA(Estimator):
         else:
             self.radius_ = None if self.radius is None else float(self.radius)
         self.spectra_ = self._spectra(x, exclude_self=True, desc="local PCA (reference)")
+        return self._fit_threshold()
+
+    def _fit_threshold(self) -> LocalPCA:
+        """zero_floor_ and tau_ from the reference spectra."""
+        n = self.spectra_.shape[0]
         top = self.spectra_[:, 0] if self.spectra_.shape[1] else torch.zeros(n, dtype=torch.float64)
         top = top[~torch.isnan(top)]
         self.zero_floor_ = _ZERO_RTOL * float(top.max()) if top.numel() else 0.0
@@ -374,7 +539,7 @@ class LocalPCA(Estimator):
         if query is None:
             spectra = self.spectra_
         else:
-            q = check_points(query, "query", min_samples=1, dtype=torch.float64).to(self.data_.device)
+            q = _check_float_points(query, "query", min_samples=1).to(self.data_.device)
             q = q.reshape(len(q), -1)
             if q.shape[1] != self.n_features_in_:
                 raise ValueError(
@@ -383,7 +548,10 @@ class LocalPCA(Estimator):
                 )
             if self.k > self.n_samples_fit_:
                 raise ValueError(f"k={self.k} must be <= n_samples_fit={self.n_samples_fit_} to query new points")
-            spectra = self._spectra(q, exclude_self=False, desc="local PCA (query)")
+            if self.search_ == "faiss":
+                spectra = self._spectra_ivf(q, self_query=False, desc="local PCA (query)")
+            else:
+                spectra = self._spectra(q.to(torch.float64), exclude_self=False, desc="local PCA (query)")
         tau: float | str = "fo" if self.tau_ is None else self.tau_
         return _count_above(spectra, tau, float(self.alpha), self.zero_floor_)
 
@@ -392,6 +560,62 @@ class LocalPCA(Estimator):
         return self.fit(data).estimate()
 
     # -- internals -----------------------------------------------------------------------------
+    def _resolve_search(self, n_ref: int, n_query: int) -> str:
+        from ..memorization.copy_detection import _resolve_search
+
+        return _resolve_search(self.search, n_ref, n_query, 50_000_000)
+
+    def _fit_ivf(self, x: torch.Tensor) -> LocalPCA:
+        """fit() with approximate neighbours: no copy of the data, no n x n matrix."""
+        if x.dtype not in (torch.float32, torch.float64):
+            x = x.to(torch.float64)
+        self.data_ = x
+        n = x.shape[0]
+        self._centre = torch.zeros(x.shape[1], dtype=torch.float64)
+        for sl in chunk_slices(n, 65536):
+            self._centre += x[sl].to(torch.float64).sum(dim=0)
+        self._centre /= n
+        self._gram = None
+        self.n_samples_fit_ = n
+        self.n_features_in_ = x.shape[1]
+        if self.radius == "percentile":
+            self.radius_ = pairwise_distance_percentile(x, self.radius_percentile, max_pairs=self.max_pairs, seed=self.seed)
+        else:
+            self.radius_ = None if self.radius is None else float(self.radius)
+        self._ivf = _IVFNeighbours(x.numpy(), nprobe=int(self.nprobe))
+        self.spectra_ = self._spectra_ivf(x, self_query=True, desc="local PCA (reference)")
+        return self._fit_threshold()
+
+    def _spectra_ivf(self, q: torch.Tensor, *, self_query: bool, desc: str) -> torch.Tensor:
+        ref = self.data_
+        n, D = ref.shape
+        k = int(self.k)
+        r = min(k, D)
+        out = torch.full((q.shape[0], r), math.nan, dtype=torch.float64)
+        chunk = self.chunk_size or max(1, min(1024, _MEMORY_BUDGET // (8 * (k + 1) * max(D, k + 1))))
+        qn = q.numpy()
+        bar = tqdm(total=q.shape[0], desc=desc, disable=None if self.progress is None else not self.progress, leave=False)
+        with bar:
+            for rows, idx in self._ivf.blocks(qn, k, self_query=self_query):
+                for sl in chunk_slices(len(rows), chunk):
+                    rr = torch.from_numpy(rows[sl])
+                    ii = torch.from_numpy(idx[sl])
+                    c = len(rr)
+                    qc = q[rr].to(torch.float64) - self._centre
+                    nb = ref[ii.reshape(-1)].to(torch.float64).view(c, k, D) - self._centre
+                    # exact distances: 0 exactly for exact duplicates, > 0 for distinct points
+                    dist = torch.linalg.vector_norm(nb - qc[:, None, :], dim=2)
+                    keep = torch.ones_like(dist, dtype=torch.bool)
+                    restrict = torch.zeros(c, 1, dtype=torch.bool)
+                    if self.radius_ is not None:
+                        within = dist <= self.radius_
+                        restrict = within.any(dim=1, keepdim=True)
+                        keep = torch.where(restrict, within, keep)
+                    mask = torch.cat([restrict, keep], dim=1)
+                    out[rr] = neighbourhood_spectra(torch.cat([qc[:, None, :], nb], dim=1), mask)
+                bar.update(len(rows))
+        return out
+
     def _query_groups(self, q: torch.Tensor) -> torch.Tensor:
         """Duplicate-group id of each query row among the reference rows (-1: equal to none)."""
         u = self._unique
@@ -402,12 +626,13 @@ class LocalPCA(Estimator):
 
     def _spectra(self, q: torch.Tensor, *, exclude_self: bool, desc: str) -> torch.Tensor:
         ref = self._ref
+        # duplicate groups from the raw rows ((q - c) + c may differ from q in the last bit)
+        groups = self._groups if exclude_self else self._query_groups(q)
         q = q - self._centre
         n, D = ref.shape
         k = int(self.k)
         chunk = self.chunk_size or max(1, min(1024, _MEMORY_BUDGET // (8 * k * max(D, k))))
         ref_sq = (ref * ref).sum(dim=1)
-        groups = self._groups if exclude_self else self._query_groups(q + self._centre)
         out = []
         slices = list(chunk_slices(q.shape[0], chunk))
         for sl in progress(slices, desc=desc, disable=None if self.progress is None else not self.progress):
