@@ -169,3 +169,70 @@ def test_fitted_radius_is_the_pairwise_percentile():
     d = torch.nn.functional.pdist(torch.as_tensor(x)).numpy()
     assert LocalPCA(k=10, radius="percentile", radius_percentile=10.0).fit(x).radius_ == pytest.approx(np.percentile(d, 10), rel=1e-9, abs=1e-12)
     assert LocalPCA(k=10, radius="percentile", radius_percentile=3.0).fit(x).radius_ == 0.0  # 780 of 17955 pairs are duplicates
+
+
+def test_batched_eigvalsh_equals_eigvalsh_on_two_threads():
+    """One thread per part of the batch (the 2-thread MKL kernel is 100-400x slower): same values,
+    thread count restored."""
+    from lidmem.estimators.local_pca import batched_eigvalsh
+
+    g = torch.as_tensor(np.random.default_rng(0).standard_normal((40, 30, 60)))
+    gram = g @ g.transpose(1, 2)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        got = batched_eigvalsh(gram)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_allclose(got.numpy(), np.linalg.eigvalsh(gram.numpy()), rtol=1e-10, atol=1e-9)
+
+
+def test_query_equal_to_a_reference_point_is_its_duplicate():
+    """radius=0: a query row equal to a reference row has a 2-point neighbourhood of copies -> LID 0
+    (also when the data are float32, whose centring is not exactly invertible in float64)."""
+    s = affine_subspace(500, dim=2, ambient_dim=20, noise=1e-3, seed=0)
+    x = s.points.astype(np.float32)
+    for search in ("exact", "faiss"):
+        if search == "faiss":
+            pytest.importorskip("faiss")
+        est = LocalPCA(k=30, search=search).fit(x)
+        assert est.estimate(x[:20]).tolist() == [0] * 20, search
+        assert est.estimate(x[:20] + 1e-3).tolist() == [2] * 20, search
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_faiss_search_gives_the_exact_search_lid(dtype):
+    """search='faiss' (blocked IVF neighbours): same LID as exact neighbours on manifolds of known
+    dimension, duplicates -> 0, new queries as well."""
+    pytest.importorskip("faiss")
+    s = union_of_subspaces(3000, dims=(1, 2, 4), ambient_dim=12, seed=5)
+    x = np.concatenate([s.points, np.repeat(s.points[:2], 3, axis=0)]).astype(dtype)
+    true = np.concatenate([s.lid, np.zeros(6)])
+    true[:2] = 0
+    exact = LocalPCA(k=40).fit(x)
+    approx = LocalPCA(k=40, search="faiss").fit(x)
+    assert approx.search_ == "faiss" and exact.search_ == "exact"
+    assert approx._ivf.nlist >= 50
+    a, b = exact.estimate().numpy(), approx.estimate().numpy()
+    np.testing.assert_array_equal(a, true)
+    np.testing.assert_array_equal(b, a)
+    # the same neighbourhoods (up to a few approximate ones): the same spectra
+    close = np.isclose(approx.spectra_.numpy(), exact.spectra_.numpy(), rtol=1e-6, atol=1e-9, equal_nan=True).all(axis=1)
+    assert close.mean() >= 0.9
+    q = s.points[1::7] + 1e-4
+    np.testing.assert_array_equal(approx.estimate(q).numpy(), exact.estimate(q).numpy())
+
+
+def test_estimate_from_neighbours_matches_estimate():
+    from lidmem.memorization.copy_detection import nearest_neighbors
+
+    s = sphere(600, dim=3, ambient_dim=30, noise=1e-3, seed=2)
+    est = LocalPCA(k=25, tau="percentile", radius="percentile").fit(s.points)
+    _, nn = nearest_neighbors(s.points, s.points, 26, search="exact")
+    idx = np.stack([row[row != i][:25] for i, row in enumerate(nn)])
+    np.testing.assert_array_equal(est.estimate_from_neighbours(s.points, idx).numpy(), est.estimate().numpy())
+    with pytest.raises(ValueError, match="shape"):
+        est.estimate_from_neighbours(s.points, idx[:, :5])
+    with pytest.raises(ValueError, match="search="):
+        LocalPCA(k=5, search="annoy").fit(s.points)

@@ -66,7 +66,7 @@ from sklearn.exceptions import NotFittedError
 from tqdm.auto import tqdm
 
 from .._validation import check_choice, check_points, check_positive_int, check_probability
-from ..utils import chunk_slices, progress
+from ..utils import chunk_slices
 from .base import Estimator
 
 __all__ = [
@@ -76,10 +76,7 @@ __all__ = [
     "gram_spectra",
     "pairwise_distance_percentile",
     "batched_eigvalsh",
-    "SEARCHES",
 ]
-
-SEARCHES = ("exact", "faiss", "auto")
 
 _ZERO_RTOL = 1e-10
 _MEMORY_BUDGET = 2**26  # bytes per chunk of gathered neighbourhoods (64 MiB)
@@ -256,21 +253,22 @@ class _IVFNeighbours:
     """Approximate k-nearest-neighbour search in blocks, for many queries at once.
 
     The coarse quantizer of the audit's faiss index (:func:`lidmem.memorization.copy_detection.train_ivf_index`:
-    ``sqrt(n)`` k-means lists) partitions the reference rows. Queries are grouped by their
-    nearest list; each group is compared, with one float32 matrix product (BLAS 3) per block of
-    at most ``block`` queries, with the rows of the ``nprobe`` lists that occur most often among
-    the group's ``probe_lists`` nearest lists (its own list first, then by frequency; more lists,
-    nearest centroid first, if fewer than ``k + 1`` rows). Every reference row is read once per
-    group instead of once per query, which is what makes 10^6 queries affordable on a CPU; the
-    memory is the reference data (not copied) plus one block of distances.
+    ``sqrt(n)`` k-means lists) partitions the reference rows. Each query is assigned its
+    ``nprobe`` nearest lists (as in faiss's IVF search); queries are grouped by their nearest
+    list and each group is compared, with one float32 matrix product (BLAS 3) per block of at most
+    ``block`` queries, with every row of the union of the group's lists (more lists, nearest
+    centroid first, if that union has fewer than ``k + 1`` rows). Every query thus sees at least
+    the rows faiss's ``IndexIVFFlat`` with the same ``nprobe`` would scan, and each reference row is
+    read once per group instead of once per query, which is what makes 10^6 queries affordable on
+    a CPU. Memory: the reference data (not copied), its list assignment, one group's rows and one
+    block of distances.
     """
 
-    def __init__(self, ref: np.ndarray, *, nprobe: int = 16, probe_lists: int = 4, block: int = 2048) -> None:
+    def __init__(self, ref: np.ndarray, *, nprobe: int = 4, block: int = 1024) -> None:
         from ..memorization.copy_detection import train_ivf_index
 
         self.ref = ref
         self.nprobe = nprobe
-        self.probe_lists = probe_lists
         self.block = block
         self.index = train_ivf_index(ref)  # kept alive: it owns the quantizer
         self.quantizer = self.index.quantizer
@@ -299,38 +297,43 @@ class _IVFNeighbours:
         With ``self_query`` the queries are the reference rows and each is excluded from its own
         neighbours (its exact duplicates are not).
         """
-        p = min(self.nlist, self.probe_lists)
+        p = min(self.nlist, self.nprobe)
         qlists = self._lists(query, p)
         qorder = np.argsort(qlists[:, 0], kind="stable")
         qbounds = np.searchsorted(qlists[qorder, 0], np.arange(self.nlist + 1))
         need = k + 1 if self_query else k
+        where = np.full(len(self.ref), -1, dtype=np.int64) if self_query else None
         for c in range(self.nlist):
             rows = qorder[qbounds[c] : qbounds[c + 1]]
             if len(rows) == 0:
                 continue
-            lists, counts = np.unique(qlists[rows], return_counts=True)
-            counts[lists == c] = len(rows) * p + 1  # own list first
-            chosen = lists[np.argsort(-counts, kind="stable")[: self.nprobe]]
+            chosen = np.unique(qlists[rows])
+            size = int((self.bounds[chosen + 1] - self.bounds[chosen]).sum())
+            if size < need:  # tiny lists: add the lists of the nearest centroids
+                taken = set(chosen.tolist())
+                extra = []
+                for j in np.argsort(((self.centroids - self.centroids[c]) ** 2).sum(axis=1), kind="stable"):
+                    if int(j) not in taken:
+                        extra.append(int(j))
+                        size += int(self.bounds[j + 1] - self.bounds[j])
+                        if size >= need:
+                            break
+                chosen = np.concatenate([chosen, np.asarray(extra, dtype=np.int64)])
             cand = self._members(chosen)
-            if len(cand) < need:
-                d = ((self.centroids - self.centroids[c]) ** 2).sum(axis=1)
-                extra = [j for j in np.argsort(d, kind="stable") if j not in set(chosen.tolist())]
-                for j in extra:
-                    chosen = np.append(chosen, j)
-                    if self.bounds[chosen + 1].sum() - self.bounds[chosen].sum() >= need:
-                        break
-                cand = self._members(chosen)
             r = torch.from_numpy(np.ascontiguousarray(self.ref[cand], dtype=np.float32))
             rsq = torch.from_numpy(self.sq[cand])
-            pos = {int(v): i for i, v in enumerate(cand)} if self_query else {}
+            if where is not None:
+                where[cand] = np.arange(len(cand))
             for sl in chunk_slices(len(rows), self.block):
                 qr = rows[sl]
                 qt = torch.from_numpy(np.ascontiguousarray(query[qr], dtype=np.float32))
                 d2 = torch.addmm(rsq[None, :], qt, r.T, alpha=-2.0)  # |r|^2 - 2 q.r: same order as |q - r|^2
-                if self_query:
-                    d2[torch.arange(len(qr)), torch.as_tensor([pos[int(i)] for i in qr])] = math.inf
+                if where is not None:
+                    d2[torch.arange(len(qr)), torch.from_numpy(where[qr])] = math.inf
                 idx = torch.topk(d2, k, dim=1, largest=False).indices.numpy()
                 yield qr, cand[idx]
+            if where is not None:
+                where[cand] = -1
 
 
 # --------------------------------------------------------------------------------------------
@@ -368,14 +371,15 @@ class LocalPCA(Estimator):
     search : {"exact", "faiss", "auto"}, default="exact"
         Neighbour search. ``"exact"``: all distances (float64), the reference Gram matrix cached
         up to n = 5792. ``"faiss"``: approximate neighbours from the coarse quantizer of the audit's
-        faiss IVF index, searched in blocks (:class:`_IVFNeighbours`; ``nprobe`` lists per group
-        of queries), for 10^5-10^6 points: the data are not copied (float32 input stays float32,
+        faiss IVF index, searched in blocks (:class:`_IVFNeighbours`: each query's ``nprobe``
+        nearest lists), for 10^5-10^6 points: the data are not copied (float32 input stays float32,
         neighbourhoods are gathered in float64), no n x n matrix is formed, and exact duplicates
         are found by exact distances within the neighbourhoods. ``"auto"``: faiss when ``n * q``
         exceeds 5e7 pairs and faiss is installed (as ``lidmem audit``).
-    nprobe : int, default=16
-        ``search="faiss"``: inverted lists scanned per group of queries (more: higher recall,
-        slower).
+    nprobe : int, default=4
+        ``search="faiss"``: nearest inverted lists (of ``sqrt(n)``) searched for each query; the
+        lists of all queries that share a nearest list are searched together. More: higher
+        recall, slower (``benchmarks/scale_local_pca.py``).
 
     Attributes
     ----------
@@ -416,7 +420,7 @@ class LocalPCA(Estimator):
         chunk_size: int | None = None,
         progress: bool | None = None,
         search: str = "exact",
-        nprobe: int = 16,
+        nprobe: int = 4,
     ) -> None:
         self.k = k
         self.tau = tau
@@ -451,6 +455,8 @@ class LocalPCA(Estimator):
         check_positive_int(self.max_pairs, "max_pairs")
         if self.chunk_size is not None:
             check_positive_int(self.chunk_size, "chunk_size")
+        from ..memorization.copy_detection import SEARCHES
+
         check_choice(self.search, "search", SEARCHES)
         check_positive_int(self.nprobe, "nprobe")
 
@@ -586,17 +592,51 @@ class LocalPCA(Estimator):
         self.spectra_ = self._spectra_ivf(x, self_query=True, desc="local PCA (reference)")
         return self._fit_threshold()
 
+    def estimate_from_neighbours(self, query: Any, neighbours: Any) -> torch.Tensor:
+        """LID_* of query points whose k nearest reference points are given.
+
+        For a k-nearest-neighbour graph from elsewhere (another index, an exact search of a
+        subset): uses the fitted radius, tau and numerical-zero floor, and, as :meth:`estimate`,
+        finds exact duplicates by exact distance (a query equal to a listed neighbour is at
+        distance 0). A reference point scored this way must not list itself.
+
+        Parameters
+        ----------
+        query : array-like of shape (q, D)
+        neighbours : int array of shape (q, k)
+            Rows of the reference data (``k`` = the estimator's ``k``).
+
+        Returns
+        -------
+        Tensor of shape (q,), int64
+        """
+        if not hasattr(self, "spectra_"):
+            raise NotFittedError("this LocalPCA instance is not fitted yet; call fit(data) first")
+        q = _check_float_points(query, "query", min_samples=1).reshape(len(query), -1)
+        idx = np.asarray(neighbours)
+        if idx.shape != (q.shape[0], self.k) or not np.issubdtype(idx.dtype, np.integer):
+            raise ValueError(f"neighbours must be an integer array of shape (q, k) = ({q.shape[0]}, {self.k}); got {idx.dtype} {idx.shape}")
+        if idx.min() < 0 or idx.max() >= self.n_samples_fit_:
+            raise ValueError(f"neighbours must index the {self.n_samples_fit_} reference rows (0..{self.n_samples_fit_ - 1})")
+        blocks = iter([(np.arange(q.shape[0]), idx.astype(np.int64))])
+        spectra = self._spectra_blocks(q, blocks, desc="local PCA (given neighbours)")
+        tau: float | str = "fo" if self.tau_ is None else self.tau_
+        return _count_above(spectra, tau, float(self.alpha), self.zero_floor_)
+
     def _spectra_ivf(self, q: torch.Tensor, *, self_query: bool, desc: str) -> torch.Tensor:
+        blocks = self._ivf.blocks(q.numpy(), int(self.k), self_query=self_query)
+        return self._spectra_blocks(q, blocks, desc=desc)
+
+    def _spectra_blocks(self, q: torch.Tensor, blocks: Iterator[tuple[np.ndarray, np.ndarray]], *, desc: str) -> torch.Tensor:
+        """Spectra of the neighbourhoods ``[q_i, ref[idx_i]]`` for the ``(rows, idx)`` blocks."""
         ref = self.data_
         n, D = ref.shape
         k = int(self.k)
         r = min(k, D)
         out = torch.full((q.shape[0], r), math.nan, dtype=torch.float64)
         chunk = self.chunk_size or max(1, min(1024, _MEMORY_BUDGET // (8 * (k + 1) * max(D, k + 1))))
-        qn = q.numpy()
-        bar = tqdm(total=q.shape[0], desc=desc, disable=None if self.progress is None else not self.progress, leave=False)
-        with bar:
-            for rows, idx in self._ivf.blocks(qn, k, self_query=self_query):
+        with self._bar(q.shape[0], desc) as bar:
+            for rows, idx in blocks:
                 for sl in chunk_slices(len(rows), chunk):
                     rr = torch.from_numpy(rows[sl])
                     ii = torch.from_numpy(idx[sl])
@@ -634,8 +674,9 @@ class LocalPCA(Estimator):
         chunk = self.chunk_size or max(1, min(1024, _MEMORY_BUDGET // (8 * k * max(D, k))))
         ref_sq = (ref * ref).sum(dim=1)
         out = []
-        slices = list(chunk_slices(q.shape[0], chunk))
-        for sl in progress(slices, desc=desc, disable=None if self.progress is None else not self.progress):
+        bar = self._bar(q.shape[0], desc)
+        for sl in chunk_slices(q.shape[0], chunk):
+            bar.update(sl.stop - sl.start)
             qc = q[sl]
             c = len(qc)
             cross = self._gram[sl] if (exclude_self and self._gram is not None) else qc @ ref.T  # (c, n)
@@ -674,7 +715,12 @@ class LocalPCA(Estimator):
                 nb = ref.index_select(0, idx.reshape(-1)).view(c, k, D)
                 gram[:, 1:, 1:] = nb @ nb.transpose(1, 2)
             out.append(gram_spectra(gram, mask, D))
+        bar.close()
         return torch.cat(out)
+
+    def _bar(self, total: int, desc: str) -> Any:
+        """A tqdm bar over ``total`` points (shown on a terminal unless ``progress`` says otherwise)."""
+        return tqdm(total=total, desc=desc, unit="pt", disable=None if self.progress is None else not self.progress, leave=False)
 
 
 def local_pca(
@@ -691,6 +737,8 @@ def local_pca(
     seed: int = 0,
     chunk_size: int | None = None,
     progress: bool | None = None,
+    search: str = "exact",
+    nprobe: int = 4,
 ) -> torch.Tensor:
     """LID_* by local PCA: ``LocalPCA(k, ...).fit(data).estimate(query)``.
 
@@ -701,7 +749,7 @@ def local_pca(
     query : array-like of shape (q, D), optional
         Points to score; ``None`` scores each data point, excluded from its own neighbour search.
     k : int, default=100
-    tau, tau_percentile, alpha, radius, radius_percentile, max_pairs, seed, chunk_size, progress
+    tau, tau_percentile, alpha, radius, radius_percentile, max_pairs, seed, chunk_size, progress, search, nprobe
         See :class:`LocalPCA`.
 
     Returns
@@ -720,5 +768,7 @@ def local_pca(
         seed=seed,
         chunk_size=chunk_size,
         progress=progress,
+        search=search,
+        nprobe=nprobe,
     )
     return est.fit(data).estimate(query)
