@@ -641,18 +641,30 @@ class LocalPCA(Estimator):
                     rr = torch.from_numpy(rows[sl])
                     ii = torch.from_numpy(idx[sl])
                     c = len(rr)
-                    qc = q[rr].to(torch.float64) - self._centre
-                    nb = ref[ii.reshape(-1)].to(torch.float64).view(c, k, D) - self._centre
-                    # exact distances: 0 exactly for exact duplicates, > 0 for distinct points
-                    dist = torch.linalg.vector_norm(nb - qc[:, None, :], dim=2)
-                    keep = torch.ones_like(dist, dtype=torch.bool)
+                    y = torch.empty(c, k + 1, D, dtype=torch.float64)  # [query, its k neighbours]
+                    y[:, 0] = q[rr]
+                    y[:, 1:] = ref[ii.reshape(-1)].view(c, k, D)
+                    same = (y[:, 1:] == y[:, :1]).all(dim=2)  # exact duplicates of the query
+                    y.sub_(self._centre)
+                    gram = y @ y.transpose(1, 2) if k + 1 <= D else None
+                    keep = torch.ones(c, k, dtype=torch.bool)
                     restrict = torch.zeros(c, 1, dtype=torch.bool)
                     if self.radius_ is not None:
-                        within = dist <= self.radius_
+                        if self.radius_ == 0.0:
+                            within = same
+                        else:
+                            if gram is None:
+                                d2 = ((y[:, 1:] - y[:, :1]) ** 2).sum(dim=2)
+                            else:
+                                diag = torch.diagonal(gram, dim1=1, dim2=2)
+                                d2 = diag[:, :1] + diag[:, 1:] - 2.0 * gram[:, 0, 1:]
+                            # as the exact search: duplicates at exactly 0, distinct points never at 0
+                            d2 = torch.where(same, torch.zeros_like(d2), d2.clamp_min(torch.finfo(d2.dtype).tiny))
+                            within = d2.sqrt() <= self.radius_
                         restrict = within.any(dim=1, keepdim=True)
                         keep = torch.where(restrict, within, keep)
                     mask = torch.cat([restrict, keep], dim=1)
-                    out[rr] = neighbourhood_spectra(torch.cat([qc[:, None, :], nb], dim=1), mask)
+                    out[rr] = gram_spectra(gram, mask, D) if gram is not None else neighbourhood_spectra(y, mask)
                 bar.update(len(rows))
         return out
 
