@@ -236,3 +236,58 @@ def test_estimate_from_neighbours_matches_estimate():
         est.estimate_from_neighbours(s.points, idx[:, :5])
     with pytest.raises(ValueError, match="search="):
         LocalPCA(k=5, search="annoy").fit(s.points)
+
+
+def test_eigen_count_by_inertia_equals_eigvalsh_count():
+    """count_eigenvalues_above (LDL^T inertia, no eigenvalues) == number of eigvalsh values above tau,
+    on centred Gram matrices and on matrices with repeated eigenvalues at and near tau."""
+    from lidmem.estimators.local_pca import count_eigenvalues_above
+
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal((60, 41, 30)) * np.geomspace(1, 1e-3, 30)
+    y -= y.mean(axis=1, keepdims=True)
+    gram = torch.as_tensor(y @ y.transpose(0, 2, 1))
+    ev = np.linalg.eigvalsh(gram.numpy())
+    for tau in (1e-9, 1e-4, 1e-2, 0.5, float(np.median(ev[:, -1]))):
+        np.testing.assert_array_equal(count_eigenvalues_above(gram, tau).numpy(), (ev > tau).sum(axis=1))
+    per_matrix = torch.as_tensor(ev[:, -5])  # exactly at the 5th largest: it does not count, 4 do
+    per_matrix = per_matrix * (1 + 1e-9)
+    np.testing.assert_array_equal(count_eigenvalues_above(gram, per_matrix).numpy(), np.full(60, 4))
+    # ties: eigenvalues in {-2, ..., 2}, each repeated, thresholds just below/above a tie and between
+    q, _ = np.linalg.qr(rng.standard_normal((50, 25, 25)))
+    lam = rng.integers(-2, 3, (50, 25)).astype(float)
+    a = torch.as_tensor(np.einsum("bij,bj,bkj->bik", q, lam, q))
+    a = (a + a.transpose(1, 2)) / 2
+    for tau in (-2.5, -1e-8, 1e-8, 1 - 1e-8, 1 + 1e-8, 0.5, 2.5):
+        np.testing.assert_array_equal(count_eigenvalues_above(a, tau).numpy(), (lam > tau).sum(axis=1), err_msg=str(tau))
+
+
+def test_gram_counts_equal_counts_of_gram_spectra_with_masks():
+    from lidmem.estimators.local_pca import gram_counts, gram_spectra
+
+    rng = np.random.default_rng(3)
+    y = torch.as_tensor(rng.standard_normal((40, 21, 50)) * np.geomspace(1, 1e-2, 50))
+    mask = torch.ones(40, 21, dtype=torch.bool)
+    mask[::3, 7:] = False
+    mask[1, 1:] = False  # one point: no explained variance
+    gram = y @ y.transpose(1, 2)
+    spectra = gram_spectra(gram, mask, 50)
+    for thr in (1e-6, 1e-3, 0.05, 0.3):
+        np.testing.assert_array_equal(gram_counts(gram, mask, thr).numpy(), (spectra.nan_to_num(0) > thr).sum(dim=1).numpy())
+    with pytest.raises(ValueError, match="threshold"):
+        gram_counts(gram, mask, 0.0)
+
+
+@pytest.mark.parametrize("search", ["exact", "faiss"])
+def test_query_counts_with_global_tau_equal_counting_spectra(search):
+    """estimate(query) with a global tau counts by inertia; same LID as counting the spectra."""
+    if search == "faiss":
+        pytest.importorskip("faiss")
+    s = sphere(800, dim=4, ambient_dim=64, noise=1e-2, seed=6)
+    est = LocalPCA(k=40, tau="percentile", radius=0.0, search=search).fit(s.points[:700])
+    q = torch.as_tensor(np.concatenate([s.points[700:], s.points[:5]]))
+    spec = est._spectra_ivf(q, self_query=False, desc="") if search == "faiss" else est._spectra(q, exclude_self=False, desc="")
+    want = (spec.nan_to_num(0) > max(est.tau_, est.zero_floor_)).sum(dim=1).numpy()
+    got = est.estimate(q).numpy()
+    np.testing.assert_array_equal(got, want)
+    assert (got[-5:] == 0).all() and (got[:-5] > 4).all()

@@ -76,6 +76,8 @@ __all__ = [
     "gram_spectra",
     "pairwise_distance_percentile",
     "batched_eigvalsh",
+    "count_eigenvalues_above",
+    "gram_counts",
 ]
 
 _ZERO_RTOL = 1e-10
@@ -108,16 +110,64 @@ def batched_eigvalsh(a: torch.Tensor) -> torch.Tensor:
     the batch is split into ``torch.get_num_threads()`` parts solved in parallel by Python
     threads (torch releases the GIL), so the cores are still used. Same values as eigvalsh.
     """
-    threads = torch.get_num_threads()
+    return _one_thread_per_part(torch.linalg.eigvalsh, a)
+
+
+def _one_thread_per_part(fn: Any, a: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+    """``fn(a, *rest)`` on batches: torch on one thread, the batch split over parallel Python threads."""
     if a.device.type != "cpu" or a.ndim < 3:
-        return torch.linalg.eigvalsh(a)
-    parts = min(threads, a.shape[0] // 8)
+        return fn(a, *rest)
+    parts = min(torch.get_num_threads(), a.shape[0] // 8)
     with _torch_threads(1):
         if parts <= 1:
-            return torch.linalg.eigvalsh(a)
-        pieces = torch.tensor_split(a, parts)
+            return fn(a, *rest)
+        pieces = [torch.tensor_split(t, parts) for t in (a, *rest)]
         with ThreadPoolExecutor(parts) as pool:
-            return torch.cat(list(pool.map(torch.linalg.eigvalsh, pieces)))
+            return torch.cat(list(pool.map(fn, *pieces)))
+
+
+def count_eigenvalues_above(a: torch.Tensor, tau: torch.Tensor | float) -> torch.Tensor:
+    """Number of eigenvalues ``> tau`` of each symmetric matrix, without computing them.
+
+    Sylvester's law of inertia: ``A - tau I = L D L^T`` (Bunch-Kaufman, :func:`torch.linalg.ldl_factor_ex`)
+    has as many positive eigenvalues as the block-diagonal ``D`` (1 x 1 pivots: their sign;
+    2 x 2 pivots: the signs of their determinant and trace). About a quarter of the flops of an
+    eigenvalue decomposition (LAPACK ``sytrf`` vs ``sytrd``); as exact as ``eigvalsh`` except for
+    eigenvalues within rounding (~1e-16 ||A||) of ``tau``. Run on one thread per batch part, as
+    :func:`batched_eigvalsh`.
+
+    Parameters
+    ----------
+    a : Tensor of shape (b, m, m), symmetric
+    tau : float or Tensor of shape (b,)
+
+    Returns
+    -------
+    Tensor of shape (b,), int64
+    """
+    b, m, _ = a.shape
+    t = torch.as_tensor(tau, dtype=a.dtype, device=a.device).expand(b)
+    return _one_thread_per_part(_count_above_ldl, a, t)
+
+
+def _count_above_ldl(a: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    b, m, _ = a.shape
+    shifted = a - tau[:, None, None] * torch.eye(m, dtype=a.dtype, device=a.device)
+    ld, piv, _ = torch.linalg.ldl_factor_ex(shifted)
+    d = torch.diagonal(ld, dim1=1, dim2=2)
+    two = piv < 0  # LAPACK convention: a 2 x 2 block occupies two consecutive negative pivots
+    # position inside each run of negative pivots: blocks start at even offsets
+    idx = torch.arange(m, device=a.device).expand(b, m)
+    last_pos = torch.cummax(torch.where(two, torch.full_like(idx, -1), idx), dim=1).values
+    start = two & ((idx - last_pos - 1) % 2 == 0)
+    ones = ((d > 0) & ~two).sum(dim=1)
+    if m < 2:
+        return ones.to(torch.int64)
+    s = start[:, :-1]
+    a11, a22, a21 = d[:, :-1], d[:, 1:], torch.diagonal(ld, offset=-1, dim1=1, dim2=2)
+    det = a11 * a22 - a21 * a21
+    pos = torch.where(det < 0, 1, torch.where(det > 0, 2 * (a11 > 0).long(), (a11 + a22 > 0).long()))
+    return (ones + (pos * s).sum(dim=1)).to(torch.int64)
 
 
 def pairwise_distance_percentile(
@@ -202,7 +252,35 @@ def gram_spectra(gram: torch.Tensor, mask: torch.Tensor, n_features: int) -> tor
     -------
     Tensor of shape (b, min(m - 1, D)), as :func:`neighbourhood_spectra`.
     """
-    b, m, _ = gram.shape
+    m = gram.shape[1]
+    g, count = _centre_gram(gram, mask)
+    ev = batched_eigvalsh(g).flip(-1)
+    return _finish_spectra(ev, count, m, n_features)
+
+
+def gram_counts(gram: torch.Tensor, mask: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Number of explained variances ``> threshold`` of each neighbourhood, from its uncentred Gram
+    matrix, by :func:`count_eigenvalues_above` (no eigendecomposition). Same as counting the
+    entries of :func:`gram_spectra` above ``threshold`` for any ``threshold > 0``.
+
+    Parameters
+    ----------
+    gram : Tensor of shape (b, m, m)
+    mask : bool Tensor of shape (b, m)
+    threshold : float > 0
+
+    Returns
+    -------
+    Tensor of shape (b,), int64
+    """
+    if not threshold > 0:
+        raise ValueError(f"threshold={threshold!r} must be > 0 (zero eigenvalues by construction would count)")
+    g, count = _centre_gram(gram, mask)
+    return count_eigenvalues_above(g, threshold * (count - 1).clamp_min(1))
+
+
+def _centre_gram(gram: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centred Gram matrices of the unmasked points (masked rows/columns zero) and their counts."""
     w = mask.to(gram.dtype)
     count = w.sum(dim=1)
     cnt = count.clamp_min(1)
@@ -217,8 +295,7 @@ def gram_spectra(gram: torch.Tensor, mask: torch.Tensor, n_features: int) -> tor
     g.sub_(a[:, :, None]).sub_(a[:, None, :]).add_(c[:, None, None])
     if not full:
         g.mul_(ww)
-    ev = batched_eigvalsh(g).flip(-1)
-    return _finish_spectra(ev, count, m, n_features)
+    return g, count
 
 
 def _finish_spectra(ev: torch.Tensor, count: torch.Tensor, m: int, n_features: int) -> torch.Tensor:
@@ -554,12 +631,23 @@ class LocalPCA(Estimator):
                 )
             if self.k > self.n_samples_fit_:
                 raise ValueError(f"k={self.k} must be <= n_samples_fit={self.n_samples_fit_} to query new points")
+            # a global threshold (tau="percentile" or a float): count by inertia, no eigenvalues
+            thr = self._fixed_threshold()
             if self.search_ == "faiss":
-                spectra = self._spectra_ivf(q, self_query=False, desc="local PCA (query)")
+                spectra = self._spectra_ivf(q, self_query=False, desc="local PCA (query)", threshold=thr)
             else:
-                spectra = self._spectra(q.to(torch.float64), exclude_self=False, desc="local PCA (query)")
+                spectra = self._spectra(q.to(torch.float64), exclude_self=False, desc="local PCA (query)", threshold=thr)
+            if thr is not None:
+                return spectra
         tau: float | str = "fo" if self.tau_ is None else self.tau_
         return _count_above(spectra, tau, float(self.alpha), self.zero_floor_)
+
+    def _fixed_threshold(self) -> float | None:
+        """max(tau_, zero_floor_) when the threshold is global and positive, else None."""
+        if self.tau_ is None:
+            return None
+        thr = max(float(self.tau_), float(self.zero_floor_))
+        return thr if thr > 0 else None
 
     def fit_estimate(self, data: Any) -> torch.Tensor:
         """``fit(data).estimate()``: LID_* of every data point, each excluded from its own search."""
@@ -619,21 +707,30 @@ class LocalPCA(Estimator):
         if idx.min() < 0 or idx.max() >= self.n_samples_fit_:
             raise ValueError(f"neighbours must index the {self.n_samples_fit_} reference rows (0..{self.n_samples_fit_ - 1})")
         blocks = iter([(np.arange(q.shape[0]), idx.astype(np.int64))])
-        spectra = self._spectra_blocks(q, blocks, desc="local PCA (given neighbours)")
+        thr = self._fixed_threshold()
+        spectra = self._spectra_blocks(q, blocks, desc="local PCA (given neighbours)", threshold=thr)
+        if thr is not None:
+            return spectra
         tau: float | str = "fo" if self.tau_ is None else self.tau_
         return _count_above(spectra, tau, float(self.alpha), self.zero_floor_)
 
-    def _spectra_ivf(self, q: torch.Tensor, *, self_query: bool, desc: str) -> torch.Tensor:
+    def _spectra_ivf(self, q: torch.Tensor, *, self_query: bool, desc: str, threshold: float | None = None) -> torch.Tensor:
         blocks = self._ivf.blocks(q.numpy(), int(self.k), self_query=self_query)
-        return self._spectra_blocks(q, blocks, desc=desc)
+        return self._spectra_blocks(q, blocks, desc=desc, threshold=threshold)
 
-    def _spectra_blocks(self, q: torch.Tensor, blocks: Iterator[tuple[np.ndarray, np.ndarray]], *, desc: str) -> torch.Tensor:
-        """Spectra of the neighbourhoods ``[q_i, ref[idx_i]]`` for the ``(rows, idx)`` blocks."""
+    def _spectra_blocks(
+        self, q: torch.Tensor, blocks: Iterator[tuple[np.ndarray, np.ndarray]], *, desc: str, threshold: float | None = None
+    ) -> torch.Tensor:
+        """Spectra of the neighbourhoods ``[q_i, ref[idx_i]]`` for the ``(rows, idx)`` blocks;
+        with ``threshold``, the number of explained variances above it instead (shape (q,))."""
         ref = self.data_
         n, D = ref.shape
         k = int(self.k)
         r = min(k, D)
-        out = torch.full((q.shape[0], r), math.nan, dtype=torch.float64)
+        if threshold is None:
+            out = torch.full((q.shape[0], r), math.nan, dtype=torch.float64)
+        else:
+            out = torch.zeros(q.shape[0], dtype=torch.int64)
         chunk = self.chunk_size or max(1, min(1024, _MEMORY_BUDGET // (8 * (k + 1) * max(D, k + 1))))
         with self._bar(q.shape[0], desc) as bar:
             for rows, idx in blocks:
@@ -664,7 +761,7 @@ class LocalPCA(Estimator):
                         restrict = within.any(dim=1, keepdim=True)
                         keep = torch.where(restrict, within, keep)
                     mask = torch.cat([restrict, keep], dim=1)
-                    out[rr] = gram_spectra(gram, mask, D) if gram is not None else neighbourhood_spectra(y, mask)
+                    out[rr] = self._finish(gram, y, mask, D, threshold)
                 bar.update(len(rows))
         return out
 
@@ -676,7 +773,14 @@ class LocalPCA(Estimator):
         table[inv[: len(u)]] = torch.arange(len(u), device=q.device)
         return table[inv[len(u) :]]
 
-    def _spectra(self, q: torch.Tensor, *, exclude_self: bool, desc: str) -> torch.Tensor:
+    def _finish(self, gram: torch.Tensor | None, y: torch.Tensor | None, mask: torch.Tensor, D: int, threshold: float | None) -> torch.Tensor:
+        """Spectra (threshold None) or counts above ``threshold`` from a Gram batch or the points."""
+        if gram is None:
+            spectra = neighbourhood_spectra(y, mask)
+            return spectra if threshold is None else _count_above(spectra, threshold, float(self.alpha), 0.0)
+        return gram_spectra(gram, mask, D) if threshold is None else gram_counts(gram, mask, threshold)
+
+    def _spectra(self, q: torch.Tensor, *, exclude_self: bool, desc: str, threshold: float | None = None) -> torch.Tensor:
         ref = self._ref
         # duplicate groups from the raw rows ((q - c) + c may differ from q in the last bit)
         groups = self._groups if exclude_self else self._query_groups(q)
@@ -713,7 +817,7 @@ class LocalPCA(Estimator):
             mask = torch.cat([restrict, keep], dim=1)
             if D < k + 1 and (self._gram is None or 2 * D <= k + 1):  # D x D covariance: the smaller eigenproblem
                 nb = ref.index_select(0, idx.reshape(-1)).view(c, k, D)
-                out.append(neighbourhood_spectra(torch.cat([qc[:, None, :], nb], dim=1), mask))
+                out.append(self._finish(None, torch.cat([qc[:, None, :], nb], dim=1), mask, D, threshold))
                 continue
             gram = torch.empty(c, k + 1, k + 1, dtype=ref.dtype, device=ref.device)
             gram[:, 0, 0] = q_sq
@@ -726,7 +830,7 @@ class LocalPCA(Estimator):
             else:
                 nb = ref.index_select(0, idx.reshape(-1)).view(c, k, D)
                 gram[:, 1:, 1:] = nb @ nb.transpose(1, 2)
-            out.append(gram_spectra(gram, mask, D))
+            out.append(self._finish(gram, None, mask, D, threshold))
         bar.close()
         return torch.cat(out)
 
