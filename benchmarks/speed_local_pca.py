@@ -12,6 +12,12 @@ ratios within a table, not absolute times across tables).
 
     python benchmarks/speed_local_pca.py                         # D in 784, 100, 20 + M8; 1 and 2 threads
     python benchmarks/speed_local_pca.py --dims 784 --threads 2
+    python benchmarks/speed_local_pca.py --kernels-only   # ms per 101 x 101 matrix of the eigen kernels
+
+The first table (``--kernels-only`` prints only it) times the kernels on 256 centred Gram matrices
+of 101 points in R^784: ``torch.linalg.eigvalsh`` as is (on 2 threads only 16 matrices: the MKL
+kernel is that slow), lidmem's ``batched_eigvalsh`` (one thread per part of the batch) and
+``count_eigenvalues_above`` (Sylvester inertia by LDL^T, no eigenvalues).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ def main() -> None:
     parser.add_argument("--noise", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--no-m8", action="store_true", help="skip scikit-dimension's M8 manifold (D = 72)")
+    parser.add_argument("--kernels-only", action="store_true", help="print only the eigen-kernel table")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
@@ -51,6 +58,26 @@ def main() -> None:
             out = fn()
             times.append(time.perf_counter() - t)
         return float(np.median(times)), np.asarray(out, dtype=float)
+
+    from lidmem.estimators.local_pca import batched_eigvalsh, count_eigenvalues_above
+
+    y = torch.randn(256, args.k + 1, 784, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y -= y.mean(dim=1, keepdim=True)
+    gram = y @ y.transpose(1, 2)
+    tau = float(torch.linalg.eigvalsh(gram[:1])[0, -10])
+    print(f"eigen kernels, ms per {args.k + 1}x{args.k + 1} centred Gram matrix (median of {args.repeats})")
+    print("| threads | torch.linalg.eigvalsh | batched_eigvalsh | count_eigenvalues_above |")
+    print("|---------|-----------------------|------------------|-------------------------|")
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        raw = gram[:16] if threads > 1 else gram
+        cells = []
+        for fn, a in ((torch.linalg.eigvalsh, raw), (batched_eigvalsh, gram), (lambda g: count_eigenvalues_above(g, tau), gram)):
+            cells.append(1e3 * median_time(lambda: fn(a))[0] / len(a))
+        print(f"| {threads:>7} | {cells[0]:>21.3f} | {cells[1]:>16.3f} | {cells[2]:>23.3f} |")
+    print()
+    if args.kernels_only:
+        return
 
     data = [(f"S^{args.lid}", D, *_sphere(sphere, args, D)) for D in args.dims]
     if not args.no_m8:
