@@ -54,6 +54,24 @@ def test_image_folder_with_duplicates(tmp_path):
     assert (table.loc[~dup, "lid"] > 0).all()
 
 
+@pytest.mark.parametrize("search", ["exact", "faiss", "auto"])
+def test_search_option(tmp_path, search):
+    """--search faiss (blocked IVF neighbours) gives the exact-search LID on a plane with copies."""
+    if search == "faiss":
+        pytest.importorskip("faiss")
+    s = affine_subspace(1500, dim=2, ambient_dim=8, noise=1e-3, seed=3)
+    x = np.concatenate([s.points, s.points[:1], s.points[:1]])
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "lid.csv"
+    res = runner.invoke(app, ["lid", str(tmp_path / "x.npy"), "--k", "30", "--search", search, "--out", str(out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert f"search={'exact' if search == 'auto' else search}" in res.output  # auto: 2.3e6 pairs < 5e7 -> exact
+    lid = pd.read_csv(out)["lid"].to_numpy()
+    dup = np.zeros(len(x), dtype=bool)
+    dup[[0, 1500, 1501]] = True
+    assert (lid[dup] == 0).all() and (lid[~dup] == 2).all()
+
+
 def test_skdim_estimator_to_stdout(tmp_path):
     pytest.importorskip("skdim")
     s = affine_subspace(120, dim=2, ambient_dim=5, seed=1)
@@ -73,6 +91,7 @@ def test_skdim_estimator_to_stdout(tmp_path):
         (["{x}", "--k", "50"], "k=50"),
         (["{x}", "--out", "lid.txt"], ".csv or .parquet"),
         (["{empty}"], "empty"),
+        (["{x}", "--search", "annoy"], "--search='annoy'"),
     ],
 )
 def test_errors_exit_2(tmp_path, args, message):

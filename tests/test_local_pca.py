@@ -169,3 +169,125 @@ def test_fitted_radius_is_the_pairwise_percentile():
     d = torch.nn.functional.pdist(torch.as_tensor(x)).numpy()
     assert LocalPCA(k=10, radius="percentile", radius_percentile=10.0).fit(x).radius_ == pytest.approx(np.percentile(d, 10), rel=1e-9, abs=1e-12)
     assert LocalPCA(k=10, radius="percentile", radius_percentile=3.0).fit(x).radius_ == 0.0  # 780 of 17955 pairs are duplicates
+
+
+def test_batched_eigvalsh_equals_eigvalsh_on_two_threads():
+    """One thread per part of the batch (the 2-thread MKL kernel is 100-400x slower): same values,
+    thread count restored."""
+    from lidmem.estimators.local_pca import batched_eigvalsh
+
+    g = torch.as_tensor(np.random.default_rng(0).standard_normal((40, 30, 60)))
+    gram = g @ g.transpose(1, 2)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        got = batched_eigvalsh(gram)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_allclose(got.numpy(), np.linalg.eigvalsh(gram.numpy()), rtol=1e-10, atol=1e-9)
+
+
+def test_query_equal_to_a_reference_point_is_its_duplicate():
+    """radius=0: a query row equal to a reference row has a 2-point neighbourhood of copies -> LID 0
+    (also when the data are float32, whose centring is not exactly invertible in float64)."""
+    s = affine_subspace(500, dim=2, ambient_dim=20, noise=1e-3, seed=0)
+    x = s.points.astype(np.float32)
+    for search in ("exact", "faiss"):
+        if search == "faiss":
+            pytest.importorskip("faiss")
+        est = LocalPCA(k=30, search=search).fit(x)
+        assert est.estimate(x[:20]).tolist() == [0] * 20, search
+        assert est.estimate(x[:20] + 1e-3).tolist() == [2] * 20, search
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_faiss_search_gives_the_exact_search_lid(dtype):
+    """search='faiss' (blocked IVF neighbours): same LID as exact neighbours on manifolds of known
+    dimension, duplicates -> 0, new queries as well."""
+    pytest.importorskip("faiss")
+    s = union_of_subspaces(3000, dims=(1, 2, 4), ambient_dim=12, seed=5)
+    x = np.concatenate([s.points, np.repeat(s.points[:2], 3, axis=0)]).astype(dtype)
+    true = np.concatenate([s.lid, np.zeros(6)])
+    true[:2] = 0
+    exact = LocalPCA(k=40).fit(x)
+    approx = LocalPCA(k=40, search="faiss").fit(x)
+    assert approx.search_ == "faiss" and exact.search_ == "exact"
+    assert approx._ivf.nlist >= 50
+    a, b = exact.estimate().numpy(), approx.estimate().numpy()
+    np.testing.assert_array_equal(a, true)
+    np.testing.assert_array_equal(b, a)
+    # the same neighbourhoods (up to a few approximate ones): the same spectra
+    close = np.isclose(approx.spectra_.numpy(), exact.spectra_.numpy(), rtol=1e-6, atol=1e-9, equal_nan=True).all(axis=1)
+    assert close.mean() >= 0.9
+    q = s.points[1::7] + 1e-4
+    np.testing.assert_array_equal(approx.estimate(q).numpy(), exact.estimate(q).numpy())
+
+
+def test_estimate_from_neighbours_matches_estimate():
+    from lidmem.memorization.copy_detection import nearest_neighbors
+
+    s = sphere(600, dim=3, ambient_dim=30, noise=1e-3, seed=2)
+    est = LocalPCA(k=25, tau="percentile", radius="percentile").fit(s.points)
+    _, nn = nearest_neighbors(s.points, s.points, 26, search="exact")
+    idx = np.stack([row[row != i][:25] for i, row in enumerate(nn)])
+    np.testing.assert_array_equal(est.estimate_from_neighbours(s.points, idx).numpy(), est.estimate().numpy())
+    with pytest.raises(ValueError, match="shape"):
+        est.estimate_from_neighbours(s.points, idx[:, :5])
+    with pytest.raises(ValueError, match="search="):
+        LocalPCA(k=5, search="annoy").fit(s.points)
+
+
+def test_eigen_count_by_inertia_equals_eigvalsh_count():
+    """count_eigenvalues_above (LDL^T inertia, no eigenvalues) == number of eigvalsh values above tau,
+    on centred Gram matrices and on matrices with repeated eigenvalues at and near tau."""
+    from lidmem.estimators.local_pca import count_eigenvalues_above
+
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal((60, 41, 30)) * np.geomspace(1, 1e-3, 30)
+    y -= y.mean(axis=1, keepdims=True)
+    gram = torch.as_tensor(y @ y.transpose(0, 2, 1))
+    ev = np.linalg.eigvalsh(gram.numpy())
+    for tau in (1e-9, 1e-4, 1e-2, 0.5, float(np.median(ev[:, -1]))):
+        np.testing.assert_array_equal(count_eigenvalues_above(gram, tau).numpy(), (ev > tau).sum(axis=1))
+    per_matrix = torch.as_tensor(ev[:, -5])  # exactly at the 5th largest: it does not count, 4 do
+    per_matrix = per_matrix * (1 + 1e-9)
+    np.testing.assert_array_equal(count_eigenvalues_above(gram, per_matrix).numpy(), np.full(60, 4))
+    # ties: eigenvalues in {-2, ..., 2}, each repeated, thresholds just below/above a tie and between
+    q, _ = np.linalg.qr(rng.standard_normal((50, 25, 25)))
+    lam = rng.integers(-2, 3, (50, 25)).astype(float)
+    a = torch.as_tensor(np.einsum("bij,bj,bkj->bik", q, lam, q))
+    a = (a + a.transpose(1, 2)) / 2
+    for tau in (-2.5, -1e-8, 1e-8, 1 - 1e-8, 1 + 1e-8, 0.5, 2.5):
+        np.testing.assert_array_equal(count_eigenvalues_above(a, tau).numpy(), (lam > tau).sum(axis=1), err_msg=str(tau))
+
+
+def test_gram_counts_equal_counts_of_gram_spectra_with_masks():
+    from lidmem.estimators.local_pca import gram_counts, gram_spectra
+
+    rng = np.random.default_rng(3)
+    y = torch.as_tensor(rng.standard_normal((40, 21, 50)) * np.geomspace(1, 1e-2, 50))
+    mask = torch.ones(40, 21, dtype=torch.bool)
+    mask[::3, 7:] = False
+    mask[1, 1:] = False  # one point: no explained variance
+    gram = y @ y.transpose(1, 2)
+    spectra = gram_spectra(gram, mask, 50)
+    for thr in (1e-6, 1e-3, 0.05, 0.3):
+        np.testing.assert_array_equal(gram_counts(gram, mask, thr).numpy(), (spectra.nan_to_num(0) > thr).sum(dim=1).numpy())
+    with pytest.raises(ValueError, match="threshold"):
+        gram_counts(gram, mask, 0.0)
+
+
+@pytest.mark.parametrize("search", ["exact", "faiss"])
+def test_query_counts_with_global_tau_equal_counting_spectra(search):
+    """estimate(query) with a global tau counts by inertia; same LID as counting the spectra."""
+    if search == "faiss":
+        pytest.importorskip("faiss")
+    s = sphere(800, dim=4, ambient_dim=64, noise=1e-2, seed=6)
+    est = LocalPCA(k=40, tau="percentile", radius=0.0, search=search).fit(s.points[:700])
+    q = torch.as_tensor(np.concatenate([s.points[700:], s.points[:5]]))
+    spec = est._spectra_ivf(q, self_query=False, desc="") if search == "faiss" else est._spectra(q, exclude_self=False, desc="")
+    want = (spec.nan_to_num(0) > max(est.tau_, est.zero_floor_)).sum(dim=1).numpy()
+    got = est.estimate(q).numpy()
+    np.testing.assert_array_equal(got, want)
+    assert (got[-5:] == 0).all() and (got[:-5] > 4).all()

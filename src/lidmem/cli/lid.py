@@ -27,6 +27,9 @@ def lid_command(
     ),
     radius_percentile: float = typer.Option(10.0, help="lpca: percentile of pairwise distances for --radius percentile."),
     seed: int = typer.Option(0, help="Seed for the subsample of pairs behind the distance percentile (large data)."),
+    search: str = typer.Option(
+        "auto", help="lpca nearest-neighbour search: exact, faiss (approximate, blocked; for 1e5-1e6 points) or auto (faiss above 5e7 pairs when installed), as in `lidmem audit`."
+    ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output table, .csv or .parquet; CSV to stdout when omitted."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (on a terminal)."),
     columns: str | None = typer.Option(None, "--columns", help="CSV/Parquet: comma-separated columns to use (needed when the table has non-numeric columns)."),
@@ -36,10 +39,13 @@ def lid_command(
         import numpy as np
         import pandas as pd
 
+        from .._validation import check_choice
         from ..data.io import load_image_folder, load_points
+        from ..memorization.copy_detection import SEARCHES
 
         if estimator not in ESTIMATORS:
             raise ValueError(f"--estimator={estimator!r} is not supported; choose one of {', '.join(ESTIMATORS)}")
+        check_choice(search, "--search", SEARCHES)
         if out is not None:
             check_out(out, kind="file", suffixes=(".csv", ".parquet"))
         check_lid_options(k=k, tau=tau, tau_percentile=tau_percentile, alpha=alpha, radius=radius, radius_percentile=radius_percentile, seed=seed)
@@ -73,9 +79,10 @@ def lid_command(
                 radius_percentile=radius_percentile,
                 seed=seed,
                 progress=bar,
+                search=search,
             ).fit(points)
             lid = est.estimate().numpy()
-            info = {"tau": "fo" if est.tau_ is None else f"{est.tau_:.4g}", "radius": "none" if est.radius_ is None else f"{est.radius_:.4g}"}
+            info = {"search": est.search_, "tau": "fo" if est.tau_ is None else f"{est.tau_:.4g}", "radius": "none" if est.radius_ is None else f"{est.radius_:.4g}"}
         else:
             from ..estimators import SkdimEstimator
 

@@ -25,7 +25,9 @@ Conventions
   neighbourhood covariance with ``ddof=1``); only the ``min(m - 1, D)`` that are not zero by
   construction (m = neighbourhood size) are counted and pooled. They are computed from the
   ``m x m`` centred Gram matrix when ``m < D`` (same non-zero eigenvalues as the ``D x D``
-  covariance, far cheaper for images), batched through :func:`torch.linalg.eigvalsh`.
+  covariance, far cheaper for images), batched through :func:`torch.linalg.eigvalsh` run on one
+  thread per batch (:func:`batched_eigvalsh`: MKL's multi-threaded kernel is 200-400x slower on
+  these small matrices).
 * Explained variances below ``1e-10`` times the largest one in the reference set are numerical
   zeros: they never count and are left out of the pool behind tau, so that heavy duplication
   cannot drive tau to 0.
@@ -53,18 +55,30 @@ catches near-duplicates, at the cost of biased dimensions.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 from sklearn.exceptions import NotFittedError
 
-from .._validation import check_points, check_positive_int, check_probability
-from ..utils import chunk_slices, progress
+from .._validation import check_choice, check_points, check_positive_int, check_probability
+from ..utils import chunk_slices, progress_bar
 from ._rank import count_above
 from .base import Estimator
 
-__all__ = ["LocalPCA", "local_pca", "neighbourhood_spectra", "gram_spectra", "pairwise_distance_percentile"]
+__all__ = [
+    "LocalPCA",
+    "local_pca",
+    "neighbourhood_spectra",
+    "gram_spectra",
+    "pairwise_distance_percentile",
+    "batched_eigvalsh",
+    "count_eigenvalues_above",
+    "gram_counts",
+]
 
 _ZERO_RTOL = 1e-10
 _MEMORY_BUDGET = 2**26  # bytes per chunk of gathered neighbourhoods (64 MiB)
@@ -74,6 +88,88 @@ _GRAM_BUDGET = 2**28  # cache the n x n Gram matrix of the reference data up to 
 # --------------------------------------------------------------------------------------------
 # pure functions
 # --------------------------------------------------------------------------------------------
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """Run the body with ``torch.set_num_threads(n)``; restore the previous count afterwards."""
+    before = torch.get_num_threads()
+    if before == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def batched_eigvalsh(a: torch.Tensor) -> torch.Tensor:
+    """``torch.linalg.eigvalsh(a)`` of a batch ``(b, m, m)``, each matrix on a single thread.
+
+    With torch 2.13 (MKL) and 2 threads, the batched kernel takes 260-560 ms per 101 x 101
+    matrix instead of about 1 ms on one thread. Here torch runs on one thread for the call and
+    the batch is split into ``torch.get_num_threads()`` parts solved in parallel by Python
+    threads (torch releases the GIL), so the cores are still used. Same values as eigvalsh.
+    """
+    return _one_thread_per_part(torch.linalg.eigvalsh, a)
+
+
+def _one_thread_per_part(fn: Any, a: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+    """``fn(a, *rest)`` on batches: torch on one thread, the batch split over parallel Python threads."""
+    if a.device.type != "cpu" or a.ndim < 3:
+        return fn(a, *rest)
+    parts = min(torch.get_num_threads(), a.shape[0] // 8)
+    with _torch_threads(1):
+        if parts <= 1:
+            return fn(a, *rest)
+        pieces = [torch.tensor_split(t, parts) for t in (a, *rest)]
+        with ThreadPoolExecutor(parts) as pool:
+            return torch.cat(list(pool.map(fn, *pieces)))
+
+
+def count_eigenvalues_above(a: torch.Tensor, tau: torch.Tensor | float) -> torch.Tensor:
+    """Number of eigenvalues ``> tau`` of each symmetric matrix, without computing them.
+
+    Sylvester's law of inertia: ``A - tau I = L D L^T`` (Bunch-Kaufman, :func:`torch.linalg.ldl_factor_ex`)
+    has as many positive eigenvalues as the block-diagonal ``D`` (1 x 1 pivots: their sign;
+    2 x 2 pivots: the signs of their determinant and trace). About a quarter of the flops of an
+    eigenvalue decomposition (LAPACK ``sytrf`` vs ``sytrd``); as exact as ``eigvalsh`` except for
+    eigenvalues within rounding (~1e-16 ||A||) of ``tau``. Run on one thread per batch part, as
+    :func:`batched_eigvalsh`.
+
+    Parameters
+    ----------
+    a : Tensor of shape (b, m, m), symmetric
+    tau : float or Tensor of shape (b,)
+
+    Returns
+    -------
+    Tensor of shape (b,), int64
+    """
+    b, m, _ = a.shape
+    t = torch.as_tensor(tau, dtype=a.dtype, device=a.device).expand(b)
+    return _one_thread_per_part(_count_above_ldl, a, t)
+
+
+def _count_above_ldl(a: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    b, m, _ = a.shape
+    shifted = a - tau[:, None, None] * torch.eye(m, dtype=a.dtype, device=a.device)
+    ld, piv, _ = torch.linalg.ldl_factor_ex(shifted)
+    d = torch.diagonal(ld, dim1=1, dim2=2)
+    two = piv < 0  # LAPACK convention: a 2 x 2 block occupies two consecutive negative pivots
+    # position inside each run of negative pivots: blocks start at even offsets
+    idx = torch.arange(m, device=a.device).expand(b, m)
+    last_pos = torch.cummax(torch.where(two, torch.full_like(idx, -1), idx), dim=1).values
+    start = two & ((idx - last_pos - 1) % 2 == 0)
+    ones = ((d > 0) & ~two).sum(dim=1)
+    if m < 2:
+        return ones.to(torch.int64)
+    s = start[:, :-1]
+    a11, a22, a21 = d[:, :-1], d[:, 1:], torch.diagonal(ld, offset=-1, dim1=1, dim2=2)
+    det = a11 * a22 - a21 * a21
+    pos = torch.where(det < 0, 1, torch.where(det > 0, 2 * (a11 > 0).long(), (a11 + a22 > 0).long()))
+    return (ones + (pos * s).sum(dim=1)).to(torch.int64)
+
+
 def pairwise_distance_percentile(
     x: torch.Tensor, percentile: float = 10.0, *, max_pairs: int = 1_000_000, seed: int = 0
 ) -> float:
@@ -134,7 +230,7 @@ def neighbourhood_spectra(neighbourhoods: torch.Tensor, mask: torch.Tensor | Non
     count = w.sum(dim=1)
     mean = (neighbourhoods * w[..., None]).sum(dim=1) / count.clamp_min(1)[:, None]
     yc = (neighbourhoods - mean[:, None, :]) * w[..., None]
-    ev = torch.linalg.eigvalsh(yc.transpose(1, 2) @ yc).flip(-1)  # (b, D, D) covariance, decreasing
+    ev = batched_eigvalsh(yc.transpose(1, 2) @ yc).flip(-1)  # (b, D, D) covariance, decreasing
     return _finish_spectra(ev, count, m, D)
 
 
@@ -156,7 +252,35 @@ def gram_spectra(gram: torch.Tensor, mask: torch.Tensor, n_features: int) -> tor
     -------
     Tensor of shape (b, min(m - 1, D)), as :func:`neighbourhood_spectra`.
     """
-    b, m, _ = gram.shape
+    m = gram.shape[1]
+    g, count = _centre_gram(gram, mask)
+    ev = batched_eigvalsh(g).flip(-1)
+    return _finish_spectra(ev, count, m, n_features)
+
+
+def gram_counts(gram: torch.Tensor, mask: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Number of explained variances ``> threshold`` of each neighbourhood, from its uncentred Gram
+    matrix, by :func:`count_eigenvalues_above` (no eigendecomposition). Same as counting the
+    entries of :func:`gram_spectra` above ``threshold`` for any ``threshold > 0``.
+
+    Parameters
+    ----------
+    gram : Tensor of shape (b, m, m)
+    mask : bool Tensor of shape (b, m)
+    threshold : float > 0
+
+    Returns
+    -------
+    Tensor of shape (b,), int64
+    """
+    if not threshold > 0:
+        raise ValueError(f"threshold={threshold!r} must be > 0 (zero eigenvalues by construction would count)")
+    g, count = _centre_gram(gram, mask)
+    return count_eigenvalues_above(g, threshold * (count - 1).clamp_min(1))
+
+
+def _centre_gram(gram: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centred Gram matrices of the unmasked points (masked rows/columns zero) and their counts."""
     w = mask.to(gram.dtype)
     count = w.sum(dim=1)
     cnt = count.clamp_min(1)
@@ -171,8 +295,7 @@ def gram_spectra(gram: torch.Tensor, mask: torch.Tensor, n_features: int) -> tor
     g.sub_(a[:, :, None]).sub_(a[:, None, :]).add_(c[:, None, None])
     if not full:
         g.mul_(ww)
-    ev = torch.linalg.eigvalsh(g).flip(-1)
-    return _finish_spectra(ev, count, m, n_features)
+    return g, count
 
 
 def _finish_spectra(ev: torch.Tensor, count: torch.Tensor, m: int, n_features: int) -> torch.Tensor:
@@ -187,6 +310,101 @@ def _finish_spectra(ev: torch.Tensor, count: torch.Tensor, m: int, n_features: i
 def _count_above(spectra: torch.Tensor, tau: float | str, alpha: float, floor: float) -> torch.Tensor:
     """LID = number of explained variances above the threshold (NaN entries never count)."""
     return count_above(spectra, alpha * spectra[:, :1] if tau == "fo" else float(tau), floor)
+
+
+def _check_float_points(x: Any, name: str, *, min_samples: int) -> torch.Tensor:
+    """check_points keeping float32/float64 input as it is (no copy); anything else -> float64."""
+    floating = (isinstance(x, torch.Tensor) and x.dtype in (torch.float32, torch.float64)) or (
+        isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64)
+    )
+    return check_points(x, name, min_samples=min_samples, dtype=None if floating else torch.float64)
+
+
+class _IVFNeighbours:
+    """Approximate k-nearest-neighbour search in blocks, for many queries at once.
+
+    The coarse quantizer of the audit's faiss index (:func:`lidmem.memorization.copy_detection.train_ivf_index`:
+    ``sqrt(n)`` k-means lists) partitions the reference rows. Each query is assigned its
+    ``nprobe`` nearest lists (as in faiss's IVF search); queries are grouped by their nearest
+    list and each group is compared, with one float32 matrix product (BLAS 3) per block of at most
+    ``block`` queries, with every row of the union of the group's lists (more lists, nearest
+    centroid first, if that union has fewer than ``k + 1`` rows). Every query thus sees at least
+    the rows faiss's ``IndexIVFFlat`` with the same ``nprobe`` would scan, and each reference row is
+    read once per group instead of once per query, which is what makes 10^6 queries affordable on
+    a CPU. Memory: the reference data (not copied), its list assignment, one group's rows and one
+    block of distances.
+    """
+
+    def __init__(self, ref: np.ndarray, *, nprobe: int = 4, block: int = 1024) -> None:
+        from ..memorization.copy_detection import train_ivf_index
+
+        self.ref = ref
+        self.nprobe = nprobe
+        self.block = block
+        self.index = train_ivf_index(ref)  # kept alive: it owns the quantizer
+        self.quantizer = self.index.quantizer
+        self.nlist = int(self.index.nlist)
+        self.centroids = self.quantizer.reconstruct_n(0, self.nlist)
+        assign = self._lists(ref, 1)[:, 0]
+        self.order = np.argsort(assign, kind="stable")
+        self.bounds = np.searchsorted(assign[self.order], np.arange(self.nlist + 1))
+        self.sq = np.empty(len(ref), dtype=np.float32)
+        for sl in chunk_slices(len(ref), 65536):
+            r = np.asarray(ref[sl], dtype=np.float32)
+            self.sq[sl] = np.einsum("ij,ij->i", r, r)
+
+    def _lists(self, x: np.ndarray, p: int) -> np.ndarray:
+        out = np.empty((len(x), p), dtype=np.int64)
+        for sl in chunk_slices(len(x), 65536):
+            _, out[sl] = self.quantizer.search(np.ascontiguousarray(x[sl], dtype=np.float32), p)
+        return out
+
+    def _members(self, lists: np.ndarray) -> np.ndarray:
+        return np.concatenate([self.order[self.bounds[c] : self.bounds[c + 1]] for c in lists])
+
+    def blocks(self, query: np.ndarray, k: int, *, self_query: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(rows, idx)``: query rows (q_b,) and their k nearest reference rows (q_b, k).
+
+        With ``self_query`` the queries are the reference rows and each is excluded from its own
+        neighbours (its exact duplicates are not).
+        """
+        p = min(self.nlist, self.nprobe)
+        qlists = self._lists(query, p)
+        qorder = np.argsort(qlists[:, 0], kind="stable")
+        qbounds = np.searchsorted(qlists[qorder, 0], np.arange(self.nlist + 1))
+        need = k + 1 if self_query else k
+        where = np.full(len(self.ref), -1, dtype=np.int64) if self_query else None
+        for c in range(self.nlist):
+            rows = qorder[qbounds[c] : qbounds[c + 1]]
+            if len(rows) == 0:
+                continue
+            chosen = np.unique(qlists[rows])
+            size = int((self.bounds[chosen + 1] - self.bounds[chosen]).sum())
+            if size < need:  # tiny lists: add the lists of the nearest centroids
+                taken = set(chosen.tolist())
+                extra = []
+                for j in np.argsort(((self.centroids - self.centroids[c]) ** 2).sum(axis=1), kind="stable"):
+                    if int(j) not in taken:
+                        extra.append(int(j))
+                        size += int(self.bounds[j + 1] - self.bounds[j])
+                        if size >= need:
+                            break
+                chosen = np.concatenate([chosen, np.asarray(extra, dtype=np.int64)])
+            cand = self._members(chosen)
+            r = torch.from_numpy(np.ascontiguousarray(self.ref[cand], dtype=np.float32))
+            rsq = torch.from_numpy(self.sq[cand])
+            if where is not None:
+                where[cand] = np.arange(len(cand))
+            for sl in chunk_slices(len(rows), self.block):
+                qr = rows[sl]
+                qt = torch.from_numpy(np.ascontiguousarray(query[qr], dtype=np.float32))
+                d2 = torch.addmm(rsq[None, :], qt, r.T, alpha=-2.0)  # |r|^2 - 2 q.r: same order as |q - r|^2
+                if where is not None:
+                    d2[torch.arange(len(qr)), torch.from_numpy(where[qr])] = math.inf
+                idx = torch.topk(d2, k, dim=1, largest=False).indices.numpy()
+                yield qr, cand[idx]
+            if where is not None:
+                where[cand] = -1
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,11 +439,23 @@ class LocalPCA(Estimator):
         64 MiB.
     progress : bool, optional
         Show a progress bar (None: only on a terminal).
+    search : {"exact", "faiss", "auto"}, default="exact"
+        Neighbour search. ``"exact"``: all distances (float64), the reference Gram matrix cached
+        up to n = 5792. ``"faiss"``: approximate neighbours from the coarse quantizer of the audit's
+        faiss IVF index, searched in blocks (:class:`_IVFNeighbours`: each query's ``nprobe``
+        nearest lists), for 10^5-10^6 points: the data are not copied (float32 input stays float32,
+        neighbourhoods are gathered in float64), no n x n matrix is formed, and exact duplicates
+        are found by exact distances within the neighbourhoods. ``"auto"``: faiss when ``n * q``
+        exceeds 5e7 pairs and faiss is installed (as ``lidmem audit``).
+    nprobe : int, default=4
+        ``search="faiss"``: nearest inverted lists (of ``sqrt(n)``) searched for each query; the
+        lists of all queries that share a nearest list are searched together. More: higher
+        recall, slower (``benchmarks/scale_local_pca.py``).
 
     Attributes
     ----------
-    data_ : Tensor of shape (n, D), float64
-        Reference points (flattened).
+    data_ : Tensor of shape (n, D)
+        Reference points (flattened), float64 (float32 input kept as float32 with faiss search).
     n_samples_fit_, n_features_in_ : int
     radius_ : float or None
         Restriction radius in use (None when disabled).
@@ -260,6 +490,8 @@ class LocalPCA(Estimator):
         seed: int = 0,
         chunk_size: int | None = None,
         progress: bool | None = None,
+        search: str = "exact",
+        nprobe: int = 4,
     ) -> None:
         self.k = k
         self.tau = tau
@@ -271,6 +503,8 @@ class LocalPCA(Estimator):
         self.seed = seed
         self.chunk_size = chunk_size
         self.progress = progress
+        self.search = search
+        self.nprobe = nprobe
 
     def _check_params(self) -> None:
         check_positive_int(self.k, "k", minimum=2)
@@ -292,6 +526,10 @@ class LocalPCA(Estimator):
         check_positive_int(self.max_pairs, "max_pairs")
         if self.chunk_size is not None:
             check_positive_int(self.chunk_size, "chunk_size")
+        from ..memorization.copy_detection import SEARCHES
+
+        check_choice(self.search, "search", SEARCHES)
+        check_positive_int(self.nprobe, "nprobe")
 
     # -- fit / estimate --------------------------------------------------------------------------
     def fit(self, data: Any) -> LocalPCA:
@@ -307,7 +545,7 @@ class LocalPCA(Estimator):
         self
         """
         self._check_params()
-        x = check_points(data, "data", min_samples=2, dtype=torch.float64)
+        x = _check_float_points(data, "data", min_samples=2)
         x = x.reshape(len(x), -1)
         n = x.shape[0]
         if self.k > n - 1:
@@ -315,6 +553,10 @@ class LocalPCA(Estimator):
                 f"k={self.k} neighbours requested but data has n_samples={n}, so each point has only n_samples - 1 = {n - 1} "
                 f"other points; use k <= {n - 1}"
             )
+        self.search_ = self._resolve_search(n, n)
+        if self.search_ == "faiss":
+            return self._fit_ivf(x)
+        x = x.to(torch.float64)
         self.data_ = x
         # PCA is translation invariant: work on globally centred data (smaller norms, less cancellation)
         self._centre = x.mean(dim=0)
@@ -337,6 +579,11 @@ class LocalPCA(Estimator):
         else:
             self.radius_ = None if self.radius is None else float(self.radius)
         self.spectra_ = self._spectra(x, exclude_self=True, desc="local PCA (reference)")
+        return self._fit_threshold()
+
+    def _fit_threshold(self) -> LocalPCA:
+        """zero_floor_ and tau_ from the reference spectra."""
+        n = self.spectra_.shape[0]
         top = self.spectra_[:, 0] if self.spectra_.shape[1] else torch.zeros(n, dtype=torch.float64)
         top = top[~torch.isnan(top)]
         self.zero_floor_ = _ZERO_RTOL * float(top.max()) if top.numel() else 0.0
@@ -369,7 +616,7 @@ class LocalPCA(Estimator):
         if query is None:
             spectra = self.spectra_
         else:
-            q = check_points(query, "query", min_samples=1, dtype=torch.float64).to(self.data_.device)
+            q = _check_float_points(query, "query", min_samples=1).to(self.data_.device)
             q = q.reshape(len(q), -1)
             if q.shape[1] != self.n_features_in_:
                 raise ValueError(
@@ -378,15 +625,140 @@ class LocalPCA(Estimator):
                 )
             if self.k > self.n_samples_fit_:
                 raise ValueError(f"k={self.k} must be <= n_samples_fit={self.n_samples_fit_} to query new points")
-            spectra = self._spectra(q, exclude_self=False, desc="local PCA (query)")
+            # a global threshold (tau="percentile" or a float): count by inertia, no eigenvalues
+            thr = self._fixed_threshold()
+            if self.search_ == "faiss":
+                spectra = self._spectra_ivf(q, self_query=False, desc="local PCA (query)", threshold=thr)
+            else:
+                spectra = self._spectra(q.to(torch.float64), exclude_self=False, desc="local PCA (query)", threshold=thr)
+            if thr is not None:
+                return spectra
         tau: float | str = "fo" if self.tau_ is None else self.tau_
         return _count_above(spectra, tau, float(self.alpha), self.zero_floor_)
+
+    def _fixed_threshold(self) -> float | None:
+        """max(tau_, zero_floor_) when the threshold is global and positive, else None."""
+        if self.tau_ is None:
+            return None
+        thr = max(float(self.tau_), float(self.zero_floor_))
+        return thr if thr > 0 else None
 
     def fit_estimate(self, data: Any) -> torch.Tensor:
         """``fit(data).estimate()``: LID_* of every data point, each excluded from its own search."""
         return self.fit(data).estimate()
 
     # -- internals -----------------------------------------------------------------------------
+    def _resolve_search(self, n_ref: int, n_query: int) -> str:
+        from ..memorization.copy_detection import _resolve_search
+
+        return _resolve_search(self.search, n_ref, n_query, 50_000_000)
+
+    def _fit_ivf(self, x: torch.Tensor) -> LocalPCA:
+        """fit() with approximate neighbours: no copy of the data, no n x n matrix."""
+        if x.dtype not in (torch.float32, torch.float64):
+            x = x.to(torch.float64)
+        self.data_ = x
+        n = x.shape[0]
+        self._centre = torch.zeros(x.shape[1], dtype=torch.float64)
+        for sl in chunk_slices(n, 65536):
+            self._centre += x[sl].to(torch.float64).sum(dim=0)
+        self._centre /= n
+        self._gram = None
+        self.n_samples_fit_ = n
+        self.n_features_in_ = x.shape[1]
+        if self.radius == "percentile":
+            self.radius_ = pairwise_distance_percentile(x, self.radius_percentile, max_pairs=self.max_pairs, seed=self.seed)
+        else:
+            self.radius_ = None if self.radius is None else float(self.radius)
+        self._ivf = _IVFNeighbours(x.numpy(), nprobe=int(self.nprobe))
+        self.spectra_ = self._spectra_ivf(x, self_query=True, desc="local PCA (reference)")
+        return self._fit_threshold()
+
+    def estimate_from_neighbours(self, query: Any, neighbours: Any) -> torch.Tensor:
+        """LID_* of query points whose k nearest reference points are given.
+
+        For a k-nearest-neighbour graph from elsewhere (another index, an exact search of a
+        subset): uses the fitted radius, tau and numerical-zero floor, and, as :meth:`estimate`,
+        finds exact duplicates by exact distance (a query equal to a listed neighbour is at
+        distance 0). A reference point scored this way must not list itself.
+
+        Parameters
+        ----------
+        query : array-like of shape (q, D)
+        neighbours : int array of shape (q, k)
+            Rows of the reference data (``k`` = the estimator's ``k``).
+
+        Returns
+        -------
+        Tensor of shape (q,), int64
+        """
+        if not hasattr(self, "spectra_"):
+            raise NotFittedError("this LocalPCA instance is not fitted yet; call fit(data) first")
+        q = _check_float_points(query, "query", min_samples=1).reshape(len(query), -1)
+        idx = np.asarray(neighbours)
+        if idx.shape != (q.shape[0], self.k) or not np.issubdtype(idx.dtype, np.integer):
+            raise ValueError(f"neighbours must be an integer array of shape (q, k) = ({q.shape[0]}, {self.k}); got {idx.dtype} {idx.shape}")
+        if idx.min() < 0 or idx.max() >= self.n_samples_fit_:
+            raise ValueError(f"neighbours must index the {self.n_samples_fit_} reference rows (0..{self.n_samples_fit_ - 1})")
+        blocks = iter([(np.arange(q.shape[0]), idx.astype(np.int64))])
+        thr = self._fixed_threshold()
+        spectra = self._spectra_blocks(q, blocks, desc="local PCA (given neighbours)", threshold=thr)
+        if thr is not None:
+            return spectra
+        tau: float | str = "fo" if self.tau_ is None else self.tau_
+        return _count_above(spectra, tau, float(self.alpha), self.zero_floor_)
+
+    def _spectra_ivf(self, q: torch.Tensor, *, self_query: bool, desc: str, threshold: float | None = None) -> torch.Tensor:
+        blocks = self._ivf.blocks(q.numpy(), int(self.k), self_query=self_query)
+        return self._spectra_blocks(q, blocks, desc=desc, threshold=threshold)
+
+    def _spectra_blocks(
+        self, q: torch.Tensor, blocks: Iterator[tuple[np.ndarray, np.ndarray]], *, desc: str, threshold: float | None = None
+    ) -> torch.Tensor:
+        """Spectra of the neighbourhoods ``[q_i, ref[idx_i]]`` for the ``(rows, idx)`` blocks;
+        with ``threshold``, the number of explained variances above it instead (shape (q,))."""
+        ref = self.data_
+        n, D = ref.shape
+        k = int(self.k)
+        r = min(k, D)
+        if threshold is None:
+            out = torch.full((q.shape[0], r), math.nan, dtype=torch.float64)
+        else:
+            out = torch.zeros(q.shape[0], dtype=torch.int64)
+        chunk = self.chunk_size or max(1, min(1024, _MEMORY_BUDGET // (8 * (k + 1) * max(D, k + 1))))
+        with self._bar(q.shape[0], desc) as bar:
+            for rows, idx in blocks:
+                for sl in chunk_slices(len(rows), chunk):
+                    rr = torch.from_numpy(rows[sl])
+                    ii = torch.from_numpy(idx[sl])
+                    c = len(rr)
+                    y = torch.empty(c, k + 1, D, dtype=torch.float64)  # [query, its k neighbours]
+                    y[:, 0] = q[rr]
+                    y[:, 1:] = ref[ii.reshape(-1)].view(c, k, D)
+                    same = (y[:, 1:] == y[:, :1]).all(dim=2)  # exact duplicates of the query
+                    y.sub_(self._centre)
+                    gram = y @ y.transpose(1, 2) if k + 1 <= D else None
+                    keep = torch.ones(c, k, dtype=torch.bool)
+                    restrict = torch.zeros(c, 1, dtype=torch.bool)
+                    if self.radius_ is not None:
+                        if self.radius_ == 0.0:
+                            within = same
+                        else:
+                            if gram is None:
+                                d2 = ((y[:, 1:] - y[:, :1]) ** 2).sum(dim=2)
+                            else:
+                                diag = torch.diagonal(gram, dim1=1, dim2=2)
+                                d2 = diag[:, :1] + diag[:, 1:] - 2.0 * gram[:, 0, 1:]
+                            # as the exact search: duplicates at exactly 0, distinct points never at 0
+                            d2 = torch.where(same, torch.zeros_like(d2), d2.clamp_min(torch.finfo(d2.dtype).tiny))
+                            within = d2.sqrt() <= self.radius_
+                        restrict = within.any(dim=1, keepdim=True)
+                        keep = torch.where(restrict, within, keep)
+                    mask = torch.cat([restrict, keep], dim=1)
+                    out[rr] = self._finish(gram, y, mask, D, threshold)
+                bar.update(len(rows))
+        return out
+
     def _query_groups(self, q: torch.Tensor) -> torch.Tensor:
         """Duplicate-group id of each query row among the reference rows (-1: equal to none)."""
         u = self._unique
@@ -395,17 +767,26 @@ class LocalPCA(Estimator):
         table[inv[: len(u)]] = torch.arange(len(u), device=q.device)
         return table[inv[len(u) :]]
 
-    def _spectra(self, q: torch.Tensor, *, exclude_self: bool, desc: str) -> torch.Tensor:
+    def _finish(self, gram: torch.Tensor | None, y: torch.Tensor | None, mask: torch.Tensor, D: int, threshold: float | None) -> torch.Tensor:
+        """Spectra (threshold None) or counts above ``threshold`` from a Gram batch or the points."""
+        if gram is None:
+            spectra = neighbourhood_spectra(y, mask)
+            return spectra if threshold is None else _count_above(spectra, threshold, float(self.alpha), 0.0)
+        return gram_spectra(gram, mask, D) if threshold is None else gram_counts(gram, mask, threshold)
+
+    def _spectra(self, q: torch.Tensor, *, exclude_self: bool, desc: str, threshold: float | None = None) -> torch.Tensor:
         ref = self._ref
+        # duplicate groups from the raw rows ((q - c) + c may differ from q in the last bit)
+        groups = self._groups if exclude_self else self._query_groups(q)
         q = q - self._centre
         n, D = ref.shape
         k = int(self.k)
         chunk = self.chunk_size or max(1, min(1024, _MEMORY_BUDGET // (8 * k * max(D, k))))
         ref_sq = (ref * ref).sum(dim=1)
-        groups = self._groups if exclude_self else self._query_groups(q + self._centre)
         out = []
-        slices = list(chunk_slices(q.shape[0], chunk))
-        for sl in progress(slices, desc=desc, disable=None if self.progress is None else not self.progress):
+        bar = self._bar(q.shape[0], desc)
+        for sl in chunk_slices(q.shape[0], chunk):
+            bar.update(sl.stop - sl.start)
             qc = q[sl]
             c = len(qc)
             cross = self._gram[sl] if (exclude_self and self._gram is not None) else qc @ ref.T  # (c, n)
@@ -430,7 +811,7 @@ class LocalPCA(Estimator):
             mask = torch.cat([restrict, keep], dim=1)
             if D < k + 1 and (self._gram is None or 2 * D <= k + 1):  # D x D covariance: the smaller eigenproblem
                 nb = ref.index_select(0, idx.reshape(-1)).view(c, k, D)
-                out.append(neighbourhood_spectra(torch.cat([qc[:, None, :], nb], dim=1), mask))
+                out.append(self._finish(None, torch.cat([qc[:, None, :], nb], dim=1), mask, D, threshold))
                 continue
             gram = torch.empty(c, k + 1, k + 1, dtype=ref.dtype, device=ref.device)
             gram[:, 0, 0] = q_sq
@@ -443,8 +824,13 @@ class LocalPCA(Estimator):
             else:
                 nb = ref.index_select(0, idx.reshape(-1)).view(c, k, D)
                 gram[:, 1:, 1:] = nb @ nb.transpose(1, 2)
-            out.append(gram_spectra(gram, mask, D))
+            out.append(self._finish(gram, None, mask, D, threshold))
+        bar.close()
         return torch.cat(out)
+
+    def _bar(self, total: int, desc: str) -> Any:
+        """A progress bar over ``total`` points (a bar on a terminal, plain lines otherwise, unless ``progress`` says otherwise)."""
+        return progress_bar(total=total, desc=desc, disable=None if self.progress is None else not self.progress)
 
 
 def local_pca(
@@ -461,6 +847,8 @@ def local_pca(
     seed: int = 0,
     chunk_size: int | None = None,
     progress: bool | None = None,
+    search: str = "exact",
+    nprobe: int = 4,
 ) -> torch.Tensor:
     """LID_* by local PCA: ``LocalPCA(k, ...).fit(data).estimate(query)``.
 
@@ -471,7 +859,7 @@ def local_pca(
     query : array-like of shape (q, D), optional
         Points to score; ``None`` scores each data point, excluded from its own neighbour search.
     k : int, default=100
-    tau, tau_percentile, alpha, radius, radius_percentile, max_pairs, seed, chunk_size, progress
+    tau, tau_percentile, alpha, radius, radius_percentile, max_pairs, seed, chunk_size, progress, search, nprobe
         See :class:`LocalPCA`.
 
     Returns
@@ -490,5 +878,7 @@ def local_pca(
         seed=seed,
         chunk_size=chunk_size,
         progress=progress,
+        search=search,
+        nprobe=nprobe,
     )
     return est.fit(data).estimate(query)

@@ -46,6 +46,7 @@ __all__ = [
     "COPY_LABELS",
     "find_copies",
     "nearest_neighbors",
+    "train_ivf_index",
     "dedupe_rows",
     "calibration_distances",
     "label_copies",
@@ -196,6 +197,30 @@ def _resolve_search(search: str, n_ref: int, n_query: int, ann_threshold: int) -
     return search
 
 
+def train_ivf_index(ref: np.ndarray, metric: str = "l2") -> Any:
+    """A trained, still empty faiss ``IndexIVFFlat`` for the rows of ``ref`` (m, d), float32.
+
+    ``nlist = sqrt(m)`` lists (at most ``m // 39``), k-means trained on at most 64 points per list
+    drawn with a fixed seed, ``nprobe = max(16, nlist // 32)`` (see :func:`nearest_neighbors`).
+    The caller adds the vectors (``index.add``) or uses only its coarse quantizer
+    (``index.quantizer``: the ``nlist`` centroids).
+    """
+    import faiss
+
+    check_choice(metric, "metric", ("l2", "ip"))
+    r = np.ascontiguousarray(ref, dtype=np.float32)
+    dim = r.shape[1]
+    nlist = max(1, min(len(r) // 39, int(np.sqrt(len(r)))))
+    faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+    quantizer = faiss.IndexFlatL2(dim) if metric == "l2" else faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss_metric)
+    n_train = min(len(r), 64 * nlist)
+    train = r if n_train == len(r) else r[np.random.default_rng(0).choice(len(r), n_train, replace=False)]
+    index.train(train)
+    index.nprobe = min(nlist, max(16, nlist // 32))
+    return index
+
+
 def nearest_neighbors(
     query: np.ndarray,
     ref: np.ndarray,
@@ -239,18 +264,8 @@ def nearest_neighbors(
         raise ValueError(f"query has {q.shape[1]} features but the reference set has {r.shape[1]}")
     used = _resolve_search(search, len(r), len(q), ann_threshold)
     if used == "faiss":
-        import faiss
-
-        dim = r.shape[1]
-        nlist = max(1, min(len(r) // 39, int(np.sqrt(len(r)))))
-        faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
-        quantizer = faiss.IndexFlatL2(dim) if metric == "l2" else faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss_metric)
-        n_train = min(len(r), 64 * nlist)
-        train = r if n_train == len(r) else r[np.random.default_rng(0).choice(len(r), n_train, replace=False)]
-        index.train(train)
+        index = train_ivf_index(r, metric)
         index.add(r)
-        index.nprobe = min(nlist, max(16, nlist // 32))
         vals, idx = index.search(q, k)
         if metric == "l2":
             vals = np.sqrt(np.maximum(vals, 0.0))
