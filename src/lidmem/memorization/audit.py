@@ -97,6 +97,10 @@ class AuditResult:
     train_images : ndarray of shape (m, c, h, w)
     lid_star_train : ndarray of shape (m,)
         LID_* of every training image (local PCA, each image excluded from its own search).
+    maps : ndarray of shape (n, *model_input_shape) or None
+        FLIPD memorization maps of the samples (score models; :func:`lidmem.estimators.flipd_map`
+        with the audit's FLIPD settings, latent shape for latent models); their sums are
+        ``lid_theta_flipd``. Written to ``maps.npy``.
     """
 
     samples: Any
@@ -104,6 +108,7 @@ class AuditResult:
     sample_images: np.ndarray
     train_images: np.ndarray
     lid_star_train: np.ndarray | None = None
+    maps: np.ndarray | None = None
 
     def write(self, out_dir: str | Path, *, report: bool = True, n_grid: int = 24) -> dict[str, Path]:
         """Write ``samples.parquet``, ``summary.json`` and (optionally) ``report.html`` to ``out_dir``."""
@@ -112,6 +117,9 @@ class AuditResult:
         paths = {"samples": out / "samples.parquet", "summary": out / "summary.json"}
         self.samples.to_parquet(paths["samples"], index=False)
         paths["summary"].write_text(json.dumps(_jsonable(self.summary), indent=2), encoding="utf-8")
+        if self.maps is not None:
+            paths["maps"] = out / "maps.npy"
+            np.save(paths["maps"], self.maps)
         if report:
             paths["report"] = write_audit_report(self, out / "report.html", n_grid=n_grid)
         return paths
@@ -368,7 +376,7 @@ def audit_memorization(
     """
     import pandas as pd
 
-    from ..estimators import flipd, jacobian_rank, local_pca, normal_bundle
+    from ..estimators import flipd_map, jacobian_rank, local_pca, normal_bundle
     from .complexity import png_length
     from .copy_detection import find_copies
     from .metrics import detection_metrics
@@ -409,11 +417,13 @@ def audit_memorization(
         x_t = z if z is not None else torch.cat([model.encode(x_t[sl]) for sl in chunk_slices(n, batch_size)])
     d = int(np.prod(x_t.shape[1:]))
     nan = np.full(n, np.nan)
-    lid_flipd, lid_nb, lid_jac = nan.copy(), nan.copy(), None
+    lid_flipd, lid_nb, lid_jac, maps = nan.copy(), nan.copy(), None, None
     t = time.perf_counter()
     if kind == "score_model":
-        lid_flipd = flipd(model, x_t, t0=flipd_t0, trace=flipd_trace, n_probes=flipd_probes, seed=seed,
-                          batch_size=None, progress=progress).double().numpy()
+        # the memorization maps are FLIPD's summands: their sum is FLIPD at no extra cost
+        maps = flipd_map(model, x_t, t0=flipd_t0, trace=flipd_trace, n_probes=flipd_probes, seed=seed,
+                         batch_size=None, progress=progress).numpy()
+        lid_flipd = maps.reshape(n, -1).sum(1, dtype=np.float64)
         timings["flipd_s"] = time.perf_counter() - t
         if d <= nb_max_dim:
             t = time.perf_counter()
@@ -511,7 +521,7 @@ def audit_memorization(
         }
     summary["lid_star_train"] = {"mean": float(lid_star_train.mean()), "zero_frac": float((lid_star_train == 0).mean())}
     return AuditResult(samples=df, summary=summary, sample_images=x_np, train_images=tr.images,
-                       lid_star_train=lid_star_train)
+                       lid_star_train=lid_star_train, maps=maps)
 
 
 def _mmh_summary(mmh: Any) -> dict[str, Any]:
@@ -552,6 +562,16 @@ def write_audit_report(result: AuditResult, path: str | Path, *, n_grid: int = 2
     grid = match_grid(result.sample_images[order], result.train_images[df["nn_train_index"].to_numpy()[order]], caps)
     sections.append(Section(f"The {len(order)} most memorized samples", figure_to_html(grid, alt="most memorized samples"),
                             note="Odd rows: generated samples, lowest calibrated l2 first; even rows: their nearest training images."))
+    if result.maps is not None and result.maps.ndim == 4:
+        from ..estimators import to_pixel_map
+        from ..reports.maps import map_grid
+
+        px = to_pixel_map(result.maps[order], result.sample_images.shape[1:], mode="bilinear").numpy()
+        grid = map_grid(result.sample_images[order], px, result.train_images[df["nn_train_index"].to_numpy()[order]], caps)
+        sections.append(Section("Where they are memorized: FLIPD maps", figure_to_html(grid, alt="memorization maps"),
+                                note="Rows: sample, its FLIPD map (per-pixel summands of eq. 6, summed over channels; latent maps "
+                                     "upsampled to pixels; dark = low LID = pinned by the model), its nearest training image. "
+                                     "Maps in maps.npy (model input shape)."))
     sections.append(Section("Settings", f"<pre>{_html_escape(json.dumps(_jsonable(s['settings']), indent=2))}</pre>"))
     title = f"lidmem memorization audit ({s['model_kind']}, {s['n_samples']} samples)"
     return write_html_report(path, title, sections, subtitle=f"timings (s): {s['timings_s']}")
