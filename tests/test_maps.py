@@ -145,3 +145,16 @@ def test_score_difference_map_matches_hand_computed(mlp_model):
     out = score_difference_map(m1, m2, x, 0.02, batch_size=3)
     torch.testing.assert_close(out, (3.0 * psi * x) ** 2)
     assert float(score_difference_map(mlp_model, mlp_model, x.reshape(4, 9)[:, :6].double(), 0.02).abs().max()) == 0.0
+
+
+def test_watermark_data_recipe():
+    from lidmem.data.watermark import WATERMARK, load_digits_with_watermark
+
+    d = load_digits_with_watermark()
+    assert d.images.shape == (1797, 1, 8, 8) and int(d.watermarked.sum()) == round(0.3 * 1797) and int(d.mask.sum()) == 9
+    np.testing.assert_array_equal(d.images[d.watermarked][:, 0, :3, 5:], np.broadcast_to(WATERMARK, (int(d.watermarked.sum()), 3, 3)))
+    # outside the watermarked rows no pixel is constant (the jitter), and no other row carries the patch
+    assert d.images.reshape(1797, -1).std(0).min() > 0.1
+    assert np.abs(d.images[~d.watermarked][:, 0, :3, 5:] - WATERMARK).mean((1, 2)).min() > 0.5
+    with pytest.raises(ValueError, match="share"):
+        load_digits_with_watermark(share=1.5)
