@@ -60,8 +60,15 @@ def test_outputs_written(oracle_audit, tmp_path):
     summary = json.loads(paths["summary"].read_text())
     assert summary["settings"]["flipd_t0"] == 0.01 and summary["detection"]
     html = paths["report"].read_text()
-    assert html.count("data:image/png;base64,") >= 2 and "<table>" in html and "AUROC" in html
+    assert html.count("data:image/png;base64,") >= 3 and "<table>" in html and "AUROC" in html
     assert "{" not in html.split("<body>")[1].split("<h2>Settings")[0]  # no dict reprs in the report text
+    assert "FLIPD maps" in html
+    # the memorization maps: their sums are FLIPD; the copies (point masses) are pinned everywhere
+    maps = np.load(paths["maps"])
+    assert paths["maps"].name == "maps.npy" and maps.shape == (52, 1, 8, 8)
+    np.testing.assert_allclose(maps.reshape(52, -1).sum(1), df["lid_theta_flipd"], rtol=0, atol=1e-4)
+    # (the 8-dim component lies on a random subspace: about 8 / 64 per pixel)
+    assert np.abs(maps[:12]).max() < 0.01 and (maps[12:].reshape(40, -1).mean(1) > 0.1).all()
 
 
 def _tiny_unet_checkpoint(path):

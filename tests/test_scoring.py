@@ -195,6 +195,24 @@ def test_scores_equal_direct_estimator_calls(tmp_path, datasets_dir, digits, che
     np.testing.assert_array_equal(df2["png_complexity"], df["png_complexity"])
 
 
+def test_flipd_map_metric_equals_direct_call(tmp_path, datasets_dir, digits, checkpoint):
+    from lidmem.estimators import flipd, flipd_map, map_concentration
+
+    res = score_dataset(checkpoint, datasets_dir / "folder", tmp_path / "maps", metrics=["flipd_map_top10_mass", "flipd"],
+                        shard_size=SHARD, batch_size=BATCH, progress=False)
+    df = _table(res.out)
+    model = load_score_model(checkpoint)
+    x = torch.from_numpy(digits[:, None].astype(np.float32) / 255.0) * 2 - 1
+    maps = flipd_map(model, x, 0.01)
+    assert maps.shape == x.shape
+    np.testing.assert_allclose(df["flipd_map_top10_mass"], map_concentration(maps).numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(maps.double().sum((1, 2, 3)).numpy(), df["flipd"], rtol=1e-5, atol=1e-3)
+    v = df["flipd_map_top10_mass"].to_numpy()
+    no_mass = ((1 - maps.double()).clamp_min(0).sum((1, 2, 3)) == 0).numpy()
+    np.testing.assert_array_equal(np.isnan(v), no_mass)  # NaN only for maps that are free everywhere
+    assert (v[~no_mass] >= 0.1 - 1e-9).all() and (v[~no_mass] <= 1).all()  # the lowest 10% hold at least 10%
+
+
 def test_interrupted_run_resumes_to_identical_rows(tmp_path, datasets_dir, checkpoint):
     kw = dict(metrics=["flipd_hutchinson", "png_complexity"], shard_size=SHARD, batch_size=BATCH, seed=3, progress=False)
     full = _table(score_dataset(checkpoint, datasets_dir / "pq", tmp_path / "full", **kw).out)

@@ -78,8 +78,12 @@ def _trace_and_norm(
     ad: str = "forward",
     cond: Callable[[int], dict[str, Any]] = lambda m: {},
     create_graph: bool = False,
+    per_coordinate: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(tr grad s, ||s||^2)`` (float64, shape ``(b,)``) at the points ``xt`` (shape ``(b, ...)``).
+
+    ``per_coordinate=True`` returns the summands instead, each of shape ``(b, d)``: the diagonal
+    of ``grad s`` (exact, or Hutchinson's diagonal estimator ``mean_v v * (J v)``) and ``s_i^2``.
 
     ``tangents`` of shape ``(b, P, ...)`` are Hutchinson probes (trace = mean of ``v^T J v``);
     ``None`` means the exact trace with the ``d`` basis vectors. Either way at most
@@ -112,8 +116,8 @@ def _trace_and_norm(
     n_tan = d if tangents is None else tangents.shape[1]
     tb = max(1, min(n_tan, rows // b))
     eye = torch.eye(d, dtype=xt.dtype, device=xt.device) if tangents is None else None
-    tr = torch.zeros(b, dtype=torch.float64, device=xt.device)
-    sq = torch.zeros(b, dtype=torch.float64, device=xt.device)
+    tr = torch.zeros(b, d, dtype=torch.float64, device=xt.device)  # per coordinate: diag of grad s
+    sq = torch.zeros(b, d, dtype=torch.float64, device=xt.device)
     for blk in chunk_slices(n_tan, tb):
         m = blk.stop - blk.start
         primals = xt.repeat_interleave(m, dim=0)  # materialised copy, not an expanded view
@@ -122,19 +126,28 @@ def _trace_and_norm(
         else:
             tang = tangents[:, blk].reshape(b * m, *shape)
         out, jv = call(primals, tang, cond(m))
-        tr += (tang.reshape(b, m, d).double() * jv.reshape(b, m, d).double()).sum(-1).sum(1)
+        tr = tr + (tang.reshape(b, m, d).double() * jv.reshape(b, m, d).double()).sum(1)
         if blk.start == 0:
-            sq = (out.reshape(b, m, d)[:, 0].double() ** 2).sum(-1)
+            sq = out.reshape(b, m, d)[:, 0].double() ** 2
     if tangents is not None:
-        tr = tr / n_tan  # Hutchinson: mean of v^T J v over the probes
-    return tr, sq
+        tr = tr / n_tan  # Hutchinson: mean of v * J v over the probes (its sum: mean of v^T J v)
+    if per_coordinate:
+        return tr, sq
+    return tr.sum(-1), sq.sum(-1)
+
+
+def _eq6_terms(model: Any, xt: torch.Tensor, t0: float, sigma2: float, tangents: torch.Tensor | None, rows: int, ad: str, cond: Callable[[int], dict[str, Any]], create_graph: bool) -> torch.Tensor:
+    """The per-coordinate summands of eq. 6 at the noisy points ``xt`` (shape ``(b, ...)``) of time
+    ``t0``, float64 ``(b, d)``: ``1 + sigma(t0)^2 (d s_i / d x_i + s_i^2)``. The one place the
+    formula lives; FLIPD is their sum (:func:`_eq6`), a memorization map their reshape."""
+    diag, sq = _trace_and_norm(model, xt, t0, tangents, rows, ad, cond, create_graph, per_coordinate=True)
+    return 1.0 + sigma2 * (diag + sq)
 
 
 def _eq6(model: Any, xt: torch.Tensor, t0: float, sigma2: float, tangents: torch.Tensor | None, rows: int, ad: str, cond: Callable[[int], dict[str, Any]], create_graph: bool) -> torch.Tensor:
     """Eq. 6 at the noisy points ``xt`` (shape ``(b, ...)``) of time ``t0``, float64 ``(b,)``:
-    ``d + sigma(t0)^2 (tr grad s(xt, t0) + ||s(xt, t0)||^2)``. The one place the formula lives."""
-    tr, sq = _trace_and_norm(model, xt, t0, tangents, rows, ad, cond, create_graph)
-    return math.prod(xt.shape[1:]) + sigma2 * (tr + sq)
+    ``d + sigma(t0)^2 (tr grad s(xt, t0) + ||s(xt, t0)||^2)``, the sum of :func:`_eq6_terms`."""
+    return _eq6_terms(model, xt, t0, sigma2, tangents, rows, ad, cond, create_graph).sum(-1)
 
 
 def _probe_forward_mode(model: Any, x: torch.Tensor, extra_args: Mapping[str, Any]) -> None:
@@ -160,9 +173,11 @@ def _flipd_curve_impl(
     extra_args: Mapping[str, Any] | None = None,
     create_graph: bool = False,
     noisy: bool = False,
+    per_coordinate: bool = False,
 ) -> torch.Tensor:
     """FLIPD at every point and time, shape ``(n, len(t0s))``. ``noisy=True``: ``x`` are already
-    points of time ``t0s[0]`` (no ``psi`` scaling; one time only)."""
+    points of time ``t0s[0]`` (no ``psi`` scaling; one time only). ``per_coordinate=True``: the
+    summands of eq. 6 instead, shape ``(n, len(t0s), d)`` (memorization maps)."""
     sde = _get_sde(model)
     x = check_points(x, "x")
     check_choice(trace, "trace", TRACES)
@@ -193,7 +208,7 @@ def _flipd_curve_impl(
 
     psis = [float(sde.psi(torch.tensor(t, dtype=torch.float64))) for t in t0_list]
     sig2s = [float(sde.sigma(torch.tensor(t, dtype=torch.float64))) ** 2 for t in t0_list]
-    result = torch.empty(n, len(t0_list), dtype=torch.float64, device=x.device)
+    result = torch.empty(n, len(t0_list), *((d,) if per_coordinate else ()), dtype=torch.float64, device=x.device)
     slices = list(chunk_slices(n, batch_size))
     # create_graph: autograd stays on, so the result is differentiable w.r.t. tensors in
     # extra_args (e.g. prompt embeddings), x and the model's parameters
@@ -209,7 +224,8 @@ def _flipd_curve_impl(
 
             for j, t0 in enumerate(t0_list):
                 xt = xc if noisy else psis[j] * xc
-                result[sl, j] = _eq6(model, xt, t0, sig2s[j], tangents, rows, ad, cond, create_graph)
+                terms = _eq6_terms(model, xt, t0, sig2s[j], tangents, rows, ad, cond, create_graph)
+                result[sl, j] = terms if per_coordinate else terms.sum(-1)
     return result.to(torch.promote_types(x.dtype, torch.float32))
 
 

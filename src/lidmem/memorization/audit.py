@@ -102,6 +102,10 @@ class AuditResult:
     train_images : ndarray of shape (m, c, h, w)
     lid_star_train : ndarray of shape (m,)
         LID_* of every training image (local PCA, each image excluded from its own search).
+    maps : ndarray of shape (n, *model_input_shape) or None
+        FLIPD memorization maps of the samples (score models; :func:`lidmem.estimators.flipd_map`
+        with the audit's FLIPD settings, latent shape for latent models); their sums are
+        ``lid_theta_flipd``. Written to ``maps.npy``.
     """
 
     samples: Any
@@ -109,6 +113,7 @@ class AuditResult:
     sample_images: np.ndarray
     train_images: np.ndarray
     lid_star_train: np.ndarray | None = None
+    maps: np.ndarray | None = None
 
     def write(self, out_dir: str | Path, *, report: bool = True, n_grid: int = 24) -> dict[str, Path]:
         """Write ``samples.parquet``, ``samples.npy``, ``summary.json`` and (optionally) ``report.html``.
@@ -122,6 +127,9 @@ class AuditResult:
         self.samples.to_parquet(paths["samples"], index=False)
         np.save(paths["sample_images"], np.asarray(self.sample_images, dtype=np.float32))
         paths["summary"].write_text(json.dumps(_jsonable(self.summary), indent=2), encoding="utf-8")
+        if self.maps is not None:
+            paths["maps"] = out / "maps.npy"
+            np.save(paths["maps"], self.maps)
         if report:
             paths["report"] = write_audit_report(self, out / "report.html", n_grid=n_grid)
         return paths
@@ -432,7 +440,7 @@ def audit_memorization(
     """
     import pandas as pd
 
-    from ..estimators import flipd_curve, jacobian_rank, local_pca, normal_bundle
+    from ..estimators import flipd_curve, flipd_map, jacobian_rank, local_pca, normal_bundle
     from .complexity import png_length
     from .copy_detection import find_copies
     from .metrics import detection_metrics
@@ -490,7 +498,7 @@ def audit_memorization(
         x_t = z if z is not None else torch.cat([model.encode(x_t[sl]) for sl in chunk_slices(n, batch_size)])
     d = int(np.prod(x_t.shape[1:]))
     nan = np.full(n, np.nan)
-    lid_flipd, lid_nb, lid_jac = nan.copy(), nan.copy(), None
+    lid_flipd, lid_nb, lid_jac, maps = nan.copy(), nan.copy(), None, None
     t = time.perf_counter()
     t0_used: float | None = None
     sweep_curve = None
@@ -506,12 +514,18 @@ def audit_memorization(
             t0_used = t0_from_training_data(model.sde, train_t0, seed=seed)
         else:
             t0_used = check_t0(flipd_t0, "flipd_t0")
-        times = [t0_used] + [v for v in sweep if v != t0_used]
-        say(f"FLIPD at t0 = {t0_used:.4g}" + (f" (+ {len(times) - 1} sweep times)" if len(times) > 1 else "") + " ...")
-        curve = flipd_curve(model, x_t, times, trace=flipd_trace, n_probes=flipd_probes, seed=seed,
-                            batch_size=None, progress=progress).double().numpy()
-        lid_flipd = curve[:, 0]
-        sweep_curve = {v: curve[:, times.index(v)] for v in sweep}
+        others = [v for v in sweep if v != t0_used]
+        say(f"FLIPD at t0 = {t0_used:.4g}" + (f" (+ {len(others)} sweep times)" if others else "") + " ...")
+        # the memorization maps are FLIPD's summands: their sum is FLIPD at no extra cost
+        maps = flipd_map(model, x_t, t0=t0_used, trace=flipd_trace, n_probes=flipd_probes, seed=seed,
+                         batch_size=None, progress=progress).numpy()
+        lid_flipd = maps.reshape(n, -1).sum(1, dtype=np.float64)
+        swept = {t0_used: lid_flipd}
+        if others:
+            curve = flipd_curve(model, x_t, others, trace=flipd_trace, n_probes=flipd_probes, seed=seed,
+                                batch_size=None, progress=progress).double().numpy()
+            swept.update({v: curve[:, i] for i, v in enumerate(others)})
+        sweep_curve = {v: swept[v] for v in sweep}
         timings["flipd_s"] = time.perf_counter() - t
         say(f"FLIPD: {timings['flipd_s']:.1f} s")
         if d <= nb_max_dim:
@@ -619,7 +633,7 @@ def audit_memorization(
         }
     summary["lid_star_train"] = {"mean": float(lid_star_train.mean()), "zero_frac": float((lid_star_train == 0).mean())}
     return AuditResult(samples=df, summary=summary, sample_images=x_np, train_images=tr.images,
-                       lid_star_train=lid_star_train)
+                       lid_star_train=lid_star_train, maps=maps)
 
 
 def _out_of_range(x: np.ndarray, train: np.ndarray, tol: float = 0.05) -> dict[str, Any]:
@@ -745,6 +759,16 @@ def write_audit_report(result: AuditResult, path: str | Path, *, n_grid: int = 2
     sections.append(Section(title, figure_to_html(grid, alt="samples closest to a training image"),
                             note=f"Top of each pair: a sample (id, calibrated l2, {_SCORE_NAMES.get(primary, primary)}), lowest calibrated l2 first; "
                                  "below it: its nearest training image."))
+    if result.maps is not None and result.maps.ndim == 4:
+        from ..estimators import to_pixel_map
+        from ..reports.maps import map_grid
+
+        px = to_pixel_map(result.maps[order], result.sample_images.shape[1:], mode="bilinear").numpy()
+        grid = map_grid(result.sample_images[order], px, result.train_images[df["nn_train_index"].to_numpy()[order]], caps)
+        sections.append(Section("Where they are memorized: FLIPD maps", figure_to_html(grid, alt="memorization maps"),
+                                note="Rows: sample, its FLIPD map (per-pixel summands of eq. 6, summed over channels; latent maps "
+                                     "upsampled to pixels; dark = low LID = pinned by the model), its nearest training image. "
+                                     "Maps in maps.npy (model input shape)."))
     sections.append(Section("Settings", settings_table(_jsonable(s["settings"]))))
     kind = {"score_model": "diffusion model", "generator": "generator"}.get(s["model_kind"], s["model_kind"])
     title = f"Memorization audit of a {kind} ({s['n_samples']} samples)"

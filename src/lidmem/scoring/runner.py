@@ -149,6 +149,14 @@ def _flipd_hutchinson(model: Any, x: torch.Tensor, rows: Rows, seed: int, p: Met
     return flipd(model, x, p.t0, trace="hutchinson", n_probes=p.n_probes, probe=p.probe, seed=seed, batch_size=len(x), progress=False)
 
 
+def _flipd_map_top10_mass(model: Any, x: torch.Tensor, rows: Rows, seed: int, p: MetricParams) -> Any:
+    from ..estimators import flipd_map, map_concentration
+
+    # exact diagonal (d JVPs per point, as the 'flipd' metric): per-pixel Hutchinson is too noisy
+    maps = flipd_map(model, x, p.t0, trace="exact", seed=seed, batch_size=len(x), progress=False)
+    return map_concentration(maps, 0.1)
+
+
 def _nb(model: Any, x: torch.Tensor, rows: Rows, seed: int, p: MetricParams) -> Any:
     from ..estimators import normal_bundle
 
@@ -200,6 +208,8 @@ def register_metric(metric: Metric, *, overwrite: bool = False) -> None:
 for _m in (
     Metric("flipd", _flipd_exact, "float64", description="FLIPD (eq. 6), exact trace (d JVPs per point)"),
     Metric("flipd_hutchinson", _flipd_hutchinson, "float64", random=True, description="FLIPD with n_probes Hutchinson probes"),
+    Metric("flipd_map_top10_mass", _flipd_map_top10_mass, "float64",
+           description="share of the FLIPD map's memorization mass (c - map, clipped at 0) in its lowest 10% locations; ~0.1 spread, ~1 local"),
     Metric("nb", _nb, "int64", random=True, description="normal-bundle LID (eq. 7-8), per-point largest-gap rank"),
     Metric("png_complexity", _png, "int64", needs_model=False, description="PNG length in bytes (level 9, App. C.2)"),
     Metric("cfg_norm", _cfg_norm, "float64", description="CFG vector norm after Euler steps to cfg_t0 (App. C.1); text-to-image models"),

@@ -1,0 +1,232 @@
+"""Memorization maps: where in an image a model's LID is low (local memorization).
+
+FLIPD (eq. 6) is a sum over coordinates,
+
+    FLIPD(x, t0) = sum_i m_i(x, t0),   m_i = 1 + sigma(t0)^2 (d s_i / d x_i + s_i^2),
+
+evaluated at ``psi(t0) x``. The map of ``x`` is ``m`` reshaped to ``x``'s shape. A coordinate the
+model is free to move (locally a full direction of the data) has ``m_i ~ 1``; a coordinate it has
+pinned (memorized, or constant in the data) has ``m_i ~ 0`` (for an exact Gaussian score,
+``E m = diag(I - sigma^4 (Sigma + sigma^2 I)^-2)`` in the eigenbasis sense; for data on a
+coordinate-aligned subspace: 1 on the subspace's coordinates, 0 on the others).
+
+The diagonal ``d s_i / d x_i`` comes from the same computation as FLIPD's trace
+(:func:`lidmem.estimators.flipd._eq6_terms`): exactly with ``d`` basis-vector JVPs, or with
+Hutchinson's diagonal estimator ``E_v[v * (J v)] = diag J`` (Bekas, Kokiopoulou & Saad, 2007)
+with probes ``v`` of ``E[v v^T] = I``. With the same probes the map's sum *is* the Hutchinson
+FLIPD. Per-coordinate Hutchinson estimates have variance ``sum_{j != i} J_ij^2`` per probe:
+prefer ``trace="exact"`` where ``d`` allows, or many probes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from .._validation import as_model_dtype, check_t0
+from ..diffusion.score import check_extra_args, time_tensor
+from ..utils import chunk_slices
+from .flipd import _flipd_curve_impl, _get_sde
+
+__all__ = ["flipd_map", "to_pixel_map", "lowest_pixels", "map_concentration", "score_difference_map"]
+
+
+def flipd_map(
+    model: Any,
+    x: Any,
+    t0: float = 0.01,
+    *,
+    trace: Literal["exact", "hutchinson"] = "exact",
+    n_probes: int = 1,
+    probe: Literal["rademacher", "gaussian"] = "rademacher",
+    seed: int | torch.Generator | None = 0,
+    batch_size: int | None = None,
+    progress: bool | None = None,
+    ad: Literal["forward", "reverse"] = "forward",
+    extra_args: Mapping[str, Any] | None = None,
+    create_graph: bool = False,
+) -> torch.Tensor:
+    """Memorization map of each point: the per-coordinate summands of FLIPD (eq. 6).
+
+    ``map[i].sum() == flipd(model, x, t0, ...)[i]`` with the same arguments (exactly the same
+    numbers summed; equal up to float rounding), for the exact trace and for Hutchinson probes
+    with the same ``seed`` and ``batch_size``.
+
+    Parameters
+    ----------
+    model, x, t0, trace, n_probes, probe, seed, batch_size, progress, ad, extra_args, create_graph
+        As in :func:`lidmem.estimators.flipd`. ``x`` has shape ``(n, ...)``: pixels for pixel
+        models, latents for latent models (:func:`lidmem.models.load_model` folders; use
+        :func:`to_pixel_map` to bring the map to pixel resolution).
+        ``trace="hutchinson"`` estimates the diagonal with ``n_probes`` probes (``E[v * J v]``).
+
+    Returns
+    -------
+    Tensor of shape (n, *x.shape[1:])
+        ``1 + sigma(t0)^2 (d s_i / d x_i + s_i^2)`` per coordinate, in ``x``'s floating dtype
+        (at least float32). About 1 where the model is locally free, about 0 (or below: a
+        learned score can overshoot) where it pins the coordinate.
+
+    Examples
+    --------
+    >>> from lidmem.data.analytic import GaussianMixtureOnSubspaces
+    >>> gm = GaussianMixtureOnSubspaces(dims=[2], ambient_dim=4)
+    >>> x, _, _ = gm.sample(1, seed=0)
+    >>> flipd_map(gm, x, t0=1e-4).shape
+    torch.Size([1, 4])
+    """
+    x = as_model_dtype(x, model)
+    t0 = check_t0(t0, "t0")
+    terms = _flipd_curve_impl(model, x, [t0], trace, n_probes, probe, seed, batch_size, progress, ad, extra_args,
+                              create_graph, per_coordinate=True)[:, 0]
+    x = torch.as_tensor(x)
+    dtype = torch.promote_types(x.dtype, torch.float32) if x.dtype.is_floating_point else torch.float32
+    return terms.reshape(x.shape).to(dtype)
+
+
+def _check_maps(maps: Any, name: str = "maps") -> torch.Tensor:
+    m = torch.as_tensor(np.asarray(maps) if not isinstance(maps, torch.Tensor) else maps)
+    if m.ndim < 2 or m.shape[0] == 0:
+        raise ValueError(f"{name} must have shape (n, ...) with n >= 1, e.g. the output of flipd_map; got {tuple(m.shape)}")
+    if not m.dtype.is_floating_point:
+        m = m.double()
+    return m
+
+
+def to_pixel_map(maps: Any, image_shape: Sequence[int], *, mode: Literal["nearest", "bilinear"] = "nearest") -> torch.Tensor:
+    """Bring maps of shape ``(n, c, h, w)`` to the pixel grid of ``image_shape = (C, H, W)``.
+
+    Convention (latent models): the map is summed over its ``c`` channels (a latent location's
+    memorization is the sum of its channels' summands), upsampled to ``(H, W)`` with ``mode``
+    (``torch.nn.functional.interpolate``), and divided by the area factor ``(H / h) * (W / w)``,
+    so that with ``mode="nearest"`` the pixel map still sums to FLIPD. Pixel models
+    (``(h, w) == (H, W)``) only get the channel sum.
+
+    Returns
+    -------
+    Tensor of shape (n, H, W)
+    """
+    m = _check_maps(maps)
+    if m.ndim != 4:
+        raise ValueError(f"maps must have shape (n, c, h, w) to be drawn as images; got {tuple(m.shape)}")
+    if len(image_shape) != 3:
+        raise ValueError(f"image_shape must be (C, H, W); got {tuple(image_shape)}")
+    if mode not in ("nearest", "bilinear"):
+        raise ValueError(f"mode={mode!r} must be 'nearest' or 'bilinear'")
+    H, W = int(image_shape[1]), int(image_shape[2])
+    s = m.sum(1, keepdim=True)
+    h, w = s.shape[-2:]
+    if (h, w) == (H, W):
+        return s[:, 0]
+    kw = {"align_corners": False} if mode == "bilinear" else {}
+    up = torch.nn.functional.interpolate(s, size=(H, W), mode=mode, **kw)
+    return up[:, 0] * (h * w) / (H * W)
+
+
+def _spatial(maps: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """``(n, k)`` values per location (channel sum for images) and the value of a free location."""
+    if maps.ndim == 4:
+        return maps.sum(1).flatten(1), float(maps.shape[1])
+    if maps.ndim == 3:
+        return maps.flatten(1), 1.0
+    return maps.flatten(1), 1.0
+
+
+def lowest_pixels(maps: Any, fraction: float = 0.1) -> torch.Tensor:
+    """Boolean mask of the ``ceil(fraction * h * w)`` lowest locations of each map.
+
+    ``maps`` of shape ``(n, c, h, w)`` are summed over channels first (mask shape ``(n, h, w)``);
+    ``(n, h, w)`` maps are used as is; ``(n, d)`` maps give ``(n, d)``. Ties are broken by
+    position (``torch.topk``).
+    """
+    m = _check_maps(maps)
+    if not 0.0 < float(fraction) <= 1.0:
+        raise ValueError(f"fraction={fraction} must lie in (0, 1]")
+    flat, _ = _spatial(m)
+    k = max(1, math.ceil(float(fraction) * flat.shape[1]))
+    idx = torch.topk(flat, k, dim=1, largest=False).indices
+    out = torch.zeros_like(flat, dtype=torch.bool)
+    out.scatter_(1, idx, True)
+    shape = m.shape[:1] + (m.shape[2:] if m.ndim == 4 else m.shape[1:])
+    return out.reshape(shape)
+
+
+def map_concentration(maps: Any, fraction: float = 0.1) -> torch.Tensor:
+    """Share of a map's memorization mass carried by its lowest ``fraction`` of locations.
+
+    Memorization mass of a location: ``max(0, c - m)`` with ``m`` the channel-summed map value
+    and ``c`` the number of channels (the value of a free location), i.e. how far the location is
+    from free. Returns, per map, (mass of the ``ceil(fraction * k)`` lowest locations) / (total
+    mass), in [0, 1]: about ``fraction`` when the deficit is spread evenly (no local
+    memorization, or the whole image pinned), near 1 when it sits in a small region (a
+    watermark, a logo). NaN for a map without mass (everywhere free).
+
+    Returns
+    -------
+    Tensor of shape (n,), float64
+    """
+    m = _check_maps(maps).double()
+    flat, full = _spatial(m)
+    mass = (full - flat).clamp_min(0.0)
+    low = lowest_pixels(m, fraction).reshape(flat.shape)
+    total = mass.sum(1)
+    share = (mass * low).sum(1) / total
+    return torch.where(total > 0, share, torch.full_like(share, float("nan")))
+
+
+def score_difference_map(
+    model: Any,
+    baseline: Any,
+    x: Any,
+    t0: float = 0.01,
+    *,
+    batch_size: int = 256,
+    extra_args: Mapping[str, Any] | None = None,
+    baseline_extra_args: Mapping[str, Any] | None = None,
+) -> torch.Tensor:
+    """Per-coordinate squared score difference ``(s_model(x_t, t0) - s_baseline(x_t, t0))^2``.
+
+    The score-difference surrogate of Kim & Lee, "Localizing Memorized Regions in Diffusion
+    Models via Coordinate-Wise Curvature Differences" (ICML 2026, arXiv 2605.26756):
+    ``Delta s_theta~`` (their Eq. 6) when ``baseline`` is an underfitted (less-trained) checkpoint
+    of the same model, ``Delta s_empty`` (their Eq. 5) when ``baseline`` is the same conditional
+    model with the unconditional ``baseline_extra_args`` (e.g. the empty prompt). Their code
+    (github.com/Gwangho99/mem-curv-diff, ``compute_score_diffs_only``) sums this over the
+    latent channels at the last sampling step; here it is evaluated at ``x_t = psi(t0) x`` of
+    given images, as FLIPD is, and :func:`to_pixel_map` does the channel sum. High values mean
+    memorized (the opposite orientation of :func:`flipd_map`).
+
+    Parameters
+    ----------
+    model, baseline : score models with ``.sde`` (the same forward process)
+    x : array-like of shape (n, ...)
+    t0 : float, default=0.01
+    batch_size : int, default=256
+    extra_args, baseline_extra_args : mapping or None
+        Conditioning of each model (``model(x, t, **extra_args)``); per-point tensors of first
+        dimension ``n`` are chunked with ``x``.
+
+    Returns
+    -------
+    Tensor of shape (n, *x.shape[1:])
+    """
+    from ..diffusion.score import conditioning_rows
+
+    sde = _get_sde(model)
+    _get_sde(baseline)
+    x = torch.as_tensor(as_model_dtype(x, model))
+    t0 = check_t0(t0, "t0")
+    a, b = check_extra_args(extra_args), check_extra_args(baseline_extra_args, "baseline_extra_args")
+    psi = float(sde.psi(torch.tensor(t0, dtype=torch.float64)))
+    n = x.shape[0]
+    out = torch.empty(x.shape, dtype=torch.float64, device=x.device)
+    with torch.no_grad():
+        for sl in chunk_slices(n, int(batch_size)):
+            xt = psi * x[sl]
+            tt = time_tensor(t0, xt)
+            out[sl] = (model(xt, tt, **conditioning_rows(a, n, sl)).double() - baseline(xt, tt, **conditioning_rows(b, n, sl)).double()) ** 2
+    return out.to(torch.promote_types(x.dtype, torch.float32))
