@@ -167,6 +167,8 @@ def test_hf_datasets_backend_if_installed(tmp_path, digits):
 # --------------------------------------------------------------------------------------- scoring
 def test_scores_equal_direct_estimator_calls(tmp_path, datasets_dir, digits, checkpoint):
     from lidmem.estimators import flipd, normal_bundle
+    from lidmem.estimators._rank import percentile_threshold
+    from lidmem.estimators.normal_bundle import normal_bundle_singular_values
     from lidmem.memorization.complexity import png_length
 
     res = score_dataset(
@@ -183,9 +185,16 @@ def test_scores_equal_direct_estimator_calls(tmp_path, datasets_dir, digits, che
     hutch = [flipd(model, x[s : s + BATCH], 0.01, trace="hutchinson", seed=batch_seed(0, s, "flipd_hutchinson")) for s in range(0, N, BATCH)]
     np.testing.assert_allclose(df["flipd_hutchinson"], torch.cat(hutch).double().numpy(), rtol=1e-5, atol=1e-3)
     np.testing.assert_array_equal(df["png_complexity"], png_length(x.numpy(), value_range=(-1.0, 1.0)))
-    nb = _table(score_dataset(checkpoint, datasets_dir / "folder", tmp_path / "nb", metrics=["nb"], nb_scores=32, shard_size=SHARD, batch_size=BATCH, progress=False).out)
-    nb_direct = [normal_bundle(model, x[s : s + BATCH], 0.01, 32, batch_seed(0, s, "nb")) for s in range(0, N, BATCH)]
+    # nb's default rank cut: the paper's 10th-percentile tau, fitted once on the first batch, applied to every shard
+    nb = _table(score_dataset(checkpoint, datasets_dir / "folder", tmp_path / "nb", metrics=["nb"], n_scores=32, shard_size=SHARD, batch_size=BATCH, progress=False).out)
+    sv0 = normal_bundle_singular_values(model, x[:BATCH], 0.01, n_scores=32, seed=batch_seed(0, 0, "nb"))
+    tau = percentile_threshold(sv0, 10.0)
+    assert read_settings(tmp_path / "nb")["settings"]["params"]["nb_tau"] == pytest.approx(tau, rel=1e-6)
+    nb_direct = [normal_bundle(model, x[s : s + BATCH], 0.01, n_scores=32, seed=batch_seed(0, s, "nb"), threshold=tau) for s in range(0, N, BATCH)]
     np.testing.assert_array_equal(nb["nb"], torch.cat(nb_direct).numpy())
+    gap = _table(score_dataset(checkpoint, datasets_dir / "folder", tmp_path / "nb_gap", metrics=["nb"], n_scores=32, nb_threshold="gap", shard_size=SHARD, batch_size=BATCH, progress=False).out)
+    gap_direct = [normal_bundle(model, x[s : s + BATCH], 0.01, n_scores=32, seed=batch_seed(0, s, "nb"), threshold="gap") for s in range(0, N, BATCH)]
+    np.testing.assert_array_equal(gap["nb"], torch.cat(gap_direct).numpy())
     settings = read_settings(tmp_path / "out")["settings"]
     assert settings["metrics"] == ["flipd", "flipd_hutchinson", "png_complexity"] and settings["n_shards"] == 5
     # the same rows from another source kind give the same scores

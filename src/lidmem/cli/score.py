@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ._common import check_score_options, console, user_errors
+from ._common import check_score_options, console, parse_rank_threshold, renamed_option, user_errors
 
 
 def _floats(text: str, name: str, n: int | None = None) -> tuple[float, ...]:
@@ -38,7 +38,9 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         n_probes: int = typer.Option(1, "--n-probes", help="Hutchinson probes per point (flipd_hutchinson)."),
         probe: str = typer.Option("rademacher", "--probe", help="rademacher | gaussian."),
         nb_t0: float = typer.Option(0.01, "--nb-t0", help="Normal-bundle diffusion time in (0, 1]."),
-        nb_scores: Optional[int] = typer.Option(None, "--nb-scores", help="Noisy scores per point for nb (default 4d)."),
+        n_scores: Optional[int] = typer.Option(None, "--n-scores", help="Noisy scores per point for nb (default 4d)."),
+        nb_scores: Optional[int] = typer.Option(None, "--nb-scores", hidden=True, help="Deprecated spelling of --n-scores."),
+        nb_threshold: str = typer.Option("percentile", "--nb-threshold", help="nb rank cut: percentile (the paper's 10th percentile, fitted once on the first batch and applied to every shard), gap (per image) or a float."),
         cfg_t0: float = typer.Option(0.01, "--cfg-t0", help="cfg_norm: time of the probability-flow ODE endpoint."),
         euler_steps: int = typer.Option(3, "--euler-steps", help="cfg_norm: Euler steps to --cfg-t0."),
         value_range: str = typer.Option("-1,1", "--value-range", help="Images are mapped from [0, 1] to this range for the model."),
@@ -68,9 +70,10 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
                 return
             if data is None:
                 raise ValueError("--data is required (or pass --merge to merge a finished run)")
+            n_scores = renamed_option(n_scores, nb_scores, new="--n-scores", old="--nb-scores")  # type: ignore[assignment]
             check_score_options(out=out, model=model, metrics=metrics, shard_size=shard_size, batch_size=batch_size, seed=seed,
                                 device=device, precision=precision, t0=t0, n_probes=n_probes, probe=probe, nb_t0=nb_t0,
-                                nb_scores=nb_scores, cfg_t0=cfg_t0, euler_steps=euler_steps)
+                                n_scores=n_scores, cfg_t0=cfg_t0, euler_steps=euler_steps, nb_threshold=nb_threshold)
             check_choice(bad_images, "--bad-images", ("stop", "skip"))
             source = open_source(
                 data,
@@ -91,7 +94,8 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
                 n_probes=n_probes,
                 probe=probe,
                 nb_t0=nb_t0,
-                nb_scores=nb_scores,
+                n_scores=n_scores,
+                nb_threshold=parse_rank_threshold(nb_threshold, "--nb-threshold"),
                 value_range=(lo, hi),
                 cfg_t0=cfg_t0,
                 euler_steps=euler_steps,

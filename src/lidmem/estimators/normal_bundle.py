@@ -82,9 +82,9 @@ def normal_bundle(
     model: Any,
     x: Any,
     t0: float = 0.01,
+    *,
     n_scores: int | None = None,
     seed: int | torch.Generator | None = 0,
-    *,
     threshold: str | float = "gap",
     percentile: float = 10.0,
     batch_size: int | None = None,
@@ -198,7 +198,7 @@ class NormalBundle(Estimator):
     def estimate(self, x: Any) -> torch.Tensor:
         """Normal-bundle LID of each point of ``x`` (int64, shape ``(n,)``)."""
         lid, sv = normal_bundle(
-            self.model, x, self.t0, self.n_scores, self.seed, threshold=self.threshold, percentile=self.percentile,
+            self.model, x, self.t0, n_scores=self.n_scores, seed=self.seed, threshold=self.threshold, percentile=self.percentile,
             batch_size=self.batch_size, progress=self.progress, return_singular_values=True, extra_args=self.extra_args,
         )
         self.singular_values_ = sv
