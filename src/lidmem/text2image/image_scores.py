@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .._validation import check_choice, check_positive_int, check_t0
+from .._validation import check_choice, check_positive_int, check_t0, renamed_argument
 from ..diffusion.sampling import ode_derivative
 from ..estimators.flipd import flipd, flipd_at
 from ..utils import chunk_slices, progress as _progress
@@ -38,8 +38,9 @@ def cfg_flipd_at(
     trace: str = "hutchinson",
     n_probes: int = 1,
     probe: str = "rademacher",
-    generator: torch.Generator | None = None,
+    seed: int | torch.Generator | None = 0,
     create_graph: bool | None = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """FLIPD of the (CFG) score at an already-noised point ``x_t`` (eq. 14 / 26).
 
@@ -56,21 +57,24 @@ def cfg_flipd_at(
     t : float in (0, 1]
     trace : {"hutchinson", "exact"}
         "exact" takes d Jacobian-vector products per sample (tiny models only).
-    generator : torch.Generator, optional
-        Source of the Hutchinson probes (default: seed 0).
+    seed : int, torch.Generator or None, default=0
+        Source of the Hutchinson probes (an int seeds a fresh generator; a generator is consumed).
     create_graph : bool or None, default=None
         Keep the result differentiable with respect to ``cond`` (attribution, embedding
         optimisation); None follows ``torch.is_grad_enabled()``.
+    generator : torch.Generator, optional
+        Deprecated alias of ``seed``.
 
     Returns
     -------
     Tensor of shape (n,), float32 or wider
     """
+    seed = renamed_argument(seed, generator, new="seed", old="generator", default=0, func="cfg_flipd_at")
     check_choice(trace, "trace", ("hutchinson", "exact"))
     graph = torch.is_grad_enabled() if create_graph is None else bool(create_graph)
     args = {"cond": cond, "uncond": uncond, "guidance_scale": guidance_scale}
     return flipd_at(
-        model, x_t.detach(), t, trace=trace, n_probes=n_probes, probe=probe, seed=0 if generator is None else generator,
+        model, x_t.detach(), t, trace=trace, n_probes=n_probes, probe=probe, seed=seed,
         extra_args=args, create_graph=graph,
     )
 

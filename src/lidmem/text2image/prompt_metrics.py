@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from .._validation import check_choice, check_positive_int, check_probability, make_generator
+from .._validation import check_choice, check_positive_int, check_probability, make_generator, renamed_argument
 from ..utils import progress as _progress
 from .adapters import TextToImageModel
 from .image_scores import cfg_flipd_at
@@ -109,15 +109,18 @@ def step_metric(
     *,
     n_probes: int = 1,
     trace: str = "hutchinson",
-    generator: torch.Generator | None = None,
+    seed: int | torch.Generator | None = 0,
     flipd_point: str = "state",
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Per-sample value ``(n,)`` of ``metric``'s integrand at (x_t, t), differentiable in ``cond``.
 
     ``flipd_point`` (A^FLIPD only): "state" evaluates FLIPD_CFG at the sampler state x_t (eq. 28
     as written); "denoised" at psi(t) x0_hat = x_t - sigma(t) eps_CFG(x_t) (eq. 6's clean-point
-    form, x0_hat held fixed).
+    form, x0_hat held fixed). ``seed`` (int or ``torch.Generator``) draws A^FLIPD's Hutchinson
+    probes; ``generator`` is its deprecated alias.
     """
+    seed = renamed_argument(seed, generator, new="seed", old="generator", default=0, func="step_metric")
     check_choice(metric, "metric", PROMPT_METRICS)
     check_choice(flipd_point, "flipd_point", FLIPD_POINTS)
     x_t = x_t.detach()
@@ -125,7 +128,7 @@ def step_metric(
         if flipd_point == "denoised":
             with torch.no_grad():
                 x_t = _denoised_point(model, x_t, t, model.epsilon(x_t, t, cond.detach(), uncond, guidance_scale))
-        return cfg_flipd_at(model, x_t, t, cond, uncond, guidance_scale, trace=trace, n_probes=n_probes, generator=generator)
+        return cfg_flipd_at(model, x_t, t, cond, uncond, guidance_scale, trace=trace, n_probes=n_probes, seed=seed)
     eps_u, eps_c = model.branch_epsilons(x_t, t, cond, uncond)
     return _eps_metric(metric, eps_u, eps_c, guidance_scale)
 
@@ -224,7 +227,7 @@ def prompt_metrics(
                     # the sampler's own eps_CFG at x_t: no extra UNet call for the denoised point
                     x_eval = _denoised_point(model, state["x"], t, state["eps"]) if flipd_point == "denoised" else state["x"]
                     with torch.no_grad():
-                        v = cfg_flipd_at(model, x_eval, t, cond, uncond, lam, trace=trace, n_probes=n_probes, generator=g)
+                        v = cfg_flipd_at(model, x_eval, t, cond, uncond, lam, trace=trace, n_probes=n_probes, seed=g)
                 else:
                     # the sampler's own branch predictions: no extra UNet call
                     v = _eps_metric(m, state["eps_uncond"], state["eps_cond"], lam)
