@@ -129,7 +129,7 @@ def test_prompt_metrics_signs_and_estimator(tiny):
     # the empty prompt's conditional branch IS the unconditional one
     assert empty.a_cfg == 0.0 and empty.wen == 0.0
     assert cat.a_cfg > 0 and cat.wen > 0 and cat.a_scfg > 0
-    assert df.attrs["larger_is_memorized"] == {"a_cfg": True, "a_scfg": True, "a_flipd": False, "wen": True}
+    assert df.attrs["higher_is_memorized"] == {"a_cfg": True, "a_scfg": True, "a_flipd": False, "wen": True}
     # A^FLIPD averages FLIPD_CFG over exactly the DDIM states with 0.01 <= t <= 0.2: here timestep
     # 101; the last step (timestep 1, t = 0.001) is below the default flipd_t_min
     cond, uncond = tiny.encode_prompt("a red cat")

@@ -211,10 +211,9 @@ def _hist_figure(df: Any, cols: list[str], path: Path, labels: Any = None) -> No
     """Histograms of score columns (memorized red, others blue; direction of "memorized" under
     each axis), the look of every lidmem report."""
     from ..reports.figures import score_histograms
-    from ..text2image import LARGER_IS_MEMORIZED
+    from ..memorization.metrics import HIGHER_IS_MEMORIZED
 
-    low = {c: not LARGER_IS_MEMORIZED[c] for c in cols if c in LARGER_IS_MEMORIZED}
-    low.update({c: v for c, v in {"flipd_uncond": True, "flipd_cond": True, "cfg_norm": False}.items() if c in cols})
+    low = {c: not HIGHER_IS_MEMORIZED[c] for c in cols if c in HIGHER_IS_MEMORIZED}
     fig = score_histograms({c: df[c].to_numpy(dtype=float) for c in cols}, None if labels is None else labels.to_numpy(bool) if hasattr(labels, "to_numpy") else labels,
                            low_is_positive=low, ncols=min(len(cols), 4))
     _save(fig, path)
