@@ -363,7 +363,7 @@ def test_cfg_norm_on_captioned_shards(tmp_path, datasets_dir, checkpoint):
                 info.size = len(payload)
                 tf.addfile(info, io.BytesIO(payload))
     x = torch.from_numpy(imgs.transpose(0, 3, 1, 2).astype(np.float32) / 255.0) * 2 - 1
-    truth = cfg_norm_after_euler(model, x, caps, t0=0.01, n_steps=3, batch_size=4).double().numpy()
+    truth = cfg_norm_after_euler(model, x, caps, t0=0.01, euler_steps=3, batch_size=4).double().numpy()
     assert truth.std() > 0
     for data in (tmp_path / "c.parquet", tmp_path / "c.tar"):
         res = score_dataset(model, data, tmp_path / f"out-{data.suffix}", metrics=["cfg_norm"], shard_size=4, batch_size=4, progress=False)

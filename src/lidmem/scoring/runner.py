@@ -216,7 +216,7 @@ def _cfg_norm(model: Any, x: torch.Tensor, rows: Rows, seed: int, p: MetricParam
             "metric 'cfg_norm' needs one caption per image: a 'caption'/'text'/'prompt' column (parquet, hf; or "
             "caption_column=) or a .txt member per sample (webdataset)"
         )
-    return cfg_norm_after_euler(model, x, rows.captions, t0=p.cfg_t0, n_steps=p.euler_steps, inputs="images", batch_size=len(x), progress=False)
+    return cfg_norm_after_euler(model, x, rows.captions, t0=p.cfg_t0, euler_steps=p.euler_steps, inputs="images", batch_size=len(x), progress=False)
 
 
 METRICS: dict[str, Metric] = {}

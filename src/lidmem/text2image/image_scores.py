@@ -165,23 +165,27 @@ def cfg_norm_after_euler(
     captions: Sequence[str] | torch.Tensor,
     *,
     t0: float = 0.01,
-    n_steps: int = 3,
+    euler_steps: int = 3,
     inputs: str = "images",
     batch_size: int = 8,
     progress: bool | None = None,
+    n_steps: int | None = None,
 ) -> torch.Tensor:
     """CFG vector norm of training images (App. C.1).
 
-    From x at t = 0, take ``n_steps`` Euler steps of the probability-flow ODE
+    From x at t = 0, take ``euler_steps`` Euler steps of the probability-flow ODE
     ``dx/dt = f(t) x - g(t)^2 / 2 s(x; t, c)`` (conditional score) to ``t0``, then return
-    ``||s(x_t0; t0, c) - s(x_t0; t0, empty)||`` (score units). High = memorized.
+    ``||s(x_t0; t0, c) - s(x_t0; t0, empty)||`` (score units). High = memorized. ``n_steps`` is
+    the deprecated alias of ``euler_steps`` (the name of this setting in ``score_images``,
+    ``score_dataset`` and the CLI's ``--euler-steps``).
 
     Returns
     -------
     Tensor of shape (n,), float32
     """
+    euler_steps = renamed_argument(euler_steps, n_steps, new="euler_steps", old="n_steps", default=3, func="cfg_norm_after_euler")
     t0 = check_t0(t0)
-    k = check_positive_int(n_steps, "n_steps")
+    k = check_positive_int(euler_steps, "euler_steps")
     x = _model_space(model, images, inputs)
     n = x.shape[0]
     cond, uncond = _captions_embeds(model, captions, n)
@@ -236,7 +240,7 @@ def score_images(
     if "flipd_cond" in metrics:
         cols["flipd_cond"] = image_flipd(model, x, captions, t0=flipd_t0, guidance_scale=guidance_scale, **common).numpy()
     if "cfg_norm" in metrics:
-        cols["cfg_norm"] = cfg_norm_after_euler(model, x, captions, t0=cfg_t0, n_steps=euler_steps, inputs="latents", batch_size=batch_size, progress=progress).numpy()
+        cols["cfg_norm"] = cfg_norm_after_euler(model, x, captions, t0=cfg_t0, euler_steps=euler_steps, inputs="latents", batch_size=batch_size, progress=progress).numpy()
     df = pd.DataFrame(cols)
     if captions is not None and not isinstance(captions, torch.Tensor):
         caps = [captions] * len(df) if isinstance(captions, str) else list(captions)
