@@ -12,6 +12,7 @@ from typing import Any
 
 import typer
 
+from ..defaults import CFG_T0, EULER_STEPS, FLIPD_T0
 from ._common import check_device_option, check_out, console, renamed_option, user_errors
 
 t2i_app = typer.Typer(help="Text-to-image memorization: image scores, prompt detection, token attribution, mitigation.", no_args_is_help=True)
@@ -153,9 +154,9 @@ def score_images_command(
     captions: Path | None = typer.Option(None, help="Captions: .txt one per image (file-name order) or a table with file + caption columns."),
     column: str | None = typer.Option(None, help="Caption column of a --captions table."),
     metrics: str = typer.Option("flipd_uncond,flipd_cond,cfg_norm", help="Any of flipd_uncond, flipd_cond, cfg_norm (the last two need --captions)."),
-    flipd_t0: float = typer.Option(0.05, help="FLIPD time t0 (paper: 0.05 for Stable Diffusion)."),
-    cfg_t0: float = typer.Option(0.01, help="Time of the CFG norm after the Euler steps (paper: 0.01)."),
-    euler_steps: int = typer.Option(3, help="Probability-flow Euler steps before the CFG norm (paper: 3)."),
+    flipd_t0: float = typer.Option(FLIPD_T0, help="FLIPD time t0 (the fixed default of commands without the training data, README Conventions; the paper's value for Stable Diffusion)."),
+    cfg_t0: float = typer.Option(CFG_T0, help="Time of the CFG norm after the Euler steps (paper: 0.01)."),
+    euler_steps: int = typer.Option(EULER_STEPS, help="Probability-flow Euler steps before the CFG norm (paper: 3)."),
     n_probes: int = typer.Option(1, help="Hutchinson probes for FLIPD."),
     batch_size: int = typer.Option(8, help="Images per batch."),
     seed: int = typer.Option(0, help="Seed of the Hutchinson probes."),

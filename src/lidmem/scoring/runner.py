@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from .._validation import check_choice, check_device, check_output_path, check_positive_int, check_t0, renamed_argument
+from ..defaults import CFG_T0, EULER_STEPS, FLIPD_T0, NB_T0, NB_THRESHOLD
 from ..estimators._rank import check_threshold
 from ..utils import progress as _progress
 from ..utils import resolve_device
@@ -80,13 +81,14 @@ class MetricParams:
     Attributes
     ----------
     t0 : float
-        FLIPD diffusion time in (0, 1] (``flipd``, ``flipd_hutchinson``).
+        FLIPD diffusion time in (0, 1] (``flipd``, ``flipd_hutchinson``); default
+        :data:`lidmem.defaults.FLIPD_T0` (0.05: no training data here, so no ``"auto"``).
     n_probes : int
         Hutchinson probes per point (``flipd_hutchinson``).
     probe : {"rademacher", "gaussian"}
         Hutchinson probe distribution.
     nb_t0 : float
-        Normal-bundle diffusion time (``nb``).
+        Normal-bundle diffusion time (``nb``); default :data:`lidmem.defaults.NB_T0` (0.05).
     n_scores : int or None
         Noisy scores per point for the normal bundle (None: the estimator's default, 4d).
     nb_threshold : {"percentile", "gap"} or float
@@ -106,16 +108,16 @@ class MetricParams:
         ``cfg_norm``: Euler steps of that ODE (App. C.1: 3).
     """
 
-    t0: float = 0.01
+    t0: float = FLIPD_T0
     n_probes: int = 1
     probe: str = "rademacher"
-    nb_t0: float = 0.01
+    nb_t0: float = NB_T0
     n_scores: int | None = None
-    nb_threshold: str | float = "percentile"
+    nb_threshold: str | float = NB_THRESHOLD
     nb_tau: float | None = None
     value_range: tuple[float, float] = (-1.0, 1.0)
-    cfg_t0: float = 0.01
-    euler_steps: int = 3
+    cfg_t0: float = CFG_T0
+    euler_steps: int = EULER_STEPS
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -489,15 +491,15 @@ def score_dataset(
     out: str | Path,
     *,
     metrics: Sequence[str] = ("flipd",),
-    t0: float = 0.01,
+    t0: float = FLIPD_T0,
     n_probes: int = 1,
     probe: str = "rademacher",
-    nb_t0: float = 0.01,
+    nb_t0: float = NB_T0,
     n_scores: int | None = None,
-    nb_threshold: str | float = "percentile",
+    nb_threshold: str | float = NB_THRESHOLD,
     value_range: tuple[float, float] = (-1.0, 1.0),
-    cfg_t0: float = 0.01,
-    euler_steps: int = 3,
+    cfg_t0: float = CFG_T0,
+    euler_steps: int = EULER_STEPS,
     shard_size: int = 1024,
     batch_size: int = 64,
     seed: int = 0,

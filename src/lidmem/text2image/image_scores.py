@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ..defaults import CFG_T0, EULER_STEPS, FLIPD_T0
 from .._validation import check_choice, check_positive_int, check_t0, renamed_argument
 from ..diffusion.sampling import ode_derivative
 from ..estimators.flipd import flipd, flipd_at
@@ -115,7 +116,7 @@ def image_flipd(
     images: Any,
     captions: Sequence[str] | torch.Tensor | None = None,
     *,
-    t0: float = 0.05,
+    t0: float = FLIPD_T0,
     guidance_scale: float = 1.0,
     inputs: str = "images",
     trace: str = "hutchinson",
@@ -135,7 +136,7 @@ def image_flipd(
     captions : list of str or Tensor (n or 1, L, D), optional
         None: unconditional FLIPD (s(x; t, empty)). Given: conditional FLIPD with
         s_CFG(x; t, c) at ``guidance_scale`` (1 = the plain conditional score).
-    t0 : float, default=0.05
+    t0 : float, default=0.05 (:data:`lidmem.defaults.FLIPD_T0`)
         The paper's Stable Diffusion setting (App. C.1).
     n_probes : int, default=1
         Hutchinson probes (1 at scale, as the paper).
@@ -164,8 +165,8 @@ def cfg_norm_after_euler(
     images: Any,
     captions: Sequence[str] | torch.Tensor,
     *,
-    t0: float = 0.01,
-    euler_steps: int = 3,
+    t0: float = CFG_T0,
+    euler_steps: int = EULER_STEPS,
     inputs: str = "images",
     batch_size: int = 8,
     progress: bool | None = None,
@@ -212,9 +213,9 @@ def score_images(
     captions: Sequence[str] | None = None,
     *,
     metrics: Sequence[str] = IMAGE_METRICS,
-    flipd_t0: float = 0.05,
-    cfg_t0: float = 0.01,
-    euler_steps: int = 3,
+    flipd_t0: float = FLIPD_T0,
+    cfg_t0: float = CFG_T0,
+    euler_steps: int = EULER_STEPS,
     guidance_scale: float = 1.0,
     inputs: str = "images",
     trace: str = "hutchinson",
