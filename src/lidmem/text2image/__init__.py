@@ -54,7 +54,8 @@ __all__ = [
 
 def __getattr__(name: str) -> object:
     if name == "LARGER_IS_MEMORIZED":  # deprecated alias (one release): lidmem.memorization.metrics.HIGHER_IS_MEMORIZED
-        from . import prompt_metrics
+        import importlib
 
-        return prompt_metrics.LARGER_IS_MEMORIZED
+        # the package attribute prompt_metrics is the function; the module holds the alias
+        return importlib.import_module(".prompt_metrics", __name__).LARGER_IS_MEMORIZED
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
