@@ -193,6 +193,8 @@ def test_scores_equal_direct_estimator_calls(tmp_path, datasets_dir, digits, che
     assert read_settings(tmp_path / "nb")["settings"]["params"]["nb_tau"] == pytest.approx(tau, rel=1e-6)
     nb_direct = [normal_bundle(model, x[s : s + BATCH], NB_T0, n_scores=32, seed=batch_seed(0, s, "nb"), threshold=tau) for s in range(0, N, BATCH)]
     np.testing.assert_array_equal(nb["nb"], torch.cat(nb_direct).numpy())
+    again = score_dataset(checkpoint, datasets_dir / "folder", tmp_path / "nb", metrics=["nb"], n_scores=32, shard_size=SHARD, batch_size=BATCH, progress=False)
+    assert again.rows_scored == 0 and len(again.shards_skipped) == N // SHARD  # resumes with the recorded tau
     gap = _table(score_dataset(checkpoint, datasets_dir / "folder", tmp_path / "nb_gap", metrics=["nb"], n_scores=32, nb_threshold="gap", shard_size=SHARD, batch_size=BATCH, progress=False).out)
     gap_direct = [normal_bundle(model, x[s : s + BATCH], NB_T0, n_scores=32, seed=batch_seed(0, s, "nb"), threshold="gap") for s in range(0, N, BATCH)]
     np.testing.assert_array_equal(gap["nb"], torch.cat(gap_direct).numpy())

@@ -183,6 +183,18 @@ def _nb(model: Any, x: torch.Tensor, rows: Rows, seed: int, p: MetricParams) -> 
     return normal_bundle(model, x, p.nb_t0, n_scores=p.n_scores, seed=seed, threshold=threshold, progress=False)
 
 
+def _recorded_nb_tau(out: Path, params: MetricParams) -> float | None:
+    """``nb_tau`` of the run already in ``out`` when its other metric settings equal ``params``."""
+    try:
+        recorded = read_settings(out)["settings"]["params"]
+    except (ValueError, KeyError, OSError, json.JSONDecodeError):
+        return None
+    mine = params.to_dict()
+    same = all(recorded.get(k) == v for k, v in mine.items() if k != "nb_tau")
+    tau = recorded.get("nb_tau")
+    return float(tau) if same and isinstance(tau, (int, float)) else None
+
+
 def _fit_nb_tau(model: Any, source: DataSource, data_shape: Any, encode: Any, params: MetricParams, batch_size: int, seed: int, dev: torch.device, autocast: Any) -> float:
     """The global percentile ``tau`` of the normal bundle from the data set's first batch."""
     from ..estimators._rank import percentile_threshold
@@ -669,7 +681,12 @@ def score_dataset(
         encode = model.encode if model_meta.get("space") == "latent" and hasattr(model, "encode") else None  # latent models: LID on latents
         autocast = torch.autocast(dev.type, dtype=getattr(torch, precision)) if precision != "float32" else nullcontext()
         if "nb" in metrics and params.nb_threshold == "percentile":
-            params = replace(params, nb_tau=_fit_nb_tau(model, source, data_shape, encode, params, batch_size, seed, dev, autocast))
+            # a resumed run (or a later worker) reuses the tau the folder records, so that float
+            # noise across thread counts cannot make the settings differ; else fit it
+            tau = _recorded_nb_tau(out, params)
+            if tau is None:
+                tau = _fit_nb_tau(model, source, data_shape, encode, params, batch_size, seed, dev, autocast)
+            params = replace(params, nb_tau=tau)
         settings = {
             "model": _describe_model(model) if needs_model else None,
             "data": {k: v for k, v in data_desc.items() if k not in ("path", "content")},
