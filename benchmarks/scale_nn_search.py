@@ -83,7 +83,7 @@ def run(n: int, d: int, n_query: int) -> list[dict]:
     # lidmem's exact search: float64 cdist over query chunks; chunk so that chunk x n doubles stay ~0.5 GB
     chunk = max(1, int(5e8 // (8 * n)))
     t = time.perf_counter()
-    _, li = nearest_neighbors(q, ref, 1, search="exact", chunk_size=chunk)
+    _, li = nearest_neighbors(q, ref, 1, search="exact", batch_size=chunk)
     record(f"lidmem exact (torch f64, chunk {chunk})", 0.0, time.perf_counter() - t, li[:, 0], exact)
 
     t = time.perf_counter()

@@ -57,7 +57,7 @@ def test_cli_mmh_finds_planted_memorization(planted):
     ckpt, csv, d = planted
     out = d / "out"
     res = runner.invoke(app, ["mmh", "--model", str(ckpt), "--data", str(csv), "--out", str(out), "--k", "10", "--tau", "fo",
-                              "--radius", "0", "--no-progress"])
+                              "--radius", "0", "--t0", "0.01", "--no-progress"])
     assert res.exit_code == 0, res.output
     table = pd.read_csv(out / "mmh.csv")
     assert list(table.columns) == ["index", "lid_theta", "lid_star", "od_gap", "mmh_class"] and len(table) == 93
@@ -67,6 +67,18 @@ def test_cli_mmh_finds_planted_memorization(planted):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"]["dd_mem"] == 12 and summary["counts"]["od_mem"] >= 1
     assert summary["settings"]["t0"] == 0.01 and summary["settings"]["mmh"]["od_margin"] == 0.5
+
+
+def test_cli_mmh_default_t0_is_auto_from_the_training_data(planted):
+    """The default --t0 is 'auto': t0_from_training_data on the points given (lidmem.defaults)."""
+    from lidmem.estimators.t0 import t0_from_training_data
+
+    ckpt, csv, d = planted
+    res = runner.invoke(app, ["mmh", "--model", str(ckpt), "--data", str(csv), "--out", str(d / "auto"), "--k", "10", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    expected = t0_from_training_data(VPSDE(), pd.read_csv(csv).to_numpy(np.float32))
+    assert json.loads((d / "auto" / "summary.json").read_text())["settings"]["t0"] == pytest.approx(expected, rel=1e-9)
+    assert 0.0 < expected < 1.0
 
 
 def _text(res):

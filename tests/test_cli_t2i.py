@@ -73,7 +73,7 @@ def test_detect_prompts_command(files, tmp_path):
     r = CliRunner().invoke(
         app,
         ["t2i", "detect-prompts", "--model", str(files / "sd"), "--prompts", str(files / "non.csv"), "--memorized", str(files / "mem.txt"),
-         "--steps", "10", "--n-generations", "1", "--out", str(tmp_path), "--format", "parquet", "--no-progress"],
+         "--num-inference-steps", "10", "--n-generations", "1", "--out", str(tmp_path), "--format", "parquet", "--no-progress"],
     )
     assert r.exit_code == 0, r.output
     df = pd.read_parquet(tmp_path / "prompt_metrics.parquet")
@@ -87,7 +87,7 @@ def test_detect_prompts_command(files, tmp_path):
 
 
 def test_attribute_and_mitigate_commands(files, tmp_path):
-    r = CliRunner().invoke(app, ["t2i", "attribute", "--model", str(files / "sd"), "--prompt", "a photo of the car zqx", "--steps", "4", "--out", str(tmp_path / "a")])
+    r = CliRunner().invoke(app, ["t2i", "attribute", "--model", str(files / "sd"), "--prompt", "a photo of the car zqx", "--num-inference-steps", "4", "--out", str(tmp_path / "a")])
     assert r.exit_code == 0, r.output
     att = pd.read_csv(tmp_path / "a" / "attribution.csv")
     assert att.score.sum() == pytest.approx(1.0) and "car" in set(att.word)

@@ -14,7 +14,7 @@ def _model(x, t):
 @pytest.mark.parametrize(
     "est, params, shown",
     [
-        (FLIPD(_model, t0=0.05, trace="hutchinson"), {"t0": 0.05, "trace": "hutchinson", "ad": "auto", "model": _model}, "FLIPD(t0=0.05, trace='hutchinson')"),
+        (FLIPD(_model, t0=0.02, trace="hutchinson"), {"t0": 0.02, "trace": "hutchinson", "ad": "auto", "model": _model}, "FLIPD(t0=0.02, trace='hutchinson')"),
         (NormalBundle(_model, n_scores=8), {"n_scores": 8, "threshold": "gap"}, "NormalBundle(n_scores=8)"),
         (JacobianRank(_model, threshold=0.1), {"threshold": 0.1, "mode": JacobianRank(_model).mode}, "JacobianRank(threshold=0.1)"),
         (LocalPCA(k=5, tau="percentile"), {"k": 5, "tau": "percentile", "radius": 0.0}, "LocalPCA(k=5, tau='percentile')"),

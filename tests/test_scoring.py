@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from lidmem import VPSDE
+from lidmem.defaults import FLIPD_T0, NB_T0
 from lidmem.diffusion.checkpoint import load_score_model, save_checkpoint
 from lidmem.scoring import (
     SettingsMismatchError,
@@ -167,6 +168,8 @@ def test_hf_datasets_backend_if_installed(tmp_path, digits):
 # --------------------------------------------------------------------------------------- scoring
 def test_scores_equal_direct_estimator_calls(tmp_path, datasets_dir, digits, checkpoint):
     from lidmem.estimators import flipd, normal_bundle
+    from lidmem.estimators._rank import percentile_threshold
+    from lidmem.estimators.normal_bundle import normal_bundle_singular_values
     from lidmem.memorization.complexity import png_length
 
     res = score_dataset(
@@ -179,13 +182,22 @@ def test_scores_equal_direct_estimator_calls(tmp_path, datasets_dir, digits, che
     assert df["id"].tolist() == [f"img{i:03d}.png" for i in range(N)]
     model = load_score_model(checkpoint)
     x = torch.from_numpy(digits[:, None].astype(np.float32) / 255.0) * 2 - 1  # default value_range (-1, 1)
-    np.testing.assert_allclose(df["flipd"], flipd(model, x, 0.01, trace="exact").double().numpy(), rtol=1e-5, atol=1e-3)
-    hutch = [flipd(model, x[s : s + BATCH], 0.01, trace="hutchinson", seed=batch_seed(0, s, "flipd_hutchinson")) for s in range(0, N, BATCH)]
+    np.testing.assert_allclose(df["flipd"], flipd(model, x, FLIPD_T0, trace="exact").double().numpy(), rtol=1e-5, atol=1e-3)
+    hutch = [flipd(model, x[s : s + BATCH], FLIPD_T0, trace="hutchinson", seed=batch_seed(0, s, "flipd_hutchinson")) for s in range(0, N, BATCH)]
     np.testing.assert_allclose(df["flipd_hutchinson"], torch.cat(hutch).double().numpy(), rtol=1e-5, atol=1e-3)
     np.testing.assert_array_equal(df["png_complexity"], png_length(x.numpy(), value_range=(-1.0, 1.0)))
-    nb = _table(score_dataset(checkpoint, datasets_dir / "folder", tmp_path / "nb", metrics=["nb"], nb_scores=32, shard_size=SHARD, batch_size=BATCH, progress=False).out)
-    nb_direct = [normal_bundle(model, x[s : s + BATCH], 0.01, 32, batch_seed(0, s, "nb")) for s in range(0, N, BATCH)]
+    # nb's default rank cut: the paper's 10th-percentile tau, fitted once on the first batch, applied to every shard
+    nb = _table(score_dataset(checkpoint, datasets_dir / "folder", tmp_path / "nb", metrics=["nb"], n_scores=32, shard_size=SHARD, batch_size=BATCH, progress=False).out)
+    sv0 = normal_bundle_singular_values(model, x[:BATCH], NB_T0, n_scores=32, seed=batch_seed(0, 0, "nb"))
+    tau = percentile_threshold(sv0, 10.0)
+    assert read_settings(tmp_path / "nb")["settings"]["params"]["nb_tau"] == pytest.approx(tau, rel=1e-6)
+    nb_direct = [normal_bundle(model, x[s : s + BATCH], NB_T0, n_scores=32, seed=batch_seed(0, s, "nb"), threshold=tau) for s in range(0, N, BATCH)]
     np.testing.assert_array_equal(nb["nb"], torch.cat(nb_direct).numpy())
+    again = score_dataset(checkpoint, datasets_dir / "folder", tmp_path / "nb", metrics=["nb"], n_scores=32, shard_size=SHARD, batch_size=BATCH, progress=False)
+    assert again.rows_scored == 0 and len(again.shards_skipped) == N // SHARD  # resumes with the recorded tau
+    gap = _table(score_dataset(checkpoint, datasets_dir / "folder", tmp_path / "nb_gap", metrics=["nb"], n_scores=32, nb_threshold="gap", shard_size=SHARD, batch_size=BATCH, progress=False).out)
+    gap_direct = [normal_bundle(model, x[s : s + BATCH], NB_T0, n_scores=32, seed=batch_seed(0, s, "nb"), threshold="gap") for s in range(0, N, BATCH)]
+    np.testing.assert_array_equal(gap["nb"], torch.cat(gap_direct).numpy())
     settings = read_settings(tmp_path / "out")["settings"]
     assert settings["metrics"] == ["flipd", "flipd_hutchinson", "png_complexity"] and settings["n_shards"] == 5
     # the same rows from another source kind give the same scores
@@ -203,7 +215,7 @@ def test_flipd_map_metric_equals_direct_call(tmp_path, datasets_dir, digits, che
     df = _table(res.out)
     model = load_score_model(checkpoint)
     x = torch.from_numpy(digits[:, None].astype(np.float32) / 255.0) * 2 - 1
-    maps = flipd_map(model, x, 0.01)
+    maps = flipd_map(model, x, FLIPD_T0)
     assert maps.shape == x.shape
     np.testing.assert_allclose(df["flipd_map_top10_mass"], map_concentration(maps).numpy(), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(maps.double().sum((1, 2, 3)).numpy(), df["flipd"], rtol=1e-5, atol=1e-3)
@@ -354,7 +366,7 @@ def test_cfg_norm_on_captioned_shards(tmp_path, datasets_dir, checkpoint):
                 info.size = len(payload)
                 tf.addfile(info, io.BytesIO(payload))
     x = torch.from_numpy(imgs.transpose(0, 3, 1, 2).astype(np.float32) / 255.0) * 2 - 1
-    truth = cfg_norm_after_euler(model, x, caps, t0=0.01, n_steps=3, batch_size=4).double().numpy()
+    truth = cfg_norm_after_euler(model, x, caps, t0=0.01, euler_steps=3, batch_size=4).double().numpy()
     assert truth.std() > 0
     for data in (tmp_path / "c.parquet", tmp_path / "c.tar"):
         res = score_dataset(model, data, tmp_path / f"out-{data.suffix}", metrics=["cfg_norm"], shard_size=4, batch_size=4, progress=False)

@@ -200,7 +200,7 @@ def test_registry_runs_every_detector_on_tiny_pipeline(tiny_model):
         s = run_detector(name, tiny_model, prompts, **kw)
         assert s.shape == (3,) and np.isfinite(s).all(), name
         np.testing.assert_allclose(s[0], s[2], rtol=1e-5, err_msg=name)
-        assert isinstance(det.larger_is_memorized, bool) and det.paper and det.model_calls(tiny_model, 1, 6) > 0
+        assert isinstance(det.higher_is_memorized, bool) and det.paper and det.model_calls(tiny_model, 1, 6) > 0
     # the wrapped metrics are lidmem's own prompt_metrics values
     ref = prompt_metrics(tiny_model, prompts, metrics=["a_cfg", "wen"], n_generations=1, num_inference_steps=6, guidance_scale=4.0, seed=0, batch_size=2, progress=False)
     for m in ("a_cfg", "wen"):

@@ -85,7 +85,7 @@ def test_cfg_flipd_matches_closed_form_and_recovers_dimension(stub):
         x_t = psi * x0
         with torch.no_grad():
             exact = cfg_flipd_at(model, x_t, t, cond, uncond, lam, trace="exact")
-            hutch = cfg_flipd_at(model, x_t, t, cond, uncond, lam, n_probes=1, generator=g)
+            hutch = cfg_flipd_at(model, x_t, t, cond, uncond, lam, n_probes=1, seed=g)
         truth = _exact_flipd(model, x_t, t, lam)
         torch.testing.assert_close(exact.double(), truth, rtol=1e-4, atol=1e-3)
         assert abs(float(hutch.mean() - truth.mean())) < 0.5  # unbiased with 1 probe
@@ -129,7 +129,7 @@ def test_prompt_metrics_signs_and_estimator(tiny):
     # the empty prompt's conditional branch IS the unconditional one
     assert empty.a_cfg == 0.0 and empty.wen == 0.0
     assert cat.a_cfg > 0 and cat.wen > 0 and cat.a_scfg > 0
-    assert df.attrs["larger_is_memorized"] == {"a_cfg": True, "a_scfg": True, "a_flipd": False, "wen": True}
+    assert df.attrs["higher_is_memorized"] == {"a_cfg": True, "a_scfg": True, "a_flipd": False, "wen": True}
     # A^FLIPD averages FLIPD_CFG over exactly the DDIM states with 0.01 <= t <= 0.2: here timestep
     # 101; the last step (timestep 1, t = 0.001) is below the default flipd_t_min
     cond, uncond = tiny.encode_prompt("a red cat")
@@ -141,21 +141,21 @@ def test_prompt_metrics_signs_and_estimator(tiny):
     # flipd_t_min=0: the paper's (0, 0.2], both steps
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
-        both = torch.cat([cfg_flipd_at(tiny, x, t, cond, uncond[:1], 7.5, generator=g) for x, t, k in states if t <= 0.2]).mean()
+        both = torch.cat([cfg_flipd_at(tiny, x, t, cond, uncond[:1], 7.5, seed=g) for x, t, k in states if t <= 0.2]).mean()
     paper = prompt_metrics(tiny, ["a red cat"], metrics=["a_flipd"], n_generations=2, num_inference_steps=10, seed=0, flipd_t_min=0.0)
     assert abs(float(both) - paper.a_flipd.iloc[0]) < 1e-3 * abs(float(both))
     # (Hutchinson probes depend on the batch: compare with the prompt alone)
     alone = prompt_metrics(tiny, ["a red cat"], metrics=["a_flipd"], n_generations=2, num_inference_steps=10, seed=0)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
-        manual = torch.cat([cfg_flipd_at(tiny, x, t, cond, uncond[:1], 7.5, generator=g) for x, t in used]).mean()
+        manual = torch.cat([cfg_flipd_at(tiny, x, t, cond, uncond[:1], 7.5, seed=g) for x, t in used]).mean()
     assert abs(float(manual) - alone.a_flipd.iloc[0]) < 1e-3 * abs(float(manual))
     assert abs(float(manual) - cat.a_flipd) < 0.05 * abs(float(manual))
     # flipd_point="denoised": FLIPD_CFG at x_t - sigma eps_CFG(x_t) on the same states
     den = prompt_metrics(tiny, ["a red cat"], metrics=["a_flipd"], n_generations=2, num_inference_steps=10, seed=0, flipd_point="denoised")
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
-        manual_den = torch.cat([step_metric(tiny, "a_flipd", x, t, cond, uncond[:1], 7.5, generator=g, flipd_point="denoised") for x, t in used]).mean()
+        manual_den = torch.cat([step_metric(tiny, "a_flipd", x, t, cond, uncond[:1], 7.5, seed=g, flipd_point="denoised") for x, t in used]).mean()
     assert abs(float(manual_den) - den.a_flipd.iloc[0]) < 1e-3 * abs(float(manual_den))
     assert den.attrs["flipd_point"] == "denoised"
     # deterministic under the seed; batching prompts changes nothing but the probes

@@ -141,7 +141,7 @@ def test_optimize_prompt_embedding_first_step_is_adam_ascent_of_a_flipd():
 
     def objective(c):
         g = torch.Generator().manual_seed(1)
-        return torch.stack([cfg_flipd_at(model, x, t, c, uncond, lam, generator=g, create_graph=True).mean() for x, t in used]).mean()
+        return torch.stack([cfg_flipd_at(model, x, t, c, uncond, lam, seed=g, create_graph=True).mean() for x, t in used]).mean()
 
     c = c0.clone().requires_grad_(True)
     value = objective(c)

@@ -165,7 +165,7 @@ def test_image_shaped_data_and_checkpoint_roundtrip(tmp_path):
 
 def test_sample_times_mixes_uniform_and_log_uniform():
     g = torch.Generator().manual_seed(0)
-    t = sample_times(20000, t_min=1e-4, log_uniform_fraction=0.5, generator=g)
+    t = sample_times(20000, t_min=1e-4, log_uniform_fraction=0.5, seed=g)
     assert float(t.min()) >= 1e-4 and float(t.max()) <= 1.0
     # uniform half: P(t < 0.01) ~ 0.01; log-uniform half: P(t < 0.01) = 2/4 = 0.5 -> total ~0.255
     frac = float((t < 0.01).float().mean())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ __all__ = [
     "check_int_list",
     "check_output_path",
     "as_model_dtype",
+    "renamed_argument",
 ]
 
 
@@ -249,3 +251,21 @@ def as_model_dtype(x: Any, model: Any) -> Any:
     if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != p.dtype:
         return x.to(p.dtype)
     return x
+
+
+
+def renamed_argument(new_value: Any, old_value: Any, *, new: str, old: str, default: Any = None, func: str = "") -> Any:
+    """Resolve a renamed keyword argument kept as a deprecated alias for one release.
+
+    Each public function that renamed ``old`` to ``new`` keeps an explicit keyword-only parameter
+    ``old=None`` and calls ``new = renamed_argument(new, old, new=..., old=..., default=...)``.
+    When ``old`` was given (not None) a :class:`DeprecationWarning` names the new spelling and its
+    value is used; giving both (``new`` differing from ``default``) is a ``TypeError``.
+    """
+    if old_value is None:
+        return new_value
+    where = f"{func}(): " if func else ""
+    if new_value is not default and new_value != default:
+        raise TypeError(f"{where}got both {new}={new_value!r} and its deprecated alias {old}={old_value!r}; pass only {new}")
+    warnings.warn(f"{where}{old!r} is deprecated and will be removed in the next release; use {new!r}", DeprecationWarning, stacklevel=3)
+    return old_value

@@ -197,7 +197,8 @@ def check_mmh_options(
 
 def check_score_options(
     *, out: object, model: object, metrics: str, shard_size: int, batch_size: int, seed: int, device: str | None, precision: str,
-    t0: float, n_probes: int, probe: str, nb_t0: float, nb_scores: int | None, cfg_t0: float, euler_steps: int,
+    t0: float, n_probes: int, probe: str, nb_t0: float, n_scores: int | None, cfg_t0: float, euler_steps: int,
+    nb_threshold: str = "percentile",
 ) -> None:
     """Every ``lidmem score`` option checked with its own name, before the data or the model is read."""
     from pathlib import Path
@@ -220,8 +221,9 @@ def check_score_options(
     check_t0(cfg_t0, "--cfg-t0")
     check_positive_int(n_probes, "--n-probes")
     check_positive_int(euler_steps, "--euler-steps")
-    if nb_scores is not None:
-        check_positive_int(nb_scores, "--nb-scores")
+    if n_scores is not None:
+        check_positive_int(n_scores, "--n-scores")
+    parse_rank_threshold(nb_threshold, "--nb-threshold")
     check_choice(probe, "--probe", ("rademacher", "gaussian"))
     check_device_option(device)
     if model is not None:
@@ -239,3 +241,28 @@ def check_lid_options(*, k: int, tau: str, tau_percentile: float, alpha: float, 
     check_percentile(radius_percentile, "--radius-percentile")
     check_probability(alpha, "--alpha", low=0.0, high=1.0, closed=False)
     check_positive_int(seed, "--seed", minimum=0)
+
+
+def parse_rank_threshold(text: str, name: str) -> str | float:
+    """A rank-cut option: ``gap``, ``percentile`` or a float >= 0 (lidmem.estimators._rank)."""
+    from ..estimators._rank import check_threshold
+
+    try:
+        value: str | float = float(text)
+    except ValueError:
+        value = text
+    return check_threshold(value, name)
+
+
+def renamed_option(new_value: object, old_value: object, *, new: str, old: str, default: object = None) -> object:
+    """Resolve a renamed CLI option kept as a hidden deprecated alias for one release.
+
+    When ``old`` was given, a one-line deprecation notice goes to stderr and its value is used;
+    giving both is an error (ValueError, shown by :func:`user_errors` as one line, exit 2).
+    """
+    if old_value is None:
+        return new_value
+    if new_value != default:
+        raise ValueError(f"{old} is the deprecated spelling of {new}; pass only {new}")
+    print(f"lidmem: {old} is deprecated and will be removed in the next release; use {new}", file=sys.stderr)
+    return old_value

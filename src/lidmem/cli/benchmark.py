@@ -146,7 +146,7 @@ def _run(
         rt.add_column(col)
     for _, r in table.iterrows():
         rt.add_row(r["detector"], f"{r['auroc']:.3f}", f"{r['tpr_at_1pct_fpr']:.3f}", str(r["model_calls_per_prompt"]),
-                   f"{r['seconds_per_prompt']:.3f}", str(bool(r["larger_is_memorized"])), r["steps_used"])
+                   f"{r['seconds_per_prompt']:.3f}", str(bool(r["higher_is_memorized"])), r["steps_used"])
     import sys
 
     from rich.console import Console

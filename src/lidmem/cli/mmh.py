@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from ..defaults import FLIPD_T0_WITH_TRAINING_DATA
 from ._common import check_mmh_options, console, parse_lpca_radius, parse_lpca_tau, user_errors
 
 
@@ -14,7 +15,7 @@ def mmh_command(
     data: Path = typer.Option(..., "--data", "-d", help="Training data: .npy, .csv, .parquet (numeric columns) or a folder of images."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (mmh.csv + summary.json)."),
     columns: str | None = typer.Option(None, "--columns", help="Comma-separated columns of a .csv/.parquet --data table to use as coordinates, in order (default: every column; they must all be numeric), e.g. --columns x,y for the von Mises demo's training.csv."),
-    t0: float = typer.Option(0.01, help="FLIPD time t0 in (0, 1]."),
+    t0: str = typer.Option(FLIPD_T0_WITH_TRAINING_DATA, help="FLIPD time t0 in (0, 1], or 'auto' (default: from the training data, lidmem.estimators.t0.t0_from_training_data; README Conventions)."),
     trace: str = typer.Option("exact", help="FLIPD trace: 'exact' (d JVPs per point) or 'hutchinson'."),
     n_probes: int = typer.Option(1, help="Hutchinson probes per point (--trace hutchinson)."),
     k: int = typer.Option(100, "--k", "-k", help="Local PCA neighbours (must be < number of points)."),
@@ -42,7 +43,8 @@ def mmh_command(
         from ..models import load_model
 
         # every option and the data before the model is loaded
-        check_mmh_options(out=out, model=model, t0=t0, trace=trace, n_probes=n_probes, k=k, tau_percentile=tau_percentile, alpha=alpha,
+        t0_value: float | str = t0 if t0 == "auto" else _float_option(t0, "--t0")
+        check_mmh_options(out=out, model=model, t0=0.1 if t0_value == "auto" else t0_value, trace=trace, n_probes=n_probes, k=k, tau_percentile=tau_percentile, alpha=alpha,
                           radius_percentile=radius_percentile, od_margin=od_margin, dd_threshold=dd_threshold, seed=seed,
                           batch_size=batch_size, device=device)
         tau_value, radius_value = parse_lpca_tau(tau), parse_lpca_radius(radius)
@@ -65,6 +67,9 @@ def mmh_command(
             points = torch.cat([score_model.encode(imgs[i:i + 64]) for i in range(0, len(imgs), 64)]).flatten(1).numpy()
         elif shape and int(np.prod(shape)) != points.shape[1]:
             raise ValueError(f"--data {data} has {points.shape[1]} features per point but --model {model} takes samples of shape {tuple(shape)}")
+        from ..estimators.t0 import resolve_t0
+
+        t0 = resolve_t0(t0_value, score_model.sde, points, name="--t0")  # type: ignore[assignment]
         result = mmh_analysis(
             score_model,
             points.astype(np.float32),
@@ -119,3 +124,10 @@ def mmh_command(
 def register(app: typer.Typer, demo_app: typer.Typer) -> None:
     """Add ``lidmem mmh`` to the lidmem app."""
     app.command("mmh")(mmh_command)
+
+
+def _float_option(text: str, name: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r} must be a float in (0, 1] or 'auto'") from None

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from ._common import check_score_options, console, user_errors
+from ..defaults import CFG_T0, EULER_STEPS, FLIPD_T0, NB_T0, NB_THRESHOLD
+from ._common import check_score_options, console, parse_rank_threshold, renamed_option, user_errors
 
 
 def _floats(text: str, name: str, n: int | None = None) -> tuple[float, ...]:
@@ -34,13 +35,15 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Base seed; each batch's seed derives from its first global row."),
         device: Optional[str] = typer.Option(None, "--device", help="Default: cuda:LOCAL_RANK when CUDA is available, else cpu."),
         precision: str = typer.Option("float32", "--precision", help="float32 | bfloat16 | float16 (autocast; for GPUs)."),
-        t0: float = typer.Option(0.01, "--t0", help="FLIPD diffusion time in (0, 1]."),
+        t0: float = typer.Option(FLIPD_T0, "--t0", help="FLIPD diffusion time in (0, 1] (the fixed default of commands without the training data; README, Conventions)."),
         n_probes: int = typer.Option(1, "--n-probes", help="Hutchinson probes per point (flipd_hutchinson)."),
         probe: str = typer.Option("rademacher", "--probe", help="rademacher | gaussian."),
-        nb_t0: float = typer.Option(0.01, "--nb-t0", help="Normal-bundle diffusion time in (0, 1]."),
-        nb_scores: Optional[int] = typer.Option(None, "--nb-scores", help="Noisy scores per point for nb (default 4d)."),
-        cfg_t0: float = typer.Option(0.01, "--cfg-t0", help="cfg_norm: time of the probability-flow ODE endpoint."),
-        euler_steps: int = typer.Option(3, "--euler-steps", help="cfg_norm: Euler steps to --cfg-t0."),
+        nb_t0: float = typer.Option(NB_T0, "--nb-t0", help="Normal-bundle diffusion time in (0, 1]."),
+        n_scores: Optional[int] = typer.Option(None, "--n-scores", help="Noisy scores per point for nb (default 4d)."),
+        nb_scores: Optional[int] = typer.Option(None, "--nb-scores", hidden=True, help="Deprecated spelling of --n-scores."),
+        nb_threshold: str = typer.Option(NB_THRESHOLD, "--nb-threshold", help="nb rank cut: percentile (the paper's 10th percentile, fitted once on the first batch and applied to every shard), gap (per image) or a float."),
+        cfg_t0: float = typer.Option(CFG_T0, "--cfg-t0", help="cfg_norm: time of the probability-flow ODE endpoint."),
+        euler_steps: int = typer.Option(EULER_STEPS, "--euler-steps", help="cfg_norm: Euler steps to --cfg-t0."),
         value_range: str = typer.Option("-1,1", "--value-range", help="Images are mapped from [0, 1] to this range for the model."),
         kind: Optional[str] = typer.Option(None, "--kind", help="folder | list | parquet | webdataset | hf (default: detected)."),
         column: Optional[str] = typer.Option(None, "--column", help="Parquet/hf: image-bytes or numeric-list column (default: first found)."),
@@ -68,9 +71,10 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
                 return
             if data is None:
                 raise ValueError("--data is required (or pass --merge to merge a finished run)")
+            n_scores = renamed_option(n_scores, nb_scores, new="--n-scores", old="--nb-scores")  # type: ignore[assignment]
             check_score_options(out=out, model=model, metrics=metrics, shard_size=shard_size, batch_size=batch_size, seed=seed,
                                 device=device, precision=precision, t0=t0, n_probes=n_probes, probe=probe, nb_t0=nb_t0,
-                                nb_scores=nb_scores, cfg_t0=cfg_t0, euler_steps=euler_steps)
+                                n_scores=n_scores, cfg_t0=cfg_t0, euler_steps=euler_steps, nb_threshold=nb_threshold)
             check_choice(bad_images, "--bad-images", ("stop", "skip"))
             source = open_source(
                 data,
@@ -91,7 +95,8 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
                 n_probes=n_probes,
                 probe=probe,
                 nb_t0=nb_t0,
-                nb_scores=nb_scores,
+                n_scores=n_scores,
+                nb_threshold=parse_rank_threshold(nb_threshold, "--nb-threshold"),
                 value_range=(lo, hi),
                 cfg_t0=cfg_t0,
                 euler_steps=euler_steps,

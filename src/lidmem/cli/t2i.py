@@ -12,7 +12,8 @@ from typing import Any
 
 import typer
 
-from ._common import check_device_option, check_out, console, user_errors
+from ..defaults import CFG_T0, EULER_STEPS, FLIPD_T0
+from ._common import check_device_option, check_out, console, renamed_option, user_errors
 
 t2i_app = typer.Typer(help="Text-to-image memorization: image scores, prompt detection, token attribution, mitigation.", no_args_is_help=True)
 
@@ -153,9 +154,9 @@ def score_images_command(
     captions: Path | None = typer.Option(None, help="Captions: .txt one per image (file-name order) or a table with file + caption columns."),
     column: str | None = typer.Option(None, help="Caption column of a --captions table."),
     metrics: str = typer.Option("flipd_uncond,flipd_cond,cfg_norm", help="Any of flipd_uncond, flipd_cond, cfg_norm (the last two need --captions)."),
-    flipd_t0: float = typer.Option(0.05, help="FLIPD time t0 (paper: 0.05 for Stable Diffusion)."),
-    cfg_t0: float = typer.Option(0.01, help="Time of the CFG norm after the Euler steps (paper: 0.01)."),
-    euler_steps: int = typer.Option(3, help="Probability-flow Euler steps before the CFG norm (paper: 3)."),
+    flipd_t0: float = typer.Option(FLIPD_T0, help="FLIPD time t0 (the fixed default of commands without the training data, README Conventions; the paper's value for Stable Diffusion)."),
+    cfg_t0: float = typer.Option(CFG_T0, help="Time of the CFG norm after the Euler steps (paper: 0.01)."),
+    euler_steps: int = typer.Option(EULER_STEPS, help="Probability-flow Euler steps before the CFG norm (paper: 3)."),
     n_probes: int = typer.Option(1, help="Hutchinson probes for FLIPD."),
     batch_size: int = typer.Option(8, help="Images per batch."),
     seed: int = typer.Option(0, help="Seed of the Hutchinson probes."),
@@ -211,10 +212,9 @@ def _hist_figure(df: Any, cols: list[str], path: Path, labels: Any = None) -> No
     """Histograms of score columns (memorized red, others blue; direction of "memorized" under
     each axis), the look of every lidmem report."""
     from ..reports.figures import score_histograms
-    from ..text2image import LARGER_IS_MEMORIZED
+    from ..memorization.metrics import HIGHER_IS_MEMORIZED
 
-    low = {c: not LARGER_IS_MEMORIZED[c] for c in cols if c in LARGER_IS_MEMORIZED}
-    low.update({c: v for c, v in {"flipd_uncond": True, "flipd_cond": True, "cfg_norm": False}.items() if c in cols})
+    low = {c: not HIGHER_IS_MEMORIZED[c] for c in cols if c in HIGHER_IS_MEMORIZED}
     fig = score_histograms({c: df[c].to_numpy(dtype=float) for c in cols}, None if labels is None else labels.to_numpy(bool) if hasattr(labels, "to_numpy") else labels,
                            low_is_positive=low, ncols=min(len(cols), 4))
     _save(fig, path)
@@ -228,7 +228,8 @@ def detect_prompts_command(
     column: str | None = typer.Option(None, help="Caption column of table files (default caption/prompt/text)."),
     metrics: str = typer.Option("a_cfg,a_scfg,a_flipd,wen", help="Any of a_cfg, a_scfg, a_flipd, wen."),
     n_generations: int = typer.Option(4, help="DDIM generations per prompt."),
-    steps: int = typer.Option(50, help="DDIM steps (A^FLIPD uses those with --flipd-t-min <= t <= --flipd-t-max)."),
+    num_inference_steps: int = typer.Option(50, "--num-inference-steps", help="DDIM steps (A^FLIPD uses those with --flipd-t-min <= t <= --flipd-t-max)."),
+    steps: int | None = typer.Option(None, "--steps", hidden=True, help="Deprecated spelling of --num-inference-steps."),
     guidance_scale: float = typer.Option(7.5, help="Classifier-free guidance scale lambda."),
     flipd_t_max: float = typer.Option(0.2, help="A^FLIPD: T uniform on \\[flipd_t_min, flipd_t_max]."),
     flipd_t_min: float = typer.Option(0.01, help="A^FLIPD: lower end of T (the paper: 0; FLIPD near t = 0 measures network error)."),
@@ -262,7 +263,8 @@ def detect_prompts_command(
         if not flipd_t_min < flipd_t_max:
             raise ValueError(f"--flipd-t-min={flipd_t_min} must be < --flipd-t-max={flipd_t_max}")
         check_finite(guidance_scale, "--guidance-scale")
-        for value, name in ((n_generations, "--n-generations"), (steps, "--steps"), (n_probes, "--n-probes"), (batch_size, "--batch-size")):
+        num_inference_steps = renamed_option(num_inference_steps, steps, new="--num-inference-steps", old="--steps", default=50)  # type: ignore[assignment]
+        for value, name in ((n_generations, "--n-generations"), (num_inference_steps, "--num-inference-steps"), (n_probes, "--n-probes"), (batch_size, "--batch-size")):
             check_positive_int(value, name)
         if limit is not None and limit < 1:
             raise ValueError(f"--limit={limit} must be >= 1")
@@ -273,7 +275,7 @@ def detect_prompts_command(
                 rows += [(p, f.name, label) for p in (ps[:limit] if limit else ps)]
         mdl = _load(model, device, dtype, allow_download)
         df = prompt_metrics(
-            mdl, [r[0] for r in rows], metrics=_split(metrics, "metrics"), n_generations=n_generations, num_inference_steps=steps,
+            mdl, [r[0] for r in rows], metrics=_split(metrics, "metrics"), n_generations=n_generations, num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale, flipd_t_max=flipd_t_max, flipd_t_min=flipd_t_min, n_probes=n_probes, seed=seed, batch_size=batch_size, flipd_point=flipd_point, progress=None if progress else False,
         )
         df.insert(1, "source", [r[1] for r in rows])
@@ -298,7 +300,8 @@ def attribute_command(
     column: str | None = typer.Option(None, help="Caption column of a table file."),
     metric: str = typer.Option("a_cfg", help="a_cfg, a_scfg, a_flipd or wen."),
     n_generations: int = typer.Option(1, help="DDIM generations."),
-    steps: int = typer.Option(50, help="DDIM steps."),
+    num_inference_steps: int = typer.Option(50, "--num-inference-steps", help="DDIM steps."),
+    steps: int | None = typer.Option(None, "--steps", hidden=True, help="Deprecated spelling of --num-inference-steps."),
     guidance_scale: float = typer.Option(7.5, help="Classifier-free guidance scale."),
     flipd_t_max: float = typer.Option(0.2, help="A^FLIPD: T uniform on \\[flipd_t_min, flipd_t_max]."),
     flipd_t_min: float = typer.Option(0.01, help="A^FLIPD: lower end of T (the paper: 0; FLIPD near t = 0 measures network error)."),
@@ -331,7 +334,8 @@ def attribute_command(
         if not flipd_t_min < flipd_t_max:
             raise ValueError(f"--flipd-t-min={flipd_t_min} must be < --flipd-t-max={flipd_t_max}")
         check_finite(guidance_scale, "--guidance-scale")
-        for value, name in ((n_generations, "--n-generations"), (steps, "--steps"), (batch_size, "--batch-size")):
+        num_inference_steps = renamed_option(num_inference_steps, steps, new="--num-inference-steps", old="--steps", default=50)  # type: ignore[assignment]
+        for value, name in ((n_generations, "--n-generations"), (num_inference_steps, "--num-inference-steps"), (batch_size, "--batch-size")):
             check_positive_int(value, name)
         check_positive_int(figures, "--figures", minimum=0)
         if limit is not None and limit < 1:
@@ -345,7 +349,7 @@ def attribute_command(
         mdl = _load(model, device, dtype, allow_download)
         frames, tops = [], []
         atts = token_attributions(
-            mdl, ps, metric=metric, n_generations=n_generations, num_inference_steps=steps, guidance_scale=guidance_scale,
+            mdl, ps, metric=metric, n_generations=n_generations, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
             flipd_t_max=flipd_t_max, flipd_t_min=flipd_t_min, seed=seed, batch_size=batch_size, wrt=wrt, flipd_point=flipd_point,
         )
         for i, (p, a) in enumerate(zip(ps, atts)):
@@ -381,7 +385,8 @@ def mitigate_command(
     chat_model: str = typer.Option("gpt-4", help="Model name for --rewriter chat."),
     alignment_model: str | None = typer.Option(None, help="Local CLIP model folder for prompt-image alignment (CLIP score); none: alignment is NaN."),
     n_generations: int = typer.Option(4, help="Generations per rewritten prompt."),
-    steps: int = typer.Option(50, help="DDIM steps."),
+    num_inference_steps: int = typer.Option(50, "--num-inference-steps", help="DDIM steps."),
+    steps: int | None = typer.Option(None, "--steps", hidden=True, help="Deprecated spelling of --num-inference-steps."),
     guidance_scale: float = typer.Option(7.5, help="Classifier-free guidance scale."),
     seed: int = typer.Option(0, help="Seed."),
     out: Path = typer.Option(Path("t2i_mitigation"), "--out", "-o", help="Output folder."),
@@ -402,7 +407,8 @@ def mitigate_command(
         _check_metrics(methods, "--methods", ("attribution", "uniform", "rta"))
         _ints(ks, "ks")
         check_finite(guidance_scale, "--guidance-scale")
-        for value, name in ((repeats, "--repeats"), (n_generations, "--n-generations"), (steps, "--steps")):
+        num_inference_steps = renamed_option(num_inference_steps, steps, new="--num-inference-steps", old="--steps", default=50)  # type: ignore[assignment]
+        for value, name in ((repeats, "--repeats"), (n_generations, "--n-generations"), (num_inference_steps, "--num-inference-steps")):
             check_positive_int(value, name)
         if not reference.is_file():
             raise ValueError(f"--reference {reference} is not an image file")
@@ -419,7 +425,7 @@ def mitigate_command(
         align = clip_alignment(alignment_model, device=device) if alignment_model else None
         df = evaluate_mitigation(
             mdl, prompt, ref[0], metric=metric, ks=_ints(ks, "ks"), methods=_split(methods, "methods"), repeats=repeats, rewriter=rw, alignment=align,
-            n_generations=n_generations, num_inference_steps=steps, guidance_scale=guidance_scale, seed=seed,
+            n_generations=n_generations, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed,
         )
         path = _write(df, out, "mitigation", fmt)
         _mitigation_figure(df, out / "mitigation.png")

@@ -25,7 +25,8 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="Seed."),
     ) -> None:
         """Planted memorization in a small text-to-image model: prompt and image detection,
-        token attribution, and prompt rewriting (paper Sec. 4.1-4.2)."""
+        token attribution, and prompt rewriting (paper Sec. 4.1-4.2). Image FLIPD uses t0 = 0.2, tuned
+        for this demo (not the library default, lidmem.defaults.FLIPD_T0 = 0.05; docs/text2image.md)."""
         from ..experiments.text2image import Text2ImageDemoConfig, run_text2image_demo, write_text2image_demo
 
         with user_errors():

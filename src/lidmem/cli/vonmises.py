@@ -17,7 +17,7 @@ def vonmises_command(
     seed: int = typer.Option(1, "--seed", help="Seed of the generated samples."),
     train_seed: int | None = typer.Option(None, help="Seed of network init and training with --retrain (default: the shipped one's)."),
     n_samples: int = typer.Option(1000, help="Number of generated samples."),
-    t0: float = typer.Option(0.005, help="FLIPD time t0 (see docs/vonmises.md for the choice)."),
+    t0: float = typer.Option(0.005, help="FLIPD time t0, tuned for this demo (0.005, not the library default of lidmem.defaults; docs/vonmises.md explains the choice)."),
     k: int = typer.Option(10, "--k", "-k", help="Local PCA neighbours for LID_* (n = 100 training points)."),
     od_margin: float = typer.Option(0.5, help="OD-Mem: lid_theta < lid_star - od_margin."),
     dd_threshold: float = typer.Option(0.5, help="DD-Mem: lid_star <= dd_threshold and lid_theta <= dd_threshold + od_margin."),

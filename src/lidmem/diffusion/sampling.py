@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .._validation import check_choice, check_positive_int, make_generator
+from .._validation import check_choice, check_positive_int, make_generator, renamed_argument
 from ..utils import append_dims, progress as _progress
 from .score import check_extra_args, time_tensor
 from .sde import SDE
@@ -186,17 +186,22 @@ def integrate_euler_maruyama(
     x: torch.Tensor,
     ts: torch.Tensor,
     *,
-    generator: torch.Generator | None = None,
+    seed: int | torch.Generator | None = None,
     callback: Callback | None = None,
     progress: bool | None = None,
     extra_args: Mapping[str, Any] | None = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Integrate the reverse-time SDE from ``ts[0]`` to ``ts[-1]`` with Euler–Maruyama.
 
     Each step ``x <- x - [f x - g^2 s] |dt| + g sqrt(|dt|) z`` with ``z ~ N(0, I)`` drawn from
-    ``generator``. Returns the state at ``ts[-1]`` (``x``'s shape; ``x`` is not modified).
-    ``extra_args`` is the conditioning of every model call, as in :func:`integrate_ode`.
+    ``seed`` (an int, a ``torch.Generator`` that is consumed, or None: torch's global generator).
+    Returns the state at ``ts[-1]`` (``x``'s shape; ``x`` is not modified). ``extra_args`` is the
+    conditioning of every model call, as in :func:`integrate_ode`. ``generator`` is the deprecated
+    alias of ``seed``.
     """
+    seed = renamed_argument(seed, generator, new="seed", old="generator", func="integrate_euler_maruyama")
+    gen = None if seed is None else make_generator(seed, device=x.device)
     sde = _sde_of(model)
     args = check_extra_args(extra_args)
     x = x.clone()
@@ -206,7 +211,7 @@ def integrate_euler_maruyama(
         score = model(x, t, **args)
         f = append_dims(sde.drift_coef(t).to(x.dtype), x.ndim)
         g2 = append_dims(sde.diffusion_sq(t).to(x.dtype), x.ndim)
-        z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        z = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
         x = x - (f * x - g2 * score) * dt + torch.sqrt(g2 * dt) * z
         if callback is not None:
             callback({"i": i, "t": float(ts[i]), "t_next": float(ts[i + 1]), "x": x, "score": score})
@@ -316,5 +321,5 @@ def sample_euler_maruyama(
     x, gen, sde = _initial(model, shape, seed, device)
     ts = get_timesteps(steps, t_end=t_end, spacing=spacing, sde=sde, device=x.device)
     args = check_extra_args(extra_args)
-    x = integrate_euler_maruyama(model, x, ts, generator=gen, callback=callback, progress=progress, extra_args=args)
+    x = integrate_euler_maruyama(model, x, ts, seed=gen, callback=callback, progress=progress, extra_args=args)
     return _finish(model, x, t_end, denoise, args)

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._validation import check_choice, check_points, check_positive_int, check_probability, make_generator
+from .._validation import check_choice, check_points, check_positive_int, check_probability, make_generator, renamed_argument
 from ..utils import append_dims, progress as _progress, resolve_device
 from .checkpoint import save_checkpoint
 from .score import PREDICTIONS, ScoreModel
@@ -100,12 +100,15 @@ def sample_times(
     *,
     t_min: float,
     log_uniform_fraction: float,
-    generator: torch.Generator,
+    seed: int | torch.Generator | None = None,
     device: torch.device | str = "cpu",
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Training times of shape ``(n,)``: the first ``round(n * log_uniform_fraction)`` are
-    log-uniform on ``[t_min, 1]``, the others uniform on ``[t_min, 1]``."""
-    u = torch.rand(n, generator=generator, device=device)
+    log-uniform on ``[t_min, 1]``, the others uniform on ``[t_min, 1]``. ``seed``: an int, a
+    ``torch.Generator`` (consumed) or None (a fresh seed); ``generator`` is its deprecated alias."""
+    seed = renamed_argument(seed, generator, new="seed", old="generator", func="sample_times")
+    u = torch.rand(n, generator=make_generator(seed, device=device), device=device)
     n_log = int(round(n * log_uniform_fraction))
     t = t_min + (1.0 - t_min) * u
     if n_log:
@@ -365,7 +368,7 @@ def train_score_model(
             gen_state = gen.get_state()
             idx = torch.randint(n, (batch_size,), generator=gen, device=dev)
             x0 = x_all[idx]
-            t = sample_times(batch_size, t_min=t_min, log_uniform_fraction=log_uniform_fraction, generator=gen, device=dev)
+            t = sample_times(batch_size, t_min=t_min, log_uniform_fraction=log_uniform_fraction, seed=gen, device=dev)
             eps = torch.randn(x0.shape, generator=gen, device=dev, dtype=x0.dtype)
             t = t.to(x0.dtype)
             psi = append_dims(sde.psi(t).to(x0.dtype), ndim)

@@ -23,6 +23,7 @@ import torch
 
 from .._validation import check_choice, check_points, check_positive_int, check_t0, make_generator
 from .._validation import as_model_dtype
+from ..defaults import FLIPD_T0
 from ..diffusion.score import check_extra_args, conditioning_rows, time_tensor
 from ..diffusion.sde import SDE
 from ..utils import chunk_slices, progress as _progress
@@ -232,7 +233,7 @@ def _flipd_curve_impl(
 def flipd(
     model: Any,
     x: Any,
-    t0: float = 0.01,
+    t0: float = FLIPD_T0,
     *,
     trace: Literal["exact", "hutchinson"] = "exact",
     n_probes: int = 1,
@@ -256,7 +257,7 @@ def flipd(
         Put modules in ``eval()`` mode yourself; FLIPD never changes the model.
     x : Tensor of shape (n, d) or (n, c, h, w)
         Points (clean data, time 0) on the model's device. ``d = prod(x.shape[1:])``.
-    t0 : float, default=0.01
+    t0 : float, default=0.05 (:data:`lidmem.defaults.FLIPD_T0`)
         Diffusion time in (0, 1]. Small ``t0`` approximates LID; see :func:`select_t0`.
     trace : {"exact", "hutchinson"}, default="exact"
         ``"exact"`` uses ``d`` JVPs per point (fine for small ``d``); ``"hutchinson"`` uses
@@ -503,7 +504,7 @@ class FLIPD(Estimator):
     ----------
     model : callable
         Score model with an ``.sde`` attribute (see :func:`flipd`).
-    t0 : float or "auto", default=0.01
+    t0 : float or "auto", default=0.05 (:data:`lidmem.defaults.FLIPD_T0`)
         Diffusion time; ``"auto"`` computes the FLIPD curve on ``t0_grid`` for the points passed to
         :meth:`estimate` and picks the knee with :func:`select_t0`.
     trace, n_probes, probe, seed, batch_size, progress, ad, extra_args
@@ -523,7 +524,7 @@ class FLIPD(Estimator):
         self,
         model: Any,
         *,
-        t0: float | str = 0.01,
+        t0: float | str = FLIPD_T0,
         trace: str = "exact",
         n_probes: int = 1,
         probe: str = "rademacher",

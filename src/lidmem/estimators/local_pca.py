@@ -43,6 +43,13 @@ The threshold rule is a choice (``tau``):
   Accurate on manifolds of known dimension; combined with the numerical-zero floor it still gives
   0 for duplicates.
 * a float: a fixed global tau.
+* ``"gap"``: per neighbourhood, the largest ratio gap of the spectrum (the shared rank cut of
+  :mod:`lidmem.estimators._rank`, as the normal bundle and the Jacobian rank).
+
+``threshold`` (``"gap" | "percentile" | float``, the spelling shared with :func:`normal_bundle`
+and :func:`jacobian_rank`) maps onto ``tau`` when given: ``threshold="percentile"`` is
+``tau="percentile"`` (with ``tau_percentile``), a float is a fixed ``tau``, ``"gap"`` is
+``tau="gap"``. ``tau="fo"`` has no ``threshold`` spelling.
 
 Defaults: ``tau="fo"`` with ``radius=0.0``. This is a dimension estimate on the same scale as
 LID_theta (needed to compare the two for OD-Mem, LID_theta < LID_*), with rule (ii) applied to
@@ -64,9 +71,9 @@ import numpy as np
 import torch
 from sklearn.exceptions import NotFittedError
 
-from .._validation import check_choice, check_points, check_positive_int, check_probability
+from .._validation import check_choice, check_points, check_positive_int, check_probability, renamed_argument
 from ..utils import chunk_slices, progress_bar
-from ._rank import count_above
+from ._rank import check_threshold, count_above, gap_rank
 from .base import Estimator
 
 __all__ = [
@@ -309,6 +316,8 @@ def _finish_spectra(ev: torch.Tensor, count: torch.Tensor, m: int, n_features: i
 
 def _count_above(spectra: torch.Tensor, tau: float | str, alpha: float, floor: float) -> torch.Tensor:
     """LID = number of explained variances above the threshold (NaN entries never count)."""
+    if tau == "gap":
+        return gap_rank(torch.nan_to_num(spectra, nan=0.0), log=True, floor=max(float(floor), torch.finfo(spectra.dtype).tiny))
     return count_above(spectra, alpha * spectra[:, :1] if tau == "fo" else float(tau), floor)
 
 
@@ -418,9 +427,13 @@ class LocalPCA(Estimator):
     k : int, default=100
         Number of nearest reference points in each neighbourhood (the paper: 100), at least 2.
         With ``query=None`` it must be ``<= n - 1``, otherwise ``<= n``.
-    tau : {"percentile", "fo"} or float, default="fo"
+    tau : {"percentile", "fo", "gap"} or float, default="fo"
         Threshold rule (see the module docstring): the paper's global percentile of all explained
-        variances, per-neighbourhood Fukunaga-Olsen ``alpha * largest``, or a fixed value.
+        variances, per-neighbourhood Fukunaga-Olsen ``alpha * largest``, the per-neighbourhood
+        largest (log) gap, or a fixed value.
+    threshold : {"gap", "percentile"} or float, optional
+        The library-wide rank-cut spelling; when given it replaces ``tau`` (see the module
+        docstring). Giving both ``threshold`` and a non-default ``tau`` is an error.
     tau_percentile : float, default=10.0
         Percentile of the pooled explained variances used when ``tau="percentile"``.
     alpha : float, default=0.05
@@ -434,9 +447,11 @@ class LocalPCA(Estimator):
         Up to this many pairs the pairwise-distance percentile is exact, above it it is estimated
         from this many random pairs drawn under ``seed``.
     seed : int, default=0
-    chunk_size : int, optional
+    batch_size : int, optional
         Query points per batch; by default chosen so a batch of gathered neighbourhoods stays under
         64 MiB.
+    chunk_size : int, optional
+        Deprecated alias of ``batch_size``.
     progress : bool, optional
         Show a progress bar (None: only on a terminal).
     search : {"exact", "faiss", "auto"}, default="exact"
@@ -465,7 +480,7 @@ class LocalPCA(Estimator):
     zero_floor_ : float
         Explained variances at or below this are numerical zeros.
     tau_ : float or None
-        Global threshold in use (None for ``tau="fo"``).
+        Global threshold in use (None for ``tau="fo"`` and ``"gap"``).
 
     Examples
     --------
@@ -488,33 +503,42 @@ class LocalPCA(Estimator):
         radius_percentile: float = 10.0,
         max_pairs: int = 1_000_000,
         seed: int = 0,
-        chunk_size: int | None = None,
+        batch_size: int | None = None,
         progress: bool | None = None,
         search: str = "exact",
         nprobe: int = 4,
+        threshold: str | float | None = None,
+        chunk_size: int | None = None,
     ) -> None:
         self.k = k
         self.tau = tau
+        self.threshold = threshold
         self.tau_percentile = tau_percentile
         self.alpha = alpha
         self.radius = radius
         self.radius_percentile = radius_percentile
         self.max_pairs = max_pairs
         self.seed = seed
-        self.chunk_size = chunk_size
+        self.batch_size = renamed_argument(batch_size, chunk_size, new="batch_size", old="chunk_size", func="LocalPCA")
+        self.chunk_size = None
         self.progress = progress
         self.search = search
         self.nprobe = nprobe
 
     def _check_params(self) -> None:
         check_positive_int(self.k, "k", minimum=2)
-        if isinstance(self.tau, str):
-            if self.tau not in ("percentile", "fo"):
-                raise ValueError(f"tau={self.tau!r} is not supported; choose 'percentile', 'fo' or a float >= 0")
+        if self.threshold is not None:
+            if not (isinstance(self.tau, str) and self.tau == "fo"):
+                raise TypeError(f"got both threshold={self.threshold!r} and tau={self.tau!r}; pass one of them")
+        rule = self.tau if self.threshold is None else check_threshold(self.threshold)
+        if isinstance(rule, str):
+            if rule not in ("percentile", "fo", "gap"):
+                raise ValueError(f"tau={rule!r} is not supported; choose 'percentile', 'fo', 'gap' or a float >= 0")
         else:
-            v = check_probability(self.tau, "tau", low=0.0, high=math.inf)
+            v = check_probability(rule, "tau", low=0.0, high=math.inf)
             if math.isinf(v):
-                raise ValueError(f"tau={self.tau!r} must be finite")
+                raise ValueError(f"tau={rule!r} must be finite")
+        self.rule_: str | float = rule
         check_probability(self.tau_percentile, "tau_percentile", low=0.0, high=100.0)
         check_probability(self.alpha, "alpha", low=0.0, high=1.0, closed=False)
         if isinstance(self.radius, str):
@@ -524,8 +548,8 @@ class LocalPCA(Estimator):
             check_probability(self.radius, "radius", low=0.0, high=math.inf)
         check_probability(self.radius_percentile, "radius_percentile", low=0.0, high=100.0)
         check_positive_int(self.max_pairs, "max_pairs")
-        if self.chunk_size is not None:
-            check_positive_int(self.chunk_size, "chunk_size")
+        if self.batch_size is not None:
+            check_positive_int(self.batch_size, "batch_size")
         from ..memorization.copy_detection import SEARCHES
 
         check_choice(self.search, "search", SEARCHES)
@@ -587,14 +611,14 @@ class LocalPCA(Estimator):
         top = self.spectra_[:, 0] if self.spectra_.shape[1] else torch.zeros(n, dtype=torch.float64)
         top = top[~torch.isnan(top)]
         self.zero_floor_ = _ZERO_RTOL * float(top.max()) if top.numel() else 0.0
-        if self.tau == "percentile":
+        if self.rule_ == "percentile":
             pool = self.spectra_[~torch.isnan(self.spectra_)]
             pool = pool[pool > self.zero_floor_]
             self.tau_ = float(np.percentile(pool.cpu().numpy(), self.tau_percentile)) if pool.numel() else 0.0
-        elif self.tau == "fo":
+        elif self.rule_ in ("fo", "gap"):
             self.tau_ = None
         else:
-            self.tau_ = float(self.tau)
+            self.tau_ = float(self.rule_)
         return self
 
     def estimate(self, query: Any = None) -> torch.Tensor:
@@ -633,7 +657,7 @@ class LocalPCA(Estimator):
                 spectra = self._spectra(q.to(torch.float64), exclude_self=False, desc="local PCA (query)", threshold=thr)
             if thr is not None:
                 return spectra
-        tau: float | str = "fo" if self.tau_ is None else self.tau_
+        tau: float | str = str(self.rule_) if self.tau_ is None else self.tau_
         return _count_above(spectra, tau, float(self.alpha), self.zero_floor_)
 
     def _fixed_threshold(self) -> float | None:
@@ -705,7 +729,7 @@ class LocalPCA(Estimator):
         spectra = self._spectra_blocks(q, blocks, desc="local PCA (given neighbours)", threshold=thr)
         if thr is not None:
             return spectra
-        tau: float | str = "fo" if self.tau_ is None else self.tau_
+        tau: float | str = str(self.rule_) if self.tau_ is None else self.tau_
         return _count_above(spectra, tau, float(self.alpha), self.zero_floor_)
 
     def _spectra_ivf(self, q: torch.Tensor, *, self_query: bool, desc: str, threshold: float | None = None) -> torch.Tensor:
@@ -725,7 +749,7 @@ class LocalPCA(Estimator):
             out = torch.full((q.shape[0], r), math.nan, dtype=torch.float64)
         else:
             out = torch.zeros(q.shape[0], dtype=torch.int64)
-        chunk = self.chunk_size or max(1, min(1024, _MEMORY_BUDGET // (8 * (k + 1) * max(D, k + 1))))
+        chunk = self.batch_size or max(1, min(1024, _MEMORY_BUDGET // (8 * (k + 1) * max(D, k + 1))))
         with self._bar(q.shape[0], desc) as bar:
             for rows, idx in blocks:
                 for sl in chunk_slices(len(rows), chunk):
@@ -781,7 +805,7 @@ class LocalPCA(Estimator):
         q = q - self._centre
         n, D = ref.shape
         k = int(self.k)
-        chunk = self.chunk_size or max(1, min(1024, _MEMORY_BUDGET // (8 * k * max(D, k))))
+        chunk = self.batch_size or max(1, min(1024, _MEMORY_BUDGET // (8 * k * max(D, k))))
         ref_sq = (ref * ref).sum(dim=1)
         out = []
         bar = self._bar(q.shape[0], desc)
@@ -845,10 +869,12 @@ def local_pca(
     radius_percentile: float = 10.0,
     max_pairs: int = 1_000_000,
     seed: int = 0,
-    chunk_size: int | None = None,
+    batch_size: int | None = None,
     progress: bool | None = None,
     search: str = "exact",
     nprobe: int = 4,
+    threshold: str | float | None = None,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """LID_* by local PCA: ``LocalPCA(k, ...).fit(data).estimate(query)``.
 
@@ -859,8 +885,10 @@ def local_pca(
     query : array-like of shape (q, D), optional
         Points to score; ``None`` scores each data point, excluded from its own neighbour search.
     k : int, default=100
-    tau, tau_percentile, alpha, radius, radius_percentile, max_pairs, seed, chunk_size, progress, search, nprobe
+    tau, tau_percentile, alpha, radius, radius_percentile, max_pairs, seed, batch_size, progress, search, nprobe, threshold
         See :class:`LocalPCA`.
+    chunk_size : int, optional
+        Deprecated alias of ``batch_size``.
 
     Returns
     -------
@@ -876,9 +904,10 @@ def local_pca(
         radius_percentile=radius_percentile,
         max_pairs=max_pairs,
         seed=seed,
-        chunk_size=chunk_size,
+        batch_size=renamed_argument(batch_size, chunk_size, new="batch_size", old="chunk_size", func="local_pca"),
         progress=progress,
         search=search,
         nprobe=nprobe,
+        threshold=threshold,
     )
     return est.fit(data).estimate(query)

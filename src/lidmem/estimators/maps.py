@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .._validation import as_model_dtype, check_t0
+from ..defaults import FLIPD_T0
 from ..diffusion.score import check_extra_args, time_tensor
 from ..utils import chunk_slices
 from .flipd import _flipd_curve_impl, _get_sde
@@ -38,7 +39,7 @@ __all__ = ["flipd_map", "to_pixel_map", "lowest_pixels", "map_concentration", "s
 def flipd_map(
     model: Any,
     x: Any,
-    t0: float = 0.01,
+    t0: float = FLIPD_T0,
     *,
     trace: Literal["exact", "hutchinson"] = "exact",
     n_probes: int = 1,
@@ -182,7 +183,7 @@ def score_difference_map(
     model: Any,
     baseline: Any,
     x: Any,
-    t0: float = 0.01,
+    t0: float = FLIPD_T0,
     *,
     batch_size: int = 256,
     extra_args: Mapping[str, Any] | None = None,
@@ -204,7 +205,7 @@ def score_difference_map(
     ----------
     model, baseline : score models with ``.sde`` (the same forward process)
     x : array-like of shape (n, ...)
-    t0 : float, default=0.01
+    t0 : float, default=0.05 (:data:`lidmem.defaults.FLIPD_T0`)
     batch_size : int, default=256
     extra_args, baseline_extra_args : mapping or None
         Conditioning of each model (``model(x, t, **extra_args)``); per-point tensors of first

@@ -19,6 +19,7 @@ import torch
 
 from .._validation import check_points, check_positive_int, check_probability, check_t0, make_generator
 from .._validation import as_model_dtype
+from ..defaults import NB_T0
 from ..diffusion.score import check_extra_args, conditioning_rows, time_tensor
 from ..utils import chunk_slices, progress as _progress
 from ._rank import THRESHOLDS, count_above, cut_rank, gap_rank, numerical_rank_floor, percentile_threshold  # noqa: F401 (re-exported)
@@ -35,7 +36,7 @@ _DEFAULT_ROWS = 4096
 def normal_bundle_singular_values(
     model: Any,
     x: Any,
-    t0: float = 0.01,
+    t0: float = NB_T0,
     *,
     n_scores: int | None = None,
     seed: int | torch.Generator | None = 0,
@@ -81,10 +82,10 @@ def normal_bundle_singular_values(
 def normal_bundle(
     model: Any,
     x: Any,
-    t0: float = 0.01,
+    t0: float = NB_T0,
+    *,
     n_scores: int | None = None,
     seed: int | torch.Generator | None = 0,
-    *,
     threshold: str | float = "gap",
     percentile: float = 10.0,
     batch_size: int | None = None,
@@ -102,7 +103,7 @@ def normal_bundle(
     x : Tensor of shape (n, d) or (n, c, h, w)
         Clean points (time 0); ``d = prod(x.shape[1:])``. Floating input is cast to the dtype of
         ``model``'s parameters first (e.g. a float64 NumPy array for a float32 network).
-    t0 : float, default=0.01
+    t0 : float, default=0.05 (:data:`lidmem.defaults.NB_T0`)
         Diffusion time in (0, 1] of the noisy copies (the paper used 0.1 on CIFAR-10).
     n_scores : int or None, default=None
         Number ``k`` of noisy copies per point; None means ``4 d`` (the paper's recommendation).
@@ -176,7 +177,7 @@ class NormalBundle(Estimator):
         self,
         model: Any,
         *,
-        t0: float = 0.01,
+        t0: float = NB_T0,
         n_scores: int | None = None,
         seed: int | None = 0,
         threshold: str | float = "gap",
@@ -198,7 +199,7 @@ class NormalBundle(Estimator):
     def estimate(self, x: Any) -> torch.Tensor:
         """Normal-bundle LID of each point of ``x`` (int64, shape ``(n,)``)."""
         lid, sv = normal_bundle(
-            self.model, x, self.t0, self.n_scores, self.seed, threshold=self.threshold, percentile=self.percentile,
+            self.model, x, self.t0, n_scores=self.n_scores, seed=self.seed, threshold=self.threshold, percentile=self.percentile,
             batch_size=self.batch_size, progress=self.progress, return_singular_values=True, extra_args=self.extra_args,
         )
         self.singular_values_ = sv

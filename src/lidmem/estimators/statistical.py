@@ -197,9 +197,9 @@ class SkdimEstimator(Estimator):
 def skdim_lid(
     data: Any,
     query: Any = None,
+    *,
     estimator: str = "mle",
     k: int = 100,
-    *,
     alpha: float = 0.05,
     progress: bool | None = None,
 ) -> torch.Tensor:

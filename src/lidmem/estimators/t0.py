@@ -25,13 +25,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import check_positive_int
+from .._validation import check_positive_int, check_t0
+from ..defaults import T0_AUTO_FACTOR
 from ..diffusion.sde import SDE
 
-__all__ = ["nearest_neighbour_scale", "t0_for_noise_ratio", "t0_from_training_data", "DEFAULT_T0_FACTOR"]
+__all__ = ["nearest_neighbour_scale", "t0_for_noise_ratio", "t0_from_training_data", "resolve_t0", "DEFAULT_T0_FACTOR"]
 
-#: ``factor`` of :func:`t0_from_training_data` (docs/t0.md).
-DEFAULT_T0_FACTOR = 2.0
+#: ``factor`` of :func:`t0_from_training_data` (docs/t0.md), defined in :mod:`lidmem.defaults`.
+DEFAULT_T0_FACTOR: float = T0_AUTO_FACTOR
 
 
 def nearest_neighbour_scale(train: Any, *, quantile: float = 0.5, max_points: int = 2000, seed: int = 0) -> float:
@@ -133,3 +134,15 @@ def t0_from_training_data(
     d = math.prod(shape[1:])
     r_nn = nearest_neighbour_scale(train, quantile=quantile, max_points=max_points, seed=seed)
     return t0_for_noise_ratio(sde, factor * r_nn / math.sqrt(d))
+
+
+def resolve_t0(t0: Any, sde: SDE, train: Any, *, name: str = "t0") -> float:
+    """``t0`` as a float: ``"auto"`` -> :func:`t0_from_training_data` ``(sde, train)``, else checked in (0, 1].
+
+    The rule of :mod:`lidmem.defaults`: ``"auto"`` is the default wherever the training data are at hand.
+    """
+    if isinstance(t0, str):
+        if t0 != "auto":
+            raise ValueError(f"{name}={t0!r} must be a float in (0, 1] or 'auto' (from the training data)")
+        return t0_from_training_data(sde, train)
+    return check_t0(t0, name)

@@ -9,10 +9,12 @@
 
 from .complexity import png_length, png_normalized_lid
 from .copy_detection import CopyMatches, Embedder, PCAEmbedder, find_copies
-from .metrics import DetectionResult, auroc, detection_metrics, tpr_at_fpr
+from .metrics import HIGHER_IS_MEMORIZED, DetectionResult, auroc, detection_metrics, higher_is_memorized, tpr_at_fpr
 from .mmh import MMHResult, classify_mmh, mmh_analysis
 
 __all__ = [
+    "HIGHER_IS_MEMORIZED",
+    "higher_is_memorized",
     "auroc",
     "tpr_at_fpr",
     "detection_metrics",

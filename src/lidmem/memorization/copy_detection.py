@@ -36,7 +36,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from .._validation import check_choice, check_positive_int
+from .._validation import check_choice, check_positive_int, renamed_argument
 from ..utils import chunk_slices
 
 __all__ = [
@@ -229,6 +229,7 @@ def nearest_neighbors(
     metric: str = "l2",
     search: str = "auto",
     ann_threshold: int = 50_000_000,
+    batch_size: int | None = None,
     chunk_size: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``k`` nearest rows of ``ref`` (m, d) for each row of ``query`` (n, d).
@@ -244,9 +245,11 @@ def nearest_neighbors(
         drawn with a fixed seed, ``nprobe = max(16, nlist // 32)``; approximate: see
         ``benchmarks/scale_nn_search.py`` for time and recall@1 on 10^5-10^6 vectors).
         ``"auto"``: faiss when ``n * m > ann_threshold`` and faiss is installed.
-    chunk_size : int or None, default=None
+    batch_size : int or None, default=None
         Query rows per exact-search block; None bounds each block's distance matrix to about
         256 MiB whatever the size of ``ref``.
+    chunk_size : int or None
+        Deprecated alias of ``batch_size``.
 
     Returns
     -------
@@ -254,6 +257,7 @@ def nearest_neighbors(
         Distances (l2) or inner products (ip).
     indices : ndarray of shape (n, k), int64
     """
+    batch_size = renamed_argument(batch_size, chunk_size, new="batch_size", old="chunk_size", func="nearest_neighbors")
     check_choice(metric, "metric", ("l2", "ip"))
     q = np.ascontiguousarray(query, dtype=np.float32)
     r = np.ascontiguousarray(ref, dtype=np.float32)
@@ -273,9 +277,9 @@ def nearest_neighbors(
     rt = torch.from_numpy(r).double()
     out_v = np.empty((len(q), k), np.float64)
     out_i = np.empty((len(q), k), np.int64)
-    if chunk_size is None:
-        chunk_size = max(1, (256 * 2**20) // (8 * max(1, len(r))))
-    for sl in chunk_slices(len(q), chunk_size):
+    if batch_size is None:
+        batch_size = max(1, (256 * 2**20) // (8 * max(1, len(r))))
+    for sl in chunk_slices(len(q), check_positive_int(batch_size, "batch_size")):
         qt = torch.from_numpy(q[sl]).double()
         if metric == "l2":
             d = torch.cdist(qt, rt)
@@ -341,6 +345,7 @@ def find_copies(
     cos_threshold: float = 0.97,
     search: str = "auto",
     ann_threshold: int = 50_000_000,
+    batch_size: int | None = None,
     chunk_size: int | None = None,
 ) -> CopyMatches:
     """Match every sample to its nearest training image and label copies.
@@ -370,13 +375,16 @@ def find_copies(
         See :func:`nearest_neighbors`.
     ann_threshold : int, default=50_000_000
         ``"auto"`` switches to faiss above this many sample-training pairs.
-    chunk_size : int or None, default=None
+    batch_size : int or None, default=None
         Samples per exact-search block (see :func:`nearest_neighbors`; None bounds memory).
+    chunk_size : int or None
+        Deprecated alias of ``batch_size``.
 
     Returns
     -------
     CopyMatches
     """
+    batch_size = renamed_argument(batch_size, chunk_size, new="batch_size", old="chunk_size", func="find_copies")
     s = _flat(samples, "samples")
     t = _flat(train, "train")
     if s.shape[1] != t.shape[1]:
@@ -385,7 +393,7 @@ def find_copies(
     uniq_first, _, counts = dedupe_rows(t)
     tu = t[uniq_first]
     used = _resolve_search(search, len(tu), len(s), ann_threshold)
-    d1, i1 = nearest_neighbors(s, tu, 1, search=used, chunk_size=chunk_size)
+    d1, i1 = nearest_neighbors(s, tu, 1, search=used, batch_size=batch_size)
     d1, i1 = d1[:, 0], i1[:, 0]
     matched = np.unique(i1)
     denom = calibration_distances(tu, matched, k, search=used)
@@ -402,7 +410,7 @@ def find_copies(
     es = np.asarray(emb.transform(s.reshape((len(s), *img_shape))), dtype=np.float32)
     eu /= np.linalg.norm(eu, axis=1, keepdims=True).clip(1e-12)
     es /= np.linalg.norm(es, axis=1, keepdims=True).clip(1e-12)
-    c1, j1 = nearest_neighbors(es, eu, 1, metric="ip", search=used, chunk_size=chunk_size)
+    c1, j1 = nearest_neighbors(es, eu, 1, metric="ip", search=used, batch_size=batch_size)
     labels = label_copies(cal, c1[:, 0], exact_threshold=exact_threshold, near_threshold=near_threshold, cos_threshold=cos_threshold)
     return CopyMatches(
         nn_index=uniq_first[i1],

@@ -8,7 +8,54 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-__all__ = ["auroc", "tpr_at_fpr", "DetectionResult", "detection_metrics"]
+__all__ = ["HIGHER_IS_MEMORIZED", "higher_is_memorized", "auroc", "tpr_at_fpr", "DetectionResult", "detection_metrics"]
+
+#: "Is a low or a high score memorized", stated once for every score the library produces
+#: (columns of ``lidmem score``, ``lidmem audit``, ``t2i score-images``, prompt metrics and
+#: detectors): True when a *larger* value means "memorized". Every LID estimate (and the PNG
+#: length, a complexity proxy of LID) is low on memorized points; the guidance-based prompt scores
+#: (A^CFG, A^{s_CFG}, Wen et al., the CFG norm), the sharpness / anisotropy detectors and the
+#: concentration of a FLIPD map are high. Read it through :func:`higher_is_memorized`.
+HIGHER_IS_MEMORIZED: dict[str, bool] = {
+    # LID estimates and their proxies (lidmem score / audit / t2i score-images columns)
+    "flipd": False,
+    "flipd_hutchinson": False,
+    "nb": False,
+    "png_complexity": False,
+    "flipd_uncond": False,
+    "flipd_cond": False,
+    "lid_theta_flipd": False,
+    "lid_theta_nb": False,
+    "lid_theta_png": False,
+    "lid_theta_jacobian": False,
+    "lid_star": False,
+    "flipd_map_top10_mass": True,
+    "cfg_norm": True,
+    # prompt metrics (Ross, Kamkari et al., App. D.2; Wen et al.)
+    "a_cfg": True,
+    "a_scfg": True,
+    "a_flipd": False,
+    "wen": True,
+    # other detectors (lidmem.text2image.detectors)
+    "sharpness": True,
+    "sharpness_step1": True,
+    "anisotropy": True,
+}
+
+
+def higher_is_memorized(name: str) -> bool:
+    """True when a larger value of the score ``name`` means "memorized" (:data:`HIGHER_IS_MEMORIZED`).
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not a known score; add it to :data:`HIGHER_IS_MEMORIZED` (a registered
+        custom metric states its direction there).
+    """
+    try:
+        return HIGHER_IS_MEMORIZED[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"no direction is known for the score {name!r}; known: {', '.join(HIGHER_IS_MEMORIZED)}") from None
 
 
 def _check_labels_scores(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:

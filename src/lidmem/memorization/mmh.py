@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from ..defaults import FLIPD_T0_WITH_TRAINING_DATA
+
 __all__ = ["MMHResult", "MMHScaleWarning", "classify_mmh", "mmh_analysis", "MMH_CLASSES"]
 
 
@@ -220,7 +222,7 @@ def mmh_analysis(
     model: Any,
     data: Any,
     *,
-    t0: float = 0.01,
+    t0: float | str = FLIPD_T0_WITH_TRAINING_DATA,
     trace: str = "exact",
     n_probes: int = 1,
     k: int = 100,
@@ -246,8 +248,10 @@ def mmh_analysis(
         The training points. LID_theta is measured *at* each point (FLIPD at ``t0``); LID_* by
         :func:`lidmem.estimators.local_pca` on the flattened points, each excluded from its own
         neighbourhood.
-    t0 : float, default=0.01
-        FLIPD time.
+    t0 : float or "auto", default="auto"
+        FLIPD time; ``"auto"`` (:data:`lidmem.defaults.FLIPD_T0_WITH_TRAINING_DATA`, the default
+        wherever the training data are at hand) takes it from ``data`` with
+        :func:`lidmem.estimators.t0.t0_from_training_data`.
     trace : {"exact", "hutchinson"}, default="exact"
         FLIPD trace (exact costs ``d`` JVPs per point; use Hutchinson for images).
     n_probes : int, default=1
@@ -274,6 +278,7 @@ def mmh_analysis(
 
     from .._validation import check_points
     from ..estimators import flipd, local_pca
+    from ..estimators.t0 import resolve_t0
 
     x = check_points(data, "data", min_samples=2, min_ndim=2)
     param = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
@@ -284,6 +289,7 @@ def mmh_analysis(
         if int(np.prod(shape)) != int(np.prod(x.shape[1:])):
             raise ValueError(f"data has {int(np.prod(x.shape[1:]))} features per point but data_shape={shape} needs {int(np.prod(shape))}")
         x = x.reshape((x.shape[0], *shape))
+    t0 = resolve_t0(t0, model.sde, x.reshape(x.shape[0], -1).detach().cpu().numpy())
     lid_theta = flipd(model, x, t0=t0, trace=trace, n_probes=n_probes, seed=seed, batch_size=batch_size, progress=progress)
     flat = x.reshape(x.shape[0], -1).detach().to("cpu", torch.float64)
     lid_star = local_pca(flat, k=k, tau=tau, tau_percentile=tau_percentile, alpha=alpha, radius=radius,

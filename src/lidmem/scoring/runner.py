@@ -31,14 +31,16 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .._validation import check_choice, check_device, check_output_path, check_positive_int, check_t0
+from .._validation import check_choice, check_device, check_output_path, check_positive_int, check_t0, renamed_argument
+from ..defaults import CFG_T0, EULER_STEPS, FLIPD_T0, NB_T0, NB_THRESHOLD
+from ..estimators._rank import check_threshold
 from ..utils import progress as _progress
 from ..utils import resolve_device
 from .sources import DataSource, Rows, Shard, open_source
@@ -79,15 +81,24 @@ class MetricParams:
     Attributes
     ----------
     t0 : float
-        FLIPD diffusion time in (0, 1] (``flipd``, ``flipd_hutchinson``).
+        FLIPD diffusion time in (0, 1] (``flipd``, ``flipd_hutchinson``); default
+        :data:`lidmem.defaults.FLIPD_T0` (0.05: no training data here, so no ``"auto"``).
     n_probes : int
         Hutchinson probes per point (``flipd_hutchinson``).
     probe : {"rademacher", "gaussian"}
         Hutchinson probe distribution.
     nb_t0 : float
-        Normal-bundle diffusion time (``nb``).
-    nb_scores : int or None
+        Normal-bundle diffusion time (``nb``); default :data:`lidmem.defaults.NB_T0` (0.05).
+    n_scores : int or None
         Noisy scores per point for the normal bundle (None: the estimator's default, 4d).
+    nb_threshold : {"percentile", "gap"} or float
+        Normal-bundle rank cut (:func:`lidmem.estimators.normal_bundle`). ``"percentile"`` (the
+        default, the paper's rule): one global ``tau`` = the 10th percentile of the singular values
+        of the first batch of the data set (rows ``[0, batch_size)``, seed
+        ``batch_seed(seed, 0, "nb")``), fitted once per run and applied to every shard.
+    nb_tau : float or None
+        The ``tau`` fitted for ``nb_threshold="percentile"`` (recorded so a resumed run checks
+        that it cuts at the same place); None otherwise.
     value_range : (float, float)
         Images (read in [0, 1]) are mapped linearly to this range before the model sees them;
         lidmem's convention is (-1, 1).
@@ -97,14 +108,16 @@ class MetricParams:
         ``cfg_norm``: Euler steps of that ODE (App. C.1: 3).
     """
 
-    t0: float = 0.01
+    t0: float = FLIPD_T0
     n_probes: int = 1
     probe: str = "rademacher"
-    nb_t0: float = 0.01
-    nb_scores: int | None = None
+    nb_t0: float = NB_T0
+    n_scores: int | None = None
+    nb_threshold: str | float = NB_THRESHOLD
+    nb_tau: float | None = None
     value_range: tuple[float, float] = (-1.0, 1.0)
-    cfg_t0: float = 0.01
-    euler_steps: int = 3
+    cfg_t0: float = CFG_T0
+    euler_steps: int = EULER_STEPS
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -112,7 +125,9 @@ class MetricParams:
             "n_probes": self.n_probes,
             "probe": self.probe,
             "nb_t0": self.nb_t0,
-            "nb_scores": self.nb_scores,
+            "n_scores": self.n_scores,
+            "nb_threshold": self.nb_threshold,
+            "nb_tau": self.nb_tau,
             "value_range": list(self.value_range),
             "cfg_t0": self.cfg_t0,
             "euler_steps": self.euler_steps,
@@ -160,9 +175,37 @@ def _flipd_map_top10_mass(model: Any, x: torch.Tensor, rows: Rows, seed: int, p:
 def _nb(model: Any, x: torch.Tensor, rows: Rows, seed: int, p: MetricParams) -> Any:
     from ..estimators import normal_bundle
 
-    # per-point largest-gap rank: the paper's global percentile threshold needs every point's
-    # singular values at once, which a streaming run does not have
-    return normal_bundle(model, x, p.nb_t0, p.nb_scores, seed, threshold="gap", progress=False)
+    # "percentile": the global tau fitted on the first batch (score_dataset sets nb_tau), so
+    # every shard and every resumed run cuts at the same place
+    threshold = p.nb_tau if p.nb_threshold == "percentile" else p.nb_threshold
+    if threshold is None:
+        raise ValueError("nb_threshold='percentile' needs nb_tau (score_dataset fits it on the first batch)")
+    return normal_bundle(model, x, p.nb_t0, n_scores=p.n_scores, seed=seed, threshold=threshold, progress=False)
+
+
+def _recorded_nb_tau(out: Path, params: MetricParams) -> float | None:
+    """``nb_tau`` of the run already in ``out`` when its other metric settings equal ``params``."""
+    try:
+        recorded = read_settings(out)["settings"]["params"]
+    except (ValueError, KeyError, OSError, json.JSONDecodeError):
+        return None
+    mine = params.to_dict()
+    same = all(recorded.get(k) == v for k, v in mine.items() if k != "nb_tau")
+    tau = recorded.get("nb_tau")
+    return float(tau) if same and isinstance(tau, (int, float)) else None
+
+
+def _fit_nb_tau(model: Any, source: DataSource, data_shape: Any, encode: Any, params: MetricParams, batch_size: int, seed: int, dev: torch.device, autocast: Any) -> float:
+    """The global percentile ``tau`` of the normal bundle from the data set's first batch."""
+    from ..estimators._rank import percentile_threshold
+    from ..estimators.normal_bundle import normal_bundle_singular_values
+
+    rows = source.read(0, min(batch_size, len(source)))
+    x = _to_model_input(rows, data_shape, params, dev)
+    x = encode(x) if encode is not None else x
+    with autocast:
+        sv = normal_bundle_singular_values(model, x, params.nb_t0, n_scores=params.n_scores, seed=batch_seed(seed, 0, "nb"), progress=False)
+    return percentile_threshold(sv[~torch.isnan(sv)].reshape(1, -1), 10.0)
 
 
 def _png(model: Any, x: torch.Tensor, rows: Rows, seed: int, p: MetricParams) -> Any:
@@ -187,7 +230,7 @@ def _cfg_norm(model: Any, x: torch.Tensor, rows: Rows, seed: int, p: MetricParam
             "metric 'cfg_norm' needs one caption per image: a 'caption'/'text'/'prompt' column (parquet, hf; or "
             "caption_column=) or a .txt member per sample (webdataset)"
         )
-    return cfg_norm_after_euler(model, x, rows.captions, t0=p.cfg_t0, n_steps=p.euler_steps, inputs="images", batch_size=len(x), progress=False)
+    return cfg_norm_after_euler(model, x, rows.captions, t0=p.cfg_t0, euler_steps=p.euler_steps, inputs="images", batch_size=len(x), progress=False)
 
 
 METRICS: dict[str, Metric] = {}
@@ -460,14 +503,15 @@ def score_dataset(
     out: str | Path,
     *,
     metrics: Sequence[str] = ("flipd",),
-    t0: float = 0.01,
+    t0: float = FLIPD_T0,
     n_probes: int = 1,
     probe: str = "rademacher",
-    nb_t0: float = 0.01,
-    nb_scores: int | None = None,
+    nb_t0: float = NB_T0,
+    n_scores: int | None = None,
+    nb_threshold: str | float = NB_THRESHOLD,
     value_range: tuple[float, float] = (-1.0, 1.0),
-    cfg_t0: float = 0.01,
-    euler_steps: int = 3,
+    cfg_t0: float = CFG_T0,
+    euler_steps: int = EULER_STEPS,
     shard_size: int = 1024,
     batch_size: int = 64,
     seed: int = 0,
@@ -480,6 +524,7 @@ def score_dataset(
     progress: bool | None = None,
     on_shard_done: Callable[[Shard, Path], None] | None = None,
     bad_images: str = "stop",
+    nb_scores: int | None = None,
 ) -> ScoreResult:
     """Score every row of ``data`` with ``metrics`` and write per-shard Parquet files to ``out``.
 
@@ -506,7 +551,7 @@ def score_dataset(
         Names from :func:`metric_names`: ``flipd`` (exact trace), ``flipd_hutchinson``, ``nb``,
         ``png_complexity``, ``cfg_norm`` (text-to-image model and captions) and any registered
         with :func:`register_metric`.
-    t0, n_probes, probe, nb_t0, nb_scores, value_range, cfg_t0, euler_steps
+    t0, n_probes, probe, nb_t0, n_scores, nb_threshold, value_range, cfg_t0, euler_steps
         Metric settings (see :class:`MetricParams`). Images are mapped from [0, 1] to
         ``value_range`` (default (-1, 1), lidmem's convention) before the model sees them.
     shard_size : int, default=1024
@@ -543,6 +588,8 @@ def score_dataset(
         and rerun to resume); ``"skip"`` scores the rest, writes null metric values for the row
         and records ``(row, id, reason)`` in the shard's metadata, gathered into
         ``OUT/bad_rows.parquet`` by the merge. Not part of the compared settings.
+    nb_scores : int or None
+        Deprecated alias of ``n_scores``.
 
     Returns
     -------
@@ -557,6 +604,7 @@ def score_dataset(
     """
     from . import distributed
 
+    n_scores = renamed_argument(n_scores, nb_scores, new="n_scores", old="nb_scores", func="score_dataset")
     # --- check inputs -------------------------------------------------------------------
     if isinstance(metrics, str):
         metrics = [m.strip() for m in metrics.split(",") if m.strip()]
@@ -572,7 +620,8 @@ def score_dataset(
         n_probes=check_positive_int(n_probes, "n_probes"),
         probe=check_choice(probe, "probe", ("rademacher", "gaussian")),
         nb_t0=check_t0(nb_t0, "nb_t0"),
-        nb_scores=None if nb_scores is None else check_positive_int(nb_scores, "nb_scores"),
+        n_scores=None if n_scores is None else check_positive_int(n_scores, "n_scores"),
+        nb_threshold=check_threshold(nb_threshold, "nb_threshold"),
         value_range=(float(value_range[0]), float(value_range[1])),
         cfg_t0=check_t0(cfg_t0, "cfg_t0"),
         euler_steps=check_positive_int(euler_steps, "euler_steps"),
@@ -627,6 +676,17 @@ def score_dataset(
             if "cfg_norm" in metrics and hasattr(model, "text2image"):
                 model = model.text2image  # cfg_norm needs the conditional text-to-image model
 
+        model_meta = (getattr(model, "metadata", None) or {}) if model is not None else {}
+        data_shape = model_meta.get("image_shape") or model_meta.get("data_shape")
+        encode = model.encode if model_meta.get("space") == "latent" and hasattr(model, "encode") else None  # latent models: LID on latents
+        autocast = torch.autocast(dev.type, dtype=getattr(torch, precision)) if precision != "float32" else nullcontext()
+        if "nb" in metrics and params.nb_threshold == "percentile":
+            # a resumed run (or a later worker) reuses the tau the folder records, so that float
+            # noise across thread counts cannot make the settings differ; else fit it
+            tau = _recorded_nb_tau(out, params)
+            if tau is None:
+                tau = _fit_nb_tau(model, source, data_shape, encode, params, batch_size, seed, dev, autocast)
+            params = replace(params, nb_tau=tau)
         settings = {
             "model": _describe_model(model) if needs_model else None,
             "data": {k: v for k, v in data_desc.items() if k not in ("path", "content")},
@@ -658,11 +718,7 @@ def score_dataset(
         wrote_any = bool(skipped)
 
         result = ScoreResult(out=out, settings=settings, n_shards=len(shards), shards_skipped=[s.index for s in skipped])
-        model_meta = (getattr(model, "metadata", None) or {}) if model is not None else {}
-        data_shape = model_meta.get("image_shape") or model_meta.get("data_shape")
-        encode = model.encode if model_meta.get("space") == "latent" and hasattr(model, "encode") else None  # latent models: LID on latents
         dtypes = {m: METRICS[m].dtype for m in metrics}
-        autocast = torch.autocast(dev.type, dtype=getattr(torch, precision)) if precision != "float32" else nullcontext()
 
         batches = [(sh, s, min(s + batch_size, sh.stop)) for sh in todo for s in range(sh.start, sh.stop, batch_size)]
         desc = "score" if info.world_size == 1 else f"score [rank {info.rank}/{info.world_size}]"

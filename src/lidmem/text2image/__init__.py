@@ -19,7 +19,7 @@ from .mitigation import (
     rewrite_prompt,
     select_tokens,
 )
-from .prompt_metrics import LARGER_IS_MEMORIZED, PROMPT_METRICS, detection_table, prompt_metrics, read_prompts, step_metric
+from .prompt_metrics import PROMPT_METRICS, detection_table, prompt_metrics, read_prompts, step_metric
 
 __all__ = [
     "TextToImageModel",
@@ -32,7 +32,6 @@ __all__ = [
     "cfg_norm_after_euler",
     "score_images",
     "PROMPT_METRICS",
-    "LARGER_IS_MEMORIZED",
     "prompt_metrics",
     "step_metric",
     "read_prompts",
@@ -51,3 +50,12 @@ __all__ = [
     "clip_alignment",
     "evaluate_mitigation",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "LARGER_IS_MEMORIZED":  # deprecated alias (one release): lidmem.memorization.metrics.HIGHER_IS_MEMORIZED
+        import importlib
+
+        # the package attribute prompt_metrics is the function; the module holds the alias
+        return importlib.import_module(".prompt_metrics", __name__).LARGER_IS_MEMORIZED
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

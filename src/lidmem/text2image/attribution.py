@@ -261,7 +261,7 @@ def token_attributions(
                 target = c
             else:
                 c, target = cond, leaf
-            v = step_metric(model, metric, state["x"], t, c.repeat_interleave(n_gen, dim=0), uncond, guidance_scale, n_probes=n_probes, generator=g, flipd_point=flipd_point)
+            v = step_metric(model, metric, state["x"], t, c.repeat_interleave(n_gen, dim=0), uncond, guidance_scale, n_probes=n_probes, seed=g, flipd_point=flipd_point)
             (grad,) = torch.autograd.grad(v.reshape(P, n_gen).mean(1).sum(), target, retain_graph=wrt == "input")
             acc.add_(grad.float().norm(dim=-1))
             n_steps[0] += 1

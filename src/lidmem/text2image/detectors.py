@@ -49,7 +49,8 @@ import torch
 from .._validation import check_choice, check_finite, check_positive_int
 from ..utils import progress as _progress
 from .adapters import TextToImageModel
-from .prompt_metrics import LARGER_IS_MEMORIZED, metric_time_support, prompt_metrics
+from ..memorization.metrics import higher_is_memorized
+from .prompt_metrics import metric_time_support, prompt_metrics
 
 __all__ = [
     "Detector",
@@ -82,8 +83,9 @@ class Detector:
         Short human-readable name.
     paper : str
         Where the definition comes from (authors, venue, arXiv id, equation/section).
-    larger_is_memorized : bool
-        The direction, stated once: True when a larger score means "memorized".
+    higher_is_memorized : bool
+        The direction: True when a larger score means "memorized" (read from
+        :func:`lidmem.memorization.metrics.higher_is_memorized`, where it is stated once).
     steps_used : str
         Which sampler states the detector evaluates (for the table).
     fn : callable
@@ -97,7 +99,7 @@ class Detector:
     name: str
     label: str
     paper: str
-    larger_is_memorized: bool
+    higher_is_memorized: bool
     steps_used: str
     fn: Callable[..., np.ndarray]
     cost: Callable[[TextToImageModel, int, int, int], int]
@@ -105,6 +107,14 @@ class Detector:
     def model_calls(self, model: TextToImageModel, n_generations: int, num_inference_steps: int, n_probes: int = 1) -> int:
         """UNet evaluations per prompt at these settings."""
         return int(self.cost(model, n_generations, num_inference_steps, n_probes))
+
+    @property
+    def larger_is_memorized(self) -> bool:
+        """Deprecated alias of :attr:`higher_is_memorized`."""
+        import warnings
+
+        warnings.warn("Detector.larger_is_memorized is deprecated; use higher_is_memorized", DeprecationWarning, stacklevel=2)
+        return self.higher_is_memorized
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -403,20 +413,20 @@ _PAPER_LIDMEM = "Ross, Kamkari et al., ICLR 2025 (this project's paper), App. D.
 DETECTORS: dict[str, Detector] = {
     d.name: d
     for d in (
-        Detector("a_cfg", "A^CFG", f"{_PAPER_LIDMEM}, eq. 24", LARGER_IS_MEMORIZED["a_cfg"], "all DDIM steps",
+        Detector("a_cfg", "A^CFG", f"{_PAPER_LIDMEM}, eq. 24", higher_is_memorized("a_cfg"), "all DDIM steps",
                  _wrap_prompt_metric("a_cfg"), lambda m, n, s, p: 2 * s * n),
-        Detector("a_scfg", "A^{s_CFG}", f"{_PAPER_LIDMEM}, eq. 25", LARGER_IS_MEMORIZED["a_scfg"], "all DDIM steps",
+        Detector("a_scfg", "A^{s_CFG}", f"{_PAPER_LIDMEM}, eq. 25", higher_is_memorized("a_scfg"), "all DDIM steps",
                  _wrap_prompt_metric("a_scfg"), lambda m, n, s, p: 2 * s * n),
-        Detector("a_flipd", "A^FLIPD", f"{_PAPER_LIDMEM}, eq. 26-28", LARGER_IS_MEMORIZED["a_flipd"], "trajectory; FLIPD at t in [0.01, 0.2]",
+        Detector("a_flipd", "A^FLIPD", f"{_PAPER_LIDMEM}, eq. 26-28", higher_is_memorized("a_flipd"), "trajectory; FLIPD at t in [0.01, 0.2]",
                  _wrap_prompt_metric("a_flipd"), lambda m, n, s, p: n * (2 * s + 4 * p * _flipd_steps(m, s))),
         Detector("wen", "Wen et al.", "Wen et al., ICLR 2024, 'Detecting, explaining and mitigating memorization in diffusion models', Sec. 3",
-                 LARGER_IS_MEMORIZED["wen"], "all DDIM steps", _wrap_prompt_metric("wen"), lambda m, n, s, p: 2 * s * n),
+                 higher_is_memorized("wen"), "all DDIM steps", _wrap_prompt_metric("wen"), lambda m, n, s, p: 2 * s * n),
         Detector("sharpness", "Jeon et al. sharpness", "Jeon, Kim & No, ICML 2025, arXiv 2412.04140, Sec. 4-5 (||H_Delta s_Delta||)",
-                 True, "all DDIM steps (+1 JVP per step)", sharpness_score, lambda m, n, s, p: n * 6 * s),
+                 higher_is_memorized("sharpness"), "all DDIM steps (+1 JVP per step)", sharpness_score, lambda m, n, s, p: n * 6 * s),
         Detector("sharpness_step1", "Jeon et al. step one", "Jeon, Kim & No, ICML 2025, arXiv 2412.04140, Sec. 5 (initial stage, steps = 1)",
-                 True, "x_T at the first timestep (no denoising)", sharpness_step1_score, lambda m, n, s, p: n * 6),
+                 higher_is_memorized("sharpness_step1"), "x_T at the first timestep (no denoising)", sharpness_step1_score, lambda m, n, s, p: n * 6),
         Detector("anisotropy", "Asthana & Belagiannis", "Asthana & Belagiannis, ICLR 2026, arXiv 2601.20642, Sec. 4 (norm + gamma * cosine)",
-                 True, "x_T at t = T and at the 3rd-last timestep (no denoising)", anisotropy_score, lambda m, n, s, p: n * 4),
+                 higher_is_memorized("anisotropy"), "x_T at t = T and at the 3rd-last timestep (no denoising)", anisotropy_score, lambda m, n, s, p: n * 4),
     )
 }
 
@@ -439,7 +449,7 @@ def run_detector(
     progress: bool | None = None,
 ) -> np.ndarray:
     """Scores ``(len(prompts),)`` of the registered detector ``name`` (direction:
-    ``DETECTORS[name].larger_is_memorized``)."""
+    ``DETECTORS[name].higher_is_memorized``)."""
     check_choice(name, "detector", detector_names())
     return DETECTORS[name].fn(model, prompts, n_generations=n_generations, num_inference_steps=num_inference_steps,
                               guidance_scale=guidance_scale, seed=seed, batch_size=batch_size, n_probes=n_probes, progress=progress)
@@ -475,7 +485,7 @@ def benchmark_detectors(
     -------
     table : pandas.DataFrame
         One row per detector: ``detector``, ``label``, ``auroc``, ``tpr_at_1pct_fpr``,
-        ``model_calls_per_prompt``, ``seconds_per_prompt``, ``larger_is_memorized``,
+        ``model_calls_per_prompt``, ``seconds_per_prompt``, ``higher_is_memorized``,
         ``steps_used``, ``paper``, the settings (``n_generations``, ``num_inference_steps``,
         ``guidance_scale``, ``seed``, ``n_probes``) and the counts.
     scores : pandas.DataFrame
@@ -512,11 +522,11 @@ def benchmark_detectors(
                    batch_size=batch_size, n_probes=n_probes, progress=progress)
         elapsed = time.perf_counter() - t0
         scores[name] = s
-        r = detection_metrics(name, labels, s, higher_is_positive=det.larger_is_memorized)
+        r = detection_metrics(name, labels, s, higher_is_positive=det.higher_is_memorized)
         row = {
             "detector": name, "label": det.label, "auroc": r.auroc, "tpr_at_1pct_fpr": r.tpr_at_1pct_fpr,
             "model_calls_per_prompt": det.model_calls(model, n_gen, steps, n_probes), "seconds_per_prompt": elapsed / len(prompts),
-            "larger_is_memorized": det.larger_is_memorized, "steps_used": det.steps_used, "paper": det.paper,
+            "higher_is_memorized": det.higher_is_memorized, "steps_used": det.steps_used, "paper": det.paper,
             "n_generations": n_gen, "num_inference_steps": steps, "guidance_scale": lam, "seed": seed, "n_probes": n_probes,
             "n_memorized": r.n_positive, "n_generic": r.n_negative,
         }

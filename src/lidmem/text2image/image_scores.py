@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from .._validation import check_choice, check_positive_int, check_t0
+from ..defaults import CFG_T0, EULER_STEPS, FLIPD_T0
+from .._validation import check_choice, check_positive_int, check_t0, renamed_argument
 from ..diffusion.sampling import ode_derivative
 from ..estimators.flipd import flipd, flipd_at
 from ..utils import chunk_slices, progress as _progress
@@ -38,8 +39,9 @@ def cfg_flipd_at(
     trace: str = "hutchinson",
     n_probes: int = 1,
     probe: str = "rademacher",
-    generator: torch.Generator | None = None,
+    seed: int | torch.Generator | None = 0,
     create_graph: bool | None = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """FLIPD of the (CFG) score at an already-noised point ``x_t`` (eq. 14 / 26).
 
@@ -56,21 +58,24 @@ def cfg_flipd_at(
     t : float in (0, 1]
     trace : {"hutchinson", "exact"}
         "exact" takes d Jacobian-vector products per sample (tiny models only).
-    generator : torch.Generator, optional
-        Source of the Hutchinson probes (default: seed 0).
+    seed : int, torch.Generator or None, default=0
+        Source of the Hutchinson probes (an int seeds a fresh generator; a generator is consumed).
     create_graph : bool or None, default=None
         Keep the result differentiable with respect to ``cond`` (attribution, embedding
         optimisation); None follows ``torch.is_grad_enabled()``.
+    generator : torch.Generator, optional
+        Deprecated alias of ``seed``.
 
     Returns
     -------
     Tensor of shape (n,), float32 or wider
     """
+    seed = renamed_argument(seed, generator, new="seed", old="generator", default=0, func="cfg_flipd_at")
     check_choice(trace, "trace", ("hutchinson", "exact"))
     graph = torch.is_grad_enabled() if create_graph is None else bool(create_graph)
     args = {"cond": cond, "uncond": uncond, "guidance_scale": guidance_scale}
     return flipd_at(
-        model, x_t.detach(), t, trace=trace, n_probes=n_probes, probe=probe, seed=0 if generator is None else generator,
+        model, x_t.detach(), t, trace=trace, n_probes=n_probes, probe=probe, seed=seed,
         extra_args=args, create_graph=graph,
     )
 
@@ -111,7 +116,7 @@ def image_flipd(
     images: Any,
     captions: Sequence[str] | torch.Tensor | None = None,
     *,
-    t0: float = 0.05,
+    t0: float = FLIPD_T0,
     guidance_scale: float = 1.0,
     inputs: str = "images",
     trace: str = "hutchinson",
@@ -131,7 +136,7 @@ def image_flipd(
     captions : list of str or Tensor (n or 1, L, D), optional
         None: unconditional FLIPD (s(x; t, empty)). Given: conditional FLIPD with
         s_CFG(x; t, c) at ``guidance_scale`` (1 = the plain conditional score).
-    t0 : float, default=0.05
+    t0 : float, default=0.05 (:data:`lidmem.defaults.FLIPD_T0`)
         The paper's Stable Diffusion setting (App. C.1).
     n_probes : int, default=1
         Hutchinson probes (1 at scale, as the paper).
@@ -160,24 +165,28 @@ def cfg_norm_after_euler(
     images: Any,
     captions: Sequence[str] | torch.Tensor,
     *,
-    t0: float = 0.01,
-    n_steps: int = 3,
+    t0: float = CFG_T0,
+    euler_steps: int = EULER_STEPS,
     inputs: str = "images",
     batch_size: int = 8,
     progress: bool | None = None,
+    n_steps: int | None = None,
 ) -> torch.Tensor:
     """CFG vector norm of training images (App. C.1).
 
-    From x at t = 0, take ``n_steps`` Euler steps of the probability-flow ODE
+    From x at t = 0, take ``euler_steps`` Euler steps of the probability-flow ODE
     ``dx/dt = f(t) x - g(t)^2 / 2 s(x; t, c)`` (conditional score) to ``t0``, then return
-    ``||s(x_t0; t0, c) - s(x_t0; t0, empty)||`` (score units). High = memorized.
+    ``||s(x_t0; t0, c) - s(x_t0; t0, empty)||`` (score units). High = memorized. ``n_steps`` is
+    the deprecated alias of ``euler_steps`` (the name of this setting in ``score_images``,
+    ``score_dataset`` and the CLI's ``--euler-steps``).
 
     Returns
     -------
     Tensor of shape (n,), float32
     """
+    euler_steps = renamed_argument(euler_steps, n_steps, new="euler_steps", old="n_steps", default=3, func="cfg_norm_after_euler")
     t0 = check_t0(t0)
-    k = check_positive_int(n_steps, "n_steps")
+    k = check_positive_int(euler_steps, "euler_steps")
     x = _model_space(model, images, inputs)
     n = x.shape[0]
     cond, uncond = _captions_embeds(model, captions, n)
@@ -204,9 +213,9 @@ def score_images(
     captions: Sequence[str] | None = None,
     *,
     metrics: Sequence[str] = IMAGE_METRICS,
-    flipd_t0: float = 0.05,
-    cfg_t0: float = 0.01,
-    euler_steps: int = 3,
+    flipd_t0: float = FLIPD_T0,
+    cfg_t0: float = CFG_T0,
+    euler_steps: int = EULER_STEPS,
     guidance_scale: float = 1.0,
     inputs: str = "images",
     trace: str = "hutchinson",
@@ -232,7 +241,7 @@ def score_images(
     if "flipd_cond" in metrics:
         cols["flipd_cond"] = image_flipd(model, x, captions, t0=flipd_t0, guidance_scale=guidance_scale, **common).numpy()
     if "cfg_norm" in metrics:
-        cols["cfg_norm"] = cfg_norm_after_euler(model, x, captions, t0=cfg_t0, n_steps=euler_steps, inputs="latents", batch_size=batch_size, progress=progress).numpy()
+        cols["cfg_norm"] = cfg_norm_after_euler(model, x, captions, t0=cfg_t0, euler_steps=euler_steps, inputs="latents", batch_size=batch_size, progress=progress).numpy()
     df = pd.DataFrame(cols)
     if captions is not None and not isinstance(captions, torch.Tensor):
         caps = [captions] * len(df) if isinstance(captions, str) else list(captions)

@@ -492,7 +492,7 @@ def optimize_prompt_embedding(
         if not states:
             raise _no_step_error(num_inference_steps, support)
         g = make_generator(seed + 1)
-        vals = [step_metric(model, "a_flipd", x, t, c.to(model.dtype), uncond, guidance_scale, n_probes=n_probes, generator=g).mean() for x, t in states]
+        vals = [step_metric(model, "a_flipd", x, t, c.to(model.dtype), uncond, guidance_scale, n_probes=n_probes, seed=g).mean() for x, t in states]
         return torch.stack(vals).mean()
 
     for i in _progress(range(check_positive_int(steps, "steps")), desc="optimise c", disable=None if progress is None else not progress):

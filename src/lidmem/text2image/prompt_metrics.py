@@ -35,12 +35,13 @@ from typing import Any
 
 import torch
 
-from .._validation import check_choice, check_positive_int, check_probability, make_generator
+from ..memorization.metrics import higher_is_memorized
+from .._validation import check_choice, check_positive_int, check_probability, make_generator, renamed_argument
 from ..utils import progress as _progress
 from .adapters import TextToImageModel
 from .image_scores import cfg_flipd_at
 
-__all__ = ["PROMPT_METRICS", "FLIPD_POINTS", "LARGER_IS_MEMORIZED", "step_metric", "metric_time_support", "prompt_metrics", "read_prompts", "detection_table"]
+__all__ = ["PROMPT_METRICS", "FLIPD_POINTS", "step_metric", "metric_time_support", "prompt_metrics", "read_prompts", "detection_table"]
 
 CAPTION_COLUMNS: tuple[str, ...] = ("caption", "prompt", "text", "captions", "prompts")
 
@@ -48,7 +49,16 @@ PROMPT_METRICS: tuple[str, ...] = ("a_cfg", "a_scfg", "a_flipd", "wen")
 #: Where A^FLIPD evaluates FLIPD_CFG: the sampler state x_t, or psi(t) times its denoised estimate.
 FLIPD_POINTS: tuple[str, ...] = ("state", "denoised")
 #: Direction of each metric: True when a larger value means "memorized".
-LARGER_IS_MEMORIZED: dict[str, bool] = {"a_cfg": True, "a_scfg": True, "a_flipd": False, "wen": True}
+# the direction of each metric is stated once, in lidmem.memorization.metrics.HIGHER_IS_MEMORIZED
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LARGER_IS_MEMORIZED":  # deprecated alias (one release)
+        import warnings
+
+        warnings.warn("LARGER_IS_MEMORIZED is deprecated; use lidmem.memorization.metrics.higher_is_memorized(name)", DeprecationWarning, stacklevel=2)
+        return {m: higher_is_memorized(m) for m in PROMPT_METRICS}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def metric_time_support(metric: str, flipd_t_min: float = 0.01, flipd_t_max: float = 0.2) -> tuple[float, float]:
@@ -109,15 +119,18 @@ def step_metric(
     *,
     n_probes: int = 1,
     trace: str = "hutchinson",
-    generator: torch.Generator | None = None,
+    seed: int | torch.Generator | None = 0,
     flipd_point: str = "state",
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Per-sample value ``(n,)`` of ``metric``'s integrand at (x_t, t), differentiable in ``cond``.
 
     ``flipd_point`` (A^FLIPD only): "state" evaluates FLIPD_CFG at the sampler state x_t (eq. 28
     as written); "denoised" at psi(t) x0_hat = x_t - sigma(t) eps_CFG(x_t) (eq. 6's clean-point
-    form, x0_hat held fixed).
+    form, x0_hat held fixed). ``seed`` (int or ``torch.Generator``) draws A^FLIPD's Hutchinson
+    probes; ``generator`` is its deprecated alias.
     """
+    seed = renamed_argument(seed, generator, new="seed", old="generator", default=0, func="step_metric")
     check_choice(metric, "metric", PROMPT_METRICS)
     check_choice(flipd_point, "flipd_point", FLIPD_POINTS)
     x_t = x_t.detach()
@@ -125,7 +138,7 @@ def step_metric(
         if flipd_point == "denoised":
             with torch.no_grad():
                 x_t = _denoised_point(model, x_t, t, model.epsilon(x_t, t, cond.detach(), uncond, guidance_scale))
-        return cfg_flipd_at(model, x_t, t, cond, uncond, guidance_scale, trace=trace, n_probes=n_probes, generator=generator)
+        return cfg_flipd_at(model, x_t, t, cond, uncond, guidance_scale, trace=trace, n_probes=n_probes, seed=seed)
     eps_u, eps_c = model.branch_epsilons(x_t, t, cond, uncond)
     return _eps_metric(metric, eps_u, eps_c, guidance_scale)
 
@@ -180,7 +193,7 @@ def prompt_metrics(
     -------
     pandas.DataFrame
         One row per prompt: ``prompt`` and one column per metric; ``df.attrs`` holds the
-        estimator settings and ``larger_is_memorized``.
+        estimator settings and ``higher_is_memorized``.
     """
     import pandas as pd
 
@@ -224,7 +237,7 @@ def prompt_metrics(
                     # the sampler's own eps_CFG at x_t: no extra UNet call for the denoised point
                     x_eval = _denoised_point(model, state["x"], t, state["eps"]) if flipd_point == "denoised" else state["x"]
                     with torch.no_grad():
-                        v = cfg_flipd_at(model, x_eval, t, cond, uncond, lam, trace=trace, n_probes=n_probes, generator=g)
+                        v = cfg_flipd_at(model, x_eval, t, cond, uncond, lam, trace=trace, n_probes=n_probes, seed=g)
                 else:
                     # the sampler's own branch predictions: no extra UNet call
                     v = _eps_metric(m, state["eps_uncond"], state["eps_cond"], lam)
@@ -247,7 +260,7 @@ def prompt_metrics(
             "seed": seed,
             "batch_size": pb,
             "flipd_point": flipd_point,
-            "larger_is_memorized": {m: LARGER_IS_MEMORIZED[m] for m in metrics},
+            "higher_is_memorized": {m: higher_is_memorized(m) for m in metrics},
         }
     )
     return df
@@ -315,7 +328,7 @@ def detection_table(scores: Any, labels: Sequence[bool] | Any, metrics: Sequence
     """AUROC and TPR@1%FPR of each metric column of ``scores`` (memorized = True in ``labels``).
 
     Uses :func:`lidmem.memorization.metrics.detection_metrics` with each metric's direction
-    (:data:`LARGER_IS_MEMORIZED`).
+    (:func:`lidmem.memorization.metrics.higher_is_memorized`).
     """
     import pandas as pd
 
@@ -324,6 +337,6 @@ def detection_table(scores: Any, labels: Sequence[bool] | Any, metrics: Sequence
     cols = [m for m in PROMPT_METRICS if m in scores.columns] if metrics is None else list(metrics)
     rows = []
     for m in cols:
-        r = detection_metrics(m, labels, scores[m].to_numpy(), higher_is_positive=LARGER_IS_MEMORIZED.get(m, True))
-        rows.append({"metric": m, "auroc": r.auroc, "tpr_at_1pct_fpr": r.tpr_at_1pct_fpr, "n_memorized": r.n_positive, "n_other": r.n_negative, "larger_is_memorized": r.higher_is_positive})
+        r = detection_metrics(m, labels, scores[m].to_numpy(), higher_is_positive=higher_is_memorized(m))
+        rows.append({"metric": m, "auroc": r.auroc, "tpr_at_1pct_fpr": r.tpr_at_1pct_fpr, "n_memorized": r.n_positive, "n_other": r.n_negative, "higher_is_memorized": r.higher_is_positive})
     return pd.DataFrame(rows)

@@ -243,7 +243,7 @@ def train_text2image(
             ids = ids_all[idx].clone()
             drop = torch.rand(batch_size, generator=gen) < caption_dropout
             ids[drop] = ids_empty
-            t = sample_times(batch_size, t_min=t_min, log_uniform_fraction=log_uniform_fraction, generator=gen)
+            t = sample_times(batch_size, t_min=t_min, log_uniform_fraction=log_uniform_fraction, seed=gen)
             noise = torch.randn(x0.shape, generator=gen)
             xt = sde.perturb(x0, t, noise)
             with torch.set_grad_enabled(train_text_encoder):
