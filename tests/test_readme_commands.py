@@ -48,7 +48,7 @@ SMALL = {
                              "--num-inference-steps", "10"],
     ("audit",): ["--sampling-steps", "5", "--nb-scores", "16", "--lpca-k", "10", "--no-report"],
     ("train",): ["--steps", "20", "--grid", "4", "--sampling-steps", "3", "--checkpoint-every", "10"],
-    ("benchmark", "detectors"): ["--n-generations", "1", "--num-inference-steps", "5"],
+    ("benchmark", "detectors"): ["--n-generations", "1", "--num-inference-steps", "10", "--n-other-prompts", "4"],
     ("t2i", "detect-prompts"): ["--n-generations", "1", "--steps", "10", "--limit", "4"],
     ("t2i", "attribute"): ["--n-generations", "1", "--steps", "10"],
     ("t2i", "mitigate"): ["--ks", "1", "--repeats", "1", "--n-generations", "1", "--steps", "10"],
