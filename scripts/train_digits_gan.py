@@ -35,7 +35,7 @@ from lidmem.data.images import load_digits_with_duplicates
 
 #: The configurations (keyword arguments of ``lidmem.generators.train_imle`` / ``train_gan``).
 CONFIGS: dict[str, dict[str, int | float]] = {
-    "imle": {"latent_dim": 8, "hidden": 256, "depth": 2, "steps": 30000, "batch_size": 64, "n_candidates": 256,
+    "imle": {"latent_dim": 8, "hidden": 256, "depth": 2, "steps": 3000, "batch_size": 256, "n_candidates": 256,
              "n_pulled": 1, "reverse_weight": 1.0, "lr": 1e-3, "seed": 0},
     "gan": {"latent_dim": 8, "hidden": 256, "depth": 2, "disc_hidden": 256, "disc_depth": 2, "steps": 20000,
             "batch_size": 128, "lr": 2e-4, "seed": 0},
