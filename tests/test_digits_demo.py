@@ -41,4 +41,5 @@ def test_digits_demo_acceptance(tmp_path):
     gs = json.loads((tmp_path / "generator" / "summary.json").read_text())
     assert gs["generator_checkpoint"]["file"] == "digits_imle.safetensors"
     assert gs["planted_duplicates"]["n_exact_copies"] >= 10  # the shipped generator memorizes
-    assert gs["jacobian_rank_auroc"] == results["generator"].summary["jacobian_rank_auroc"] > 0.5
+    # measured 0.916 (docs/audit.md): Jacobian-rank LID_theta separates the generator's copies
+    assert gs["jacobian_rank_auroc"] == results["generator"].summary["jacobian_rank_auroc"] >= 0.9
