@@ -38,14 +38,9 @@ def run_audit_command(
     report: bool,
 ) -> dict:
     """Validate all inputs, run :func:`lidmem.memorization.audit.audit_memorization`, write the outputs."""
-    from ..memorization.audit import (
-        audit_memorization,
-        check_audit_inputs,
-        load_audit_model,
-        load_duplicate_flags,
-        load_sample_images,
-        load_training_images,
-    )
+    from ..data.audit_inputs import load_duplicate_flags, load_sample_images, load_training_images
+    from ..estimators import FLIPD, LocalPCA, NormalBundle
+    from ..memorization.audit import audit_memorization, check_audit_inputs, load_audit_model
 
     # validate first: every cheap check before sampling / estimating
     radius = parse_lpca_radius(lpca_radius, "--lpca-radius")
@@ -69,12 +64,14 @@ def run_audit_command(
     net, kind = load_audit_model(model)
     check_audit_inputs(net, kind, tr.images, given, lpca_k=lpca_k, copy_k=copy_k)
     console.print(f"auditing a {kind} on {len(tr.images)} training images of shape {tuple(tr.images.shape[1:])}")
+    # the estimators from the options; a generator keeps the audit's Jacobian-rank default
+    lid_theta = FLIPD(net, t0=t0, trace=flipd_trace, n_probes=flipd_probes, seed=seed) if kind == "score_model" else None
     result = audit_memorization(
-        net, tr, kind=kind, samples=given, sample_ids=given_ids, num_samples=num_samples, sampling_steps=sampling_steps,
-        flipd_t0=t0, flipd_t0_sweep=sweep, flipd_trace=flipd_trace, flipd_probes=flipd_probes, nb_t0=nb_t0,
-        nb_scores=nb_scores, nb_max_dim=nb_max_dim, copy_k=copy_k, exact_threshold=exact_threshold,
-        near_threshold=near_threshold, cos_threshold=cos_threshold, search=search, lpca_k=lpca_k, lpca_tau=tau,
-        lpca_radius=radius, seed=seed, log=_log,
+        net, tr, kind=kind, samples=given, sample_ids=given_ids, num_samples=num_samples, num_inference_steps=sampling_steps,
+        lid_theta=lid_theta, normal_bundle=NormalBundle(net, t0=nb_t0, n_scores=nb_scores, threshold="percentile", seed=seed),
+        lid_star=LocalPCA(k=lpca_k, tau=tau, radius=radius, seed=seed), t0_sweep=sweep, nb_max_dim=nb_max_dim,
+        copy_k=copy_k, exact_threshold=exact_threshold, near_threshold=near_threshold, cos_threshold=cos_threshold,
+        search=search, seed=seed, log=_log,
     )
     paths = result.write(out, report=report)
     s = result.summary
