@@ -87,19 +87,14 @@ def _ints(value: str, name: str) -> list[int]:
 def _read_images(path: Path, model: Any) -> tuple[Any, list[str]]:
     """Images of a folder (or a single file) as a float tensor in [-1, 1], converted to the model's
     channels and resized (bilinear) to its native resolution ``model.image_shape``."""
-    import numpy as np
     import torch
 
-    from ..data.io import load_image_folder
+    from ..data.io import decode_image, load_image_folder
 
     if path.is_dir():
         arr, names = load_image_folder(path)
     elif path.is_file():
-        from PIL import Image
-
-        with Image.open(path) as im:
-            a = np.asarray(im.convert("L" if im.mode in ("L", "1") else "RGB"), dtype=np.float32) * (2.0 / 255.0) - 1.0
-        arr, names = (a[None, None] if a.ndim == 2 else a.transpose(2, 0, 1)[None]), [path.name]
+        arr, names = (2.0 * decode_image(path, name=path.name) - 1.0)[None], [path.name]  # the decoder of lidmem score
     else:
         raise FileNotFoundError(f"image path {path} does not exist")
     x = torch.from_numpy(arr)  # [-1, 1], as load_image_folder

@@ -36,13 +36,12 @@ from typing import Any
 import torch
 
 from .._validation import check_choice, check_positive_int, check_probability, make_generator
+from ..data.io import CAPTION_COLUMNS  # the one list of caption column names (re-exported here)
 from ..utils import progress as _progress
 from .adapters import TextToImageModel
 from .image_scores import cfg_flipd_at
 
 __all__ = ["PROMPT_METRICS", "FLIPD_POINTS", "LARGER_IS_MEMORIZED", "step_metric", "metric_time_support", "prompt_metrics", "read_prompts", "detection_table"]
-
-CAPTION_COLUMNS: tuple[str, ...] = ("caption", "prompt", "text", "captions", "prompts")
 
 PROMPT_METRICS: tuple[str, ...] = ("a_cfg", "a_scfg", "a_flipd", "wen")
 #: Where A^FLIPD evaluates FLIPD_CFG: the sampler state x_t, or psi(t) times its denoised estimate.
@@ -297,18 +296,11 @@ def read_prompts(path: str | Any, *, column: str | None = None) -> list[str]:
 
 def caption_column(df: Any, column: str | None = None, name: str = "table") -> Any:
     """The column of ``df`` holding captions: ``column`` (case-insensitive) or the first of
-    :data:`CAPTION_COLUMNS`; the error lists the table's columns."""
-    cols = {str(c).strip().lower(): c for c in df.columns}
-    if column is not None:
-        if column in df.columns:
-            return column
-        if column.lower() in cols:
-            return cols[column.lower()]
-        raise ValueError(f"column={column!r} is not in {name}; its columns are {list(map(str, df.columns))}")
-    found = [cols[c] for c in CAPTION_COLUMNS if c in cols]
-    if not found:
-        raise ValueError(f"{name} has no caption column (looked for {', '.join(CAPTION_COLUMNS)}); its columns are {list(map(str, df.columns))}; pass column=")
-    return found[0]
+    :data:`CAPTION_COLUMNS` (:func:`lidmem.data.io.find_caption_column`, the rule of ``lidmem
+    score`` too); the error lists the table's columns."""
+    from ..data.io import find_caption_column
+
+    return find_caption_column(df.columns, column, name)
 
 
 def detection_table(scores: Any, labels: Sequence[bool] | Any, metrics: Sequence[str] | None = None) -> Any:
