@@ -194,25 +194,10 @@ def score_images_command(
     console.print(f"wrote {path} ({len(df)} images) and {out / 'image_scores.png'}")
 
 
-def _save(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-
-
 def _hist_figure(df: Any, cols: list[str], path: Path, labels: Any = None) -> None:
-    """Histograms of score columns (memorized red, others blue; direction of "memorized" under
-    each axis), the look of every lidmem report."""
-    from ..reports.figures import score_histograms
-    from ..text2image import LARGER_IS_MEMORIZED
+    from ..reports.figures import write_t2i_score_histograms
 
-    low = {c: not LARGER_IS_MEMORIZED[c] for c in cols if c in LARGER_IS_MEMORIZED}
-    low.update({c: v for c, v in {"flipd_uncond": True, "flipd_cond": True, "cfg_norm": False}.items() if c in cols})
-    fig = score_histograms({c: df[c].to_numpy(dtype=float) for c in cols}, None if labels is None else labels.to_numpy(bool) if hasattr(labels, "to_numpy") else labels,
-                           low_is_positive=low, ncols=min(len(cols), 4))
-    _save(fig, path)
+    write_t2i_score_histograms(df, cols, path, labels)
 
 
 @t2i_app.command("detect-prompts")
@@ -357,10 +342,9 @@ def attribute_command(
 
 
 def _attribution_figure(a: Any, path: Path) -> None:
-    from ..reports.figures import attribution_figure
+    from ..reports.figures import write_attribution_figure
 
-    top = a.words[int(max(range(len(a.words)), key=lambda i: a.word_scores[i]))] if len(a.words) else None
-    _save(attribution_figure(a.words, a.word_scores, a.metric, highlight=top), path)
+    write_attribution_figure(a, path)
 
 
 @t2i_app.command("mitigate")
@@ -422,10 +406,9 @@ def mitigate_command(
 
 
 def _mitigation_figure(df: Any, path: Path) -> None:
-    from ..reports.figures import mitigation_figure
+    from ..reports.figures import write_mitigation_figure
 
-    cols = ["similarity"] + (["alignment"] if df["alignment"].notna().any() else [])
-    _save(mitigation_figure(df, cols), path)
+    write_mitigation_figure(df, path)
 
 
 def register(app: typer.Typer, demo_app: typer.Typer) -> None:

@@ -180,15 +180,11 @@ class Text2ImageDemoResult:
 def _detection_table(labels: np.ndarray, scores: Any, directions: dict[str, bool], what: str) -> Any:
     import pandas as pd
 
-    from ..memorization.metrics import detection_metrics
+    from ..memorization.metrics import detection_table
 
-    rows = []
-    for name, higher in directions.items():
-        if name not in scores:
-            continue
-        r = detection_metrics(name, labels, np.asarray(scores[name], dtype=np.float64), higher_is_positive=higher)
-        rows.append({**asdict(r), "task": what})
-    return pd.DataFrame(rows)
+    present = {name: higher for name, higher in directions.items() if name in scores}
+    rows = detection_table(labels, {name: np.asarray(scores[name], dtype=np.float64) for name in present}, higher_is_positive=present)
+    return pd.DataFrame([{**r, "task": what} for r in rows])
 
 
 def run_text2image_demo(config: Text2ImageDemoConfig | None = None, *, progress: bool | None = None) -> Text2ImageDemoResult:

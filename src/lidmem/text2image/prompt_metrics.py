@@ -306,16 +306,15 @@ def caption_column(df: Any, column: str | None = None, name: str = "table") -> A
 def detection_table(scores: Any, labels: Sequence[bool] | Any, metrics: Sequence[str] | None = None) -> Any:
     """AUROC and TPR@1%FPR of each metric column of ``scores`` (memorized = True in ``labels``).
 
-    Uses :func:`lidmem.memorization.metrics.detection_metrics` with each metric's direction
+    Built by :func:`lidmem.memorization.metrics.detection_table` with each metric's direction
     (:data:`LARGER_IS_MEMORIZED`).
     """
     import pandas as pd
 
-    from ..memorization.metrics import detection_metrics
+    from ..memorization.metrics import detection_table as _table
 
     cols = [m for m in PROMPT_METRICS if m in scores.columns] if metrics is None else list(metrics)
-    rows = []
-    for m in cols:
-        r = detection_metrics(m, labels, scores[m].to_numpy(), higher_is_positive=LARGER_IS_MEMORIZED.get(m, True))
-        rows.append({"metric": m, "auroc": r.auroc, "tpr_at_1pct_fpr": r.tpr_at_1pct_fpr, "n_memorized": r.n_positive, "n_other": r.n_negative, "larger_is_memorized": r.higher_is_positive})
+    table = _table(labels, {m: scores[m].to_numpy() for m in cols}, higher_is_positive={m: LARGER_IS_MEMORIZED.get(m, True) for m in cols})
+    rows = [{"metric": r["metric"], "auroc": r["auroc"], "tpr_at_1pct_fpr": r["tpr_at_1pct_fpr"], "n_memorized": r["n_positive"],
+             "n_other": r["n_negative"], "larger_is_memorized": r["higher_is_positive"]} for r in table]
     return pd.DataFrame(rows)
