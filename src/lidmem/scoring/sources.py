@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import glob as _glob
 import hashlib
-import io
 import json
 import tarfile
 from abc import ABC, abstractmethod
