@@ -237,3 +237,25 @@ def test_out_of_range_samples_warn(oracle_audit):
                                  nb_max_dim=0, lid_star=LocalPCA(k=30), progress=False)
     assert out.summary["samples_out_of_range"]["n_samples"] > 0.9 * len(samples)
     assert "flipd_t0_sweep" not in out.summary
+
+
+def test_audit_estimator_objects_are_checked_before_work():
+    """audit_memorization takes estimator objects; a wrong kind, another model's estimator or a bad
+    normal_bundle value is refused (TypeError / ValueError) before any sampling or scoring."""
+    from lidmem.estimators import JacobianRank
+
+    gm = GaussianMixtureOnSubspaces(dims=[0, 8], ambient_dim=64, weights=[0.5, 0.5], seed=0)
+    other = GaussianMixtureOnSubspaces(dims=[0, 8], ambient_dim=64, weights=[0.5, 0.5], seed=1)
+    train = np.zeros((20, 1, 8, 8), np.float32)
+    with pytest.raises(TypeError, match="lid_theta must be a lidmem.estimators.FLIPD"):
+        audit_memorization(gm, train, samples=train, lid_theta=JacobianRank(gm))
+    with pytest.raises(ValueError, match="lid_theta is a FLIPD of another model"):
+        audit_memorization(gm, train, samples=train, lid_theta=FLIPD(other))
+    with pytest.raises(ValueError, match="'auto'"):
+        audit_memorization(gm, train, samples=train, lid_theta=FLIPD(gm, t0="knee"))
+    with pytest.raises(ValueError, match="normal_bundle='yes'"):
+        audit_memorization(gm, train, samples=train, normal_bundle="yes")
+    with pytest.raises(TypeError, match="lid_star must be a lidmem.estimators.LocalPCA"):
+        audit_memorization(gm, train, samples=train, lid_star=NormalBundle(gm))
+    with pytest.raises(ValueError, match=r"lid_star.k=100 must be <= n_train - 1 = 19"):
+        audit_memorization(gm, train, samples=train, lid_star=LocalPCA(k=100))

@@ -417,6 +417,8 @@ def audit_memorization(
     if kind is None:
         kind = "generator" if hasattr(model, "latent_dim") else "score_model"
     lid_theta, nb_est, lpca = _resolve_estimators(model, kind, lid_theta, normal_bundle, lid_star, seed=seed, progress=progress)
+    if isinstance(lpca.k, int) and lpca.k > len(tr.images) - 1:
+        raise ValueError(f"lid_star.k={lpca.k} must be <= n_train - 1 = {len(tr.images) - 1}; use LocalPCA(k=...) with a smaller k for this small training set")
     check_audit_inputs(model, kind, tr.images, samples, lpca_k=lpca.k, copy_k=copy_k)
     if len(tr.ids) != len(tr.images):
         raise ValueError(f"train has {len(tr.images)} images but {len(tr.ids)} ids")
