@@ -70,7 +70,7 @@ def main() -> None:
             ("FLIPD exact, t0=0.001", lambda: flipd(gm, x, 1e-3, progress=False)),
             ("FLIPD exact, t0=0.01", lambda: flipd(gm, x, 1e-2, progress=False)),
             ("FLIPD exact, t0=0.05", lambda: flipd(gm, x, 5e-2, progress=False)),
-            ("FLIPD exact, t0=auto (knee)", lambda: FLIPD(gm, t0="auto", progress=False).estimate(x)),
+            ("FLIPD exact, t0=knee", lambda: FLIPD(gm, t0="knee", progress=False).estimate(x)),
             ("FLIPD Hutchinson 1 Rademacher, t0=0.01", lambda: flipd(gm, x, 1e-2, trace="hutchinson", progress=False)),
             ("FLIPD Hutchinson 1 Gaussian, t0=0.01", lambda: flipd(gm, x, 1e-2, trace="hutchinson", probe="gaussian", progress=False)),
             ("FLIPD Hutchinson 8 Rademacher, t0=0.01", lambda: flipd(gm, x, 1e-2, trace="hutchinson", n_probes=8, progress=False)),

@@ -67,7 +67,7 @@ def patches_model(cache: Path, steps: int):
 
 
 def digits_model():
-    from lidmem.memorization.audit import shipped_digits_checkpoints
+    from lidmem.experiments.digits import shipped_digits_checkpoints
 
     return load_score_model(shipped_digits_checkpoints()["unet"]), load_digits_with_duplicates()
 

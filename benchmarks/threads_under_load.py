@@ -37,10 +37,10 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
 
-    from lidmem.memorization.audit import load_training_images
+    from lidmem.data.audit_inputs import load_training_images
     from lidmem.diffusion.checkpoint import load_score_model
     from lidmem.estimators import flipd
-    from lidmem.memorization.audit import shipped_digits_checkpoints
+    from lidmem.experiments.digits import shipped_digits_checkpoints
 
     model = load_score_model(shipped_digits_checkpoints()["unet"])
     x = torch.as_tensor(load_training_images("digits").images[: args.rows], dtype=torch.float32)

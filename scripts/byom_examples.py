@@ -39,7 +39,7 @@ def edm_denoiser() -> EDMDenoiser:
 def digits_generator() -> GeneratorSpec:
     """Entry point: the shipped digits VAE decoder as a user-supplied generator G(z), z ~ N(0, I_16)."""
     from lidmem.generators import load_generator
-    from lidmem.memorization.audit import shipped_digits_checkpoints
+    from lidmem.experiments.digits import shipped_digits_checkpoints
 
     return GeneratorSpec(load_generator(shipped_digits_checkpoints()["generator"]), latent_dim=16, data_shape=(1, 8, 8))
 

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from lidmem.cli.main import app
 from lidmem.data.analytic import GaussianMixtureOnSubspaces
 from lidmem.data.images import load_digits_images, write_png_folder
+from lidmem.estimators import FLIPD, LocalPCA, NormalBundle
 from lidmem.memorization.audit import SAMPLE_COLUMNS, TrainingImages, audit_memorization
 
 runner = CliRunner()
@@ -28,8 +29,9 @@ def oracle_audit():
     fresh = x[comp == 3][300:340]
     samples = torch.cat([pm.repeat(4, 1), fresh]).reshape(-1, 1, 8, 8).numpy()  # 12 copies, 40 new points
     tr = TrainingImages(train, [f"t{i}" for i in range(len(train))], dup)
-    res = audit_memorization(gm, tr, samples=samples, flipd_t0=0.01, flipd_trace="exact", nb_t0=0.01, nb_scores=256, nb_threshold="gap",
-                             lpca_k=30, lpca_radius=0.0, progress=False)
+    res = audit_memorization(gm, tr, samples=samples, lid_theta=FLIPD(gm, t0=0.01, trace="exact", progress=False),
+                             normal_bundle=NormalBundle(gm, t0=0.01, n_scores=256, threshold="gap", progress=False),
+                             lid_star=LocalPCA(k=30, radius=0.0, progress=False), progress=False)
     return res, np.r_[np.ones(12, bool), np.zeros(40, bool)]
 
 
@@ -90,7 +92,7 @@ def test_cli_on_png_folders(tmp_path):
     ckpt = _tiny_unet_checkpoint(tmp_path / "unet.safetensors")
     out = tmp_path / "out"
     r = runner.invoke(app, ["audit", "--model", str(ckpt), "--train", str(train_dir), "--samples", str(sample_dir), "--out", str(out),
-                            "--lpca-k", "20", "--flipd-probes", "1", "--nb-scores", "16"])
+                            "--lpca-k", "20", "--n-probes", "1", "--n-scores", "16"])
     assert r.exit_code == 0, r.output
     df = pd.read_parquet(out / "samples.parquet")
     assert len(df) == 25
@@ -152,7 +154,7 @@ def test_generator_checkpoint_audit(tmp_path):
     path = res.save(tmp_path / "g.safetensors")
     gen, kind = load_audit_model(path)
     assert kind == "generator" and load_generator(path).latent_dim == 4
-    out = audit_memorization(gen, imgs[:300], kind=kind, num_samples=40, lpca_k=20, progress=False)
+    out = audit_memorization(gen, imgs[:300], kind=kind, num_samples=40, lid_star=LocalPCA(k=20, progress=False), progress=False)
     df = out.samples
     assert "lid_theta_jacobian" in df and df["lid_theta_flipd"].isna().all()
     # a decoder R^4 -> R^64 has Jacobian rank <= 4; tau is the 10th percentile, so some values fall below it
@@ -181,7 +183,7 @@ def test_cli_duplicates_file_samples_npy_and_nb_max_dim(tmp_path):
     ckpt = _tiny_unet_checkpoint(tmp_path / "unet.safetensors")
     out = tmp_path / "out"
     args = ["audit", "--model", str(ckpt), "--train", str(train_dir), "--samples", str(tmp_path / "s.npy"), "--out", str(out),
-            "--lpca-k", "20", "--flipd-probes", "1", "--nb-max-dim", "0", "--flipd-sweep", "0.01,0.1", "--no-report"]
+            "--lpca-k", "20", "--n-probes", "1", "--nb-max-dim", "0", "--flipd-sweep", "0.01,0.1", "--no-report"]
     r = runner.invoke(app, [*args, "--duplicates", str(dup_file)])
     assert r.exit_code == 0, r.output
     summary = json.loads((out / "summary.json").read_text())
@@ -231,6 +233,29 @@ def test_out_of_range_samples_warn(oracle_audit):
     with pytest.warns(UserWarning, match="leave the training data's value range"):
         out = audit_memorization(GaussianMixtureOnSubspaces(dims=[0, 0, 0, 8], ambient_dim=64, weights=[0.1, 0.1, 0.1, 0.7], scales=0.5,
                                                             offset_scale=0.3, seed=0),
-                                 train, samples=samples, flipd_t0=0.01, flipd_t0_sweep=None, nb_max_dim=0, lpca_k=30, progress=False)
+                                 train, samples=samples, lid_theta=FLIPD(None, t0=0.01, trace="hutchinson", n_probes=8), t0_sweep=None,
+                                 nb_max_dim=0, lid_star=LocalPCA(k=30), progress=False)
     assert out.summary["samples_out_of_range"]["n_samples"] > 0.9 * len(samples)
     assert "flipd_t0_sweep" not in out.summary
+
+
+def test_audit_estimator_objects_are_checked_before_work():
+    """audit_memorization takes estimator objects; a wrong kind, another model's estimator or a bad
+    normal_bundle value is refused (TypeError / ValueError) before any sampling or scoring."""
+    from lidmem.estimators import JacobianRank
+
+    gm = GaussianMixtureOnSubspaces(dims=[0, 8], ambient_dim=64, weights=[0.5, 0.5], seed=0)
+    other = GaussianMixtureOnSubspaces(dims=[0, 8], ambient_dim=64, weights=[0.5, 0.5], seed=1)
+    train = np.zeros((20, 1, 8, 8), np.float32)
+    with pytest.raises(TypeError, match="lid_theta must be a lidmem.estimators.FLIPD"):
+        audit_memorization(gm, train, samples=train, lid_theta=JacobianRank(gm))
+    with pytest.raises(ValueError, match="lid_theta is a FLIPD of another model"):
+        audit_memorization(gm, train, samples=train, lid_theta=FLIPD(other))
+    with pytest.raises(ValueError, match="'auto'"):
+        audit_memorization(gm, train, samples=train, lid_theta=FLIPD(gm, t0="knee"))
+    with pytest.raises(ValueError, match="normal_bundle='yes'"):
+        audit_memorization(gm, train, samples=train, normal_bundle="yes")
+    with pytest.raises(TypeError, match="lid_star must be a lidmem.estimators.LocalPCA"):
+        audit_memorization(gm, train, samples=train, lid_star=NormalBundle(gm))
+    with pytest.raises(ValueError, match=r"lid_star.k=100 must be <= n_train - 1 = 19"):
+        audit_memorization(gm, train, samples=train, lid_star=LocalPCA(k=100))

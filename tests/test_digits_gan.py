@@ -102,7 +102,7 @@ def test_shipped_gan_memorizes_and_jacobian_rank_separates_copies():
     path = shipped_digits_checkpoints()["generator"]
     assert path.stat().st_size <= 5 * 2**20
     gen, kind = load_audit_model(path)
-    res = audit_memorization(gen, load_training_images("digits"), kind=kind, num_samples=300, lpca_radius=0.0, seed=0, progress=False)
+    res = audit_memorization(gen, load_training_images("digits"), kind=kind, num_samples=300, seed=0, progress=False)
     s = res.summary
     pdup = s["planted_duplicates"]
     assert pdup["n_exact_copies"] >= 10 and pdup["exact_copies_of_planted"] == pdup["n_exact_copies"]

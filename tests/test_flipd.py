@@ -142,9 +142,18 @@ def test_select_t0_knee():
     decay = torch.tensor([6.0, 6.0, 6.0, 6.0, 5.96, 5.8, 1.5, 0.1, 0.05, 0.05])
     assert select_t0(decay, grid) == 0.6
     assert select_t0(decay, grid, sde=VPSDE()) == 1e-3
-    est = FLIPD(gm, t0="auto", t0_grid=t0s, progress=False)
+    est = FLIPD(gm, t0="knee", t0_grid=t0s, progress=False)
     out = est.estimate(x)
     assert est.t0_ == 1e-3 and torch.equal(out, curve[:, 0])
+    # "auto" is the training-data rule (as in the audit): fit() first, then the same numbers as flipd
+    auto = FLIPD(gm, t0="auto", progress=False)
+    with pytest.raises(ValueError, match="fit"):
+        auto.estimate(x)
+    from lidmem.estimators.t0 import t0_from_training_data
+
+    auto.fit(x)
+    assert auto.t0_ == t0_from_training_data(gm.sde, x)
+    assert torch.equal(auto.estimate(x), flipd(gm, x, auto.t0_, progress=False))
 
 
 def test_negative_flipd_is_reported_as_is():

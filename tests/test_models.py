@@ -282,7 +282,7 @@ def test_inspect_prints_what_was_detected(folders):
 
 def _audit(model: str, train, out, extra: tuple[str, ...] = ()) -> dict:
     res = runner.invoke(app, ["audit", "--model", model, "--train", str(train), "--out", str(out), "--num-samples", "6",
-                              "--sampling-steps", "3", "--flipd-probes", "1", "--nb-scores", "8", "--lpca-k", "10", "--no-report", *extra])
+                              "--sampling-steps", "3", "--n-probes", "1", "--n-scores", "8", "--lpca-k", "10", "--no-report", *extra])
     assert res.exit_code == 0, res.output
     return json.loads((out / "summary.json").read_text())
 
@@ -362,7 +362,7 @@ def test_stable_diffusion_layout_is_the_empty_prompt_latent_score(sd_folder, tmp
     train = np.random.default_rng(0).uniform(-1, 1, (20, 3, 16, 16)).astype(np.float32)
     np.save(tmp_path / "train.npy", train)
     res = runner.invoke(app, ["audit", "--model", str(sd_folder), "--train", str(tmp_path / "train.npy"), "--out", str(tmp_path / "a"),
-                              "--num-samples", "3", "--sampling-steps", "2", "--flipd-probes", "1", "--nb-scores", "4",
+                              "--num-samples", "3", "--sampling-steps", "2", "--n-probes", "1", "--n-scores", "4",
                               "--lpca-k", "5", "--no-report"])
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())

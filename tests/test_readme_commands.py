@@ -46,7 +46,7 @@ SMALL = {
     ("demo", "digits"): ["--num-samples", "24", "--sampling-steps", "5", "--no-generator"],
     ("demo", "text2image"): ["--n-generations", "1", "--n-other-prompts", "4", "--n-other-images", "8", "--repeats", "1",
                              "--num-inference-steps", "10"],
-    ("audit",): ["--sampling-steps", "5", "--nb-scores", "16", "--lpca-k", "10", "--no-report"],
+    ("audit",): ["--sampling-steps", "5", "--n-scores", "16", "--lpca-k", "10", "--no-report"],
     ("train",): ["--steps", "20", "--grid", "4", "--sampling-steps", "3", "--checkpoint-every", "10"],
     ("benchmark", "detectors"): ["--n-generations", "1", "--num-inference-steps", "10", "--n-other-prompts", "4"],
     ("t2i", "detect-prompts"): ["--n-generations", "1", "--steps", "10", "--limit", "4"],

@@ -9,6 +9,7 @@ import torch
 from lidmem import VESDE, VPSDE
 from lidmem.data.analytic import GaussianMixtureOnSubspaces
 from lidmem.estimators.t0 import nearest_neighbour_scale, t0_for_noise_ratio, t0_from_training_data
+from lidmem.estimators import FLIPD, LocalPCA
 from lidmem.memorization.audit import TrainingImages, audit_memorization
 from lidmem.memorization.metrics import auroc
 
@@ -55,8 +56,8 @@ def test_auto_t0_separates_point_masses_in_exact_score_audit():
     train = torch.cat([pm.repeat_interleave(20, 0), x[comp == 3][:300]]).reshape(-1, 1, 8, 8).numpy()
     samples = torch.cat([pm.repeat(4, 1), x[comp == 3][300:340]]).reshape(-1, 1, 8, 8).numpy()
     tr = TrainingImages(train, [f"t{i}" for i in range(len(train))])
-    res = audit_memorization(gm, tr, samples=samples, flipd_t0="auto", flipd_t0_sweep=[0.01, 1.0], flipd_trace="exact",
-                             nb_max_dim=0, lpca_k=30, progress=False)
+    res = audit_memorization(gm, tr, samples=samples, lid_theta=FLIPD(gm, t0="auto", trace="exact"), t0_sweep=[0.01, 1.0],
+                             normal_bundle=None, lid_star=LocalPCA(k=30), progress=False)
     t0 = res.summary["settings"]["flipd_t0_used"]
     assert t0 == pytest.approx(t0_from_training_data(gm.sde, train))
     assert 1e-3 < t0 < 0.3

@@ -145,11 +145,11 @@ def check_audit_options(
             import faiss  # noqa: F401
         except ImportError:
             raise ValueError("--search faiss needs the faiss package (pip install lidmem[faiss]); use --search exact") from None
-    for value, name in ((num_samples, "--num-samples"), (sampling_steps, "--sampling-steps"), (flipd_probes, "--flipd-probes"),
+    for value, name in ((num_samples, "--num-samples"), (sampling_steps, "--sampling-steps"), (flipd_probes, "--n-probes"),
                         (copy_k, "--copy-k"), (lpca_k, "--lpca-k")):
         check_positive_int(value, name)
     if nb_scores is not None:
-        check_positive_int(nb_scores, "--nb-scores")
+        check_positive_int(nb_scores, "--n-scores")
     check_positive_int(seed, "--seed", minimum=0)
     exact = check_finite(exact_threshold, "--exact-threshold")
     near = check_finite(near_threshold, "--near-threshold")

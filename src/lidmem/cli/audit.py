@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from ._common import check_audit_options, check_finite_images, console, parse_lpca_radius, parse_lpca_tau, user_errors
+from ..defaults import NB_T0
+from ._common import check_audit_options, check_finite_images, console, parse_lpca_radius, parse_lpca_tau, renamed_option, user_errors
 
 
 def run_audit_command(
@@ -38,14 +39,9 @@ def run_audit_command(
     report: bool,
 ) -> dict:
     """Validate all inputs, run :func:`lidmem.memorization.audit.audit_memorization`, write the outputs."""
-    from ..memorization.audit import (
-        audit_memorization,
-        check_audit_inputs,
-        load_audit_model,
-        load_duplicate_flags,
-        load_sample_images,
-        load_training_images,
-    )
+    from ..data.audit_inputs import load_duplicate_flags, load_sample_images, load_training_images
+    from ..estimators import FLIPD, LocalPCA, NormalBundle
+    from ..memorization.audit import audit_memorization, check_audit_inputs, load_audit_model
 
     # validate first: every cheap check before sampling / estimating
     radius = parse_lpca_radius(lpca_radius, "--lpca-radius")
@@ -69,12 +65,14 @@ def run_audit_command(
     net, kind = load_audit_model(model)
     check_audit_inputs(net, kind, tr.images, given, lpca_k=lpca_k, copy_k=copy_k)
     console.print(f"auditing a {kind} on {len(tr.images)} training images of shape {tuple(tr.images.shape[1:])}")
+    # the estimators from the options; a generator keeps the audit's Jacobian-rank default
+    lid_theta = FLIPD(net, t0=t0, trace=flipd_trace, n_probes=flipd_probes, seed=seed) if kind == "score_model" else None
     result = audit_memorization(
-        net, tr, kind=kind, samples=given, sample_ids=given_ids, num_samples=num_samples, sampling_steps=sampling_steps,
-        flipd_t0=t0, flipd_t0_sweep=sweep, flipd_trace=flipd_trace, flipd_probes=flipd_probes, nb_t0=nb_t0,
-        nb_scores=nb_scores, nb_max_dim=nb_max_dim, copy_k=copy_k, exact_threshold=exact_threshold,
-        near_threshold=near_threshold, cos_threshold=cos_threshold, search=search, lpca_k=lpca_k, lpca_tau=tau,
-        lpca_radius=radius, seed=seed, log=_log,
+        net, tr, kind=kind, samples=given, sample_ids=given_ids, num_samples=num_samples, num_inference_steps=sampling_steps,
+        lid_theta=lid_theta, normal_bundle=NormalBundle(net, t0=nb_t0, n_scores=nb_scores, threshold="percentile", seed=seed),
+        lid_star=LocalPCA(k=lpca_k, tau=tau, radius=radius, seed=seed), t0_sweep=sweep, nb_max_dim=nb_max_dim,
+        copy_k=copy_k, exact_threshold=exact_threshold, near_threshold=near_threshold, cos_threshold=cos_threshold,
+        search=search, seed=seed, log=_log,
     )
     paths = result.write(out, report=report)
     s = result.summary
@@ -127,9 +125,11 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         flipd_t0: str = typer.Option("auto", help="FLIPD time t0 in (0, 1], or 'auto' (noise length = twice the training set's median nearest-neighbour gap; docs/t0.md)."),
         flipd_sweep: str = typer.Option("0.003,0.01,0.03,0.1,0.3", help="Comma-separated extra FLIPD times whose AUROC the summary reports ('' skips)."),
         flipd_trace: str = typer.Option("hutchinson", help="FLIPD trace: hutchinson or exact."),
-        flipd_probes: int = typer.Option(8, help="Hutchinson probes per sample."),
-        nb_t0: float = typer.Option(0.05, help="Normal-bundle time t0."),
-        nb_scores: Optional[int] = typer.Option(None, help="Normal-bundle noisy copies per sample (default 4d); k < d bounds LID_NB below by d - k."),
+        n_probes: int = typer.Option(8, "--n-probes", help="FLIPD Hutchinson probes per sample."),
+        flipd_probes: Optional[int] = typer.Option(None, "--flipd-probes", hidden=True, help="Deprecated spelling of --n-probes."),
+        nb_t0: float = typer.Option(NB_T0, help="Normal-bundle time t0."),
+        n_scores: Optional[int] = typer.Option(None, "--n-scores", help="Normal-bundle noisy copies per sample (default 4d); k < d bounds LID_NB below by d - k."),
+        nb_scores: Optional[int] = typer.Option(None, "--nb-scores", hidden=True, help="Deprecated spelling of --n-scores."),
         nb_max_dim: int = typer.Option(1024, help="Skip the normal bundle for images with more than this many values d (0: always skip); it costs 4d network calls + an SVD per sample."),
         duplicates: Optional[Path] = typer.Option(None, "--duplicates", help="Text file naming the duplicated training images (ids = file stems, or row indices), one per line."),
         copy_k: int = typer.Option(5, help="Neighbours in the calibrated-l2 denominator."),
@@ -145,9 +145,11 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
     ) -> None:
         """Find copies of training images among a model's samples and explain them with LID (paper Sec. 4.1)."""
         with user_errors():
+            probes = renamed_option(n_probes, flipd_probes, new="--n-probes", old="--flipd-probes", default=8)
+            scores = renamed_option(n_scores, nb_scores, new="--n-scores", old="--nb-scores")
             run_audit_command(
                 model, train, out, samples=samples, num_samples=num_samples, sampling_steps=sampling_steps,
-                flipd_t0=flipd_t0, flipd_trace=flipd_trace, flipd_probes=flipd_probes, nb_t0=nb_t0, nb_scores=nb_scores,
+                flipd_t0=flipd_t0, flipd_trace=flipd_trace, flipd_probes=probes, nb_t0=nb_t0, nb_scores=scores,
                 nb_max_dim=nb_max_dim, duplicates=duplicates, flipd_sweep=flipd_sweep, copy_k=copy_k, exact_threshold=exact_threshold, near_threshold=near_threshold, cos_threshold=cos_threshold,
                 search=search, lpca_k=lpca_k, lpca_tau=lpca_tau, lpca_radius=lpca_radius, seed=seed, report=report,
             )

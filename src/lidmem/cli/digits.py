@@ -21,7 +21,7 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="Seed."),
     ) -> None:
         """Audit the shipped digits UNet (and generator) trained with 30 images duplicated 30x."""
-        from ..memorization.audit import digits_demo
+        from ..experiments.digits import digits_demo
 
         with user_errors():
             from .._validation import check_positive_int
@@ -29,7 +29,7 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
             check_out(out)
             check_positive_int(num_samples, "--num-samples")
             check_positive_int(sampling_steps, "--sampling-steps")
-            results = digits_demo(out, num_samples=num_samples, sampling_steps=sampling_steps, generator=generator, seed=seed)
+            results = digits_demo(out, num_samples=num_samples, num_inference_steps=sampling_steps, generator=generator, seed=seed)
         for name, res in results.items():
             s = res.summary
             copies = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in s["copy_label_counts"].items())

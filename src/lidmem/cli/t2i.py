@@ -88,19 +88,14 @@ def _ints(value: str, name: str) -> list[int]:
 def _read_images(path: Path, model: Any) -> tuple[Any, list[str]]:
     """Images of a folder (or a single file) as a float tensor in [-1, 1], converted to the model's
     channels and resized (bilinear) to its native resolution ``model.image_shape``."""
-    import numpy as np
     import torch
 
-    from ..data.io import load_image_folder
+    from ..data.io import decode_image, load_image_folder
 
     if path.is_dir():
         arr, names = load_image_folder(path)
     elif path.is_file():
-        from PIL import Image
-
-        with Image.open(path) as im:
-            a = np.asarray(im.convert("L" if im.mode in ("L", "1") else "RGB"), dtype=np.float32) * (2.0 / 255.0) - 1.0
-        arr, names = (a[None, None] if a.ndim == 2 else a.transpose(2, 0, 1)[None]), [path.name]
+        arr, names = (2.0 * decode_image(path, name=path.name) - 1.0)[None], [path.name]  # the decoder of lidmem score
     else:
         raise FileNotFoundError(f"image path {path} does not exist")
     x = torch.from_numpy(arr)  # [-1, 1], as load_image_folder
@@ -200,24 +195,10 @@ def score_images_command(
     console.print(f"wrote {path} ({len(df)} images) and {out / 'image_scores.png'}")
 
 
-def _save(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-
-
 def _hist_figure(df: Any, cols: list[str], path: Path, labels: Any = None) -> None:
-    """Histograms of score columns (memorized red, others blue; direction of "memorized" under
-    each axis), the look of every lidmem report."""
-    from ..reports.figures import score_histograms
-    from ..memorization.metrics import HIGHER_IS_MEMORIZED
+    from ..reports.figures import write_t2i_score_histograms
 
-    low = {c: not HIGHER_IS_MEMORIZED[c] for c in cols if c in HIGHER_IS_MEMORIZED}
-    fig = score_histograms({c: df[c].to_numpy(dtype=float) for c in cols}, None if labels is None else labels.to_numpy(bool) if hasattr(labels, "to_numpy") else labels,
-                           low_is_positive=low, ncols=min(len(cols), 4))
-    _save(fig, path)
+    write_t2i_score_histograms(df, cols, path, labels)
 
 
 @t2i_app.command("detect-prompts")
@@ -366,10 +347,9 @@ def attribute_command(
 
 
 def _attribution_figure(a: Any, path: Path) -> None:
-    from ..reports.figures import attribution_figure
+    from ..reports.figures import write_attribution_figure
 
-    top = a.words[int(max(range(len(a.words)), key=lambda i: a.word_scores[i]))] if len(a.words) else None
-    _save(attribution_figure(a.words, a.word_scores, a.metric, highlight=top), path)
+    write_attribution_figure(a, path)
 
 
 @t2i_app.command("mitigate")
@@ -433,10 +413,9 @@ def mitigate_command(
 
 
 def _mitigation_figure(df: Any, path: Path) -> None:
-    from ..reports.figures import mitigation_figure
+    from ..reports.figures import write_mitigation_figure
 
-    cols = ["similarity"] + (["alignment"] if df["alignment"].notna().any() else [])
-    _save(mitigation_figure(df, cols), path)
+    write_mitigation_figure(df, path)
 
 
 def register(app: typer.Typer, demo_app: typer.Typer) -> None:

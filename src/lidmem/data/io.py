@@ -2,14 +2,71 @@
 
 from __future__ import annotations
 
+import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["IMAGE_SUFFIXES", "load_points", "load_npy", "load_image_folder", "list_images", "open_image", "convert_image"]
+__all__ = [
+    "IMAGE_SUFFIXES", "CAPTION_COLUMNS", "load_points", "load_npy", "load_image_folder", "list_images", "open_image",
+    "convert_image", "decode_image", "image_mode", "find_caption_column",
+]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+#: Caption column names, in order of preference, matched case-insensitively by
+#: :func:`find_caption_column` (``lidmem score``'s tables and ``lidmem t2i``'s prompt / caption tables).
+CAPTION_COLUMNS: tuple[str, ...] = ("caption", "prompt", "text", "captions", "prompts")
+#: PIL modes decoded as one grey channel; every other mode becomes RGB.
+GREY_MODES: tuple[str, ...] = ("L", "1", "I", "I;16", "F", "LA")
+
+
+def find_caption_column(columns: Sequence[Any], column: str | None = None, where: str = "table", *, required: bool = True) -> Any:
+    """The caption column among ``columns``: ``column`` (exact, else case-insensitive) or the first
+    of :data:`CAPTION_COLUMNS` present (case-insensitive). The one rule of ``lidmem score`` and
+    ``lidmem t2i``: a table with both ``text`` and ``prompt`` columns reads ``prompt``.
+
+    Returns the column as spelled in ``columns``; None when none is found and ``required`` is False.
+    Raises ValueError naming ``where`` and its columns for an unknown ``column`` or, when
+    ``required``, a table without a caption column.
+    """
+    cols = list(columns)
+    lower = {str(c).strip().lower(): c for c in reversed(cols)}  # first spelling wins
+    names = [str(c) for c in cols]
+    if column is not None:
+        if column in cols:
+            return column
+        if column.lower() in lower:
+            return lower[column.lower()]
+        raise ValueError(f"column={column!r} is not in {where}; its columns are {names}")
+    found = next((lower[c] for c in CAPTION_COLUMNS if c in lower), None)
+    if found is None and required:
+        raise ValueError(f"{where} has no caption column (looked for {', '.join(CAPTION_COLUMNS)}); its columns are {names}; pass column=")
+    return found
+
+
+def image_mode(raw: bytes | str | Path, name: str | None = None) -> str:
+    """``"L"`` for a grey image (:data:`GREY_MODES`), else ``"RGB"``; reads the header only."""
+    label = name if name is not None else ("image bytes" if isinstance(raw, (bytes, bytearray, memoryview)) else str(raw))
+    src = io.BytesIO(raw) if isinstance(raw, (bytes, bytearray, memoryview)) else raw
+    with open_image(src, label) as im:
+        return "L" if im.mode in GREY_MODES else "RGB"
+
+
+def decode_image(raw: bytes | str | Path, mode: str | None = None, name: str | None = None) -> np.ndarray:
+    """Decode one image (bytes or a path) to float32 ``(c, h, w)`` in [0, 1] in PIL ``mode``
+    (``"L"`` or ``"RGB"``; None: :func:`image_mode`). The one decoder of ``lidmem score`` and
+    ``lidmem t2i``; map to lidmem's [-1, 1] with ``2 x - 1``.
+
+    A file that is not an image or is truncated raises ValueError naming ``name`` (default:
+    the path, or "image bytes").
+    """
+    label = name if name is not None else ("image bytes" if isinstance(raw, (bytes, bytearray, memoryview)) else str(raw))
+    src = io.BytesIO(raw) if isinstance(raw, (bytes, bytearray, memoryview)) else raw
+    with open_image(src, label) as im:
+        a = np.asarray(convert_image(im, mode or ("L" if im.mode in GREY_MODES else "RGB"), label), dtype=np.float32) / 255.0
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 
 def open_image(src: str | Path | Any, name: str | None = None) -> Any:

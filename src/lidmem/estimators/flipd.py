@@ -504,21 +504,35 @@ class FLIPD(Estimator):
     ----------
     model : callable
         Score model with an ``.sde`` attribute (see :func:`flipd`).
-    t0 : float or "auto", default=0.05 (:data:`lidmem.defaults.FLIPD_T0`)
-        Diffusion time; ``"auto"`` computes the FLIPD curve on ``t0_grid`` for the points passed to
-        :meth:`estimate` and picks the knee with :func:`select_t0`.
+    t0 : float, "auto" or "knee", default=0.05 (:data:`lidmem.defaults.FLIPD_T0`)
+        Diffusion time. ``"auto"`` is lidmem's one meaning of the word (as in ``lidmem audit`` and
+        ``lidmem mmh``): the label-free rule of
+        :func:`lidmem.estimators.t0.t0_from_training_data`, fitted with :meth:`fit` on the training
+        data. ``"knee"`` computes the FLIPD curve on ``t0_grid`` for the points passed to
+        :meth:`estimate` and picks its knee with :func:`select_t0` (a LID rule, not a
+        memorization rule: see docs/t0.md).
     trace, n_probes, probe, seed, batch_size, progress, ad, extra_args
         As in :func:`flipd`.
     t0_grid : sequence of float or None, default=None
-        Grid for ``t0="auto"`` (None: :func:`default_t0_grid`).
+        Grid for ``t0="knee"`` (None: :func:`default_t0_grid`).
 
     Attributes
     ----------
     t0_ : float
         The diffusion time used by the last call to :meth:`estimate`.
     curve_ : Tensor of shape (n, m) or None
-        The FLIPD curve computed by the last ``t0="auto"`` call.
+        The FLIPD curve computed by the last ``t0="knee"`` call.
     """
+
+    def fit(self, train: Any) -> "FLIPD":
+        """Resolve ``t0="auto"`` from the training data ``train`` (shape ``(n, ...)``, the model's
+        input space); sets ``t0_``. A numeric ``t0`` is only checked. Returns ``self``."""
+        from .t0 import resolve_t0
+
+        if isinstance(self.t0, str) and self.t0 == "knee":
+            raise ValueError("t0='knee' is chosen per call of estimate(); fit() resolves only t0='auto'")
+        self.t0_ = resolve_t0(self.t0, _get_sde(self.model), train)
+        return self
 
     def __init__(
         self,
@@ -551,8 +565,14 @@ class FLIPD(Estimator):
         """FLIPD of each point of ``x`` (shape ``(n,)``)."""
         kw = dict(trace=self.trace, n_probes=self.n_probes, probe=self.probe, seed=self.seed, batch_size=self.batch_size, progress=self.progress, ad=self.ad, extra_args=self.extra_args)
         if isinstance(self.t0, str):
-            if self.t0 != "auto":
-                raise ValueError(f"t0={self.t0!r} must be a float in (0, 1] or 'auto'")
+            if self.t0 == "auto":
+                if getattr(self, "t0_", None) is None:
+                    raise ValueError("t0='auto' sets the noise scale from the training data: call .fit(train) first "
+                                     "(or use t0='knee' for the knee of the FLIPD curve, or a number)")
+                self.curve_ = None
+                return flipd(self.model, x, self.t0_, **kw)
+            if self.t0 != "knee":
+                raise ValueError(f"t0={self.t0!r} must be a float in (0, 1], 'auto' (after fit) or 'knee'")
             grid = list(self.t0_grid) if self.t0_grid is not None else default_t0_grid()
             curve = flipd_curve(self.model, x, grid, **kw)
             self.curve_ = curve

@@ -180,15 +180,11 @@ class Text2ImageDemoResult:
 def _detection_table(labels: np.ndarray, scores: Any, directions: dict[str, bool], what: str) -> Any:
     import pandas as pd
 
-    from ..memorization.metrics import detection_metrics
+    from ..memorization.metrics import detection_table
 
-    rows = []
-    for name, higher in directions.items():
-        if name not in scores:
-            continue
-        r = detection_metrics(name, labels, np.asarray(scores[name], dtype=np.float64), higher_is_positive=higher)
-        rows.append({**asdict(r), "task": what})
-    return pd.DataFrame(rows)
+    present = {name: higher for name, higher in directions.items() if name in scores}
+    rows = detection_table(labels, {name: np.asarray(scores[name], dtype=np.float64) for name in present}, higher_is_positive=present)
+    return pd.DataFrame([{**r, "task": what} for r in rows])
 
 
 def run_text2image_demo(config: Text2ImageDemoConfig | None = None, *, progress: bool | None = None) -> Text2ImageDemoResult:
@@ -208,7 +204,8 @@ def run_text2image_demo(config: Text2ImageDemoConfig | None = None, *, progress:
     import pandas as pd
     import torch
 
-    from ..text2image import LARGER_IS_MEMORIZED, load_text2image, prompt_metrics, score_images, token_attribution
+    from ..memorization.metrics import HIGHER_IS_MEMORIZED
+    from ..text2image import load_text2image, prompt_metrics, score_images, token_attribution
     from ..text2image import toydata
     from ..text2image.mitigation import RuleRewriter, evaluate_mitigation
 
@@ -236,7 +233,7 @@ def run_text2image_demo(config: Text2ImageDemoConfig | None = None, *, progress:
     prompts = mem_prompts + other_prompts
     pscores = prompt_metrics(model, prompts, n_generations=cfg.n_generations, flipd_t_max=cfg.flipd_t_max, flipd_t_min=cfg.flipd_t_min, seed=cfg.seed, progress=progress, **sampling)
     pscores.insert(1, "memorized", [True] * len(mem_prompts) + [False] * len(other_prompts))
-    prompt_det = _detection_table(pscores["memorized"].to_numpy(), pscores, LARGER_IS_MEMORIZED, "memorized vs non-memorized prompts")
+    prompt_det = _detection_table(pscores["memorized"].to_numpy(), pscores, HIGHER_IS_MEMORIZED, "memorized vs non-memorized prompts")
     timings["prompt_detection_s"] = time.perf_counter() - t0
 
     # 2. image detection ---------------------------------------------------------------------
@@ -470,16 +467,16 @@ def write_text2image_demo(result: Text2ImageDemoResult, out_dir: str | Path) -> 
     figs: list[Section] = []
     try:
         from ..reports.figures import mitigation_figure, score_histograms
-        from ..text2image import LARGER_IS_MEMORIZED
+        from ..memorization.metrics import HIGHER_IS_MEMORIZED
 
         ps = result.prompt_scores
         metrics = [m for m in ("a_cfg", "a_scfg", "a_flipd", "wen") if m in ps]
         pfig = score_histograms({m: ps[m].to_numpy(float) for m in metrics}, ps["memorized"].to_numpy(bool),
-                                low_is_positive={m: not LARGER_IS_MEMORIZED[m] for m in metrics}, ncols=2)
+                                low_is_positive={m: not HIGHER_IS_MEMORIZED[m] for m in metrics}, ncols=2)
         ims = result.image_scores
         icols = [c for c in ("flipd_uncond", "flipd_cond", "cfg_norm") if c in ims]
         ifig = score_histograms({c: ims[c].to_numpy(float) for c in icols}, ims["duplicated"].to_numpy(bool), positive="duplicated",
-                                low_is_positive={"flipd_uncond": True, "flipd_cond": True, "cfg_norm": False}, ncols=3)
+                                low_is_positive={c: not HIGHER_IS_MEMORIZED[c] for c in icols}, ncols=3)
         mfig = mitigation_figure(result.mitigation)
         figs = [figure_to_html(pfig, alt="prompt metric histograms"), figure_to_html(ifig, alt="image score histograms"),
                 figure_to_html(mfig, alt="mitigation")]

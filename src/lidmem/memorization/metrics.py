@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-__all__ = ["HIGHER_IS_MEMORIZED", "higher_is_memorized", "auroc", "tpr_at_fpr", "DetectionResult", "detection_metrics"]
+__all__ = ["HIGHER_IS_MEMORIZED", "higher_is_memorized", "auroc", "tpr_at_fpr", "DetectionResult", "detection_metrics", "detection_table"]
 
 #: "Is a low or a high score memorized", stated once for every score the library produces
 #: (columns of ``lidmem score``, ``lidmem audit``, ``t2i score-images``, prompt metrics and
@@ -167,3 +168,52 @@ def _n_tied(scores: Any) -> int:
     """Number of values that equal at least one other value."""
     _, counts = np.unique(np.asarray(scores, dtype=np.float64).ravel(), return_counts=True)
     return int(counts[counts > 1].sum())
+
+
+def detection_table(
+    labels: Any,
+    scores: Mapping[str, Any],
+    *,
+    higher_is_positive: bool | Mapping[str, bool] = True,
+    one_class: str = "raise",
+) -> list[dict[str, Any]]:
+    """The detection table: AUROC and TPR@1%FPR of every score against one set of labels.
+
+    The one place where lidmem builds this table (the audit, the prompt metrics, the detectors
+    benchmark and the demos all call it).
+
+    Parameters
+    ----------
+    labels : array-like of shape (n,)
+        True (or 1) = memorized.
+    scores : mapping of name -> array-like of shape (n,)
+        One entry per score, in the order of the rows.
+    higher_is_positive : bool or mapping of name -> bool, default=True
+        Direction of each score (False: low = memorized, e.g. LID_theta); a mapping needs every
+        name of ``scores``.
+    one_class : {"raise", "note"}, default="raise"
+        When ``labels`` holds one class only: raise ValueError, or return rows with ``auroc`` and
+        ``tpr_at_1pct_fpr`` None and a ``note``.
+
+    Returns
+    -------
+    list of dict
+        One row per score: :meth:`DetectionResult.to_dict` (``metric``, ``auroc``,
+        ``tpr_at_1pct_fpr``, ``n_positive``, ``n_negative``, ``higher_is_positive``, ``n_tied``).
+    """
+    if one_class not in ("raise", "note"):
+        raise ValueError(f"one_class={one_class!r} must be 'raise' or 'note'")
+    if not isinstance(higher_is_positive, bool):
+        missing = [name for name in scores if name not in higher_is_positive]
+        if missing:
+            raise ValueError(f"higher_is_positive has no direction for {missing}; give one per score")
+    y = np.asarray(labels).ravel().astype(bool)
+    rows = []
+    for name, values in scores.items():
+        higher = higher_is_positive if isinstance(higher_is_positive, bool) else bool(higher_is_positive[name])
+        if one_class == "note" and (y.all() or (~y).all()):
+            rows.append({"metric": name, "auroc": None, "tpr_at_1pct_fpr": None, "n_positive": int(y.sum()),
+                         "n_negative": int((~y).sum()), "higher_is_positive": higher, "note": "only one class among the samples"})
+            continue
+        rows.append(detection_metrics(name, labels, np.asarray(values, dtype=np.float64), higher_is_positive=higher).to_dict())
+    return rows

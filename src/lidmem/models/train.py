@@ -63,11 +63,11 @@ def read_training_images(data: str | Path, *, column: str | None = None, mode: s
     """Images ``(n, c, s, s)`` float32 in [-1, 1] and a description of where they came from.
 
     ``"digits"``, a folder of images and a ``.npy`` go through
-    :func:`lidmem.memorization.audit.load_training_images` (what ``lidmem audit --train`` reads);
+    :func:`lidmem.data.audit_inputs.load_training_images` (what ``lidmem audit --train`` reads);
     Parquet files / folders and ``save_to_disk`` folders through
     :func:`lidmem.scoring.sources.open_source` (images in [0, 1] mapped to [-1, 1]).
     """
-    from ..memorization.audit import load_training_images
+    from ..data.audit_inputs import load_training_images
     from ..scoring.sources import open_source
 
     s = str(data)

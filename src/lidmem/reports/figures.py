@@ -8,6 +8,7 @@ One look for every lidmem figure: memorized / copied / duplicated points are red
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -235,3 +236,41 @@ def attribution_figure(words: Sequence[str], scores: Sequence[float], metric: st
     ax.set_xlabel("prompt word")
     fig.tight_layout()
     return fig
+
+
+# --- figures of ``lidmem t2i`` (written as PNG files; the CLI draws nothing itself) -------------
+def save_figure(fig: Any, path: str | Path, *, dpi: int = 120) -> Path:
+    """Save ``fig`` as a PNG at ``path`` (parent folders created) and close it."""
+    plt = _plt()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def write_t2i_score_histograms(table: Any, columns: Sequence[str], path: str | Path, labels: Any = None) -> Path:
+    """Histograms of text-to-image score columns of ``table`` (memorized red, others blue when
+    ``labels`` is given; the direction of "memorized" under each axis), saved at ``path``."""
+    from ..memorization.metrics import HIGHER_IS_MEMORIZED
+
+    cols = list(columns)
+    low = {c: not HIGHER_IS_MEMORIZED[c] for c in cols if c in HIGHER_IS_MEMORIZED}
+    low.update({c: v for c, v in {"flipd_uncond": True, "flipd_cond": True, "cfg_norm": False}.items() if c in cols})
+    lab = None if labels is None else labels.to_numpy(bool) if hasattr(labels, "to_numpy") else labels
+    fig = score_histograms({c: table[c].to_numpy(dtype=float) for c in cols}, lab, low_is_positive=low, ncols=min(len(cols), 4))
+    return save_figure(fig, path)
+
+
+def write_attribution_figure(attribution: Any, path: str | Path) -> Path:
+    """Bar chart of one :class:`lidmem.text2image.attribution` result's word scores (the top word
+    highlighted), saved at ``path``."""
+    a = attribution
+    top = a.words[int(max(range(len(a.words)), key=lambda i: a.word_scores[i]))] if len(a.words) else None
+    return save_figure(attribution_figure(a.words, a.word_scores, a.metric, highlight=top), path)
+
+
+def write_mitigation_figure(table: Any, path: str | Path) -> Path:
+    """:func:`mitigation_figure` of a mitigation table (``alignment`` only when measured), saved at ``path``."""
+    cols = ["similarity"] + (["alignment"] if table["alignment"].notna().any() else [])
+    return save_figure(mitigation_figure(table, cols), path)

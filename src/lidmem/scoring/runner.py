@@ -605,7 +605,98 @@ def score_dataset(
     from . import distributed
 
     n_scores = renamed_argument(n_scores, nb_scores, new="n_scores", old="nb_scores", func="score_dataset")
-    # --- check inputs -------------------------------------------------------------------
+    # --- plan: every cheap check first (arguments, model reference, data headers, output folder,
+    # lock); the model is loaded last, so a bad input never costs a model load
+    metrics, params = _check_metric_settings(metrics, t0=t0, n_probes=n_probes, probe=probe, nb_t0=nb_t0, n_scores=n_scores,
+                                             nb_threshold=nb_threshold, value_range=value_range, cfg_t0=cfg_t0, euler_steps=euler_steps)
+    shard_size = check_positive_int(shard_size, "shard_size")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    check_positive_int(seed, "seed", minimum=0)
+    check_choice(precision, "precision", PRECISIONS)
+    check_choice(bad_images, "bad_images", ("stop", "skip"))
+    info = distributed.worker_info(rank=rank, world_size=world_size)
+    if device is not None:
+        dev = check_device(device, "device")
+    elif isinstance(model, torch.nn.Module):
+        dev = resolve_device(None, model)
+    else:
+        dev = distributed.default_device(info)
+    needs_model, model_path = _check_model_reference(model, metrics)
+    source = open_source(data)
+    source.skip_bad_images = bad_images == "skip"
+    shards = source.shards(shard_size)
+    data_desc = source.describe()
+    out = check_output_path(out, "out", kind="dir")
+    created_out = not out.exists()
+    (out / "shards").mkdir(parents=True, exist_ok=True)
+    lock = _lock_output(out, info.rank, info.world_size)
+    created_settings = False
+    plan: _Plan | None = None
+    result: ScoreResult | None = None
+    try:
+        if isinstance(model, (str, Path)):
+            model = _load_model_reference(model, metrics, model_path, dev)
+        if "nb" in metrics and params.nb_threshold == "percentile":
+            # a resumed run (or a later worker) reuses the tau the folder records, so that float
+            # noise across thread counts cannot make the settings differ; else fit it
+            tau = _recorded_nb_tau(out, params)
+            if tau is None:
+                data_shape, encode, autocast = _model_input(model, dev, precision)
+                tau = _fit_nb_tau(model, source, data_shape, encode, params, batch_size, seed, dev, autocast)
+            params = replace(params, nb_tau=tau)
+        settings = {
+            "model": _describe_model(model) if needs_model else None,
+            "data": {k: v for k, v in data_desc.items() if k not in ("path", "content")},
+            "metrics": metrics,
+            "params": params.to_dict(),
+            "shard_size": shard_size,
+            "batch_size": batch_size,
+            "seed": int(seed),
+            "precision": precision,
+            "n_shards": len(shards),
+        }
+        import lidmem
+
+        doc = {
+            "format": _FORMAT,
+            "settings": settings,
+            "info": {"model_path": model_path, "data_path": data_desc.get("path"), "bad_images": bad_images, "lidmem_version": lidmem.__version__, "torch_version": torch.__version__},
+        }
+        created_settings = _claim_settings(out, doc)
+        plan = _plan_shards(out, source, shards, settings, info)
+        result = ScoreResult(out=out, settings=settings, n_shards=len(shards), shards_skipped=[sh.index for sh in plan.skipped])
+        # --- score: shard by shard, one batch at a time
+        _score_shards(plan, result, model, source, out, metrics=metrics, params=params, batch_size=batch_size, seed=seed,
+                      precision=precision, dev=dev, info=info, prefetch=prefetch, progress=progress, on_shard_done=on_shard_done)
+    except BaseException:
+        # a run that fails before finishing any shard leaves nothing that would lock the folder
+        wrote_any = plan is not None and bool(plan.skipped or (result is not None and result.shards_scored))
+        if not wrote_any and info.world_size == 1:
+            if created_settings and not any((out / "shards").glob("part-*.parquet")):
+                (out / "settings.json").unlink(missing_ok=True)
+            if created_out:
+                _remove_if_empty(out, lock)
+        raise
+    finally:
+        lock.release()
+
+    # --- merge
+    do_merge = merge
+    if merge is None:
+        do_merge = info.world_size == 1 or distributed.can_synchronize(info)
+    if do_merge:
+        if info.world_size > 1:
+            distributed.barrier(info)
+        if info.rank == 0:
+            result.merged = merge_shards(out)
+    return result
+
+
+def _check_metric_settings(
+    metrics: Sequence[str] | str, *, t0: float, n_probes: int, probe: str, nb_t0: float, n_scores: int | None,
+    nb_threshold: str | float, value_range: tuple[float, float], cfg_t0: float, euler_steps: int,
+) -> tuple[list[str], MetricParams]:
+    """The metric names (a comma-separated string is split) and their checked :class:`MetricParams`."""
     if isinstance(metrics, str):
         metrics = [m.strip() for m in metrics.split(",") if m.strip()]
     metrics = list(metrics)
@@ -628,19 +719,12 @@ def score_dataset(
     )
     if not params.value_range[1] > params.value_range[0]:
         raise ValueError(f"value_range={value_range} must be (low, high) with high > low, e.g. (-1, 1)")
-    shard_size = check_positive_int(shard_size, "shard_size")
-    batch_size = check_positive_int(batch_size, "batch_size")
-    check_positive_int(seed, "seed", minimum=0)
-    check_choice(precision, "precision", PRECISIONS)
-    check_choice(bad_images, "bad_images", ("stop", "skip"))
-    info = distributed.worker_info(rank=rank, world_size=world_size)
-    if device is not None:
-        dev = check_device(device, "device")
-    elif isinstance(model, torch.nn.Module):
-        dev = resolve_device(None, model)
-    else:
-        dev = distributed.default_device(info)
+    return metrics, params
 
+
+def _check_model_reference(model: Any, metrics: list[str]) -> tuple[bool, str | None]:
+    """``(needs_model, model_path)``: whether a metric needs the model, and the reference to load
+    (a resolved path or an entry point; None for a model object). Loads nothing."""
     needs_model = any(METRICS[m].needs_model for m in metrics)
     if needs_model and model is None:
         raise ValueError(f"metrics {[m for m in metrics if METRICS[m].needs_model]} need a model; pass model= (a checkpoint path or a ScoreModel)")
@@ -654,143 +738,125 @@ def score_dataset(
     elif model is not None:
         if not callable(model) or not hasattr(model, "sde"):
             raise TypeError(f"model must be a score model with an .sde (e.g. lidmem.ScoreModel) or a checkpoint path; got {type(model).__name__}")
-    # everything cheap first: the data source (headers only), the output folder, the lock; the
-    # model is loaded last, so a bad input never costs a model load
-    source = open_source(data)
-    source.skip_bad_images = bad_images == "skip"
-    shards = source.shards(shard_size)
-    data_desc = source.describe()
-    out = check_output_path(out, "out", kind="dir")
-    created_out = not out.exists()
-    (out / "shards").mkdir(parents=True, exist_ok=True)
-    lock = _lock_output(out, info.rank, info.world_size)
-    created_settings = False
-    wrote_any = False
+    return needs_model, model_path
+
+
+def _load_model_reference(model: str | Path, metrics: list[str], model_path: str | None, dev: torch.device) -> Any:
+    """Load a model reference (checkpoint, diffusers folder, entry point) as the score model the metrics need."""
+    from ..models import load_model
+
+    loaded = load_model(model, device=dev)
+    if loaded.info.kind != "score_model":
+        raise ValueError(f"model {model_path} is a {loaded.info.kind}; lidmem score's metrics need a score model")
+    if "cfg_norm" in metrics and hasattr(loaded, "text2image"):
+        loaded = loaded.text2image  # cfg_norm needs the conditional text-to-image model
+    return loaded
+
+
+@dataclass
+class _Plan:
+    """This worker's shards: ``mine`` (assigned), ``todo`` (to score) and ``skipped`` (finished by
+    an earlier run with the same settings and data), with the metadata every part file gets."""
+
+    settings_hash: str
+    part_meta: dict[str, Any]
+    mine: list[Shard]
+    todo: list[Shard]
+    skipped: list[Shard]
+
+
+def _plan_shards(out: Path, source: DataSource, shards: list[Shard], settings: dict[str, Any], info: Any) -> _Plan:
+    from . import distributed
+
+    shash = _settings_hash(settings)
+    mine = [shards[i] for i in distributed.assign_shards(len(shards), info.rank, info.world_size)]
+    todo, skipped = [], []
+    for sh in mine:
+        # temp files of dead writers of this worker's shards (we hold the lock of this rank)
+        _clean_stale_temps(out / "shards", f"part-{sh.index:06d}.parquet.tmp-*")
+        (skipped if _is_done(_part_path(out, sh), sh, shash, source.shard_fingerprint(sh.start, sh.stop)) else todo).append(sh)
+    return _Plan(shash, {"settings_hash": shash, "settings": settings}, mine, todo, skipped)
+
+
+def _model_input(model: Any, dev: torch.device, precision: str) -> tuple[Any, Any, Any]:
+    """``(data_shape, encode, autocast)``: the shape rows are reshaped to, the encoder of a latent
+    model (LID on latents; None otherwise) and the precision context of every metric call."""
+    model_meta = (getattr(model, "metadata", None) or {}) if model is not None else {}
+    data_shape = model_meta.get("image_shape") or model_meta.get("data_shape")
+    encode = model.encode if model_meta.get("space") == "latent" and hasattr(model, "encode") else None
+    autocast = torch.autocast(dev.type, dtype=getattr(torch, precision)) if precision != "float32" else nullcontext()
+    return data_shape, encode, autocast
+
+
+def _score_shards(
+    plan: _Plan, result: ScoreResult, model: Any, source: DataSource, out: Path, *, metrics: list[str], params: MetricParams,
+    batch_size: int, seed: int, precision: str, dev: torch.device, info: Any, prefetch: bool, progress: bool | None,
+    on_shard_done: Callable[[Shard, Path], None] | None,
+) -> None:
+    """Score ``plan.todo`` batch by batch (the next batch decoded in a thread while the model
+    runs) and write one part file per finished shard; fills ``result``."""
+    data_shape, encode, autocast = _model_input(model, dev, precision)
+    dtypes = {m: METRICS[m].dtype for m in metrics}
+    todo = plan.todo
+    batches = [(sh, s, min(s + batch_size, sh.stop)) for sh in todo for s in range(sh.start, sh.stop, batch_size)]
+    desc = "score" if info.world_size == 1 else f"score [rank {info.rank}/{info.world_size}]"
+    bar = _progress(None, total=sum(sh.size for sh in todo), desc=desc, disable=None if progress is None else not progress)
+    bar.unit = "row"  # type: ignore[attr-defined]
+    pool = ThreadPoolExecutor(max_workers=1) if prefetch else None
+    start_time = time.perf_counter()
     try:
-        if isinstance(model, (str, Path)):
-            from ..models import load_model
-
-            model = load_model(model, device=dev)  # any reference: checkpoint, diffusers folder, entry point
-            if model.info.kind != "score_model":
-                raise ValueError(f"model {model_path} is a {model.info.kind}; lidmem score's metrics need a score model")
-            if "cfg_norm" in metrics and hasattr(model, "text2image"):
-                model = model.text2image  # cfg_norm needs the conditional text-to-image model
-
-        model_meta = (getattr(model, "metadata", None) or {}) if model is not None else {}
-        data_shape = model_meta.get("image_shape") or model_meta.get("data_shape")
-        encode = model.encode if model_meta.get("space") == "latent" and hasattr(model, "encode") else None  # latent models: LID on latents
-        autocast = torch.autocast(dev.type, dtype=getattr(torch, precision)) if precision != "float32" else nullcontext()
-        if "nb" in metrics and params.nb_threshold == "percentile":
-            # a resumed run (or a later worker) reuses the tau the folder records, so that float
-            # noise across thread counts cannot make the settings differ; else fit it
-            tau = _recorded_nb_tau(out, params)
-            if tau is None:
-                tau = _fit_nb_tau(model, source, data_shape, encode, params, batch_size, seed, dev, autocast)
-            params = replace(params, nb_tau=tau)
-        settings = {
-            "model": _describe_model(model) if needs_model else None,
-            "data": {k: v for k, v in data_desc.items() if k not in ("path", "content")},
-            "metrics": metrics,
-            "params": params.to_dict(),
-            "shard_size": shard_size,
-            "batch_size": batch_size,
-            "seed": int(seed),
-            "precision": precision,
-            "n_shards": len(shards),
-        }
-        import lidmem
-
-        doc = {
-            "format": _FORMAT,
-            "settings": settings,
-            "info": {"model_path": model_path, "data_path": data_desc.get("path"), "bad_images": bad_images, "lidmem_version": lidmem.__version__, "torch_version": torch.__version__},
-        }
-        created_settings = _claim_settings(out, doc)
-        shash = _settings_hash(settings)
-        part_meta = {"settings_hash": shash, "settings": settings}
-
-        mine = [shards[i] for i in distributed.assign_shards(len(shards), info.rank, info.world_size)]
-        todo, skipped = [], []
-        for sh in mine:
-            # temp files of dead writers of this worker's shards (we hold the lock of this rank)
-            _clean_stale_temps(out / "shards", f"part-{sh.index:06d}.parquet.tmp-*")
-            (skipped if _is_done(_part_path(out, sh), sh, shash, source.shard_fingerprint(sh.start, sh.stop)) else todo).append(sh)
-        wrote_any = bool(skipped)
-
-        result = ScoreResult(out=out, settings=settings, n_shards=len(shards), shards_skipped=[s.index for s in skipped])
-        dtypes = {m: METRICS[m].dtype for m in metrics}
-
-        batches = [(sh, s, min(s + batch_size, sh.stop)) for sh in todo for s in range(sh.start, sh.stop, batch_size)]
-        desc = "score" if info.world_size == 1 else f"score [rank {info.rank}/{info.world_size}]"
-        bar = _progress(None, total=sum(sh.size for sh in todo), desc=desc, disable=None if progress is None else not progress)
-        bar.unit = "row"  # type: ignore[attr-defined]
-        pool = ThreadPoolExecutor(max_workers=1) if prefetch else None
-        start_time = time.perf_counter()
-        try:
-            pending = None
-            cols: dict[str, list[Any]] = {}
-            for bi, (sh, b0, b1) in enumerate(batches):
-                if pending is not None:
-                    rows = pending.result()
-                else:
-                    rows = source.read(b0, b1)
-                pending = pool.submit(source.read, *batches[bi + 1][1:]) if pool is not None and bi + 1 < len(batches) else None
-                if b0 == sh.start:
-                    cols = {"row": [], "id": [], "bad": [], **{m: [] for m in metrics}}
-                x = _to_model_input(rows, data_shape, params, dev)
-                x = encode(x) if encode is not None else x
-                cols["row"].append(rows.rows)
-                cols["id"].extend(rows.ids)
-                cols["bad"].extend(rows.bad)
-                for m in metrics:
-                    met = METRICS[m]
-                    with autocast:
-                        val = met.compute(model, x, rows, batch_seed(seed, b0, m), params)
-                    val = val.detach().cpu().numpy() if isinstance(val, torch.Tensor) else np.asarray(val)
-                    if val.shape != (len(rows.rows),):
-                        raise ValueError(f"metric {m!r} returned shape {val.shape} for a batch of {len(rows.rows)} rows; it must return shape (n,)")
-                    cols[m].append(val)
-                bar.update(len(rows.rows))  # type: ignore[attr-defined]
-                result.rows_scored += len(rows.rows)
-                if b1 == sh.stop:
-                    path = _part_path(out, sh)
-                    final = {"row": np.concatenate(cols["row"]), "id": cols["id"], **{m: np.concatenate(cols[m]) for m in metrics}}
-                    bad_rows = [list(b) for b in cols["bad"]]
-                    mask = np.isin(final["row"], [b[0] for b in bad_rows]) if bad_rows else None
-                    meta = {**part_meta, "shard": {"index": sh.index, "start": sh.start, "stop": sh.stop},
-                            "data_fingerprint": source.shard_fingerprint(sh.start, sh.stop), "bad_rows": bad_rows}
-                    _write_part(path, final, dtypes, meta, mask)
-                    result.bad_rows.extend((int(r), str(i), str(why)) for r, i, why in bad_rows)
-                    wrote_any = True
-                    result.shards_scored.append(sh.index)
-                    bar.set_postfix(shards=f"{len(skipped) + len(result.shards_scored)}/{len(mine)}")  # type: ignore[attr-defined]
-                    if on_shard_done is not None:
-                        on_shard_done(sh, path)
-        finally:
-            result.seconds = time.perf_counter() - start_time
-            bar.close()  # type: ignore[attr-defined]
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
-    except BaseException:
-        # a run that fails before finishing any shard leaves nothing that would lock the folder
-        if not wrote_any and info.world_size == 1:
-            if created_settings and not any((out / "shards").glob("part-*.parquet")):
-                (out / "settings.json").unlink(missing_ok=True)
-            if created_out:
-                _remove_if_empty(out, lock)
-        raise
+        pending = None
+        cols: dict[str, list[Any]] = {}
+        for bi, (sh, b0, b1) in enumerate(batches):
+            if pending is not None:
+                rows = pending.result()
+            else:
+                rows = source.read(b0, b1)
+            pending = pool.submit(source.read, *batches[bi + 1][1:]) if pool is not None and bi + 1 < len(batches) else None
+            if b0 == sh.start:
+                cols = {"row": [], "id": [], "bad": [], **{m: [] for m in metrics}}
+            x = _to_model_input(rows, data_shape, params, dev)
+            x = encode(x) if encode is not None else x
+            cols["row"].append(rows.rows)
+            cols["id"].extend(rows.ids)
+            cols["bad"].extend(rows.bad)
+            for m in metrics:
+                met = METRICS[m]
+                with autocast:
+                    val = met.compute(model, x, rows, batch_seed(seed, b0, m), params)
+                val = val.detach().cpu().numpy() if isinstance(val, torch.Tensor) else np.asarray(val)
+                if val.shape != (len(rows.rows),):
+                    raise ValueError(f"metric {m!r} returned shape {val.shape} for a batch of {len(rows.rows)} rows; it must return shape (n,)")
+                cols[m].append(val)
+            bar.update(len(rows.rows))  # type: ignore[attr-defined]
+            result.rows_scored += len(rows.rows)
+            if b1 == sh.stop:
+                path = _write_shard(out, sh, cols, metrics, dtypes, plan.part_meta, source, result)
+                bar.set_postfix(shards=f"{len(plan.skipped) + len(result.shards_scored)}/{len(plan.mine)}")  # type: ignore[attr-defined]
+                if on_shard_done is not None:
+                    on_shard_done(sh, path)
     finally:
-        lock.release()
+        result.seconds = time.perf_counter() - start_time
+        bar.close()  # type: ignore[attr-defined]
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
-    do_merge = merge
-    if merge is None:
-        do_merge = info.world_size == 1 or distributed.can_synchronize(info)
-    if do_merge:
-        if info.world_size > 1:
-            distributed.barrier(info)
-        if info.rank == 0:
-            result.merged = merge_shards(out)
-    return result
+
+def _write_shard(
+    out: Path, sh: Shard, cols: dict[str, list[Any]], metrics: list[str], dtypes: dict[str, str], part_meta: dict[str, Any],
+    source: DataSource, result: ScoreResult,
+) -> Path:
+    """Write one finished shard's part file (bad rows masked and listed in its metadata); record it in ``result``."""
+    path = _part_path(out, sh)
+    final = {"row": np.concatenate(cols["row"]), "id": cols["id"], **{m: np.concatenate(cols[m]) for m in metrics}}
+    bad_rows = [list(b) for b in cols["bad"]]
+    mask = np.isin(final["row"], [b[0] for b in bad_rows]) if bad_rows else None
+    meta = {**part_meta, "shard": {"index": sh.index, "start": sh.start, "stop": sh.stop},
+            "data_fingerprint": source.shard_fingerprint(sh.start, sh.stop), "bad_rows": bad_rows}
+    _write_part(path, final, dtypes, meta, mask)
+    result.bad_rows.extend((int(r), str(i), str(why)) for r, i, why in bad_rows)
+    result.shards_scored.append(sh.index)
+    return path
 
 
 def merge_shards(out: str | Path, *, output: str | Path | None = None) -> Path:

@@ -32,7 +32,8 @@ Parquet / Arrow schema (``"parquet"`` and ``"hf"``)
 - ids: ``id_column`` when given, else a column named ``id``, ``key`` or ``__key__`` if one
   exists, else the global row index.
 - captions (for ``cfg_norm``): ``caption_column`` when given, else a string column named
-  ``caption``, ``text`` or ``prompt`` if one exists. WebDataset samples take theirs from a
+  in :data:`lidmem.data.io.CAPTION_COLUMNS` (``caption``, ``prompt``, ``text``, ...; the first
+  present, case-insensitive; the rule of ``lidmem t2i`` too) if one exists. WebDataset samples take theirs from a
   ``.txt`` (or ``.caption`` / ``.text``) member with the image's key.
 
 Images are returned as float32 in [0, 1] with shape ``(n, c, h, w)`` (``c`` = 1 for grey,
@@ -44,7 +45,6 @@ from __future__ import annotations
 
 import glob as _glob
 import hashlib
-import io
 import json
 import tarfile
 from abc import ABC, abstractmethod
@@ -56,7 +56,8 @@ from typing import Any
 import numpy as np
 
 from .._validation import check_choice, check_positive_int
-from ..data.io import IMAGE_SUFFIXES, list_images
+from ..data.io import IMAGE_SUFFIXES, decode_image, find_caption_column, list_images
+from ..data.io import image_mode as _image_mode
 
 __all__ = [
     "SOURCE_KINDS",
@@ -75,9 +76,7 @@ __all__ = [
 
 SOURCE_KINDS = ("folder", "list", "parquet", "webdataset", "hf")
 _ID_COLUMNS = ("id", "key", "__key__")
-_CAPTION_COLUMNS = ("caption", "text", "prompt")
 _CAPTION_EXTS = ("txt", "caption", "text")
-_GREY_MODES = ("L", "1", "I", "I;16", "F", "LA")
 
 
 @dataclass(frozen=True)
@@ -126,30 +125,6 @@ def plan_shards(n_rows: int, shard_size: int) -> list[Shard]:
     """Split ``range(n_rows)`` into consecutive shards of ``shard_size`` rows (the last may be shorter)."""
     shard_size = check_positive_int(shard_size, "shard_size")
     return [Shard(i, s, min(s + shard_size, n_rows)) for i, s in enumerate(range(0, n_rows, shard_size))]
-
-
-def decode_image(raw: bytes | str | Path, mode: str, name: str | None = None) -> np.ndarray:
-    """Decode one image (bytes or a path) to float32 ``(c, h, w)`` in [0, 1] in PIL ``mode`` ("L" or "RGB").
-
-    A file that is not an image or is truncated raises ValueError naming ``name`` (default:
-    the path, or "image bytes").
-    """
-    from ..data.io import convert_image, open_image
-
-    label = name if name is not None else ("image bytes" if isinstance(raw, (bytes, bytearray, memoryview)) else str(raw))
-    src = io.BytesIO(raw) if isinstance(raw, (bytes, bytearray, memoryview)) else raw
-    with open_image(src, label) as im:
-        a = np.asarray(convert_image(im, mode, label), dtype=np.float32) / 255.0
-    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
-
-
-def _image_mode(raw: bytes | str | Path, name: str | None = None) -> str:
-    from ..data.io import open_image
-
-    label = name if name is not None else ("image bytes" if isinstance(raw, (bytes, bytearray, memoryview)) else str(raw))
-    src = io.BytesIO(raw) if isinstance(raw, (bytes, bytearray, memoryview)) else raw
-    with open_image(src, label) as im:
-        return "L" if im.mode in _GREY_MODES else "RGB"
 
 
 def _stack_images(
@@ -377,7 +352,8 @@ class _ArrowTableSource(DataSource):
         elif id_column not in names:
             raise ValueError(f"id_column={id_column!r} is not in {where}; columns: {', '.join(names)}")
         if caption_column is None:
-            caption_column = next((c for c in _CAPTION_COLUMNS if c in names and pa.types.is_string(schema.field(c).type)), None)
+            text_names = [c for c in names if pa.types.is_string(schema.field(c).type) or pa.types.is_large_string(schema.field(c).type)]
+            caption_column = find_caption_column(text_names, None, where, required=False)
         elif caption_column not in names:
             raise ValueError(f"caption_column={caption_column!r} is not in {where}; columns: {', '.join(names)}")
         self.column = column

@@ -493,7 +493,7 @@ def benchmark_detectors(
     """
     import pandas as pd
 
-    from ..memorization.metrics import detection_metrics
+    from ..memorization.metrics import detection_table
 
     for value, label in ((memorized, "memorized"), (generic, "generic")):
         if not isinstance(value, (list, tuple)):
@@ -522,13 +522,13 @@ def benchmark_detectors(
                    batch_size=batch_size, n_probes=n_probes, progress=progress)
         elapsed = time.perf_counter() - t0
         scores[name] = s
-        r = detection_metrics(name, labels, s, higher_is_positive=det.higher_is_memorized)
+        (r,) = detection_table(labels, {name: s}, higher_is_positive=det.higher_is_memorized)
         row = {
-            "detector": name, "label": det.label, "auroc": r.auroc, "tpr_at_1pct_fpr": r.tpr_at_1pct_fpr,
+            "detector": name, "label": det.label, "auroc": r["auroc"], "tpr_at_1pct_fpr": r["tpr_at_1pct_fpr"],
             "model_calls_per_prompt": det.model_calls(model, n_gen, steps, n_probes), "seconds_per_prompt": elapsed / len(prompts),
             "higher_is_memorized": det.higher_is_memorized, "steps_used": det.steps_used, "paper": det.paper,
             "n_generations": n_gen, "num_inference_steps": steps, "guidance_scale": lam, "seed": seed, "n_probes": n_probes,
-            "n_memorized": r.n_positive, "n_generic": r.n_negative,
+            "n_memorized": r["n_positive"], "n_generic": r["n_negative"],
         }
         rows.append(row)
         if on_result is not None:

@@ -37,13 +37,12 @@ import torch
 
 from ..memorization.metrics import higher_is_memorized
 from .._validation import check_choice, check_positive_int, check_probability, make_generator, renamed_argument
+from ..data.io import CAPTION_COLUMNS  # the one list of caption column names (re-exported here)
 from ..utils import progress as _progress
 from .adapters import TextToImageModel
 from .image_scores import cfg_flipd_at
 
 __all__ = ["PROMPT_METRICS", "FLIPD_POINTS", "step_metric", "metric_time_support", "prompt_metrics", "read_prompts", "detection_table"]
-
-CAPTION_COLUMNS: tuple[str, ...] = ("caption", "prompt", "text", "captions", "prompts")
 
 PROMPT_METRICS: tuple[str, ...] = ("a_cfg", "a_scfg", "a_flipd", "wen")
 #: Where A^FLIPD evaluates FLIPD_CFG: the sampler state x_t, or psi(t) times its denoised estimate.
@@ -310,18 +309,11 @@ def read_prompts(path: str | Any, *, column: str | None = None) -> list[str]:
 
 def caption_column(df: Any, column: str | None = None, name: str = "table") -> Any:
     """The column of ``df`` holding captions: ``column`` (case-insensitive) or the first of
-    :data:`CAPTION_COLUMNS`; the error lists the table's columns."""
-    cols = {str(c).strip().lower(): c for c in df.columns}
-    if column is not None:
-        if column in df.columns:
-            return column
-        if column.lower() in cols:
-            return cols[column.lower()]
-        raise ValueError(f"column={column!r} is not in {name}; its columns are {list(map(str, df.columns))}")
-    found = [cols[c] for c in CAPTION_COLUMNS if c in cols]
-    if not found:
-        raise ValueError(f"{name} has no caption column (looked for {', '.join(CAPTION_COLUMNS)}); its columns are {list(map(str, df.columns))}; pass column=")
-    return found[0]
+    :data:`CAPTION_COLUMNS` (:func:`lidmem.data.io.find_caption_column`, the rule of ``lidmem
+    score`` too); the error lists the table's columns."""
+    from ..data.io import find_caption_column
+
+    return find_caption_column(df.columns, column, name)
 
 
 def detection_table(scores: Any, labels: Sequence[bool] | Any, metrics: Sequence[str] | None = None) -> Any:
@@ -332,11 +324,10 @@ def detection_table(scores: Any, labels: Sequence[bool] | Any, metrics: Sequence
     """
     import pandas as pd
 
-    from ..memorization.metrics import detection_metrics
+    from ..memorization.metrics import detection_table as _table
 
     cols = [m for m in PROMPT_METRICS if m in scores.columns] if metrics is None else list(metrics)
-    rows = []
-    for m in cols:
-        r = detection_metrics(m, labels, scores[m].to_numpy(), higher_is_positive=higher_is_memorized(m))
-        rows.append({"metric": m, "auroc": r.auroc, "tpr_at_1pct_fpr": r.tpr_at_1pct_fpr, "n_memorized": r.n_positive, "n_other": r.n_negative, "higher_is_memorized": r.higher_is_positive})
+    table = _table(labels, {m: scores[m].to_numpy() for m in cols}, higher_is_positive={m: higher_is_memorized(m) for m in cols})
+    rows = [{"metric": r["metric"], "auroc": r["auroc"], "tpr_at_1pct_fpr": r["tpr_at_1pct_fpr"], "n_memorized": r["n_positive"],
+             "n_other": r["n_negative"], "higher_is_memorized": r["higher_is_positive"]} for r in table]
     return pd.DataFrame(rows)
