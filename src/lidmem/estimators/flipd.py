@@ -41,7 +41,7 @@ _DEFAULT_ROWS = 2048
 
 
 def default_t0_grid(n: int = 16, low: float = 1e-3, high: float = 1.0) -> list[float]:
-    """Log-spaced grid of ``n`` diffusion times in ``[low, high]`` used by ``t0="auto"``."""
+    """Log-spaced grid of ``n`` diffusion times in ``[low, high]`` used by ``t0="knee"``."""
     return [float(v) for v in np.geomspace(low, high, n)]
 
 
