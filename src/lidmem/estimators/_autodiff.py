@@ -132,18 +132,30 @@ class _GroupNorm(torch.autograd.Function):
     def jvp(ctx: Any, x_t: torch.Tensor, *_: Any) -> tuple[torch.Tensor, None, None]:
         x, mean, rstd, *w = ctx.saved_tensors
         n, c, g = x.shape[0], x.shape[1], ctx.groups
-        p, q, r, xc = _norm_coefficients(x, x_t, mean, rstd, (n, g, -1))
-        # per-(point, group) coefficients -> per-(point, channel), times the affine weight
+        # d GN(x)[v] = A v + B x + C per (point, channel), with A = gamma rstd,
+        # B = -gamma rstd^3 mean_g(v (x - mean)), C = -gamma (rstd mean_g(v) + B' mean) (B' = B / gamma):
+        # one full-size buffer (first v * x for the group dot products, then the output), since
+        # on CPU every fresh activation-sized allocation costs page faults comparable to the pass
+        v = x_t.contiguous()
+        xg, vg = x.reshape(n, g, -1), v.reshape(n, g, -1)
+        size = xg.shape[-1]
+        buf = torch.mul(vg, xg)
+        mean_g, rstd_g = mean.reshape(n, g, 1), rstd.reshape(n, g, 1)
+        mean_v = vg.sum(-1, keepdim=True).div_(size)
+        # mean_g(v (x - mean)) = mean_g(v x) - mean mean_g(v)
+        b = buf.sum(-1, keepdim=True).div_(size).sub_(mean_g * mean_v)
+        q = -(rstd_g * rstd_g * rstd_g) * b  # (n, g, 1)
+        r = -(rstd_g * mean_v) - q * mean_g
         view = (n, c, *([1] * (x.ndim - 2)))
         scale = w[0].reshape(1, c, 1) if ctx.has_weight else None
 
         def per_channel(k: torch.Tensor) -> torch.Tensor:
-            k = k.repeat_interleave(c // g, dim=1)  # (n, c, 1)
+            k = k.expand(n, g, c // g).reshape(n, c, 1)
             return (k * scale if scale is not None else k).reshape(view)
 
+        out = torch.mul(v, per_channel(rstd_g), out=buf.view(x.shape))
         # (broadcast operands as the first argument of addcmul take a slow path: use mul + add_)
-        out = (x_t * per_channel(p)).add_(per_channel(r))
-        return out.addcmul_(xc.reshape(x.shape), per_channel(q)), None, None
+        return out.addcmul_(x, per_channel(q)).add_(per_channel(r)), None, None
 
 
 class _LayerNorm(torch.autograd.Function):
