@@ -69,7 +69,8 @@ def _draw_probes(shape: tuple[int, ...], probe: str, generator: torch.Generator,
     if probe == "gaussian":
         return torch.randn(shape, generator=generator, dtype=dtype, device=device)
     # Rademacher: +-1 with equal probability
-    return torch.randint(0, 2, shape, generator=generator, device=device).to(dtype) * 2 - 1
+    # drawn in the probes' dtype (the same numbers as int64 draws), then mapped to +-1 in place
+    return torch.randint(0, 2, shape, generator=generator, dtype=dtype, device=device).mul_(2).sub_(1)
 
 
 def _trace_and_norm(
@@ -158,8 +159,10 @@ def _eq6_terms(model: Any, xt: torch.Tensor, t0: float, sigma2: float, tangents:
 
 def _eq6(model: Any, xt: torch.Tensor, t0: float, sigma2: float, tangents: torch.Tensor | None, rows: int, ad: str, cond: Callable[[int], dict[str, Any]], create_graph: bool) -> torch.Tensor:
     """Eq. 6 at the noisy points ``xt`` (shape ``(b, ...)``) of time ``t0``, float64 ``(b,)``:
-    ``d + sigma(t0)^2 (tr grad s(xt, t0) + ||s(xt, t0)||^2)``, the sum of :func:`_eq6_terms`."""
-    return _eq6_terms(model, xt, t0, sigma2, tangents, rows, ad, cond, create_graph).sum(-1)
+    ``d + sigma(t0)^2 (tr grad s(xt, t0) + ||s(xt, t0)||^2)``, the sum of :func:`_eq6_terms`
+    (summed before the formula is applied, so that no ``(b, d)`` float64 buffer is formed)."""
+    tr, sq = _trace_and_norm(model, xt, t0, tangents, rows, ad, cond, create_graph)
+    return tr.add_(sq).mul_(sigma2).add_(math.prod(xt.shape[1:]))
 
 
 def _probe_forward_mode(model: Any, x: torch.Tensor, extra_args: Mapping[str, Any]) -> None:
@@ -236,8 +239,8 @@ def _flipd_curve_impl(
 
             for j, t0 in enumerate(t0_list):
                 xt = xc if noisy else psis[j] * xc
-                terms = _eq6_terms(model, xt, t0, sig2s[j], tangents, rows, ad, cond, create_graph)
-                result[sl, j] = terms if per_coordinate else terms.sum(-1)
+                eq6 = _eq6_terms if per_coordinate else _eq6
+                result[sl, j] = eq6(model, xt, t0, sig2s[j], tangents, rows, ad, cond, create_graph)
     return result.to(torch.promote_types(x.dtype, torch.float32))
 
 
