@@ -162,3 +162,22 @@ def test_elementwise_rules_match_stock_rules():
     fd = (net(x + eps * v) - net(x - eps * v)) / (2 * eps)
     torch.testing.assert_close(jf, fd, rtol=0, atol=1e-6)
     assert float(jf.abs().max()) > 0.1
+
+
+def test_interpolate_rule_matches_stock_rule():
+    import torch.nn.functional as F
+
+    conv = nn.Conv2d(2, 2, 3, padding=1).double().eval()
+
+    def net(x):
+        h = F.interpolate(conv(x), scale_factor=2.0, mode="nearest")
+        return F.interpolate(h * h, size=(4, 4), mode="bilinear", align_corners=False)  # back to x.shape
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 2, 4, 4, dtype=torch.float64, generator=g)
+    v = torch.randn(3, 2, 4, 4, dtype=torch.float64, generator=g)
+    outs, vjvs, (jf, js) = _vjv_three_ways(net, conv, x, v)
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=1e-12)
+    torch.testing.assert_close(jf, js, rtol=0, atol=1e-12)
+    torch.testing.assert_close(vjvs[0], vjvs[2], rtol=0, atol=1e-10)
+    assert float(jf.abs().max()) > 0.1

@@ -24,7 +24,7 @@ those classes, not subclasses) for an ``autograd.Function`` whose ``jvp`` is the
 ``native_group_norm`` already returns, with one activation-sized buffer (on CPU a fresh
 activation-sized allocation costs page faults comparable to an element-wise pass). A
 ``TorchFunctionMode`` routes scaled-dot-product attention to a written-out JVP and binary
-add/sub/mul/div and ``cat`` on dual tensors to rules that keep an identically zero tangent
+add/sub/mul/div, ``cat`` and ``interpolate`` on dual tensors to rules that keep an identically zero tangent
 absent (``h + temb``: ``h``'s tangent; ``x / 1``: ``x``'s): PyTorch's rules for these ops cost
 ~100x the op itself under ``fwAD.dual_level`` (measured, torch 2.13 CPU). The primal outputs are computed by the same kernels as
 the module's own forward, so they are bit-identical; the tangents agree with PyTorch's rules to
@@ -311,8 +311,8 @@ _ELEMENTWISE = _ADD | _SUB | _MUL | _DIV | _CAT
 
 class _FastOps(torch.overrides.TorchFunctionMode):
     """Routes ``F.scaled_dot_product_attention`` (no dropout, not causal, no GQA) to
-    :class:`_Attention` and binary add/sub/mul/div and ``cat`` on dual tensors to
-    :func:`_elementwise`; every other call passes through unchanged."""
+    :class:`_Attention`, binary add/sub/mul/div and ``cat`` on dual tensors to
+    :func:`_elementwise` and ``F.interpolate`` of a dual tensor to itself on primal and tangent; every other call passes through unchanged."""
 
     def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
         kwargs = kwargs or {}
@@ -320,6 +320,11 @@ class _FastOps(torch.overrides.TorchFunctionMode):
             res = _elementwise(func, args, kwargs)
             if res is not NotImplemented:
                 return res
+        elif func is F.interpolate and args and _tangent(args[0]) is not None:
+            # linear in its input (every mode): the tangent is resampled like the primal
+            # (the stock rule also copies the output and the tangent twice each)
+            x, rest = args[0], args[1:]
+            return fwAD.make_dual(func(_primal(x), *rest, **kwargs), func(_tangent(x), *rest, **kwargs))
         elif func is F.scaled_dot_product_attention:
             q, k, v, *rest = args
             names = ("attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
