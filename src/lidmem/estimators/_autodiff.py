@@ -237,7 +237,7 @@ class _Attention(torch.autograd.Function):
         out = None
         if ds is not None:
             ds = ds.mul_(ctx.scale)
-            dp = p * (ds - (p * ds).sum(-1, keepdim=True))
+            dp = ds.sub_((p * ds).sum(-1, keepdim=True)).mul_(p)  # in place: one (L, L) temporary
             out = torch.matmul(dp, v)
         if dv is not None:
             t = torch.matmul(p, dv)
