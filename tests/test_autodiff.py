@@ -128,3 +128,56 @@ def test_auto_mode_rule():
     ok = NoForwardMode()
     assert resolve_ad("auto", ok, lambda: None) == "forward"
     assert _autodiff._AUTO_CACHE[ok] == "forward"  # cached per model
+
+
+class _ElementwiseNet(nn.Module):
+    """Binary ops and ``cat`` with and without tangents on either side, broadcast operands."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(6, 6)
+        self.register_buffer("c", torch.linspace(0.5, 2.0, 6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        emb = self.c * 3.0  # no tangent
+        h = self.lin(x) + emb  # tangent + nothing (broadcast constant)
+        h = emb - h  # nothing - tangent
+        h = (h * x) / 2.0 + torch.tanh(h) / 1  # both tangents; division by a scalar, by one
+        h = 2 * h - x * self.c  # scalar * tangent, tangent * constant
+        h = torch.cat([h, emb.expand_as(h)], dim=1)  # tangent and zero tangent
+        return torch.add(h[:, :6], h[:, 6:]) / emb.sum()
+
+
+def test_elementwise_rules_match_stock_rules():
+    net = _ElementwiseNet().double().eval()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(5, 6, dtype=torch.float64, generator=g)
+    v = torch.randn(5, 6, dtype=torch.float64, generator=g)
+    outs, vjvs, (jf, js) = _vjv_three_ways(net, net, x, v)
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=1e-12)
+    torch.testing.assert_close(jf, js, rtol=0, atol=1e-12)
+    torch.testing.assert_close(vjvs[0], vjvs[2], rtol=0, atol=1e-10)
+    # the Jacobian by finite differences (central, float64)
+    eps = 1e-6
+    fd = (net(x + eps * v) - net(x - eps * v)) / (2 * eps)
+    torch.testing.assert_close(jf, fd, rtol=0, atol=1e-6)
+    assert float(jf.abs().max()) > 0.1
+
+
+def test_interpolate_rule_matches_stock_rule():
+    import torch.nn.functional as F
+
+    conv = nn.Conv2d(2, 2, 3, padding=1).double().eval()
+
+    def net(x):
+        h = F.interpolate(conv(x), scale_factor=2.0, mode="nearest")
+        return F.interpolate(h * h, size=(4, 4), mode="bilinear", align_corners=False)  # back to x.shape
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 2, 4, 4, dtype=torch.float64, generator=g)
+    v = torch.randn(3, 2, 4, 4, dtype=torch.float64, generator=g)
+    outs, vjvs, (jf, js) = _vjv_three_ways(net, conv, x, v)
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=1e-12)
+    torch.testing.assert_close(jf, js, rtol=0, atol=1e-12)
+    torch.testing.assert_close(vjvs[0], vjvs[2], rtol=0, atol=1e-10)
+    assert float(jf.abs().max()) > 0.1

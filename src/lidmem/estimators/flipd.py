@@ -39,6 +39,9 @@ ADS: tuple[str, ...] = _autodiff.ADS
 #: Rows (points x tangent vectors) per model call when ``batch_size`` is None.
 _DEFAULT_ROWS = 2048
 
+#: Numbers per float64 product buffer in :func:`_trace_and_norm`.
+_PRODUCT_ELEMENTS = 1 << 16
+
 
 def default_t0_grid(n: int = 16, low: float = 1e-3, high: float = 1.0) -> list[float]:
     """Log-spaced grid of ``n`` diffusion times in ``[low, high]`` used by ``t0="knee"``."""
@@ -67,7 +70,8 @@ def _draw_probes(shape: tuple[int, ...], probe: str, generator: torch.Generator,
     if probe == "gaussian":
         return torch.randn(shape, generator=generator, dtype=dtype, device=device)
     # Rademacher: +-1 with equal probability
-    return torch.randint(0, 2, shape, generator=generator, device=device).to(dtype) * 2 - 1
+    # drawn in the probes' dtype (the same numbers as int64 draws), then mapped to +-1 in place
+    return torch.randint(0, 2, shape, generator=generator, dtype=dtype, device=device).mul_(2).sub_(1)
 
 
 def _trace_and_norm(
@@ -117,24 +121,33 @@ def _trace_and_norm(
     n_tan = d if tangents is None else tangents.shape[1]
     tb = max(1, min(n_tan, rows // b))
     eye = torch.eye(d, dtype=xt.dtype, device=xt.device) if tangents is None else None
-    tr = torch.zeros(b, d, dtype=torch.float64, device=xt.device)  # per coordinate: diag of grad s
-    sq = torch.zeros(b, d, dtype=torch.float64, device=xt.device)
+    # the float64 products v * J v and s^2 are formed a few points at a time (about _PRODUCT_ELEMENTS
+    # numbers), so that no input-sized float64 buffer is added to the model's own memory
+    pts = max(1, _PRODUCT_ELEMENTS // (tb * d))
+    out_shape = (b, d) if per_coordinate else (b,)
+    tr = torch.zeros(out_shape, dtype=torch.float64, device=xt.device)  # per coordinate: diag of grad s
+    sq = torch.empty(out_shape, dtype=torch.float64, device=xt.device)
     for blk in chunk_slices(n_tan, tb):
         m = blk.stop - blk.start
-        primals = xt.repeat_interleave(m, dim=0)  # materialised copy, not an expanded view
+        # one tangent per point: the points themselves; else a materialised copy, not an expanded view
+        primals = xt if m == 1 else xt.repeat_interleave(m, dim=0)
         if eye is not None:
             tang = eye[blk].repeat(b, 1).reshape(b * m, *shape)
         else:
             tang = tangents[:, blk].reshape(b * m, *shape)
         out, jv = call(primals, tang, cond(m))
-        tr = tr + (tang.reshape(b, m, d).double() * jv.reshape(b, m, d).double()).sum(1)
-        if blk.start == 0:
-            sq = out.reshape(b, m, d)[:, 0].double() ** 2
+        tv, jvv = tang.reshape(b, m, d), jv.reshape(b, m, d)
+        o = out.reshape(b, m, d)[:, 0]
+        for sl in chunk_slices(b, pts):
+            prod = tv[sl].to(torch.float64, copy=True).mul_(jvv[sl])  # float64 (jv promoted exactly)
+            part = prod[:, 0] if m == 1 else prod.sum(1)
+            tr[sl] = tr[sl] + (part if per_coordinate else part.sum(-1))
+            if blk.start == 0:
+                s2 = o[sl].double() ** 2
+                sq[sl] = s2 if per_coordinate else s2.sum(-1)
     if tangents is not None:
-        tr = tr / n_tan  # Hutchinson: mean of v * J v over the probes (its sum: mean of v^T J v)
-    if per_coordinate:
-        return tr, sq
-    return tr.sum(-1), sq.sum(-1)
+        tr = tr.div_(n_tan)  # Hutchinson: mean of v * J v over the probes (its sum: mean of v^T J v)
+    return tr, sq
 
 
 def _eq6_terms(model: Any, xt: torch.Tensor, t0: float, sigma2: float, tangents: torch.Tensor | None, rows: int, ad: str, cond: Callable[[int], dict[str, Any]], create_graph: bool) -> torch.Tensor:
@@ -142,13 +155,15 @@ def _eq6_terms(model: Any, xt: torch.Tensor, t0: float, sigma2: float, tangents:
     ``t0``, float64 ``(b, d)``: ``1 + sigma(t0)^2 (d s_i / d x_i + s_i^2)``. The one place the
     formula lives; FLIPD is their sum (:func:`_eq6`), a memorization map their reshape."""
     diag, sq = _trace_and_norm(model, xt, t0, tangents, rows, ad, cond, create_graph, per_coordinate=True)
-    return 1.0 + sigma2 * (diag + sq)
+    return diag.add_(sq).mul_(sigma2).add_(1.0)  # 1 + sigma2 (diag + sq), in place: no (b, d) temporaries
 
 
 def _eq6(model: Any, xt: torch.Tensor, t0: float, sigma2: float, tangents: torch.Tensor | None, rows: int, ad: str, cond: Callable[[int], dict[str, Any]], create_graph: bool) -> torch.Tensor:
     """Eq. 6 at the noisy points ``xt`` (shape ``(b, ...)``) of time ``t0``, float64 ``(b,)``:
-    ``d + sigma(t0)^2 (tr grad s(xt, t0) + ||s(xt, t0)||^2)``, the sum of :func:`_eq6_terms`."""
-    return _eq6_terms(model, xt, t0, sigma2, tangents, rows, ad, cond, create_graph).sum(-1)
+    ``d + sigma(t0)^2 (tr grad s(xt, t0) + ||s(xt, t0)||^2)``, the sum of :func:`_eq6_terms`
+    (summed before the formula is applied, so that no ``(b, d)`` float64 buffer is formed)."""
+    tr, sq = _trace_and_norm(model, xt, t0, tangents, rows, ad, cond, create_graph)
+    return tr.add_(sq).mul_(sigma2).add_(math.prod(xt.shape[1:]))
 
 
 def _probe_forward_mode(model: Any, x: torch.Tensor, extra_args: Mapping[str, Any]) -> None:
@@ -225,8 +240,8 @@ def _flipd_curve_impl(
 
             for j, t0 in enumerate(t0_list):
                 xt = xc if noisy else psis[j] * xc
-                terms = _eq6_terms(model, xt, t0, sig2s[j], tangents, rows, ad, cond, create_graph)
-                result[sl, j] = terms if per_coordinate else terms.sum(-1)
+                eq6 = _eq6_terms if per_coordinate else _eq6
+                result[sl, j] = eq6(model, xt, t0, sig2s[j], tangents, rows, ad, cond, create_graph)
     return result.to(torch.promote_types(x.dtype, torch.float32))
 
 
