@@ -359,7 +359,7 @@ def flipd_at(
     seed: int | torch.Generator | None = 0,
     batch_size: int | None = None,
     progress: bool | None = None,
-    ad: Literal["forward", "reverse"] = "forward",
+    ad: Literal["auto", "forward", "reverse"] = "auto",
     extra_args: Mapping[str, Any] | None = None,
     create_graph: bool = False,
 ) -> torch.Tensor:

@@ -467,13 +467,19 @@ def _is_done(path: Path, shard: Shard, settings_hash: str, data_fingerprint: str
 def _write_part(path: Path, columns: dict[str, np.ndarray | list[str]], dtypes: dict[str, str], meta: dict[str, Any],
                 mask: np.ndarray | None = None) -> None:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     arrays = {"row": pa.array(columns["row"], pa.int64()), "id": pa.array(columns["id"], pa.string())}
     for name, dtype in dtypes.items():
         values = np.asarray(columns[name], dtype=dtype)
         arrays[name] = pa.array(values, mask=mask) if mask is not None and mask.any() else pa.array(values)
     table = pa.table(arrays).replace_schema_metadata({_META_KEY: json.dumps(meta, sort_keys=True).encode()})
+    _write_table_atomic(table, path)
+
+
+def _write_table_atomic(table: Any, path: Path) -> None:
+    """Write a Parquet ``table`` to ``path`` through a per-process temp file and an atomic rename."""
+    import pyarrow.parquet as pq
+
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
         pq.write_table(table, tmp)
@@ -920,16 +926,10 @@ def merge_shards(out: str | Path, *, output: str | Path | None = None) -> Path:
 def _write_bad_rows(path: Path, bad_rows: list[list[Any]]) -> None:
     """``bad_rows.parquet`` (row, id, reason) of the skipped images; removed when there are none."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     if not bad_rows:
         path.unlink(missing_ok=True)
         return
     table = pa.table({"row": pa.array([int(b[0]) for b in bad_rows], pa.int64()), "id": pa.array([str(b[1]) for b in bad_rows]),
                       "reason": pa.array([str(b[2]) for b in bad_rows])})
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    _write_table_atomic(table, path)
