@@ -49,6 +49,25 @@ def _check_common(*, out: Path, fmt: str, device: str, dtype: str, model: str, a
         raise ValueError(f"--model {model} does not exist (neither a model folder nor a hub id such as org/name)")
 
 
+def _check_flipd_window(flipd_t_min: float, flipd_t_max: float) -> None:
+    """A^FLIPD's time window ``--flipd-t-min < --flipd-t-max``, both in (0, 1]."""
+    from .._validation import check_t0
+
+    check_t0(flipd_t_max, "--flipd-t-max")
+    check_t0(flipd_t_min, "--flipd-t-min")
+    if not flipd_t_min < flipd_t_max:
+        raise ValueError(f"--flipd-t-min={flipd_t_min} must be < --flipd-t-max={flipd_t_max}")
+
+
+def _check_guided_sampling(guidance_scale: float, num_inference_steps: int, steps: int | None) -> int:
+    """A finite ``--guidance-scale``; ``--num-inference-steps`` with the deprecated ``--steps``
+    resolved (its positivity is checked with the command's other counts)."""
+    from .._validation import check_finite
+
+    check_finite(guidance_scale, "--guidance-scale")
+    return renamed_option(num_inference_steps, steps, new="--num-inference-steps", old="--steps", default=50)  # type: ignore[return-value]
+
+
 def _check_metrics(value: str, option: str, allowed: tuple[str, ...]) -> list[str]:
     from .._validation import check_choice
 
@@ -233,18 +252,14 @@ def detect_prompts_command(
 
         from ..text2image import detection_table, prompt_metrics, read_prompts
 
-        from .._validation import check_choice, check_finite, check_positive_int, check_t0
+        from .._validation import check_choice, check_positive_int
         from ..text2image.prompt_metrics import FLIPD_POINTS, PROMPT_METRICS
 
         _check_common(out=out, fmt=fmt, device=device, dtype=dtype, model=model, allow_download=allow_download)
         _check_metrics(metrics, "--metrics", PROMPT_METRICS)
         check_choice(flipd_point, "--flipd-point", FLIPD_POINTS)
-        check_t0(flipd_t_max, "--flipd-t-max")
-        check_t0(flipd_t_min, "--flipd-t-min")
-        if not flipd_t_min < flipd_t_max:
-            raise ValueError(f"--flipd-t-min={flipd_t_min} must be < --flipd-t-max={flipd_t_max}")
-        check_finite(guidance_scale, "--guidance-scale")
-        num_inference_steps = renamed_option(num_inference_steps, steps, new="--num-inference-steps", old="--steps", default=50)  # type: ignore[assignment]
+        _check_flipd_window(flipd_t_min, flipd_t_max)
+        num_inference_steps = _check_guided_sampling(guidance_scale, num_inference_steps, steps)
         for value, name in ((n_generations, "--n-generations"), (num_inference_steps, "--num-inference-steps"), (n_probes, "--n-probes"), (batch_size, "--batch-size")):
             check_positive_int(value, name)
         if limit is not None and limit < 1:
@@ -302,7 +317,7 @@ def attribute_command(
     with user_errors():
         import pandas as pd
 
-        from .._validation import check_choice, check_finite, check_positive_int, check_t0
+        from .._validation import check_choice, check_positive_int
         from ..text2image import read_prompts, token_attributions
         from ..text2image.prompt_metrics import FLIPD_POINTS, PROMPT_METRICS
 
@@ -310,12 +325,8 @@ def attribute_command(
         check_choice(metric, "--metric", PROMPT_METRICS)
         check_choice(flipd_point, "--flipd-point", FLIPD_POINTS)
         check_choice(wrt, "--wrt", ("output", "input"))
-        check_t0(flipd_t_max, "--flipd-t-max")
-        check_t0(flipd_t_min, "--flipd-t-min")
-        if not flipd_t_min < flipd_t_max:
-            raise ValueError(f"--flipd-t-min={flipd_t_min} must be < --flipd-t-max={flipd_t_max}")
-        check_finite(guidance_scale, "--guidance-scale")
-        num_inference_steps = renamed_option(num_inference_steps, steps, new="--num-inference-steps", old="--steps", default=50)  # type: ignore[assignment]
+        _check_flipd_window(flipd_t_min, flipd_t_max)
+        num_inference_steps = _check_guided_sampling(guidance_scale, num_inference_steps, steps)
         for value, name in ((n_generations, "--n-generations"), (num_inference_steps, "--num-inference-steps"), (batch_size, "--batch-size")):
             check_positive_int(value, name)
         check_positive_int(figures, "--figures", minimum=0)
@@ -379,15 +390,14 @@ def mitigate_command(
     with user_errors():
         from ..text2image import ChatRewriter, RuleRewriter, clip_alignment, evaluate_mitigation
 
-        from .._validation import check_choice, check_finite, check_positive_int
+        from .._validation import check_choice, check_positive_int
         from ..text2image.prompt_metrics import PROMPT_METRICS
 
         _check_common(out=out, fmt=fmt, device=device, dtype=dtype, model=model, allow_download=allow_download)
         check_choice(metric, "--metric", PROMPT_METRICS)
         _check_metrics(methods, "--methods", ("attribution", "uniform", "rta"))
         _ints(ks, "ks")
-        check_finite(guidance_scale, "--guidance-scale")
-        num_inference_steps = renamed_option(num_inference_steps, steps, new="--num-inference-steps", old="--steps", default=50)  # type: ignore[assignment]
+        num_inference_steps = _check_guided_sampling(guidance_scale, num_inference_steps, steps)
         for value, name in ((repeats, "--repeats"), (n_generations, "--n-generations"), (num_inference_steps, "--num-inference-steps")):
             check_positive_int(value, name)
         if not reference.is_file():
