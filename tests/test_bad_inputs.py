@@ -160,6 +160,7 @@ def _rows(f: dict[str, Path]) -> list[tuple[str, list[str], str, bool]]:
     dp = ["t2i", "detect-prompts", "--model", str(T2I), "--prompts", str(f["prompts"]), "--out", new, "--no-progress"]
     at = ["t2i", "attribute", "--model", str(T2I), "--prompt", "a photo of a cat", "--out", new]
     mi = ["t2i", "mitigate", "--model", str(T2I), "--prompt", "a photo of a cat", "--reference", str(f["ref_png"]), "--out", new]
+    train = ["train", "--data", str(f["train_ok"]), "--out", str(d / "new_model.safetensors")]
     cuda_rows = [] if torch.cuda.is_available() else [
         ("mmh cuda on a CPU machine", mmh + ["--device", "cuda"], "--device", False),
         ("score cuda on a CPU machine", score + ["--device", "cuda:0"], "--device", False),
@@ -222,6 +223,10 @@ def _rows(f: dict[str, Path]) -> list[tuple[str, list[str], str, bool]]:
         ("t2i mitigate --methods", mi + ["--methods", "bogus"], "--methods", False),
         ("t2i missing model folder", ["t2i", "score-images", str(f["good_imgs"]), "--model", str(d / "no_model"), "--out", new,
                                       "--metrics", "flipd_uncond"], "no_model", False),
+        ("train --steps 0", train + ["--steps", "0"], "--steps", False),
+        ("train --lr", train + ["--lr", "-1"], "--lr", False),
+        ("train --channels", train + ["--channels", "1.5,8"], "--channels", False),
+        ("train --out under a file", ["train", "--data", str(f["train_ok"]), "--out", str(f["a_file"] / "m.safetensors")], "--out", False),
         # 7. silent wrong results are refused
         ("lid CSV with a text column", ["lid", str(f["csv_text"]), "--k", "5"], "--columns", False),
         ("lid 0-byte .npy", ["lid", str(f["npy_empty"]), "--k", "5"], "empty.npy", False),

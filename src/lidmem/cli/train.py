@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from ._common import console, user_errors
+from ._common import check_device_option, check_out, console, user_errors
 
 
 def register(app: typer.Typer, demo_app: typer.Typer) -> None:
@@ -39,14 +39,28 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         from ..models.train import read_training_images, sample_grid_png, train_defaults, train_image_model
 
         with user_errors():
-            if out.suffix != ".safetensors":
-                raise ValueError(f"--out {out} must end in .safetensors")
-            chans = tuple(int(c) for c in channels.split(",") if c.strip()) if channels else None
+            # every option and --out before the data are read and any step is taken
+            from .._validation import check_finite, check_int_list, check_positive_int
+
+            check_out(out, kind="file", suffixes=(".safetensors",))
+            for value, name in ((steps, "--steps"), (batch_size, "--batch-size")):
+                if value is not None:
+                    check_positive_int(value, name)
+            if lr is not None and not check_finite(lr, "--lr") > 0:
+                raise ValueError(f"--lr={lr} must be > 0")
+            if not 0.0 <= check_finite(ema_decay, "--ema-decay") < 1.0:
+                raise ValueError(f"--ema-decay={ema_decay} must lie in [0, 1)")
+            check_positive_int(checkpoint_every, "--checkpoint-every")
+            check_positive_int(grid, "--grid", minimum=0)
+            check_positive_int(sampling_steps, "--sampling-steps")
+            check_positive_int(seed, "--seed", minimum=0)
+            check_device_option(device)
+            chans = tuple(check_int_list(channels, "--channels")) if channels else None
             images, desc = read_training_images(data, column=column)
             d = train_defaults(int(images.shape[-1]))
             console.print(
                 f"training on {len(images)} images of shape {tuple(images.shape[1:])}: channels {chans or d.block_out_channels}, "
-                f"{steps or d.steps} steps, batch {batch_size or d.batch_size}, lr {lr or d.lr:g}"
+                f"{d.steps if steps is None else steps} steps, batch {d.batch_size if batch_size is None else batch_size}, lr {d.lr if lr is None else lr:g}"
             )
             try:
                 res = train_image_model(

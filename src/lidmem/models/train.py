@@ -135,8 +135,8 @@ def train_image_model(
     if device is not None:
         net = net.to(device)
     return train_score_model(
-        net, images, VPSDE(), prediction="epsilon", steps=steps or d.steps, batch_size=batch_size or d.batch_size,
-        lr=lr or d.lr, ema_decay=ema_decay, seed=seed, checkpoint=out, checkpoint_every=checkpoint_every, resume=resume,
+        net, images, VPSDE(), prediction="epsilon", steps=d.steps if steps is None else steps, batch_size=d.batch_size if batch_size is None else batch_size,
+        lr=d.lr if lr is None else lr, ema_decay=ema_decay, seed=seed, checkpoint=out, checkpoint_every=checkpoint_every, resume=resume,
         extra={"data_range": [-1.0, 1.0], "trained_by": "lidmem train", **(extra or {})}, progress=progress, device=device,
     )
 
