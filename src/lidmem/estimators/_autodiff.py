@@ -45,6 +45,7 @@ where reverse mode is the only choice. The mode is cached per model.
 from __future__ import annotations
 
 import contextlib
+import math
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -61,190 +62,165 @@ ADS: tuple[str, ...] = ("auto", "forward", "reverse")
 
 
 # ---------------------------------------------------------------- minimal forward-mode rules
-class _ConvND(torch.autograd.Function):
-    """``conv(x, W, b)`` whose JVP is ``conv(v, W)`` (weights are constants)."""
-
-    @staticmethod
-    def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: Any, padding: Any, dilation: Any, groups: int, fn: Callable[..., torch.Tensor]) -> torch.Tensor:
-        return fn(x, weight, bias, stride, padding, dilation, groups)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
-        _, weight, _, ctx.stride, ctx.padding, ctx.dilation, ctx.groups, ctx.fn = inputs
-        ctx.save_for_forward(weight)
-
-    @staticmethod
-    def jvp(ctx: Any, x_t: torch.Tensor | None, *_: Any) -> torch.Tensor:
-        (weight,) = ctx.saved_tensors
-        return ctx.fn(x_t, weight, None, ctx.stride, ctx.padding, ctx.dilation, ctx.groups)
+# Each rule takes dual tensors (or plain ones) and returns ``fwAD.make_dual(primal, tangent)``:
+# the primal computed by the op's own kernel, the tangent by the cheapest exact kernel. No
+# ``autograd.Function`` is involved (its per-call bookkeeping costs ~50-300 us under
+# ``fwAD.dual_level``, comparable to a small layer; measured, torch 2.13 CPU).
 
 
-class _Linear(torch.autograd.Function):
-    """``x W^T + b`` whose JVP is ``v W^T``."""
-
-    @staticmethod
-    def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        return F.linear(x, weight, bias)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
-        ctx.save_for_forward(inputs[1])
-
-    @staticmethod
-    def jvp(ctx: Any, x_t: torch.Tensor | None, *_: Any) -> torch.Tensor:
-        (weight,) = ctx.saved_tensors
-        return F.linear(x_t, weight)
+def _split(x: Any) -> tuple[Any, torch.Tensor | None]:
+    """``(primal, tangent)`` of ``x`` (tangent None for non-tensors and plain tensors)."""
+    if not isinstance(x, torch.Tensor):
+        return x, None
+    p, t = fwAD.unpack_dual(x)
+    return p, t
 
 
-def _norm_coefficients(x: torch.Tensor, v: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, groups_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-group ``(p, q, r)`` with ``d norm(x)[v] = p v + q (x - mean) + r`` (before the affine weight).
+def _conv_rule(fn: Callable[..., torch.Tensor], m: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``conv(x, W, b)`` with tangent ``conv(v, W)`` (weights are constants)."""
 
-    ``d xhat[v] = rstd (v - mean(v) - xhat mean(v xhat))`` with ``xhat = (x - mean) rstd``, i.e.
-    ``p = rstd``, ``q = -rstd^3 mean(v (x - mean))``, ``r = -rstd mean(v)``; the means run over the
-    last axis of the ``groups_shape`` views. Returns the centred ``x`` too, shaped like ``x``.
-    """
-    xg = x.reshape(groups_shape)
-    vg = v.reshape(groups_shape)  # copies only when v is not viewable (non-contiguous tangents)
-    mean = mean.reshape(*groups_shape[:-1], 1)
-    rstd = rstd.reshape(*groups_shape[:-1], 1)
-    xc = xg - mean
-    size = xg.shape[-1]
-    a = vg.sum(-1, keepdim=True) / size
-    b = torch.linalg.vecdot(vg, xc).unsqueeze(-1) / size
-    q = -rstd * rstd * rstd * b
-    r = -rstd * a
-    return rstd, q, r, xc
-
-
-class _GroupNorm(torch.autograd.Function):
-    """``group_norm`` whose JVP is the closed-form derivative above (no contiguity requirement)."""
-
-    @staticmethod
-    def forward(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, groups: int, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        n, c = x.shape[0], x.shape[1]
-        hw = x[0, 0].numel()
-        return torch.native_group_norm(x.contiguous(), weight, bias, n, c, hw, groups, eps)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, ...]) -> None:
-        x, weight, _, ctx.groups, _ = inputs
-        _, mean, rstd = output
-        ctx.has_weight = weight is not None
-        ctx.save_for_forward(x, mean, rstd, *( [weight] if weight is not None else []))
-        ctx.mark_non_differentiable(mean, rstd)
-
-    @staticmethod
-    def jvp(ctx: Any, x_t: torch.Tensor, *_: Any) -> tuple[torch.Tensor, None, None]:
-        x, mean, rstd, *w = ctx.saved_tensors
-        n, c, g = x.shape[0], x.shape[1], ctx.groups
-        # d GN(x)[v] = A v + B x + C per (point, channel), with A = gamma rstd,
-        # B = -gamma rstd^3 mean_g(v (x - mean)), C = -gamma (rstd mean_g(v) + B' mean) (B' = B / gamma):
-        # one full-size buffer (first v * x for the group dot products, then the output), since
-        # on CPU every fresh activation-sized allocation costs page faults comparable to the pass
-        v = x_t.contiguous()
-        xg, vg = x.reshape(n, g, -1), v.reshape(n, g, -1)
-        size = xg.shape[-1]
-        buf = torch.mul(vg, xg)
-        mean_g, rstd_g = mean.reshape(n, g, 1), rstd.reshape(n, g, 1)
-        mean_v = vg.sum(-1, keepdim=True).div_(size)
-        # mean_g(v (x - mean)) = mean_g(v x) - mean mean_g(v)
-        b = buf.sum(-1, keepdim=True).div_(size).sub_(mean_g * mean_v)
-        q = -(rstd_g * rstd_g * rstd_g) * b  # (n, g, 1)
-        r = -(rstd_g * mean_v) - q * mean_g
-        view = (n, c, *([1] * (x.ndim - 2)))
-        scale = w[0].reshape(1, c, 1) if ctx.has_weight else None
-
-        def per_channel(k: torch.Tensor) -> torch.Tensor:
-            k = k.expand(n, g, c // g).reshape(n, c, 1)
-            return (k * scale if scale is not None else k).reshape(view)
-
-        out = torch.mul(v, per_channel(rstd_g), out=buf.view(x.shape))
-        # (broadcast operands as the first argument of addcmul take a slow path: use mul + add_)
-        return out.addcmul_(x, per_channel(q)).add_(per_channel(r)), None, None
-
-
-class _LayerNorm(torch.autograd.Function):
-    """``layer_norm`` over the trailing ``normalized_shape`` axes with the closed-form JVP."""
-
-    @staticmethod
-    def forward(x: torch.Tensor, shape: tuple[int, ...], weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return torch.native_layer_norm(x, shape, weight, bias, eps)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, ...]) -> None:
-        x, ctx.shape, weight, _, _ = inputs
-        _, mean, rstd = output
-        ctx.has_weight = weight is not None
-        ctx.save_for_forward(x, mean, rstd, *([weight] if weight is not None else []))
-        ctx.mark_non_differentiable(mean, rstd)
-
-    @staticmethod
-    def jvp(ctx: Any, x_t: torch.Tensor, *_: Any) -> tuple[torch.Tensor, None, None]:
-        x, mean, rstd, *w = ctx.saved_tensors
-        lead = tuple(x.shape[: x.ndim - len(ctx.shape)])
-        p, q, r, xc = _norm_coefficients(x, x_t, mean, rstd, (*lead, -1))
-        out = (x_t.reshape(xc.shape) * p).add_(r).addcmul_(xc, q).reshape(x.shape)
-        if ctx.has_weight:
-            out = out * w[0]
-        return out, None, None
-
-
-class _SiLU(torch.autograd.Function):
-    """``silu(x)`` whose JVP is one fused kernel, ``silu_backward(v, x)``."""
-
-    @staticmethod
     def forward(x: torch.Tensor) -> torch.Tensor:
-        return F.silu(x)
+        p, t = _split(x)
+        out = fn(p, m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups)
+        if t is None:
+            return out
+        return fwAD.make_dual(out, fn(t, m.weight, None, m.stride, m.padding, m.dilation, m.groups))
 
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
-        ctx.save_for_forward(inputs[0])
-
-    @staticmethod
-    def jvp(ctx: Any, x_t: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors
-        return torch.ops.aten.silu_backward(x_t, x)
+    return forward
 
 
-class _Attention(torch.autograd.Function):
-    """``softmax(q k^T * scale + mask) v`` with the JVP written out:
-    ``dS = (dq k^T + q dk^T) scale``, ``dP = P (dS - rowsum(P dS))``, ``dO = dP v + P dv``
-    (the stock rule of the math kernel loops over the batch on CPU)."""
+def _linear_rule(m: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``x W^T + b`` with tangent ``v W^T``."""
 
-    @staticmethod
-    def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-        s = torch.matmul(q, k.transpose(-2, -1)) * scale
-        if mask is not None:
-            s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + mask
-        p = torch.softmax(s, dim=-1)
-        return torch.matmul(p, v), p
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        p, t = _split(x)
+        out = F.linear(p, m.weight, m.bias)
+        return out if t is None else fwAD.make_dual(out, F.linear(t, m.weight))
 
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, torch.Tensor]) -> None:
-        q, k, v, _, ctx.scale = inputs
-        ctx.save_for_forward(q, k, v, output[1])
-        ctx.mark_non_differentiable(output[1])
+    return forward
 
-    @staticmethod
-    def jvp(ctx: Any, dq: torch.Tensor | None, dk: torch.Tensor | None, dv: torch.Tensor | None, *_: Any) -> tuple[torch.Tensor, None]:
-        q, k, v, p = ctx.saved_tensors
-        ds = None
-        if dq is not None:
-            ds = torch.matmul(dq, k.transpose(-2, -1))
-        if dk is not None:
-            t = torch.matmul(q, dk.transpose(-2, -1))
-            ds = t if ds is None else ds.add_(t)
-        out = None
-        if ds is not None:
-            ds = ds.mul_(ctx.scale)
-            dp = ds.sub_((p * ds).sum(-1, keepdim=True)).mul_(p)  # in place: one (L, L) temporary
-            out = torch.matmul(dp, v)
-        if dv is not None:
-            t = torch.matmul(p, dv)
-            out = t if out is None else out.add_(t)
-        if out is None:
-            out = torch.zeros_like(q[..., :1].expand(*q.shape[:-1], v.shape[-1]))
-        return out, None
+
+def _silu(x: torch.Tensor) -> torch.Tensor:
+    """``silu(x)`` with tangent ``silu_backward(v, x)`` (one fused kernel)."""
+    p, t = _split(x)
+    out = F.silu(p)
+    return out if t is None else fwAD.make_dual(out, torch.ops.aten.silu_backward(t, p))
+
+
+def _affine_scale(tan: torch.Tensor, weight: torch.Tensor | None, view: tuple[int, ...]) -> torch.Tensor:
+    return tan if weight is None else tan.mul_(weight.reshape(view))
+
+
+def _group_norm_rule(m: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``group_norm`` whose tangent is the *backward* kernel of the normalisation.
+
+    The Jacobian of ``xhat = (x - mean_g x) rstd`` is symmetric per group,
+    ``rstd (I - 11^T / n - xhat xhat^T / n)``, so ``J v = J^T v`` is what
+    ``native_group_norm_backward`` computes (without the affine weight, which scales the
+    result per channel afterwards): one fused kernel instead of ~10 element-wise passes.
+    """
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        p, t = _split(x)
+        if t is None:
+            return F.group_norm(p, m.num_groups, m.weight, m.bias, m.eps)
+        n, c = p.shape[0], p.shape[1]
+        hw = p[0, 0].numel()
+        p = p.contiguous()
+        out, mean, rstd = torch.native_group_norm(p, m.weight, m.bias, n, c, hw, m.num_groups, m.eps)
+        tan = torch.ops.aten.native_group_norm_backward(t.contiguous(), p, mean, rstd, None, n, c, hw, m.num_groups, [True, False, False])[0]
+        return fwAD.make_dual(out, _affine_scale(tan, m.weight, (1, c, *([1] * (p.ndim - 2)))))
+
+    return forward
+
+
+def _layer_norm_rule(m: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``layer_norm`` with the backward kernel as tangent (symmetric Jacobian, as for group norm)."""
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        p, t = _split(x)
+        shape = tuple(m.normalized_shape)
+        if t is None:
+            return F.layer_norm(p, shape, m.weight, m.bias, m.eps)
+        p = p.contiguous()
+        out, mean, rstd = torch.native_layer_norm(p, shape, m.weight, m.bias, m.eps)
+        tan = torch.ops.aten.native_layer_norm_backward(t.contiguous(), p, shape, mean, rstd, None, None, [True, False, False])[0]
+        return fwAD.make_dual(out, _affine_scale(tan, m.weight, shape))
+
+    return forward
+
+
+#: Elements of one (queries x keys) block of the attention JVP: the score, probability and
+#: derivative matrices are formed a block at a time (4 MiB in float32), so that they stay in
+#: cache and below glibc's mmap threshold, and memory does not grow with the number of tokens
+#: squared (a Stable Diffusion 64x64 latent has 4096 tokens: 64 MiB per head and image).
+_ATTENTION_BLOCK_ELEMENTS = 1 << 20
+
+
+def _attention_block(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dq: torch.Tensor | None, dk: torch.Tensor | None, dv: torch.Tensor | None, mask: torch.Tensor | None, scale: float, out: torch.Tensor, tan: torch.Tensor) -> None:
+    """Attention and its tangent for one block of queries, written into ``out`` and ``tan``:
+    ``dS = (dq k^T + q dk^T) scale``, ``dP = P (dS - rowsum(P dS))``, ``dO = dP v + P dv``."""
+    s = torch.matmul(q, k.transpose(-2, -1)).mul_(scale)
+    if mask is not None:
+        s = s.masked_fill_(~mask, float("-inf")) if mask.dtype == torch.bool else s.add_(mask)
+    p = torch.softmax(s, dim=-1)
+    torch.matmul(p, v, out=out)
+    ds = None
+    if dq is not None:
+        ds = torch.matmul(dq, k.transpose(-2, -1))
+    if dk is not None:
+        t = torch.matmul(q, dk.transpose(-2, -1))
+        ds = t if ds is None else ds.add_(t)
+    if ds is None:
+        torch.matmul(p, dv, out=tan)
+        return
+    ds = ds.mul_(scale)
+    dp = ds.sub_(torch.linalg.vecdot(p, ds).unsqueeze_(-1)).mul_(p)  # in place: one (L, L) temporary
+    torch.matmul(dp, v, out=tan)
+    if dv is not None:
+        tan.add_(torch.matmul(p, dv))
+
+
+def _attention_plain(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dq: torch.Tensor | None, dk: torch.Tensor | None, dv: torch.Tensor | None, mask: torch.Tensor | None, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention and its tangent with the probabilities formed explicitly, a block of
+    (leading index, queries) at a time (:data:`_ATTENTION_BLOCK_ELEMENTS`); shapes ``(..., L, d)``."""
+    lead = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    lq, lk = q.shape[-2], k.shape[-2]
+    full = lambda x: None if x is None else x.expand(*lead, *x.shape[-2:])  # noqa: E731
+    q, k, v, dq, dk, dv = (full(x) for x in (q, k, v, dq, dk, dv))
+    if mask is not None:
+        mask = mask.expand(*lead, lq, lk)
+    out = q.new_empty(*lead, lq, v.shape[-1])
+    tan = torch.empty_like(out)
+    n0 = lead[0] if lead else 1
+    per_item = math.prod(lead[1:]) * lq * lk
+    step0 = max(1, _ATTENTION_BLOCK_ELEMENTS // per_item)
+    rows = lq if step0 > 1 else max(1, _ATTENTION_BLOCK_ELEMENTS // (math.prod(lead[1:]) * lk))
+    if not lead:  # a single (L, d) attention: one block of query rows at a time
+        rows = max(1, _ATTENTION_BLOCK_ELEMENTS // lk)
+        for r0 in range(0, lq, rows):
+            rs = slice(r0, r0 + rows)
+            _attention_block(q[rs], k, v, None if dq is None else dq[rs], dk, dv, None if mask is None else mask[rs], scale, out[rs], tan[rs])
+        return out, tan
+    for i0 in range(0, n0, step0):
+        bs = slice(i0, i0 + step0)
+        for r0 in range(0, lq, rows):
+            rs = slice(r0, r0 + rows)
+            pick = lambda x, rs=rs: None if x is None else x[bs, ..., rs, :]  # noqa: E731
+            _attention_block(pick(q), k[bs], v[bs], pick(dq), None if dk is None else dk[bs], None if dv is None else dv[bs], pick(mask), scale, out[bs, ..., rs, :], tan[bs, ..., rs, :])
+    return out, tan
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float | None) -> torch.Tensor:
+    """Scaled-dot-product attention (no dropout, not causal) of dual tensors."""
+    (q, dq), (k, dk), (v, dv) = _split(q), _split(k), _split(v)
+    if mask is not None:
+        mask = _split(mask)[0]
+    if dq is None and dk is None and dv is None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    out, tan = _attention_plain(q, k, v, dq, dk, dv, mask, scale)
+    return fwAD.make_dual(out, tan)
 
 
 def _tangent(x: Any) -> torch.Tensor | None:
@@ -311,7 +287,7 @@ _ELEMENTWISE = _ADD | _SUB | _MUL | _DIV | _CAT
 
 class _FastOps(torch.overrides.TorchFunctionMode):
     """Routes ``F.scaled_dot_product_attention`` (no dropout, not causal, no GQA) to
-    :class:`_Attention`, binary add/sub/mul/div and ``cat`` on dual tensors to
+    :func:`_attention`, binary add/sub/mul/div and ``cat`` on dual tensors to
     :func:`_elementwise` and ``F.interpolate`` of a dual tensor to itself on primal and tangent; every other call passes through unchanged."""
 
     def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
@@ -331,9 +307,7 @@ class _FastOps(torch.overrides.TorchFunctionMode):
             opts = dict(zip(names, rest))
             opts.update(kwargs)
             if not opts.get("dropout_p") and not opts.get("is_causal") and not opts.get("enable_gqa"):
-                scale = opts.get("scale")
-                scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-                return _Attention.apply(q, k, v, opts.get("attn_mask"), scale)[0]
+                return _attention(q, k, v, opts.get("attn_mask"), opts.get("scale"))
         return func(*args, **kwargs)
 
 
@@ -344,19 +318,15 @@ def _fast_forward(module: nn.Module) -> Callable[..., torch.Tensor] | None:
     """The replacement ``forward`` of ``module``, or None when its class is not handled."""
     cls = type(module)
     if cls in _CONV_FNS and getattr(module, "padding_mode", "zeros") == "zeros" and not isinstance(module.padding, str):
-        m, fn = module, _CONV_FNS[cls]
-        return lambda x: _ConvND.apply(x, m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups, fn)
+        return _conv_rule(_CONV_FNS[cls], module)
     if cls is nn.Linear:
-        m = module
-        return lambda x: _Linear.apply(x, m.weight, m.bias)
+        return _linear_rule(module)
     if cls is nn.SiLU:
-        return _SiLU.apply
+        return _silu
     if cls is nn.GroupNorm:
-        m = module
-        return lambda x: _GroupNorm.apply(x, m.weight, m.bias, m.num_groups, m.eps)[0]
+        return _group_norm_rule(module)
     if cls is nn.LayerNorm:
-        m = module
-        return lambda x: _LayerNorm.apply(x, tuple(m.normalized_shape), m.weight, m.bias, m.eps)[0]
+        return _layer_norm_rule(module)
     return None
 
 
@@ -426,17 +396,18 @@ def jvp(fn: Callable[[torch.Tensor], torch.Tensor], model: Any, primals: torch.T
     :func:`fast_forward_rules`, otherwise PyTorch's. Attention runs on the math kernel.
     """
     use_fast = fast and not torch.is_grad_enabled()
-    with _math_attention(), fast_forward_rules(model, enabled=use_fast):
-        if not use_fast:
+    if not use_fast:
+        with _math_attention(), fast_forward_rules(model, enabled=False):
             return torch.func.jvp(fn, (primals,), (tangents,))
-        # dual tensors directly: less per-op overhead than torch.func's wrappers (measured on the
-        # digits UNet: 2.5x vs 3.3x a forward pass)
-        with fwAD.dual_level():
-            out = fn(fwAD.make_dual(primals, tangents))
-            primal, tangent = fwAD.unpack_dual(out)
-        if tangent is None:  # the output does not depend on the input
-            tangent = torch.zeros_like(primal)
-        return primal, tangent
+    # dual tensors directly: less per-op overhead than torch.func's wrappers (measured on the
+    # digits UNet: 2.5x vs 3.3x a forward pass); attention is routed by the rules (fused kernels
+    # for the primal where the tangent allows)
+    with fast_forward_rules(model), fwAD.dual_level():
+        out = fn(fwAD.make_dual(primals, tangents))
+        primal, tangent = fwAD.unpack_dual(out)
+    if tangent is None:  # the output does not depend on the input
+        tangent = torch.zeros_like(primal)
+    return primal, tangent
 
 
 def vjp(fn: Callable[[torch.Tensor], torch.Tensor], primals: torch.Tensor, cotangents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,6 +27,7 @@ from ..defaults import FLIPD_T0
 from ..diffusion.score import check_extra_args, conditioning_rows, time_tensor
 from ..diffusion.sde import SDE
 from ..utils import chunk_slices, progress as _progress
+from .._allocator import retain_freed_memory
 from . import _autodiff
 from .base import Estimator
 
@@ -204,6 +205,7 @@ def _flipd_curve_impl(
     args = check_extra_args(extra_args)
     if not isinstance(create_graph, bool):
         raise TypeError(f"create_graph must be True or False; got {create_graph!r}")
+    retain_freed_memory()  # batch after batch without page faults (see lidmem._allocator)
     ad = _autodiff.resolve_ad(ad, model, lambda: _probe_forward_mode(model, x, args))
     if create_graph:
         # reverse-mode derivatives of forward-mode (jvp) outputs are wrong through layer_norm in
