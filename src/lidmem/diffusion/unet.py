@@ -36,11 +36,10 @@ class UNetScoreNet(nn.Module):
 
     Attention is off by default (``attention=False``: plain ``DownBlock2D``/``UpBlock2D`` and no
     mid-block attention). With ``attention=True`` the attention processors are set to diffusers'
-    plain-matmul ``AttnProcessor`` (fused SDPA has no forward-mode AD on CPU); FLIPD's
-    ``torch.func.jvp`` then works on CPU too, because :func:`lidmem.estimators.flipd` also routes
-    SDPA to the math kernel and gives group norms a contiguous input inside the JVP (the
-    attention block's output tangent is not contiguous, which group norm's forward-mode rule
-    rejects with "view size is not compatible").
+    plain-matmul ``AttnProcessor`` (PyTorch's fused SDPA kernels have no forward-mode AD on CPU;
+    plain matrix products work with every differentiation mode). FLIPD itself
+    handles either processor: its forward-mode rules compute attention's tangent explicitly
+    (:mod:`lidmem.estimators._autodiff`).
 
     Parameters
     ----------

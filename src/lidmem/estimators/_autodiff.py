@@ -1,45 +1,51 @@
 """Jacobian-vector products at the two-pass floor, and the choice of differentiation mode.
 
 FLIPD needs ``v^T (grad s) v`` for a few probes ``v``: one primal pass plus one tangent pass
-(forward mode, ``torch.func.jvp``) or one cotangent pass (reverse mode, ``autograd.grad``).
-PyTorch's stock forward-mode rules miss that floor on the layers diffusion networks are made of
-(measured with ``torch.profiler`` on the shipped digits UNet, torch 2.13, CPU):
+(forward mode) or one cotangent pass (reverse mode, ``autograd.grad``). PyTorch's stock
+forward-mode rules miss that floor on the layers diffusion networks are made of (measured with
+``torch.profiler`` on the shipped digits UNet, torch 2.13, CPU):
 
-- ``convolution`` / ``addmm``: the forward-mode formula takes the tangents of the input, the
-  weight and the bias; the weight's and bias's tangents are undefined (parameters are not
-  differentiated) and are replaced by ``_efficientzerotensor`` values that the convolution
-  kernel then *computes with*: three convolutions per layer instead of two.
-- ``native_group_norm``: the forward-mode formula is a decomposition of ~20 element-wise ops
-  and needs a contiguous tangent (it fails behind diffusers attention blocks, which produce
-  non-contiguous ones).
+- ``convolution`` / ``addmm``: the formula takes the tangents of the input, the weight and the
+  bias; the parameters' undefined tangents become ``_efficientzerotensor`` values that the kernel
+  then *computes with*: three convolutions per layer instead of two.
+- ``native_group_norm``: a decomposition of ~20 element-wise ops, failing on non-contiguous
+  tangents (diffusers attention blocks produce them).
+- binary ops, ``cat``, ``interpolate``: ~100x the op itself under ``fwAD.dual_level`` (a tensor
+  without tangent gets a materialised zero tangent); the math attention kernel loops over the batch.
 
 :func:`fast_forward_rules` swaps, for the duration of a ``with`` block, the ``forward`` of every
-``nn.Conv1d/2d/3d``, ``nn.Linear``, ``nn.GroupNorm`` and ``nn.LayerNorm`` inside a model (exactly
-those classes, not subclasses) for an ``autograd.Function`` whose ``jvp`` is the minimal one:
-``conv(v, W)``, ``v W^T``, and the closed-form normalisation derivative
+``nn.Conv1d/2d/3d``, ``nn.Linear``, ``nn.GroupNorm``, ``nn.LayerNorm`` and ``nn.SiLU`` inside a
+model (exactly those classes, not subclasses) for a function that unpacks the dual input,
+computes the primal with the layer's own kernel and the tangent with the cheapest exact one, and
+returns ``fwAD.make_dual(primal, tangent)`` (no ``autograd.Function``: its per-call bookkeeping
+costs 50-300 us under ``dual_level``):
 
-    d GN(x)[v] = gamma * rstd * (v - mean_g(v) - xhat * mean_g(v * xhat))
+- convolution / linear: ``conv(v, W)``, ``v W^T``;
+- SiLU: ``silu_backward(v, x)``, one fused kernel;
+- group / layer norm: the normalisation's Jacobian is *symmetric*,
+  ``rstd (I - 11^T/n - xhat xhat^T/n)`` per group, so ``J v = J^T v`` is the fused backward
+  kernel (``native_group_norm_backward`` / ``native_layer_norm_backward`` without the affine
+  weight), then scaled by the weight per channel;
 
-(per group ``g``; ``xhat = (x - mean_g x) * rstd``), computed from the ``mean``/``rstd`` that
-``native_group_norm`` already returns, with one activation-sized buffer (on CPU a fresh
-activation-sized allocation costs page faults comparable to an element-wise pass). A
-``TorchFunctionMode`` routes scaled-dot-product attention to a written-out JVP and binary
-add/sub/mul/div, ``cat`` and ``interpolate`` on dual tensors to rules that keep an identically zero tangent
-absent (``h + temb``: ``h``'s tangent; ``x / 1``: ``x``'s): PyTorch's rules for these ops cost
-~100x the op itself under ``fwAD.dual_level`` (measured, torch 2.13 CPU). The primal outputs are computed by the same kernels as
-the module's own forward, so they are bit-identical; the tangents agree with PyTorch's rules to
-rounding (tests compare both modes and both rule sets in float64).
+and a ``TorchFunctionMode`` routes scaled-dot-product attention to a written-out JVP formed a
+block of queries at a time (:func:`_attention_plain`), and binary add/sub/mul/div, ``cat`` and
+``interpolate`` on dual tensors to rules that keep an identically zero tangent absent
+(``h + temb``: ``h``'s tangent; ``x / 1``: ``x``'s). Primal outputs come from the same kernels as
+the layers' own forward (bit-identical, except attention, which equals the fused kernel to
+rounding); the tangents agree with PyTorch's rules and with reverse mode to 1e-8 in float64
+(tests/test_autodiff.py).
 
 :func:`jvp` is the entry point FLIPD uses. It applies the fast rules only under
-``torch.no_grad()`` (the custom functions have no backward; code that differentiates *through*
-the JVP, e.g. with respect to a text embedding, gets PyTorch's rules).
+``torch.no_grad()`` (the rules have no backward; code that differentiates *through* the JVP,
+e.g. with respect to a text embedding, gets PyTorch's rules on the math attention kernel).
 
 :func:`resolve_ad` maps ``ad="auto"`` to ``"forward"`` or ``"reverse"``. Rule (from
-``benchmarks/speed_flipd.py``): with the fast rules, forward mode costs ~2x a forward pass on
-MLPs, UNets with and without attention, and needs memory for one extra activation at a time,
-while reverse mode stores every activation; so ``"auto"`` picks forward mode, except for
-callables that are not ``nn.Module`` (no layers to swap) *and* whose forward-mode JVP fails,
-where reverse mode is the only choice. The mode is cached per model.
+``benchmarks/speed_flipd.py``): with the fast rules, one probe in forward mode costs 1.7-2.2x a
+forward pass on an MLP, UNets with and without attention and a text-to-image UNet with CFG, and
+holds one tangent per activation (~2x a forward's memory), while reverse mode stores every
+activation (3-5x); so ``"auto"`` picks forward mode, except for callables that are not
+``nn.Module`` (no layers to swap) *and* whose forward-mode JVP fails, where reverse mode is the
+only choice. The mode is cached per model.
 """
 
 from __future__ import annotations
@@ -150,11 +156,13 @@ def _layer_norm_rule(m: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     return forward
 
 
-#: Elements of one (queries x keys) block of the attention JVP: the score, probability and
+#: Elements of one (queries x keys) block of the attention JVP on CPU: the score, probability and
 #: derivative matrices are formed a block at a time (4 MiB in float32), so that they stay in
 #: cache and below glibc's mmap threshold, and memory does not grow with the number of tokens
 #: squared (a Stable Diffusion 64x64 latent has 4096 tokens: 64 MiB per head and image).
 _ATTENTION_BLOCK_ELEMENTS = 1 << 20
+#: The same on accelerators (256 MiB in float32): fewer, larger kernels; memory stays bounded.
+_ATTENTION_BLOCK_ELEMENTS_ACCELERATOR = 1 << 26
 
 
 def _attention_block(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dq: torch.Tensor | None, dk: torch.Tensor | None, dv: torch.Tensor | None, mask: torch.Tensor | None, scale: float, out: torch.Tensor, tan: torch.Tensor) -> None:
@@ -192,12 +200,13 @@ def _attention_plain(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dq: torc
         mask = mask.expand(*lead, lq, lk)
     out = q.new_empty(*lead, lq, v.shape[-1])
     tan = torch.empty_like(out)
+    budget = _ATTENTION_BLOCK_ELEMENTS if q.device.type == "cpu" else _ATTENTION_BLOCK_ELEMENTS_ACCELERATOR
     n0 = lead[0] if lead else 1
     per_item = math.prod(lead[1:]) * lq * lk
-    step0 = max(1, _ATTENTION_BLOCK_ELEMENTS // per_item)
-    rows = lq if step0 > 1 else max(1, _ATTENTION_BLOCK_ELEMENTS // (math.prod(lead[1:]) * lk))
+    step0 = max(1, budget // per_item)
+    rows = lq if step0 > 1 else max(1, budget // (math.prod(lead[1:]) * lk))
     if not lead:  # a single (L, d) attention: one block of query rows at a time
-        rows = max(1, _ATTENTION_BLOCK_ELEMENTS // lk)
+        rows = max(1, budget // lk)
         for r0 in range(0, lq, rows):
             rs = slice(r0, r0 + rows)
             _attention_block(q[rs], k, v, None if dq is None else dq[rs], dk, dv, None if mask is None else mask[rs], scale, out[rs], tan[rs])
