@@ -117,6 +117,15 @@ def _affine_scale(tan: torch.Tensor, weight: torch.Tensor | None, view: tuple[in
     return tan if weight is None else tan.mul_(weight.reshape(view))
 
 
+def _norm_inputs(p: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Contiguous primal and tangent for the normalisation kernels, in float32 under autocast
+    (autocast runs ``group_norm``/``layer_norm`` in float32; the ``native_*`` kernels called
+    here are not on its lists, so the cast is done as autocast would)."""
+    if torch.is_autocast_enabled(p.device.type) and p.dtype in (torch.float16, torch.bfloat16):
+        p, t = p.float(), t.float()
+    return p.contiguous(), t.contiguous()
+
+
 def _group_norm_rule(m: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """``group_norm`` whose tangent is the *backward* kernel of the normalisation.
 
@@ -132,9 +141,9 @@ def _group_norm_rule(m: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
             return F.group_norm(p, m.num_groups, m.weight, m.bias, m.eps)
         n, c = p.shape[0], p.shape[1]
         hw = p[0, 0].numel()
-        p = p.contiguous()
+        p, t = _norm_inputs(p, t)
         out, mean, rstd = torch.native_group_norm(p, m.weight, m.bias, n, c, hw, m.num_groups, m.eps)
-        tan = torch.ops.aten.native_group_norm_backward(t.contiguous(), p, mean, rstd, None, n, c, hw, m.num_groups, [True, False, False])[0]
+        tan = torch.ops.aten.native_group_norm_backward(t, p, mean, rstd, None, n, c, hw, m.num_groups, [True, False, False])[0]
         return fwAD.make_dual(out, _affine_scale(tan, m.weight, (1, c, *([1] * (p.ndim - 2)))))
 
     return forward
@@ -148,9 +157,9 @@ def _layer_norm_rule(m: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
         shape = tuple(m.normalized_shape)
         if t is None:
             return F.layer_norm(p, shape, m.weight, m.bias, m.eps)
-        p = p.contiguous()
+        p, t = _norm_inputs(p, t)
         out, mean, rstd = torch.native_layer_norm(p, shape, m.weight, m.bias, m.eps)
-        tan = torch.ops.aten.native_layer_norm_backward(t.contiguous(), p, shape, mean, rstd, None, None, [True, False, False])[0]
+        tan = torch.ops.aten.native_layer_norm_backward(t, p, shape, mean, rstd, None, None, [True, False, False])[0]
         return fwAD.make_dual(out, _affine_scale(tan, m.weight, shape))
 
     return forward
