@@ -418,9 +418,9 @@ def jvp(fn: Callable[[torch.Tensor], torch.Tensor], model: Any, primals: torch.T
         with _math_attention(), fast_forward_rules(model, enabled=False):
             return torch.func.jvp(fn, (primals,), (tangents,))
     # dual tensors directly: less per-op overhead than torch.func's wrappers (measured on the
-    # digits UNet: 2.5x vs 3.3x a forward pass); attention is routed by the rules (fused kernels
-    # for the primal where the tangent allows)
-    with fast_forward_rules(model), fwAD.dual_level():
+    # digits UNet: 2.5x vs 3.3x a forward pass). F.scaled_dot_product_attention goes through the
+    # attention rule; the math kernel is the fallback for code that reaches the aten op directly
+    with _math_attention(), fast_forward_rules(model), fwAD.dual_level():
         out = fn(fwAD.make_dual(primals, tangents))
         primal, tangent = fwAD.unpack_dual(out)
     if tangent is None:  # the output does not depend on the input
