@@ -18,9 +18,15 @@ load from other processes affects both sides alike):
 - ``reverse``: ``ad="reverse"``;
 - ``exact / d``: the exact trace (``d`` tangents per point) as a multiple of ``d`` forwards
   (skipped above ``--max-exact-dim``);
-- ``mem default`` / ``mem reverse``: peak resident memory above the loaded model and inputs
-  while running one batch, divided by the same for one forward pass of the batch (each measured
-  in a fresh child process, Linux ``/proc``; ``--no-memory`` skips it).
+- ``live default`` / ``live reverse``: peak bytes of live tensors while running one batch (the
+  running sum of every allocation and free that ``torch.profiler(profile_memory=True)`` records,
+  in time order; inputs and parameters allocated before are not counted), divided by the same
+  for one forward pass of the batch: deterministic, independent of the allocator;
+- ``rss default`` / ``rss reverse``: peak resident memory of the process above the loaded model
+  and inputs, the same ratio, each measured in a fresh child process (Linux ``/proc``: VmHWM
+  reset after loading; both sides with lidmem's allocator setting). It includes the allocator's
+  slack and one-off buffers of the first call, and moves by ±20% between fresh processes.
+  ``--no-memory`` skips all four.
 
 Usage::
 
@@ -185,6 +191,20 @@ def _stock_rules() -> Any:
     return ctx()
 
 
+def _live_peak(fn: Callable[[], Any]) -> int:
+    """Peak bytes of live tensors allocated while ``fn`` runs (torch.profiler's memory records)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e for e in prof.events() if e.self_cpu_memory_usage), key=lambda e: e.time_range.start)
+    live = peak = 0
+    for e in events:
+        live += e.self_cpu_memory_usage
+        peak = max(peak, live)
+    return peak
+
+
 def _status_kb(key: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -197,6 +217,9 @@ def _memory_child(name: str, what: str) -> None:
     """Run in a fresh process (so that every page is touched for the first time): print the peak
     resident memory (kB) above the loaded model and inputs while ``what`` runs on one batch.
     Linux only: the peak (VmHWM) is reset through ``/proc/self/clear_refs`` after loading."""
+    from lidmem._allocator import retain_freed_memory
+
+    retain_freed_memory()  # the allocator policy FLIPD sets, for both sides (else the forward's peak swings by 30%)
     model, fwd, call, shape, B = build(name)
     x = torch.randn(B, *shape)
     with open("/proc/self/clear_refs", "w") as f:
@@ -254,12 +277,18 @@ def main() -> None:
         for s in shape:
             d *= s
         res: dict[str, Any] = {"network": NETWORKS[name], "d": d, "B": B}
+        x = torch.randn(B, *shape)
+        if args.memory_only or not args.no_memory:
+            fwd()
+            call(x)  # one-off allocations outside the measured calls
+            live_fwd = _live_peak(fwd)
+            res["live default"] = _live_peak(lambda: call(x)) / live_fwd
+            res["live reverse"] = "n/a" if name == "t2i" else _live_peak(lambda: call(x, ad="reverse")) / live_fwd
         if args.memory_only:
-            res["mem default"] = _memory_ratio(name, "default")
-            res["mem reverse"] = "n/a" if name == "t2i" else _memory_ratio(name, "reverse")
+            res["rss default"] = _memory_ratio(name, "default")
+            res["rss reverse"] = "n/a" if name == "t2i" else _memory_ratio(name, "reverse")
             rows.append(res)
             continue
-        x = torch.randn(B, *shape)
         fwd()
         per_fwd = statistics.median(_seconds(fwd) / B for _ in range(args.repeats))
         res["forward ms/pt"] = 1e3 * per_fwd
@@ -274,14 +303,14 @@ def main() -> None:
         else:
             res["exact / d"] = "skipped"
         if not args.no_memory:
-            res["mem default"] = _memory_ratio(name, "default")
-            res["mem reverse"] = "n/a" if name == "t2i" else _memory_ratio(name, "reverse")
+            res["rss default"] = _memory_ratio(name, "default")
+            res["rss reverse"] = "n/a" if name == "t2i" else _memory_ratio(name, "reverse")
         rows.append(res)
         print(f"done: {NETWORKS[name]}", flush=True)
 
     cols = ["network", "d", "B"] + ([] if args.memory_only else ["forward ms/pt", "default", "fwd stock", "reverse", "exact / d"])
     if args.memory_only or not args.no_memory:
-        cols += ["mem default", "mem reverse"]
+        cols += ["live default", "live reverse", "rss default", "rss reverse"]
     print()
     print(f"FLIPD, 1 Hutchinson probe: time (and peak memory) per point in forward passes (t0={T0}, {args.threads} threads, median of {args.repeats})")
     print("| " + " | ".join(cols) + " |")
