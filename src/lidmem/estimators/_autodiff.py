@@ -43,7 +43,7 @@ e.g. with respect to a text embedding, gets PyTorch's rules on the math attentio
 ``benchmarks/speed_flipd.py``): with the fast rules, one probe in forward mode costs 1.7-2.2x a
 forward pass on an MLP, UNets with and without attention and a text-to-image UNet with CFG, and
 holds one tangent per activation (~2x a forward's memory), while reverse mode stores every
-activation (3-5x); so ``"auto"`` picks forward mode, except for callables that are not
+activation (4-6.5x on UNets); so ``"auto"`` picks forward mode, except for callables that are not
 ``nn.Module`` (no layers to swap) *and* whose forward-mode JVP fails, where reverse mode is the
 only choice. The mode is cached per model.
 """
