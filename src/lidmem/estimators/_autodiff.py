@@ -204,31 +204,26 @@ def _attention_plain(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dq: torc
     """Attention and its tangent with the probabilities formed explicitly, a block of
     (leading index, queries) at a time (:data:`_ATTENTION_BLOCK_ELEMENTS`); shapes ``(..., L, d)``."""
     lead = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    unbatched = not lead
+    if unbatched:  # a single (L, d) attention: a leading axis of one
+        lead = torch.Size([1])
     lq, lk = q.shape[-2], k.shape[-2]
     full = lambda x: None if x is None else x.expand(*lead, *x.shape[-2:])  # noqa: E731
-    q, k, v, dq, dk, dv = (full(x) for x in (q, k, v, dq, dk, dv))
-    if mask is not None:
-        mask = mask.expand(*lead, lq, lk)
+    q, k, v, dq, dk, dv, mask = (full(x) for x in (q, k, v, dq, dk, dv, mask))
     out = q.new_empty(*lead, lq, v.shape[-1])
     tan = torch.empty_like(out)
     budget = _ATTENTION_BLOCK_ELEMENTS if q.device.type == "cpu" else _ATTENTION_BLOCK_ELEMENTS_ACCELERATOR
-    n0 = lead[0] if lead else 1
     per_item = math.prod(lead[1:]) * lq * lk
     step0 = max(1, budget // per_item)
     rows = lq if step0 > 1 else max(1, budget // (math.prod(lead[1:]) * lk))
-    if not lead:  # a single (L, d) attention: one block of query rows at a time
-        rows = max(1, budget // lk)
-        for r0 in range(0, lq, rows):
-            rs = slice(r0, r0 + rows)
-            _attention_block(q[rs], k, v, None if dq is None else dq[rs], dk, dv, None if mask is None else mask[rs], scale, out[rs], tan[rs])
-        return out, tan
-    for i0 in range(0, n0, step0):
+    for i0 in range(0, lead[0], step0):
         bs = slice(i0, i0 + step0)
+        keys = lambda x, bs=bs: None if x is None else x[bs]  # noqa: E731
         for r0 in range(0, lq, rows):
-            rs = slice(r0, r0 + rows)
-            pick = lambda x, rs=rs: None if x is None else x[bs, ..., rs, :]  # noqa: E731
-            _attention_block(pick(q), k[bs], v[bs], pick(dq), None if dk is None else dk[bs], None if dv is None else dv[bs], pick(mask), scale, out[bs, ..., rs, :], tan[bs, ..., rs, :])
-    return out, tan
+            qs = (bs, ..., slice(r0, r0 + rows), slice(None))
+            queries = lambda x, qs=qs: None if x is None else x[qs]  # noqa: E731
+            _attention_block(queries(q), keys(k), keys(v), queries(dq), keys(dk), keys(dv), queries(mask), scale, out[qs], tan[qs])
+    return (out[0], tan[0]) if unbatched else (out, tan)
 
 
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float | None) -> torch.Tensor:
@@ -241,15 +236,6 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Te
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     out, tan = _attention_plain(q, k, v, dq, dk, dv, mask, scale)
     return fwAD.make_dual(out, tan)
-
-
-def _tangent(x: Any) -> torch.Tensor | None:
-    """The forward-mode tangent of ``x`` (None for non-tensors and tensors without one)."""
-    return fwAD.unpack_dual(x).tangent if isinstance(x, torch.Tensor) else None
-
-
-def _primal(x: Any) -> Any:
-    return fwAD.unpack_dual(x).primal if isinstance(x, torch.Tensor) else x
 
 
 _ADD = {torch.Tensor.__add__, torch.Tensor.__radd__, torch.Tensor.add, torch.add}
@@ -269,20 +255,18 @@ def _elementwise(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> An
             return NotImplemented
         tensors = args[0]
         dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
-        tans = [_tangent(t) for t in tensors]
+        primals, tans = zip(*(_split(t) for t in tensors)) if tensors else ((), ())
         if all(t is None for t in tans):
             return NotImplemented
-        primals = [_primal(t) for t in tensors]
         out = torch.cat(primals, dim=dim)
         tan = torch.cat([p.new_zeros(()).expand_as(p) if t is None else t for p, t in zip(primals, tans)], dim=dim)
         return fwAD.make_dual(out, tan)
     if kwargs or len(args) != 2:
         return NotImplemented
-    a, b = args
-    ta, tb = _tangent(a), _tangent(b)
+    (pa, ta), (pb, tb) = _split(args[0]), _split(args[1])
     if ta is None and tb is None:
         return NotImplemented
-    out = func(_primal(a), _primal(b))
+    out = func(pa, pb)
     if func in _ADD or func in _SUB:
         if tb is None:
             tan = ta
@@ -291,9 +275,8 @@ def _elementwise(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> An
         else:
             tan = ta + tb if func in _ADD else ta - tb
     elif func in _MUL and (ta is None or tb is None):
-        tan = func(ta, _primal(b)) if tb is None else func(_primal(a), tb)
+        tan = func(ta, pb) if tb is None else func(pa, tb)
     elif func in _DIV and tb is None:
-        pb = _primal(b)
         tan = ta if isinstance(pb, (int, float)) and pb == 1 else func(ta, pb)
     else:
         return NotImplemented
@@ -316,11 +299,11 @@ class _FastOps(torch.overrides.TorchFunctionMode):
             res = _elementwise(func, args, kwargs)
             if res is not NotImplemented:
                 return res
-        elif func is F.interpolate and args and _tangent(args[0]) is not None:
+        elif func is F.interpolate and args and _split(args[0])[1] is not None:
             # linear in its input (every mode): the tangent is resampled like the primal
             # (the stock rule also copies the output and the tangent twice each)
-            x, rest = args[0], args[1:]
-            return fwAD.make_dual(func(_primal(x), *rest, **kwargs), func(_tangent(x), *rest, **kwargs))
+            (p, t), rest = _split(args[0]), args[1:]
+            return fwAD.make_dual(func(p, *rest, **kwargs), func(t, *rest, **kwargs))
         elif func is F.scaled_dot_product_attention:
             q, k, v, *rest = args
             names = ("attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
