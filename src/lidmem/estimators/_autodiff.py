@@ -396,18 +396,21 @@ def jvp(fn: Callable[[torch.Tensor], torch.Tensor], model: Any, primals: torch.T
 
     ``model`` is the ``nn.Module`` (or any callable) whose layers ``fn`` calls; under
     ``torch.no_grad()`` and with ``fast=True`` its layers use the minimal rules of
-    :func:`fast_forward_rules`, otherwise PyTorch's. Attention runs on the math kernel.
+    :func:`fast_forward_rules`, otherwise PyTorch's (on the math attention kernel, the one with
+    forward-mode AD on every device). With the fast rules, ``F.scaled_dot_product_attention`` of
+    dual tensors goes through the attention rule; the math kernel stays the fallback for code that
+    reaches the aten op directly.
     """
     use_fast = fast and not torch.is_grad_enabled()
-    if not use_fast:
-        with _math_attention(), fast_forward_rules(model, enabled=False):
-            return torch.func.jvp(fn, (primals,), (tangents,))
-    # dual tensors directly: less per-op overhead than torch.func's wrappers (measured on the
-    # digits UNet: 2.5x vs 3.3x a forward pass). F.scaled_dot_product_attention goes through the
-    # attention rule; the math kernel is the fallback for code that reaches the aten op directly
-    with _math_attention(), fast_forward_rules(model), fwAD.dual_level():
-        out = fn(fwAD.make_dual(primals, tangents))
-        primal, tangent = fwAD.unpack_dual(out)
+    with _math_attention():
+        if not use_fast:
+            with fast_forward_rules(model, enabled=False):
+                return torch.func.jvp(fn, (primals,), (tangents,))
+        # dual tensors directly: less per-op overhead than torch.func's wrappers (measured on the
+        # digits UNet: 2.5x vs 3.3x a forward pass)
+        with fast_forward_rules(model), fwAD.dual_level():
+            out = fn(fwAD.make_dual(primals, tangents))
+            primal, tangent = fwAD.unpack_dual(out)
     if tangent is None:  # the output does not depend on the input
         tangent = torch.zeros_like(primal)
     return primal, tangent
