@@ -379,6 +379,7 @@ class MemorizationMonitor:
         if not isinstance(target, nn.Module):
             raise TypeError(f"model must be an nn.Module; got {type(target).__name__}")
         ema = self.ema if model is None else None
+        # everything (imports of the metrics included) inside: nothing may touch the loop's RNGs
         with preserved_training_state(target):
             if isinstance(ema, nn.Module):
                 with preserved_training_state(ema):
@@ -392,18 +393,18 @@ class MemorizationMonitor:
                     ema.restore(target.parameters())
             else:
                 lid_tr, lid_ho = self._lid(target, self.probes), (None if self.heldout is None else self._lid(target, self.heldout))
-        seconds = time.perf_counter() - start
-        summary, frame = self._summarise(step, lid_tr, lid_ho, seconds)
-        # a rerun from an earlier step replaces what the log held from that step on
-        kept = [f for f in self._frames if int(f["step"].iloc[0]) < step]
-        if len(kept) != len(self._frames):
-            self._frames = kept
-            self.history_ = [h for h in self.history_ if h.step < step]
-            self._rebuild_first_z()
+            seconds = time.perf_counter() - start
             summary, frame = self._summarise(step, lid_tr, lid_ho, seconds)
-        self._frames.append(frame)
-        self.history_.append(summary)
-        self._write()
+            # a rerun from an earlier step replaces what the log held from that step on
+            kept = [f for f in self._frames if int(f["step"].iloc[0]) < step]
+            if len(kept) != len(self._frames):
+                self._frames = kept
+                self.history_ = [h for h in self.history_ if h.step < step]
+                self._rebuild_first_z()
+                summary, frame = self._summarise(step, lid_tr, lid_ho, seconds)
+            self._frames.append(frame)
+            self.history_.append(summary)
+            self._write()
         return summary
 
     def _summarise(self, step: int, lid_tr: np.ndarray, lid_ho: np.ndarray | None, seconds: float) -> tuple[MonitorStep, Any]:
