@@ -180,3 +180,42 @@ def test_auto_t0_is_fixed_once_and_errors_name_the_fix() -> None:
         MemorizationMonitor(TinyNet(), _images(2, 0), sde=VPSDE(), t0=0.05, heldout=torch.zeros(2, 3))
     with pytest.raises(ValueError, match="every"):
         MemorizationMonitor(TinyNet(), _images(2, 0), sde=VPSDE(), t0=0.05, every=0)
+
+
+def test_stop_training_keeps_the_last_checkpoint_before_the_alarm(tmp_path) -> None:
+    from lidmem.diffusion.mlp import MLPScoreNet
+    from lidmem.diffusion.training import StopTraining, read_train_state, train_score_model, train_state_path
+
+    seen = []
+
+    def callback(step, net, ema):
+        seen.append(step)
+        if step == 30:
+            raise StopTraining("alarm")
+        return f"s{step}"
+
+    torch.manual_seed(0)
+    data = torch.randn(64, 2)
+    ckpt = tmp_path / "m.safetensors"
+    res = train_score_model(MLPScoreNet(2, hidden=16, depth=2), data, VPSDE(), steps=100, batch_size=8, checkpoint=ckpt,
+                            checkpoint_every=20, callback=callback, progress=False)
+    assert res.stopped_at == 30 and seen == list(range(1, 31))
+    assert read_train_state(train_state_path(ckpt), torch.device("cpu"))["step"] == 20
+
+
+def test_lidmem_train_monitor_writes_log_and_figure(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from lidmem.cli.main import app
+
+    out = tmp_path / "m.safetensors"
+    r = CliRunner().invoke(app, ["train", "--data", "digits", "--out", str(out), "--steps", "20", "--batch-size", "8", "--channels", "8,16",
+                                 "--monitor-every", "10", "--monitor-probes", "16", "--grid", "0", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    df = pd.read_parquet(tmp_path / "m.monitor.parquet")
+    assert tuple(df.columns) == LOG_COLUMNS and sorted(df.step.unique()) == [10, 20] and len(df) == 32
+    assert (df.split == "train").all() and df.image_id.nunique() == 16
+    assert (tmp_path / "m.monitor.png").stat().st_size > 1000
+    assert "monitor: 2 steps scored" in r.output
+    bad = CliRunner().invoke(app, ["train", "--data", "digits", "--out", str(tmp_path / "n.safetensors"), "--stop-when-memorizing"])
+    assert bad.exit_code == 2 and "--monitor-every" in bad.output
