@@ -219,3 +219,18 @@ def test_lidmem_train_monitor_writes_log_and_figure(tmp_path) -> None:
     assert "monitor: 2 steps scored" in r.output
     bad = CliRunner().invoke(app, ["train", "--data", "digits", "--out", str(tmp_path / "n.safetensors"), "--stop-when-memorizing"])
     assert bad.exit_code == 2 and "--monitor-every" in bad.output
+
+
+def test_docs_diffusers_loop_example_runs(tmp_path) -> None:
+    """docs/monitor.md's UNet2DModel + DDPMScheduler loop, as written, with STEPS and LOG set here."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "monitor.md").read_text()
+    code = re.findall(r"```python\n(.*?)```", text, flags=re.S)[0]
+    scope: dict = {"STEPS": 20, "LOG": str(tmp_path / "monitor.parquet")}
+    exec(compile(code, "docs/monitor.md", "exec"), scope)
+    df = pd.read_parquet(tmp_path / "monitor.parquet")
+    assert sorted(df.step.unique()) == [10, 20] and len(df) == 2 * 64
+    assert df.lid.notna().all() and set(df.split) == {"train", "heldout"}
+    assert scope["unet"].training  # the loop's model is still in training mode
