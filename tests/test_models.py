@@ -291,7 +291,7 @@ def _audit(model: str, train, out, extra: tuple[str, ...] = ()) -> dict:
 def test_audit_mmh_score_end_to_end(folders, kind, tmp_path, one_thread):
     import pandas as pd
 
-    from lidmem.memorization.audit import shipped_digits_checkpoints
+    from lidmem.experiments.digits import shipped_digits_checkpoints
 
     ref = {"epsilon": str(folders["epsilon"]), "ldm": str(folders["ldm"]), "edm": "test_models:edm_factory",
            "generator": "test_models:generator_factory", "checkpoint": str(shipped_digits_checkpoints()["unet"])}.get(kind)
@@ -425,7 +425,7 @@ def test_train_defaults_and_readers_agree(tmp_path):
     import pandas as pd
     from PIL import Image
 
-    from lidmem.models.train import read_training_images, train_defaults
+    from lidmem.workflows.train import read_training_images, train_defaults
 
     assert train_defaults(8).block_out_channels == (32, 64) and train_defaults(8).steps == 4000
     assert train_defaults(28).block_out_channels == (32, 64, 64)

@@ -41,7 +41,8 @@ def run_audit_command(
     """Validate all inputs, run :func:`lidmem.memorization.audit.audit_memorization`, write the outputs."""
     from ..data.audit_inputs import load_duplicate_flags, load_sample_images, load_training_images
     from ..estimators import FLIPD, LocalPCA, NormalBundle
-    from ..memorization.audit import audit_memorization, check_audit_inputs, load_audit_model
+    from ..memorization.audit import audit_memorization, check_audit_inputs
+    from ..workflows.audit import load_audit_model, write_audit
 
     # validate first: every cheap check before sampling / estimating
     radius = parse_lpca_radius(lpca_radius, "--lpca-radius")
@@ -74,7 +75,7 @@ def run_audit_command(
         copy_k=copy_k, exact_threshold=exact_threshold, near_threshold=near_threshold, cos_threshold=cos_threshold,
         search=search, seed=seed, log=_log,
     )
-    paths = result.write(out, report=report)
+    paths = write_audit(result, out, report=report)
     s = result.summary
     console.print(f"copy labels: {s['copy_label_counts']}   MMH classes: {s['mmh_class_counts']}")
     for row in s["detection"]:

@@ -36,7 +36,7 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar with the loss (default: on a terminal)."),
     ) -> None:
         """Train lidmem's pixel-space image UNet (VP-SDE, epsilon, EMA) on your images; Ctrl-C saves, rerun resumes."""
-        from ..models.train import read_training_images, sample_grid_png, train_defaults, train_image_model
+        from ..workflows.train import read_training_images, sample_grid_png, train_defaults, train_image_model
 
         with user_errors():
             # every option and --out before the data are read and any step is taken

@@ -332,7 +332,7 @@ def _check_float_points(x: Any, name: str, *, min_samples: int) -> torch.Tensor:
 class _IVFNeighbours:
     """Approximate k-nearest-neighbour search in blocks, for many queries at once.
 
-    The coarse quantizer of the audit's faiss index (:func:`lidmem.memorization.copy_detection.train_ivf_index`:
+    The coarse quantizer of the audit's faiss index (:func:`lidmem.neighbors.train_ivf_index`:
     ``sqrt(n)`` k-means lists) partitions the reference rows. Each query is assigned its
     ``nprobe`` nearest lists (as in faiss's IVF search); queries are grouped by their nearest
     list and each group is compared, with one float32 matrix product (BLAS 3) per block of at most
@@ -345,7 +345,7 @@ class _IVFNeighbours:
     """
 
     def __init__(self, ref: np.ndarray, *, nprobe: int = 4, block: int = 1024) -> None:
-        from ..memorization.copy_detection import train_ivf_index
+        from ..neighbors import train_ivf_index
 
         self.ref = ref
         self.nprobe = nprobe
@@ -550,7 +550,7 @@ class LocalPCA(Estimator):
         check_positive_int(self.max_pairs, "max_pairs")
         if self.batch_size is not None:
             check_positive_int(self.batch_size, "batch_size")
-        from ..memorization.copy_detection import SEARCHES
+        from ..neighbors import SEARCHES
 
         check_choice(self.search, "search", SEARCHES)
         check_positive_int(self.nprobe, "nprobe")
@@ -673,7 +673,7 @@ class LocalPCA(Estimator):
 
     # -- internals -----------------------------------------------------------------------------
     def _resolve_search(self, n_ref: int, n_query: int) -> str:
-        from ..memorization.copy_detection import _resolve_search
+        from ..neighbors import _resolve_search
 
         return _resolve_search(self.search, n_ref, n_query, 50_000_000)
 

@@ -52,7 +52,7 @@ def nearest_neighbour_scale(train: Any, *, quantile: float = 0.5, max_points: in
     ValueError
         With fewer than 2 distinct rows, or ``quantile`` outside (0, 1).
     """
-    from ..memorization.copy_detection import calibration_distances, dedupe_rows
+    from ..neighbors import calibration_distances, dedupe_rows
 
     if not (0.0 < float(quantile) < 1.0):
         raise ValueError(f"quantile={quantile} must lie in (0, 1)")

@@ -28,20 +28,15 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .._validation import check_positive_int
+from ..text2image.toydata import shipped_text2image_path
 
 __all__ = ["Text2ImageDemoConfig", "Text2ImageDemoResult", "shipped_text2image_path", "run_text2image_demo", "write_text2image_demo"]
-
-
-def shipped_text2image_path() -> str:
-    """Folder of the shipped small text-to-image model (diffusers layout)."""
-    return str(resources.files("lidmem") / "weights" / "text2image")
 
 
 @dataclass

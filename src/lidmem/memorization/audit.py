@@ -21,8 +21,10 @@ Images follow lidmem's convention: float arrays ``(n, c, h, w)`` in [-1, 1].
 Estimators are objects (:mod:`lidmem.estimators`): ``lid_theta=FLIPD(model, t0="auto", ...)`` (or
 ``JacobianRank(generator, ...)``), ``normal_bundle=NormalBundle(model, ...)`` or None,
 ``lid_star=LocalPCA(k=100, ...)``; each defaults to the audit's settings below. Loaders of the
-inputs live in :mod:`lidmem.data.audit_inputs`, the HTML report in :mod:`lidmem.reports.audit`, the
-digits demo in :mod:`lidmem.experiments.digits` (their names are re-exported here).
+inputs live in :mod:`lidmem.data.audit_inputs` (re-exported here); loading a model reference
+(:func:`lidmem.workflows.audit.load_audit_model`) and writing the outputs
+(:func:`lidmem.workflows.audit.write_audit`, with the HTML report of :mod:`lidmem.reports.audit`)
+belong to the workflow layer above, the digits demo to :mod:`lidmem.experiments.digits`.
 
 Choice of FLIPD's ``t0``: the default ``FLIPD(model, t0="auto")`` sets the noise length
 ``sigma(t0) / psi(t0) * sqrt(d)`` to twice the training set's median nearest-neighbour gap
@@ -37,13 +39,11 @@ paper).
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -56,38 +56,30 @@ from ..estimators import FLIPD, JacobianRank, LocalPCA, NormalBundle
 from ..utils import chunk_slices
 from .metrics import higher_is_memorized
 
-if TYPE_CHECKING:
-    from ..experiments.digits import digits_demo, shipped_digits_checkpoints
-    from ..reports.audit import write_audit_report
-
 __all__ = [
     "SAMPLE_COLUMNS",
     "AuditResult",
     "TrainingImages",
-    "load_audit_model",
     "load_training_images",
     "load_sample_images",
     "load_duplicate_flags",
     "check_audit_inputs",
     "audit_memorization",
-    "write_audit_report",
-    "digits_demo",
-    "shipped_digits_checkpoints",
 ]
 
-# names that moved to a higher layer, re-exported lazily (no upward import at import time)
+# names that moved to a higher layer; this module does not import them (no upward import)
 _MOVED = {
-    "write_audit_report": "lidmem.reports.audit",
-    "digits_demo": "lidmem.experiments.digits",
-    "shipped_digits_checkpoints": "lidmem.experiments.digits",
+    "load_audit_model": "lidmem.workflows.audit.load_audit_model",
+    "write_audit_report": "lidmem.reports.audit.write_audit_report",
+    "digits_demo": "lidmem.experiments.digits.digits_demo",
+    "shipped_digits_checkpoints": "lidmem.experiments.digits.shipped_digits_checkpoints",
 }
 
 
 def __getattr__(name: str) -> Any:
     if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(_MOVED[name]), name)
+        new = _MOVED[name]
+        raise AttributeError(f"{__name__}.{name} moved to {new}; import it from {new.rsplit('.', 1)[0]}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -128,7 +120,7 @@ class AuditResult:
     maps : ndarray of shape (n, *model_input_shape) or None
         FLIPD memorization maps of the samples (score models; :func:`lidmem.estimators.flipd_map`
         with the audit's FLIPD settings, latent shape for latent models); their sums are
-        ``lid_theta_flipd``. Written to ``maps.npy``.
+        ``lid_theta_flipd``. Written to ``maps.npy`` by :func:`lidmem.workflows.audit.write_audit`.
     """
 
     samples: Any
@@ -138,41 +130,8 @@ class AuditResult:
     lid_star_train: np.ndarray | None = None
     maps: np.ndarray | None = None
 
-    def write(self, out_dir: str | Path, *, report: bool = True, n_grid: int = 24) -> dict[str, Path]:
-        """Write ``samples.parquet``, ``samples.npy``, ``summary.json`` and (optionally) ``report.html``.
 
-        ``samples.npy`` holds the audited images ``(n, c, h, w)`` in [-1, 1], row ``i`` being
-        ``samples.parquet``'s row ``i``; re-score them with ``lidmem audit --samples samples.npy``.
-        """
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = {"samples": out / "samples.parquet", "sample_images": out / "samples.npy", "summary": out / "summary.json"}
-        self.samples.to_parquet(paths["samples"], index=False)
-        np.save(paths["sample_images"], np.asarray(self.sample_images, dtype=np.float32))
-        from ..reports.audit import jsonable, write_audit_report
-
-        paths["summary"].write_text(json.dumps(jsonable(self.summary), indent=2), encoding="utf-8")
-        if self.maps is not None:
-            paths["maps"] = out / "maps.npy"
-            np.save(paths["maps"], self.maps)
-        if report:
-            paths["report"] = write_audit_report(self, out / "report.html", n_grid=n_grid)
-        return paths
-
-
-# --- loading & validation (cheap; run before any long work) ------------------------------------
-def load_audit_model(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[nn.Module, str]:
-    """Load any model reference (:func:`lidmem.models.load_model`); returns ``(model, kind)``
-    with ``kind`` ``"score_model"`` or ``"generator"``.
-
-    Raises ValueError for a reference that is no model lidmem can audit, before long work.
-    """
-    from ..models import load_model
-
-    model = load_model(path, device=device)
-    return model, model.info.kind
-
-
+# --- validation (cheap; run before any long work) ------------------------------------------------
 def _model_shape(model: nn.Module, kind: str) -> tuple[int, ...] | None:
     meta = getattr(model, "metadata", None) or {}
     shape = meta.get("data_shape")

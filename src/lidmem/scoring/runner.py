@@ -661,12 +661,12 @@ def score_dataset(
             "precision": precision,
             "n_shards": len(shards),
         }
-        import lidmem
+        from .._version import __version__
 
         doc = {
             "format": _FORMAT,
             "settings": settings,
-            "info": {"model_path": model_path, "data_path": data_desc.get("path"), "bad_images": bad_images, "lidmem_version": lidmem.__version__, "torch_version": torch.__version__},
+            "info": {"model_path": model_path, "data_path": data_desc.get("path"), "bad_images": bad_images, "lidmem_version": __version__, "torch_version": torch.__version__},
         }
         created_settings = _claim_settings(out, doc)
         plan = _plan_shards(out, source, shards, settings, info)

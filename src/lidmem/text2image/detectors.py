@@ -550,10 +550,9 @@ def shipped_prompt_sets(path: str | None = None, *, n_other_prompts: int = 32, s
     import json
     from pathlib import Path
 
-    from ..experiments.text2image import shipped_text2image_path
     from . import toydata
 
-    folder = Path(shipped_text2image_path() if path is None else path)
+    folder = Path(toydata.shipped_text2image_path() if path is None else path)
     meta_file = folder / "lidmem.json"
     if not meta_file.is_file():
         raise ValueError(f"{folder} has no lidmem.json, so it has no planted prompt sets; give prompt files (--prompts MEM,GEN)")
