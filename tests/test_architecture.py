@@ -246,6 +246,17 @@ def test_moved_audit_names_name_their_new_home():
             getattr(audit, name)
     assert not hasattr(audit.AuditResult, "write")
 
+
+def test_load_text2image_old_path_is_a_deprecated_alias():
+    """lidmem.text2image.adapters.load_text2image works one more release, with a DeprecationWarning."""
+    import lidmem.text2image.adapters as adapters
+    from lidmem.text2image import load_text2image
+
+    with pytest.warns(DeprecationWarning, match="moved to lidmem.text2image.loading"):
+        assert adapters.load_text2image is load_text2image
+    with pytest.raises(AttributeError):
+        adapters.no_such_name
+
 if __name__ == "__main__":
     rows, layer, edges, owner = import_graph()
     for i, (units, _) in enumerate(rows):
