@@ -17,6 +17,7 @@ import importlib
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -245,6 +246,9 @@ def test_moved_audit_names_name_their_new_home():
         with pytest.raises(AttributeError, match=f"moved to {new.__module__}.{name}"):
             getattr(audit, name)
     assert not hasattr(audit.AuditResult, "write")
+    result = audit.AuditResult(samples=None, summary={}, sample_images=np.zeros((1, 1, 2, 2)), train_images=np.zeros((2, 1, 2, 2)))
+    with pytest.raises(AttributeError, match="lidmem.workflows.audit.write_audit"):
+        result.write("out")
 
 
 def test_load_text2image_old_path_is_a_deprecated_alias():

@@ -130,6 +130,11 @@ class AuditResult:
     lid_star_train: np.ndarray | None = None
     maps: np.ndarray | None = None
 
+    def __getattr__(self, name: str) -> Any:
+        if name == "write":  # writing files is the workflow layer's (no upward import from here)
+            raise AttributeError("AuditResult.write moved to lidmem.workflows.audit.write_audit(result, out_dir, report=..., n_grid=...)")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
 
 # --- validation (cheap; run before any long work) ------------------------------------------------
 def _model_shape(model: nn.Module, kind: str) -> tuple[int, ...] | None:
