@@ -116,8 +116,8 @@ def _layer(unit: str | None, layer: dict[str, int]) -> int:
     return len(layer) if unit is None else layer[unit]
 
 
-def upward_imports() -> list[str]:
-    _, layer, edges, owner = import_graph()
+def upward_imports(graph=None) -> list[str]:
+    _, layer, edges, owner = graph or import_graph()
     out = []
     for src, dst, line in edges:
         if src == PACKAGE:
@@ -127,9 +127,9 @@ def upward_imports() -> list[str]:
     return out
 
 
-def unit_circles() -> list[list[str]]:
+def unit_circles(graph=None) -> list[list[str]]:
     """Strongly connected groups of more than one unit in the unit graph (Tarjan)."""
-    _, layer, edges, owner = import_graph()
+    _, layer, edges, owner = graph or import_graph()
     graph: dict[str, set[str]] = {u: set() for u in layer}
     for src, dst, _ in edges:
         a, b = owner[src], owner[dst]
@@ -216,6 +216,15 @@ def test_no_upward_imports():
 def test_no_circles():
     circles = unit_circles()
     assert circles == [], f"circles in the import graph of {PACKAGE}'s units: {circles}"
+
+
+def test_checks_catch_a_planted_upward_import():
+    """The import the issue removed (memorization.audit -> experiments.digits) would fail both checks."""
+    rows, layer, edges, owner = import_graph()
+    planted = (rows, layer, [*edges, ("lidmem.memorization.audit", "lidmem.experiments.digits", 1)], owner)
+    assert upward_imports(planted) == ["lidmem.memorization.audit:1 imports lidmem.experiments.digits (memorization -> experiments)"]
+    (group,) = unit_circles(planted)
+    assert {"memorization", "experiments"} <= set(group)
 
 
 def test_graph_sees_lazy_and_relative_imports(tmp_path):
