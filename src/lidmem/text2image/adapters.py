@@ -592,7 +592,12 @@ def load_text2image(
     elif local_files_only and (src.startswith((".", "/", "~")) or src.count("/") != 1):
         raise FileNotFoundError(f"model folder {src!r} does not exist")
     kw: dict[str, Any] = {"local_files_only": local_files_only}
-    with _quiet_loading():
+    from ..models.loader import check_scheduler_class
+    from ..utils import held_library_warnings
+
+    if local.exists():
+        check_scheduler_class(local, src)
+    with held_library_warnings(), _quiet_loading():  # a failed load: its error alone, no library warnings first
         return _load_parts(src, local, dt, dev, kw, prediction)
 
 
@@ -629,7 +634,9 @@ def _load_parts(src: str, local: Path, dt: torch.dtype, dev: torch.device, kw: d
     arch = None
     te_cfg = local / "text_encoder" / "config.json"
     if te_cfg.is_file():
-        archs = json.loads(te_cfg.read_text()).get("architectures") or []
+        from .._validation import parse_json_text
+
+        archs = parse_json_text(te_cfg.read_bytes(), str(te_cfg)).get("architectures") or []
         arch = archs[0] if archs else None
     te_cls = getattr(transformers, arch, None) if arch else None
     if te_cls is None:
