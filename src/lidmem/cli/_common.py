@@ -38,7 +38,7 @@ def option_name(param: object) -> str:
     """How a user types a click parameter: its first ``--long`` spelling (``--lpca-k``), else its
     first spelling (``-k``); an argument is its metavar (``DATA``)."""
     if getattr(param, "param_type_name", "") == "argument":
-        return str(getattr(param, "human_readable_name", getattr(param, "name", "")))
+        return str(getattr(param, "metavar", None) or str(getattr(param, "name", "")).upper())
     opts = list(getattr(param, "opts", []))
     return next((o for o in opts if o.startswith("--")), opts[0] if opts else str(getattr(param, "name", "")))
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import ArgumentError
+
 __all__ = [
     "IMAGE_SUFFIXES", "CAPTION_COLUMNS", "load_points", "load_npy", "load_image_folder", "list_images", "open_image",
     "convert_image", "decode_image", "image_mode", "find_caption_column",
@@ -197,7 +199,7 @@ def load_points(path: str | Path, *, columns: list[str] | None = None) -> np.nda
         if columns is not None:
             missing = [c for c in columns if c not in df.columns]
             if missing:
-                raise ValueError(f"columns {missing} are not in {path}; its columns: {', '.join(map(str, df.columns))}")
+                raise ArgumentError(f"columns {missing} are not in {path}; its columns: {', '.join(map(str, df.columns))}", argument="columns")
             df = df[list(columns)]
         non_numeric = [str(c) for c in df.columns if not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c])]
         if non_numeric:

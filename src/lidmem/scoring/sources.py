@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_choice, check_positive_int
+from .._validation import ArgumentError, check_choice, check_positive_int
 from ..data.io import IMAGE_SUFFIXES, decode_image, find_caption_column, list_images
 from ..data.io import image_mode as _image_mode
 
@@ -751,8 +751,10 @@ def open_source(
         raise TypeError(f"data must be a path or a DataSource; got {type(data).__name__}")
     path = str(data)
     kind = _detect_kind(path) if kind is None else check_choice(kind, "kind", SOURCE_KINDS)
-    if kind in ("folder", "list", "webdataset") and any(v is not None for v in (column, id_column, shape, caption_column)):
-        raise ValueError(f"column, id_column, shape and caption_column apply to parquet and hf data only, not to kind={kind!r}")
+    given = [(n, v) for n, v in (("column", column), ("id_column", id_column), ("shape", shape), ("caption_column", caption_column)) if v is not None]
+    if kind in ("folder", "list", "webdataset") and given:
+        raise ArgumentError(f"{given[0][0]}={given[0][1]!r} applies to parquet and hf data only, not to {path} (kind={kind!r}); "
+                            "column, id_column, shape and caption_column read tables", argument=given[0][0])
     if kind == "folder":
         return ImageFolderSource(path, mode=mode)
     if kind == "list":

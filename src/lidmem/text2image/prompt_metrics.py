@@ -284,7 +284,11 @@ def read_prompts(path: str | Any, *, column: str | None = None) -> list[str]:
         raise FileNotFoundError(f"prompt file {p} does not exist")
     suffix = p.suffix.lower()
     if suffix == ".txt":
-        from .._validation import read_text_file
+        from .._validation import ArgumentError, read_text_file
+
+        if column is not None:
+            raise ArgumentError(f"column={column!r} names a column of a .csv, .tsv or .parquet prompt table; {p} is a text file "
+                                "with one prompt per line", argument="column")
 
         prompts = [line.strip() for line in read_text_file(p, "text file with one prompt per line").splitlines()]
         prompts = [q for q in prompts if q]
