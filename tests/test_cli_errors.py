@@ -291,3 +291,37 @@ def test_every_option_named_in_its_error(command, param, inputs, no_model_calls,
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
     assert any(n in lines[0] for n in needles), f"lidmem {command} {opt} {bad}: {lines[0]!r} names none of {needles}"
+
+
+def test_library_checks_carry_the_argument_and_the_cli_renames_it():
+    """The mechanism itself: every check helper raises an error whose ``.argument`` is the name it
+    was given, and :func:`message_naming` respells that name, leaving other words alone."""
+    from lidmem import _validation as v
+    from lidmem.cli._common import COMMAND_OPTIONS, option_for
+
+    cases = [
+        (lambda: v.check_positive_int(0, "lpca_k"), v.ArgumentError),
+        (lambda: v.check_positive_int(1.5, "lpca_k"), v.ArgumentTypeError),
+        (lambda: v.check_t0(5, "lpca_k"), v.ArgumentError),
+        (lambda: v.check_probability(2.0, "lpca_k"), v.ArgumentError),
+        (lambda: v.check_choice("zip", "lpca_k", ("a", "b")), v.ArgumentError),
+        (lambda: v.check_finite(float("nan"), "lpca_k"), v.ArgumentError),
+        (lambda: v.check_int_list("1.5", "lpca_k"), v.ArgumentError),
+        (lambda: v.check_device("bogus", "lpca_k"), v.ArgumentError),
+        (lambda: v.check_points(np.zeros((3, 2)) + 1j, "lpca_k"), v.ArgumentTypeError),
+        (lambda: v.check_points(np.full((3, 2), np.nan), "lpca_k"), v.ArgumentError),
+    ]
+    for call, cls in cases:
+        with pytest.raises(cls) as info:
+            call()
+        assert info.value.argument == "lpca_k" and v.argument_of(info.value) == "lpca_k"
+        assert isinstance(info.value, ValueError if cls is v.ArgumentError else TypeError)  # callers catching ValueError still work
+        renamed = v.message_naming(info.value, "--lpca-k")
+        assert renamed.startswith("--lpca-k") and "lpca_k" not in renamed, renamed
+
+    exc = v.ArgumentError("k=500 neighbours requested; use k <= 99 (top-k, n_k, x.k, k == 3 stay)", argument="k")
+    assert v.message_naming(exc, "--k") == "--k=500 neighbours requested; use --k <= 99 (top-k, n_k, x.k, k == 3 stay)"
+    assert v.argument_of(ValueError("value_range=(1, 1) must be ...")) == "value_range"  # the name= convention of older checks
+    assert v.argument_of(ValueError("plain message")) is None
+    assert option_for("lpca_k") is None  # outside a command there is no option to name
+    assert option_for("train", COMMAND_OPTIONS["mmh"]) == "--data" and option_for("--k") is None

@@ -151,7 +151,7 @@ def test_parquet_array_column_and_errors(datasets_dir, digits):
         open_source(datasets_dir / "pq", column="nope")
     with pytest.raises(ValueError, match="outside the source's 40 rows"):
         src.read(30, 41)
-    with pytest.raises(ValueError, match="apply to parquet and hf"):
+    with pytest.raises(ValueError, match="applies to parquet and hf data only"):
         open_source(datasets_dir / "folder", column="image")
 
 

@@ -79,8 +79,19 @@ def _describe(exc: BaseException, options: Mapping[str, str] | None = None) -> s
     return str(exc) or type(exc).__name__
 
 
+#: Library arguments whose option is spelled differently from the argument, per command (the one
+#: table of such names; an argument named like its option, ``lpca_k`` -> ``--lpca-k``, needs no
+#: entry: :func:`option_for` reads it from the command's parameters).
+COMMAND_OPTIONS: dict[str, dict[str, str]] = {
+    "audit": {"flipd_probes": "--n-probes", "nb_scores": "--n-scores", "ref": "--model"},
+    "mmh": {"train": "--data", "x": "--data", "ref": "--model"},
+    "score": {"source": "--data", "n_scores": "--n-scores"},
+    "t2i": {"path_or_id": "--model"},
+}
+
+
 @contextmanager
-def user_errors(options: Mapping[str, str] | None = None) -> Iterator[None]:
+def user_errors(options: str | Mapping[str, str] | None = None) -> Iterator[None]:
     """Turn the library's input errors into a one-line message and exit code 2.
 
     Caught: ValueError, TypeError (bad arguments and data), OSError (missing, unreadable or
@@ -88,8 +99,11 @@ def user_errors(options: Mapping[str, str] | None = None) -> Iterator[None]:
     Anything else is a bug and keeps its traceback. A library error about an argument
     (:class:`lidmem._validation.ArgumentError`, or a message starting ``name=``) names the
     option instead (:func:`option_for`; ``options`` maps the command's library arguments
-    whose option is named differently).
+    whose option is named differently, or
+    the name of its entry in :data:`COMMAND_OPTIONS`).
     """
+    if isinstance(options, str):
+        options = COMMAND_OPTIONS[options]
     try:
         yield
     except (ValueError, TypeError, OSError, EOFError) as exc:

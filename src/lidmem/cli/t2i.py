@@ -17,9 +17,6 @@ from ._common import check_device_option, check_out, console, renamed_option, us
 
 t2i_app = typer.Typer(help="Text-to-image memorization: image scores, prompt detection, token attribution, mitigation.", no_args_is_help=True)
 
-#: library arguments of the t2i commands whose option is named differently (see _common.option_for)
-_T2I_OPTIONS = {"path_or_id": "--model"}
-
 _MODEL_HELP = "Diffusers model folder (unet/, text_encoder/, tokenizer/, scheduler/, optional vae/) or a cached hub id."
 
 
@@ -190,7 +187,7 @@ def score_images_command(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Memorization scores of IMAGES: unconditional FLIPD (no captions), conditional FLIPD, CFG norm."""
-    with user_errors(_T2I_OPTIONS):
+    with user_errors("t2i"):
         from .._validation import check_positive_int, check_t0
         from ..text2image import score_images
         from ..text2image.image_scores import IMAGE_METRICS
@@ -256,7 +253,7 @@ def detect_prompts_command(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Prompt memorization metrics A^CFG, A^{s_CFG}, A^FLIPD and Wen et al.'s score for every prompt."""
-    with user_errors(_T2I_OPTIONS):
+    with user_errors("t2i"):
         import numpy as np
         import pandas as pd
 
@@ -324,7 +321,7 @@ def attribute_command(
     allow_download: bool = typer.Option(False, help="Let from_pretrained download a hub id."),
 ) -> None:
     """Per-token attribution of a prompt metric (gradient w.r.t. the text-encoder output, normalised)."""
-    with user_errors(_T2I_OPTIONS):
+    with user_errors("t2i"):
         import pandas as pd
 
         from .._validation import check_choice, check_positive_int
@@ -399,7 +396,7 @@ def mitigate_command(
     allow_download: bool = typer.Option(False, help="Let from_pretrained download a hub id."),
 ) -> None:
     """Rewrite the attributed tokens of a memorized prompt; similarity to the training image per k and method."""
-    with user_errors(_T2I_OPTIONS):
+    with user_errors("t2i"):
         from ..text2image import ChatRewriter, RuleRewriter, clip_alignment, evaluate_mitigation
 
         from .._validation import check_choice, check_positive_int
