@@ -35,7 +35,6 @@ def _check_common(*, out: Path, fmt: str, device: str, dtype: str, model: str, a
     from .._validation import check_choice, check_positive_int
 
     check_positive_int(seed, "--seed", minimum=0)
-
     check_out(out, "--out")
     check_choice(fmt, "--format", ("csv", "parquet"))
     check_choice(dtype, "--dtype", ("auto", "float32", "float16", "bfloat16"))

@@ -30,9 +30,7 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         from ..experiments.text2image import Text2ImageDemoConfig, run_text2image_demo, write_text2image_demo
 
         with user_errors():
-            from .._validation import check_positive_int
-
-            from .._validation import check_finite
+            from .._validation import check_finite, check_positive_int
 
             check_out(out)
             check_finite(guidance_scale, "--guidance-scale")
