@@ -143,7 +143,7 @@ def test_bad_inputs_stop_before_work(tmp_path, monkeypatch):
     r = run("--model", str(ckpt), "--train", str(good), "--samples", str(empty))
     assert r.exit_code == 2 and "contains no images" in r.output
     r = run("--model", str(ckpt), "--train", str(good))  # lpca_k=100 > 19 training images
-    assert r.exit_code == 2 and "lpca_k=100" in r.output
+    assert r.exit_code == 2 and "--lpca-k=100" in r.output
     assert not (tmp_path / "o").exists()
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._validation import check_choice, check_positive_int, renamed_argument
+from ._validation import ArgumentError, check_choice, check_positive_int, renamed_argument
 from .utils import chunk_slices
 
 __all__ = ["SEARCHES", "nearest_neighbors", "train_ivf_index", "dedupe_rows", "calibration_distances"]
@@ -120,7 +120,7 @@ def nearest_neighbors(
     r = np.ascontiguousarray(ref, dtype=np.float32)
     k = check_positive_int(k, "k")
     if k > len(r):
-        raise ValueError(f"k={k} nearest neighbours requested but the reference set has only {len(r)} rows")
+        raise ArgumentError(f"k={k} nearest neighbours requested but the reference set has only {len(r)} rows", argument="k")
     if q.shape[1] != r.shape[1]:
         raise ValueError(f"query has {q.shape[1]} features but the reference set has {r.shape[1]}")
     used = _resolve_search(search, len(r), len(q), ann_threshold)

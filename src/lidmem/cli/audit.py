@@ -145,7 +145,7 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         report: bool = typer.Option(True, help="Write report.html."),
     ) -> None:
         """Find copies of training images among a model's samples and explain them with LID (paper Sec. 4.1)."""
-        with user_errors():
+        with user_errors("audit"):
             probes = renamed_option(n_probes, flipd_probes, new="--n-probes", old="--flipd-probes", default=8)
             scores = renamed_option(n_scores, nb_scores, new="--n-scores", old="--nb-scores")
             run_audit_command(

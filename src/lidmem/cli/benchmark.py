@@ -86,6 +86,8 @@ def detectors_command(
         if "anisotropy" in names and num_inference_steps < 3:
             raise ValueError(f"--num-inference-steps={num_inference_steps} must be >= 3 for the anisotropy detector (it reads the third-to-last DDIM timestep)")
         files = _prompt_files(prompts, memorized, generic)
+        if files is None and column is not None:
+            raise ValueError(f"--column {column} names the caption column of prompt tables; give --prompts MEM,GEN or --memorized/--generic too")
         if files is None:
             from ..text2image.detectors import shipped_prompt_sets
 

@@ -29,6 +29,7 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
             check_out(out)
             check_positive_int(num_samples, "--num-samples")
             check_positive_int(sampling_steps, "--sampling-steps")
+            check_positive_int(seed, "--seed", minimum=0)
             results = digits_demo(out, num_samples=num_samples, num_inference_steps=sampling_steps, generator=generator, seed=seed)
         for name, res in results.items():
             s = res.summary

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._validation import check_positive_int, check_t0
+from .._validation import ArgumentError, check_positive_int, check_t0
 from ..defaults import FLIPD_T0_WITH_TRAINING_DATA, NB_T0, NB_THRESHOLD
 from ..data.audit_inputs import TrainingImages, load_duplicate_flags, load_sample_images, load_training_images
 from ..estimators import FLIPD, JacobianRank, LocalPCA, NormalBundle
@@ -188,7 +188,7 @@ def check_audit_inputs(
             raise ValueError(f"samples have shape {samples.shape[1:]} per image but training images have {tuple(train.shape[1:])}")
     lpca_k = check_positive_int(lpca_k, "lpca_k")
     if lpca_k > len(train) - 1:
-        raise ValueError(f"lpca_k={lpca_k} must be <= n_train - 1 = {len(train) - 1}; lower it for this small training set")
+        raise ArgumentError(f"lpca_k={lpca_k} must be <= n_train - 1 = {len(train) - 1}; lower it for this small training set", argument="lpca_k")
     copy_k = check_positive_int(copy_k, "copy_k")
 
 

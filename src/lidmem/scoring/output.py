@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import ArgumentError, parse_json_text
 from .sources import Shard
 
 __all__ = ["merge_shards", "read_settings", "SettingsMismatchError", "OutputLockedError"]
@@ -34,8 +35,9 @@ def read_settings(out: str | Path) -> dict[str, Any]:
     """The ``settings.json`` document of an output folder (``{"format", "settings", "info"}``)."""
     path = Path(out) / "settings.json"
     if not path.is_file():
-        raise ValueError(f"{out} holds no lidmem scoring run (no settings.json)")
-    return json.loads(path.read_text())
+        raise ArgumentError(f"out={str(out)!r} holds no lidmem scoring run: no settings.json; expected the output folder of a "
+                            "score run (settings.json and shards/part-*.parquet)", argument="out")
+    return parse_json_text(path.read_bytes(), str(path))
 
 
 def _settings_hash(settings: dict[str, Any]) -> str:

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import check_choice, check_device, check_output_path, check_positive_int, check_t0, renamed_argument
+from .._validation import ArgumentError, check_choice, check_device, check_output_path, check_positive_int, check_t0, renamed_argument
 from ..defaults import CFG_T0, EULER_STEPS, FLIPD_T0, NB_T0, NB_THRESHOLD
 from ..estimators._rank import check_threshold
 from ..utils import progress as _progress
@@ -396,7 +396,7 @@ def _check_metric_settings(
         euler_steps=check_positive_int(euler_steps, "euler_steps"),
     )
     if not params.value_range[1] > params.value_range[0]:
-        raise ValueError(f"value_range={value_range} must be (low, high) with high > low, e.g. (-1, 1)")
+        raise ArgumentError(f"value_range={value_range} must be (low, high) with high > low, e.g. (-1, 1)", argument="value_range")
     return metrics, params
 
 
@@ -405,7 +405,8 @@ def _check_model_reference(model: Any, metrics: list[str]) -> tuple[bool, str | 
     (a resolved path or an entry point; None for a model object). Loads nothing."""
     needs_model = any(METRICS[m].needs_model for m in metrics)
     if needs_model and model is None:
-        raise ValueError(f"metrics {[m for m in metrics if METRICS[m].needs_model]} need a model; pass model= (a checkpoint path or a ScoreModel)")
+        raise ArgumentError(f"model is required by the metrics {[m for m in metrics if METRICS[m].needs_model]} (a checkpoint path, a diffusers "
+                            "folder or a ScoreModel); only png_complexity runs without one", argument="model")
     model_path = None
     if isinstance(model, (str, Path)):
         from ..models.loader import is_entry_point

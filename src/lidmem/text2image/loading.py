@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from .._validation import parse_json_text
 from .adapters import TextToImageModel
 
 __all__ = ["load_text2image"]
@@ -79,7 +80,11 @@ def load_text2image(
     elif local_files_only and (src.startswith((".", "/", "~")) or src.count("/") != 1):
         raise FileNotFoundError(f"model folder {src!r} does not exist")
     kw: dict[str, Any] = {"local_files_only": local_files_only}
-    with _quiet_loading():
+    from ..utils import held_library_warnings
+
+    if local.exists():
+        check_scheduler_class(local, src)
+    with held_library_warnings(), _quiet_loading():  # a failed load: its error alone, no library warnings first
         return _load_parts(src, local, dt, dev, kw, prediction)
 
 
@@ -116,7 +121,7 @@ def _load_parts(src: str, local: Path, dt: torch.dtype, dev: torch.device, kw: d
     arch = None
     te_cfg = local / "text_encoder" / "config.json"
     if te_cfg.is_file():
-        archs = json.loads(te_cfg.read_text()).get("architectures") or []
+        archs = parse_json_text(te_cfg.read_bytes(), str(te_cfg)).get("architectures") or []
         arch = archs[0] if archs else None
     te_cls = getattr(transformers, arch, None) if arch else None
     if te_cls is None:
@@ -137,3 +142,21 @@ def _load_parts(src: str, local: Path, dt: torch.dtype, dev: torch.device, kw: d
     model.to(device=dev)
     model.eval()
     return model
+
+
+def check_scheduler_class(folder: str | Path, ref: str | None = None) -> str | None:
+    """The ``_class_name`` of ``folder/scheduler/scheduler_config.json`` when that file exists
+    (None otherwise, e.g. a hub id); a name that is not a diffusers scheduler class is a
+    ValueError naming the folder and the class (it would otherwise load as another scheduler)."""
+    import diffusers
+
+    cfg_file = Path(folder) / "scheduler" / "scheduler_config.json"
+    if not cfg_file.is_file():
+        return None
+    name = parse_json_text(cfg_file.read_bytes(), str(cfg_file)).get("_class_name")
+    cls = getattr(diffusers, str(name), None) if isinstance(name, str) else None
+    base = getattr(diffusers, "SchedulerMixin", None)
+    if not (isinstance(cls, type) and (base is None or issubclass(cls, base))):
+        raise ValueError(f"model folder {str(ref or folder)!r}: {cfg_file.relative_to(Path(folder))} names the scheduler class {name!r}, "
+                         "which is not a diffusers scheduler; use e.g. DDIMScheduler, DDPMScheduler or PNDMScheduler")
+    return name

@@ -284,7 +284,13 @@ def read_prompts(path: str | Any, *, column: str | None = None) -> list[str]:
         raise FileNotFoundError(f"prompt file {p} does not exist")
     suffix = p.suffix.lower()
     if suffix == ".txt":
-        prompts = [line.strip() for line in p.read_text(encoding="utf-8").splitlines()]
+        from .._validation import ArgumentError, read_text_file
+
+        if column is not None:
+            raise ArgumentError(f"column={column!r} names a column of a .csv, .tsv or .parquet prompt table; {p} is a text file "
+                                "with one prompt per line", argument="column")
+
+        prompts = [line.strip() for line in read_text_file(p, "text file with one prompt per line").splitlines()]
         prompts = [q for q in prompts if q]
     elif suffix in (".csv", ".tsv", ".parquet"):
         if suffix == ".parquet":
@@ -297,7 +303,10 @@ def read_prompts(path: str | Any, *, column: str | None = None) -> list[str]:
                 sep = csv.Sniffer().sniff(head.splitlines()[0], delimiters=";,\t|").delimiter
             except (csv.Error, IndexError):
                 sep = "\t" if suffix == ".tsv" else ","
-            df = pd.read_csv(p, sep=sep, keep_default_na=False)
+            try:
+                df = pd.read_csv(p, sep=sep, keep_default_na=False)
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{p}: not UTF-8 text (byte at offset {exc.start}); save the prompt table as UTF-8") from None
         col = caption_column(df, column, p.name)
         prompts = [str(v).strip() for v in df[col].tolist() if str(v).strip()]
     else:
