@@ -54,7 +54,9 @@ def main() -> None:
     c0, w0 = time.process_time(), time.perf_counter()
     for name, steps in (("watermark_mlp_early", args.early_steps), ("watermark_mlp", args.steps)):
         # the second call resumes the first run from its train-state sidecar
-        res = train_score_model(net, data.images, sde, prediction="epsilon", steps=steps, batch_size=128, lr=1e-3,
+        # flat (n, 64) points: the jittered digits leave [-1, 1] by design (jitter 0.15), which the
+        # image-range check of train_score_model refuses for (n, c, h, w) images; the MLP flattens anyway
+        res = train_score_model(net, data.images.reshape(len(data.images), -1), sde, prediction="epsilon", steps=steps, batch_size=128, lr=1e-3,
                                 ema_decay=0.999, seed=0, checkpoint=state, checkpoint_every=1000, progress=False)
         extra = {"data": data.recipe, "data_range": [-1.0, 1.0], "script": "scripts/train_watermark.py", "steps": steps,
                  "cpu_time_s": round(time.process_time() - c0, 1), "wall_time_s": round(time.perf_counter() - w0, 1),
