@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 __all__ = ["HIGHER_IS_MEMORIZED", "higher_is_memorized", "auroc", "tpr_at_fpr", "bootstrap_interval", "DetectionResult",
-           "detection_metrics", "detection_table", "MIN_POSITIVES_FOR_INTERVAL", "format_with_interval"]
+           "detection_metrics", "detection_table", "MIN_POSITIVES_FOR_INTERVAL", "format_with_interval", "interval_columns"]
 
 #: Below this many positives (or negatives) a bootstrap interval is reported with a note: it is
 #: wide, and with one positive it only reflects the negatives' spread (the positive is always drawn).
@@ -242,9 +242,21 @@ def format_with_interval(value: float | None, interval: Any = None, fmt: str = "
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "-"
     text = fmt.format(float(value))
-    if interval is not None and len(interval) == 2 and all(v is not None for v in interval):
+    if interval is not None and len(interval) == 2 and all(v is not None and np.isfinite(float(v)) for v in interval):
         text += f" [{fmt.format(float(interval[0]))}, {fmt.format(float(interval[1]))}]"
     return text
+
+
+def interval_columns(row: Mapping[str, Any]) -> dict[str, Any]:
+    """Flat table columns of a :func:`detection_table` row's intervals (for CSV / parquet tables):
+    ``auroc_ci_low``, ``auroc_ci_high``, ``tpr_at_1pct_fpr_ci_low``, ``tpr_at_1pct_fpr_ci_high``
+    (None without an interval) and ``ci_note``."""
+    out: dict[str, Any] = {}
+    for key in ("auroc", "tpr_at_1pct_fpr"):
+        ci = row.get(f"{key}_ci")
+        out[f"{key}_ci_low"], out[f"{key}_ci_high"] = (None, None) if ci is None else (float(ci[0]), float(ci[1]))
+    out["ci_note"] = row.get("ci_note")
+    return out
 
 
 @dataclass
