@@ -50,6 +50,9 @@ def _timings_text(timings: dict[str, Any]) -> str:
     return "run time: " + ", ".join(parts) if parts else ""
 
 
+#: Fewer audited samples than this: the report shows raw maps (too few references for a per-pixel median / MAD).
+_MIN_MAP_REFERENCE = 20
+
 _LEVEL_COLOURS = {"ok": "#e6f4e6", "caution": "#fff4d6", "unreliable": "#fde2e2"}
 
 
@@ -180,15 +183,21 @@ def write_audit_report(result: AuditResult, path: str | Path, *, n_grid: int = 2
                             note=f"Top of each pair: a sample (id, calibrated l2, {_SCORE_NAMES.get(primary, primary)}), lowest calibrated l2 first; "
                                  "below it: its nearest training image."))
     if result.maps is not None and result.maps.ndim == 4:
-        from ..estimators import to_pixel_map
+        from ..estimators import relative_map, to_pixel_map
         from .maps import map_grid
 
-        px = to_pixel_map(result.maps[order], result.sample_images.shape[1:], mode="bilinear").numpy()
+        relative = len(result.maps) >= _MIN_MAP_REFERENCE
+        shown = relative_map(result.maps[order], result.maps).numpy() if relative else result.maps[order]
+        px = to_pixel_map(shown, result.sample_images.shape[1:], mode="bilinear").numpy()
         grid = map_grid(result.sample_images[order], px, result.train_images[df["nn_train_index"].to_numpy()[order]], caps)
+        what = ("its FLIPD map relative to the audited samples (lidmem.estimators.relative_map: per-pixel robust z-score "
+                "against the median / MAD of all samples' maps, memorized values clipped; removes the model's position bias, "
+                "docs/maps.md), summed over channels" if relative else
+                f"its FLIPD map (per-pixel summands of eq. 6, summed over channels; fewer than {_MIN_MAP_REFERENCE} samples, "
+                "so not relative to the others)")
         sections.append(Section("Where they are memorized: FLIPD maps", figure_to_html(grid, alt="memorization maps"),
-                                note="Rows: sample, its FLIPD map (per-pixel summands of eq. 6, summed over channels; latent maps "
-                                     "upsampled to pixels; dark = low LID = pinned by the model), its nearest training image. "
-                                     "Maps in maps.npy (model input shape)."))
+                                note=f"Rows: sample, {what}; latent maps upsampled to pixels; dark = low = pinned by the model "
+                                     "more than elsewhere; its nearest training image. Raw maps in maps.npy (model input shape)."))
     sections.append(Section("Settings", settings_table(jsonable(s["settings"]))))
     kind = {"score_model": "diffusion model", "generator": "generator"}.get(s["model_kind"], s["model_kind"])
     title = f"Memorization audit of a {kind} ({s['n_samples']} samples)"
