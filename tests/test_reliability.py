@@ -117,3 +117,16 @@ def test_intervals_recomputed_from_samples_parquet(planted_audits, tmp_path):
     row = next(r for r in summary["detection"] if r["positive"] == "copy (exact or near)" and r["score"] == "lid_theta_flipd")
     ref = bootstrap_interval(df["copy_label"] != "none", df["lid_theta_flipd"], higher_is_positive=False, seed=summary["settings"]["seed"])
     assert row["auroc_ci"] == pytest.approx(ref["auroc_ci"]) and row["tpr_at_1pct_fpr_ci"] == pytest.approx(ref["tpr_ci"])
+
+
+def test_in_range_fraction_known_answer():
+    from lidmem.memorization.reliability import in_range_fraction
+
+    x = np.zeros((10, 1, 4, 4))
+    x[:3, 0, 0, 0] = 1.2   # beyond 1 + 0.05 * 2
+    x[3, 0, 1, 1] = -1.09  # inside the tolerance
+    r = in_range_fraction(x)
+    assert r["n_in_range"] == 7 and r["fraction"] == 0.7 and r["sample_max"] == pytest.approx(1.2)
+    assert in_range_fraction(x, tol=0.0)["n_in_range"] == 6
+    with pytest.raises(ValueError, match="samples"):
+        in_range_fraction(np.zeros((0, 3)))

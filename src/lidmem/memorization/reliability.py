@@ -15,13 +15,38 @@ import numpy as np
 
 from .metrics import MIN_POSITIVES_FOR_INTERVAL
 
-__all__ = ["OUT_OF_RANGE_TOO_WEAK", "OUT_OF_RANGE_CAUTION", "audit_reliability"]
+__all__ = ["OUT_OF_RANGE_TOO_WEAK", "OUT_OF_RANGE_CAUTION", "IN_RANGE_TARGET", "in_range_fraction", "audit_reliability"]
 
 #: Above this share of samples outside the training data's value range the model is called too
 #: weak to audit: its samples are not images of the data, and LID estimates there mean little.
 OUT_OF_RANGE_TOO_WEAK = 0.5
 #: Above this share (and up to :data:`OUT_OF_RANGE_TOO_WEAK`) the audit gets a warning.
 OUT_OF_RANGE_CAUTION = 0.1
+
+#: Share of samples inside the data range a model should reach before it is audited (``lidmem train`` warns below).
+IN_RANGE_TARGET = 0.9
+
+
+def in_range_fraction(samples: Any, lo: float = -1.0, hi: float = 1.0, *, tol: float = 0.05) -> dict[str, Any]:
+    """Share of images with every value inside ``[lo, hi]`` widened by ``tol`` of its width.
+
+    The rule of the audit's ``samples_out_of_range`` (there ``lo`` / ``hi`` are the training
+    images' range); ``lidmem train`` applies it to its sample grid with lidmem's ``[-1, 1]``.
+
+    Returns
+    -------
+    dict
+        ``n``, ``n_in_range``, ``fraction``, ``range`` ([lo, hi]), ``tolerance``,
+        ``sample_min``, ``sample_max``.
+    """
+    x = np.asarray(samples.detach().cpu().numpy() if hasattr(samples, "detach") else samples, dtype=np.float64)
+    if x.ndim < 2 or len(x) == 0:
+        raise ValueError(f"samples must have shape (n, ...) with n >= 1; got {x.shape}")
+    pad = float(tol) * (float(hi) - float(lo))
+    flat = x.reshape(len(x), -1)
+    ok = (flat.min(1) >= lo - pad) & (flat.max(1) <= hi + pad)
+    return {"n": int(len(x)), "n_in_range": int(ok.sum()), "fraction": float(ok.mean()), "range": [float(lo), float(hi)],
+            "tolerance": float(tol), "sample_min": float(flat.min()), "sample_max": float(flat.max())}
 
 
 def audit_reliability(
