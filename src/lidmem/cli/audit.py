@@ -78,14 +78,24 @@ def run_audit_command(
     paths = write_audit(result, out, report=report)
     s = result.summary
     console.print(f"copy labels: {s['copy_label_counts']}   MMH classes: {s['mmh_class_counts']}")
+    from ..memorization.metrics import format_with_interval as ci
+
     for row in s["detection"]:
         if row["auroc"] is not None:
-            console.print(f"  {row['positive']:>22} | {row['score']:<20} AUROC {row['auroc']:.3f}  TPR@1%FPR {row['tpr_at_1pct_fpr']:.3f}")
+            console.print(f"  {row['positive']:>22} | {row['score']:<20} AUROC {ci(row['auroc'], row.get('auroc_ci'))}  "
+                          f"TPR@1%FPR {ci(row['tpr_at_1pct_fpr'], row.get('tpr_at_1pct_fpr_ci'))}  ({row['n_positive']} positives)",
+                          highlight=False)
     if s["settings"].get("flipd_t0_used") is not None:
         console.print(f"FLIPD t0 = {s['settings']['flipd_t0_used']:.4g} ({s['settings']['flipd_t0']})")
     for row in s.get("flipd_t0_sweep", []):
         if row["auroc"] is not None:
-            console.print(f"  FLIPD at t0 = {row['t0']:<6g} AUROC {row['auroc']:.3f}  TPR@1%FPR {row['tpr_at_1pct_fpr']:.3f}")
+            console.print(f"  FLIPD at t0 = {row['t0']:<6g} AUROC {ci(row['auroc'], row.get('auroc_ci'))}  "
+                          f"TPR@1%FPR {ci(row['tpr_at_1pct_fpr'], row.get('tpr_at_1pct_fpr_ci'))}", highlight=False)
+    rel = s.get("reliability")
+    if rel is not None:
+        console.print(f"reliability: {rel['verdict']}", highlight=False)
+        for w in rel["warnings"]:
+            console.print(f"  warning: {w}", highlight=False)
     for name, p in paths.items():
         console.print(f"wrote {name}: {p}")
     return s

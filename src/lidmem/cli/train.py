@@ -36,7 +36,7 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar with the loss (default: on a terminal)."),
     ) -> None:
         """Train lidmem's pixel-space image UNet (VP-SDE, epsilon, EMA) on your images; Ctrl-C saves, rerun resumes."""
-        from ..workflows.train import read_training_images, sample_grid_png, train_defaults, train_image_model
+        from ..workflows.train import check_sample_grid, read_training_images, train_defaults, train_image_model
 
         with user_errors():
             # every option and --out before the data are read and any step is taken
@@ -73,6 +73,28 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         note = f" (resumed from step {res.resumed_from})" if res.resumed_from else ""
         console.print(f"{res.steps} steps{note}, final loss {res.losses[-50:].mean():.4f}; wrote {out}")
         if grid > 0:
-            png = sample_grid_png(res.model, tuple(images.shape[1:]), out.with_suffix(".samples.png"), n=grid, steps=sampling_steps, seed=seed)
-            console.print(f"wrote {png}")
+            _report_grid(check_sample_grid(res.model, tuple(images.shape[1:]), out.with_suffix(".samples.png"), n=grid,
+                                           steps=sampling_steps, seed=seed), out, res.steps)
         console.print(f"next: lidmem audit --model {out} --train {data} --out audit/")
+
+
+def _report_grid(check: dict, out: Path, steps: int) -> None:
+    """Print the sample grid's in-range share, warn when it is low, and write ``<out>.samples.json``."""
+    import json
+
+    from ..memorization.reliability import IN_RANGE_TARGET
+
+    r = check["in_range"]
+    console.print(f"wrote {check['png']}")
+    console.print(f"sample grid: {r['n_in_range']} of {r['n']} samples ({r['fraction']:.0%}) inside the data range [-1, 1] "
+                  f"(values in [{r['sample_min']:.2f}, {r['sample_max']:.2f}])", highlight=False)
+    weak = r["fraction"] < IN_RANGE_TARGET
+    if weak:
+        console.print(f"warning: below {IN_RANGE_TARGET:.0%} in range the model is too weak to audit (its samples are not images of "
+                      "the data); train longer (--steps) and rerun the same command to resume. README: 'Train a model worth auditing'.",
+                      highlight=False)
+    summary = {"checkpoint": str(out), "steps": int(steps), "sample_grid": str(check["png"]), "in_range": r,
+               "in_range_target": IN_RANGE_TARGET, "too_weak_to_audit": bool(weak)}
+    path = out.with_suffix(".samples.json")
+    path.write_text(json.dumps(summary, indent=2))
+    console.print(f"wrote {path}")

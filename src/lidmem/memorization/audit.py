@@ -377,6 +377,7 @@ def audit_memorization(
     from .copy_detection import find_copies
     from .metrics import detection_table
     from .mmh import classify_mmh
+    from .reliability import audit_reliability
 
     timings: dict[str, float] = {}
     say = log if log is not None else (lambda msg: None)
@@ -539,15 +540,19 @@ def audit_memorization(
     table = []
     for positive, lab in (("copy (exact or near)", matches.labels != "none"), ("exact_copy", matches.labels == "exact_copy")):
         cols = {col: df[col].to_numpy(dtype=float) for col in _SCORE_COLUMNS if col in df and np.isfinite(df[col].to_numpy(dtype=float)).all()}
-        for r in detection_table(lab, cols, higher_is_positive={c: higher_is_memorized(c) for c in cols}, one_class="note"):
+        for r in detection_table(lab, cols, higher_is_positive={c: higher_is_memorized(c) for c in cols}, one_class="note", seed=seed):
             row: dict[str, Any] = {"positive": positive, "score": r["metric"], "direction": "low = copy", "auroc": r["auroc"],
-                                   "tpr_at_1pct_fpr": r["tpr_at_1pct_fpr"], "n_positive": r["n_positive"], "n_negative": r["n_negative"]}
+                                   "tpr_at_1pct_fpr": r["tpr_at_1pct_fpr"], "n_positive": r["n_positive"], "n_negative": r["n_negative"],
+                                   **_interval_fields(r)}
             if "note" in r:
                 row["note"] = r["note"]
             table.append(row)
     summary["detection"] = table
     if sweep_curve:
-        summary["flipd_t0_sweep"] = _t0_sweep_table(sweep_curve, matches.labels)
+        summary["flipd_t0_sweep"] = _t0_sweep_table(sweep_curve, matches.labels, seed=seed)
+    summary["reliability"] = audit_reliability(
+        n_samples=n, n_out_of_range=out_of_range["n_samples"], lid_theta=primary, lid_theta_name=primary_name, d=d,
+        mmh=summary["mmh"], n_copies=int((matches.labels != "none").sum()), n_exact_copies=int((matches.labels == "exact_copy").sum()))
     if tr.duplicated is not None:
         dup = tr.duplicated
         exact = matches.labels == "exact_copy"
@@ -577,8 +582,14 @@ def _out_of_range(x: np.ndarray, train: np.ndarray, tol: float = 0.05) -> dict[s
             "sample_min": float(flat.min()), "sample_max": float(flat.max()), "tolerance": tol}
 
 
-def _t0_sweep_table(curves: dict[float, np.ndarray], labels: np.ndarray) -> list[dict[str, Any]]:
-    """AUROC / TPR@1%FPR of FLIPD (low = copy) at each sweep time, against exact-or-near copies."""
+def _interval_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """The bootstrap-interval entries of a :func:`~lidmem.memorization.metrics.detection_table` row."""
+    return {k: row.get(k) for k in ("auroc_ci", "tpr_at_1pct_fpr_ci", "ci_note")}
+
+
+def _t0_sweep_table(curves: dict[float, np.ndarray], labels: np.ndarray, *, seed: int = 0) -> list[dict[str, Any]]:
+    """AUROC / TPR@1%FPR (with 95% bootstrap intervals) of FLIPD (low = copy) at each sweep time,
+    against exact-or-near copies."""
     from .metrics import detection_table
 
     lab = labels != "none"
@@ -586,8 +597,9 @@ def _t0_sweep_table(curves: dict[float, np.ndarray], labels: np.ndarray) -> list
     for t0, c in sorted(curves.items()):
         row: dict[str, Any] = {"t0": t0, "median_flipd_copies": float(np.median(c[lab])) if lab.any() else None,
                                "median_flipd_others": float(np.median(c[~lab])) if (~lab).any() else None}
-        (r,) = detection_table(lab, {"lid_theta_flipd": c}, higher_is_positive=higher_is_memorized("lid_theta_flipd"), one_class="note")
-        row.update(auroc=r["auroc"], tpr_at_1pct_fpr=r["tpr_at_1pct_fpr"])
+        (r,) = detection_table(lab, {"lid_theta_flipd": c}, higher_is_positive=higher_is_memorized("lid_theta_flipd"), one_class="note",
+                               seed=seed)
+        row.update(auroc=r["auroc"], tpr_at_1pct_fpr=r["tpr_at_1pct_fpr"], n_positive=r["n_positive"], **_interval_fields(r))
         rows.append(row)
     return rows
 

@@ -326,7 +326,8 @@ def caption_column(df: Any, column: str | None = None, name: str = "table") -> A
 
 
 def detection_table(scores: Any, labels: Sequence[bool] | Any, metrics: Sequence[str] | None = None) -> Any:
-    """AUROC and TPR@1%FPR of each metric column of ``scores`` (memorized = True in ``labels``).
+    """AUROC and TPR@1%FPR of each metric column of ``scores`` (memorized = True in ``labels``),
+    with 95% bootstrap intervals (``auroc_ci_low`` ... ``ci_note``, :func:`lidmem.memorization.metrics.interval_columns`).
 
     Uses :func:`lidmem.memorization.metrics.detection_metrics` with each metric's direction
     (:func:`lidmem.memorization.metrics.higher_is_memorized`).
@@ -334,9 +335,10 @@ def detection_table(scores: Any, labels: Sequence[bool] | Any, metrics: Sequence
     import pandas as pd
 
     from ..memorization.metrics import detection_table as _table
+    from ..memorization.metrics import interval_columns
 
     cols = [m for m in PROMPT_METRICS if m in scores.columns] if metrics is None else list(metrics)
     table = _table(labels, {m: scores[m].to_numpy() for m in cols}, higher_is_positive={m: higher_is_memorized(m) for m in cols})
     rows = [{"metric": r["metric"], "auroc": r["auroc"], "tpr_at_1pct_fpr": r["tpr_at_1pct_fpr"], "n_memorized": r["n_positive"],
-             "n_other": r["n_negative"], "higher_is_memorized": r["higher_is_positive"]} for r in table]
+             "n_other": r["n_negative"], "higher_is_memorized": r["higher_is_positive"], **interval_columns(r)} for r in table]
     return pd.DataFrame(rows)
