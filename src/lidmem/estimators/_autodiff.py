@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
@@ -399,7 +400,10 @@ def fast_forward_rules(model: Any = None, enabled: bool = True) -> Iterator[None
 
 
 def _eager() -> Any:
-    """Run ``torch.compile``'d modules and functions as their original Python code while active."""
+    """Run ``torch.compile``'d modules and functions as their original Python code while active
+    (nothing to do, and no import of dynamo, ~1 s, when nothing was ever compiled)."""
+    if "torch._dynamo" not in sys.modules:
+        return contextlib.nullcontext()
     stance = getattr(torch.compiler, "set_stance", None)
     return contextlib.nullcontext() if stance is None else stance("force_eager")
 
