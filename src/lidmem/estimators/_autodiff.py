@@ -13,39 +13,47 @@ forward-mode rules miss that floor on the layers diffusion networks are made of 
 - binary ops, ``cat``, ``interpolate``: ~100x the op itself under ``fwAD.dual_level`` (a tensor
   without tangent gets a materialised zero tangent); the math attention kernel loops over the batch.
 
-:func:`fast_forward_rules` swaps, for the duration of a ``with`` block, the ``forward`` of every
-``nn.Conv1d/2d/3d``, ``nn.Linear``, ``nn.GroupNorm``, ``nn.LayerNorm`` and ``nn.SiLU`` inside a
-model (exactly those classes, not subclasses) for a function that unpacks the dual input,
-computes the primal with the layer's own kernel and the tangent with the cheapest exact one, and
-returns ``fwAD.make_dual(primal, tangent)`` (no ``autograd.Function``: its per-call bookkeeping
-costs 50-300 us under ``dual_level``):
+:class:`_FastOps`, a ``TorchFunctionMode`` active during :func:`jvp`, replaces PyTorch's rules
+*at the function level*: every call of ``F.conv1d/2d/3d``, ``F.linear``, ``F.silu``,
+``F.group_norm``, ``F.layer_norm`` with a dual input (and constant weights) computes the primal
+with the op's own kernel and the tangent with the cheapest exact one, and returns
+``fwAD.make_dual(primal, tangent)`` (no ``autograd.Function``: its per-call bookkeeping costs
+50-300 us under ``dual_level``). So a module of any class, a subclass of a layer (LoRA-style,
+diffusers' own), a closure, a plain function, a ``functools.partial``, a bound method or a bare
+diffusers UNet all get the same rules; no module is modified.
 
 - convolution / linear: ``conv(v, W)``, ``v W^T``;
 - SiLU: ``silu_backward(v, x)``, one fused kernel;
 - group / layer norm: the normalisation's Jacobian is *symmetric*,
   ``rstd (I - 11^T/n - xhat xhat^T/n)`` per group, so ``J v = J^T v`` is the fused backward
   kernel (``native_group_norm_backward`` / ``native_layer_norm_backward`` without the affine
-  weight), then scaled by the weight per channel;
+  weight), then scaled by the weight per channel; inputs are made contiguous (PyTorch's
+  group-norm rule fails on the non-contiguous tangents of diffusers attention blocks);
+- scaled-dot-product attention (no dropout, not causal, no GQA): a written-out JVP formed a
+  block of queries at a time (:func:`_attention_plain`);
+- binary add/sub/mul/div, ``cat`` and ``interpolate`` of dual tensors: rules that keep an
+  identically zero tangent absent (``h + temb``: ``h``'s tangent; ``x / 1``: ``x``'s).
 
-and a ``TorchFunctionMode`` routes scaled-dot-product attention to a written-out JVP formed a
-block of queries at a time (:func:`_attention_plain`), and binary add/sub/mul/div, ``cat`` and
-``interpolate`` on dual tensors to rules that keep an identically zero tangent absent
-(``h + temb``: ``h``'s tangent; ``x / 1``: ``x``'s). Primal outputs come from the same kernels as
-the layers' own forward (bit-identical, except attention, which equals the fused kernel to
-rounding); the tangents agree with PyTorch's rules and with reverse mode to 1e-8 in float64
-(tests/test_autodiff.py).
+What falls back to PyTorch's own forward-mode rules (correct, slower): every other op (e.g.
+``F.gelu``, ``softmax`` outside attention, ``einsum``), calls with differentiable weights,
+unknown keyword arguments, in-place SiLU, broadcast tangents, causal/dropout attention, code that
+calls the aten ops directly. ``torch.compile``'d modules and functions anywhere inside the
+callable run as their original Python code during a JVP (``torch.compiler.set_stance
+("force_eager")``): compiled graphs lose dual tensors' tangents without an error. Primal outputs
+come from the same kernels as the layers' own forward (bit-identical, except attention, which
+equals the fused kernel to rounding); the tangents agree with PyTorch's rules and with reverse
+mode to 1e-8 in float64 (tests/test_autodiff.py, tests/test_wrapper_styles.py).
 
 :func:`jvp` is the entry point FLIPD uses. It applies the fast rules only under
 ``torch.no_grad()`` (the rules have no backward; code that differentiates *through* the JVP,
 e.g. with respect to a text embedding, gets PyTorch's rules on the math attention kernel).
 
-:func:`resolve_ad` maps ``ad="auto"`` to ``"forward"`` or ``"reverse"``. Rule (from
-``benchmarks/speed_flipd.py``): with the fast rules, one probe in forward mode costs 1.7-2.2x a
-forward pass on an MLP, UNets with and without attention and a text-to-image UNet with CFG, and
-holds one tangent per activation (~2x a forward's memory), while reverse mode stores every
-activation (4-6.5x on UNets); so ``"auto"`` picks forward mode, except for callables that are not
-``nn.Module`` (no layers to swap) *and* whose forward-mode JVP fails, where reverse mode is the
-only choice. The mode is cached per model.
+:func:`resolve_ad` maps ``ad="auto"`` to ``"forward"`` or ``"reverse"``: forward mode (one
+probe about two forward passes, holding one tangent per activation where reverse mode stores
+every activation), *verified once per model* by :func:`check_forward_mode` (one point, one probe,
+forward-mode ``v^T J v`` against reverse mode, dtype-dependent tolerance); if forward mode raises
+or disagrees, reverse mode with a ``RuntimeWarning``. Measured with
+``benchmarks/speed_wrapper_styles.py``: the check costs under 2% of a 1,000-point FLIPD run.
 """
 
 from __future__ import annotations
