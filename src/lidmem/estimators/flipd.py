@@ -104,7 +104,7 @@ def _trace_and_norm(
         """Score and J v (forward mode) or J^T v (reverse mode); v^T J v = v^T J^T v either way."""
         tvec = time_tensor(t0, primals)
         if ad == "forward":
-            out, jv = _autodiff.jvp(lambda inp: model(inp, tvec, **kw), primals, tang)
+            out, jv = _autodiff.jvp(lambda inp: model(inp, tvec, **kw), model, primals, tang)
         elif create_graph:
             # double backward through attention needs the plain-matmul kernel
             with _autodiff._math_attention():
@@ -167,15 +167,14 @@ def _eq6(model: Any, xt: torch.Tensor, t0: float, sigma2: float, tangents: torch
     return tr.add_(sq).mul_(sigma2).add_(math.prod(xt.shape[1:]))
 
 
-def _check_forward_mode(model: Any, x: torch.Tensor, t0: float, psi: float, extra_args: Mapping[str, Any]) -> str | None:
-    """:func:`_autodiff.check_forward_mode` at the first point of ``x`` (noised to time ``t0``
-    by the scale ``psi``) and one Rademacher probe of a fixed seed (the run's generator is
-    not touched): None when forward mode agrees with reverse mode, else why not."""
-    xt = psi * x[:1]
-    tvec = time_tensor(t0, xt)
+def _probe_forward_mode(model: Any, x: torch.Tensor, extra_args: Mapping[str, Any]) -> tuple[bool, float, float]:
+    """Forward vs reverse mode at the first point of ``x``, one Rademacher probe, t = 0.5
+    (:func:`_autodiff.check_forward_mode`; raises where forward mode is unsupported)."""
+    xt = x[:1]
+    tvec = torch.full((1,), 0.5, dtype=x.dtype, device=x.device)
     kw = conditioning_rows(extra_args, x.shape[0], slice(0, 1), 1)
     gen = torch.Generator(device=x.device).manual_seed(0)
-    v = _draw_probes(tuple(xt.shape), "rademacher", gen, xt.dtype, xt.device)
+    v = torch.randint(0, 2, xt.shape, generator=gen, device=x.device).to(x.dtype).mul_(2).sub_(1)
     return _autodiff.check_forward_mode(lambda inp: model(inp, tvec, **kw), xt, v)
 
 
@@ -209,6 +208,7 @@ def _flipd_curve_impl(
     if not isinstance(create_graph, bool):
         raise TypeError(f"create_graph must be True or False; got {create_graph!r}")
     retain_freed_memory()  # batch after batch without page faults (see lidmem._allocator)
+    ad = _autodiff.resolve_ad(ad, model, lambda: _probe_forward_mode(model, x, args))
     if create_graph:
         # reverse-mode derivatives of forward-mode (jvp) outputs are wrong through layer_norm in
         # torch 2.13 (tests/test_t2i_adapters.py measures 1% on a diffusers UNet; reverse-over-
@@ -228,9 +228,6 @@ def _flipd_curve_impl(
 
     psis = [float(sde.psi(torch.tensor(t, dtype=torch.float64))) for t in t0_list]
     sig2s = [float(sde.sigma(torch.tensor(t, dtype=torch.float64))) ** 2 for t in t0_list]
-    if not create_graph:  # create_graph: reverse mode below
-        # "auto": forward mode once it agrees with reverse mode at one point and probe (per model)
-        ad = _autodiff.resolve_ad(ad, model, lambda: _check_forward_mode(model, x, t0_list[0], 1.0 if noisy else psis[0], args))
     result = torch.empty(n, len(t0_list), *((d,) if per_coordinate else ()), dtype=torch.float64, device=x.device)
     slices = list(chunk_slices(n, batch_size))
     # create_graph: autograd stays on, so the result is differentiable w.r.t. tensors in

@@ -157,7 +157,7 @@ def hessian_difference_product(
     v = v.detach().to(x.dtype).contiguous()
     # the core's JVP: minimal forward-mode rules under no_grad, math attention (as FLIPD)
     with torch.no_grad():
-        _, hv = _autodiff.jvp(lambda inp: _score_difference(model, inp, t, cond, uncond), x, v)
+        _, hv = _autodiff.jvp(lambda inp: _score_difference(model, inp, t, cond, uncond), model, x, v)
     return hv
 
 
