@@ -235,6 +235,7 @@ WALK_EXEMPT = {
     "*:generator": "a flag",
     "*:allow_download": "a flag",
     "*:merge": "a flag",
+    "train:stop_when_memorizing": "a flag",
     "*:prompt": "free text",
     "*:chat_model": "any name the chat endpoint knows (checked by the endpoint)",
     "*:caption_column": "a column name, checked when the data is read (after --column)",

@@ -34,6 +34,9 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="Seed of the initial weights, minibatches, times and noise."),
         device: Optional[str] = typer.Option(None, help="torch device (default cpu)."),
         progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar with the loss (default: on a terminal)."),
+        monitor_every: Optional[int] = typer.Option(None, help="Score probe training images with FLIPD every N steps (lidmem.monitor; docs/monitor.md); writes <out>.monitor.parquet and .monitor.png."),
+        monitor_probes: int = typer.Option(256, help="Distinct training images the monitor watches."),
+        stop_when_memorizing: bool = typer.Option(False, "--stop-when-memorizing", help="Stop at the monitor's first alarm; the checkpoint keeps the last save before it."),
     ) -> None:
         """Train lidmem's pixel-space image UNet (VP-SDE, epsilon, EMA) on your images; Ctrl-C saves, rerun resumes."""
         from ..workflows.train import check_sample_grid, read_training_images, train_defaults, train_image_model
@@ -55,6 +58,11 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
             check_positive_int(sampling_steps, "--sampling-steps")
             check_positive_int(seed, "--seed", minimum=0)
             check_device_option(device)
+            if monitor_every is not None:
+                check_positive_int(monitor_every, "--monitor-every")
+            check_positive_int(monitor_probes, "--monitor-probes", minimum=2)
+            if stop_when_memorizing and monitor_every is None:
+                raise ValueError("--stop-when-memorizing needs --monitor-every N (e.g. --monitor-every 250)")
             chans = tuple(check_int_list(channels, "--channels")) if channels else None
             images, desc = read_training_images(data, column=column)
             d = train_defaults(int(images.shape[-1]))
@@ -66,14 +74,28 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
                 res = train_image_model(
                     images, out, steps=steps, batch_size=batch_size, lr=lr, block_out_channels=chans, ema_decay=ema_decay,
                     checkpoint_every=checkpoint_every, resume=resume, seed=seed, extra={"data": desc}, progress=progress, device=device,
+                    monitor_every=monitor_every, monitor_probes=monitor_probes, stop_when_memorizing=stop_when_memorizing,
                 )
             except KeyboardInterrupt:
                 console.print(f"interrupted; the checkpoint {out} holds the last step. Rerun the same command to resume.")
                 raise typer.Exit(code=130) from None
         note = f" (resumed from step {res.resumed_from})" if res.resumed_from else ""
-        console.print(f"{res.steps} steps{note}, final loss {res.losses[-50:].mean():.4f}; wrote {out}")
-        if grid > 0:
-            _report_grid(check_sample_grid(res.model, tuple(images.shape[1:]), out.with_suffix(".samples.png"), n=grid,
+        model = res.model
+        if res.stopped_at is not None:
+            if out.is_file():
+                from ..models import load_model
+
+                model = load_model(out, device=device or "cpu")
+                console.print(f"memorization alarm at step {res.stopped_at}: stopped; {out} keeps the last checkpoint before it")
+            else:
+                console.print(f"memorization alarm at step {res.stopped_at}, before the first checkpoint (--checkpoint-every {checkpoint_every}): nothing was saved")
+                model = None
+        else:
+            console.print(f"{res.steps} steps{note}, final loss {res.losses[-50:].mean():.4f}; wrote {out}")
+        if monitor_every is not None:
+            _write_monitor_outputs(out)
+        if grid > 0 and model is not None:
+            _report_grid(check_sample_grid(model, tuple(images.shape[1:]), out.with_suffix(".samples.png"), n=grid,
                                            steps=sampling_steps, seed=seed), out, res.steps)
         console.print(f"next: lidmem audit --model {out} --train {data} --out audit/")
 
@@ -98,3 +120,25 @@ def _report_grid(check: dict, out: Path, steps: int) -> None:
     path = out.with_suffix(".samples.json")
     path.write_text(json.dumps(summary, indent=2))
     console.print(f"wrote {path}")
+
+
+def _write_monitor_outputs(out: Path) -> None:
+    """Print the monitor's verdict and write its figure next to ``out``."""
+    import pandas as pd
+
+    from ..workflows.train import monitor_log_path
+    from ..monitor import step_summaries
+    from ..reports.figures import monitor_figure, save_figure
+
+    log = monitor_log_path(out)
+    if not log.is_file():
+        console.print("monitor: no step was scored (fewer steps than --monitor-every)")
+        return
+    df = pd.read_parquet(log)
+    steps = step_summaries(df)
+    alarms = steps[steps["memorizing"]]
+    last = steps.iloc[-1]
+    verdict = f"first alarm at step {int(alarms.step.iloc[0])}" if len(alarms) else "no alarm"
+    console.print(f"monitor: {len(steps)} steps scored, {verdict}; last signal {last.signal:.3f} ({int(last.n_flagged)} flagged); wrote {log}")
+    png = save_figure(monitor_figure(df), log.with_suffix(".png"))
+    console.print(f"wrote {png}")

@@ -40,7 +40,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -52,7 +52,7 @@ from .checkpoint import save_checkpoint
 from .score import PREDICTIONS, ScoreModel
 from .sde import SDE
 
-__all__ = ["TrainResult", "train_score_model", "sample_times", "dsm_target", "train_state_path"]
+__all__ = ["TrainResult", "StopTraining", "train_score_model", "sample_times", "dsm_target", "train_state_path"]
 
 _STATE_SUFFIX = ".train_state.safetensors"
 
@@ -77,6 +77,9 @@ class TrainResult:
         Wall-clock seconds spent in this call.
     checkpoint : Path or None
         Where the EMA checkpoint was written.
+    stopped_at : int or None
+        Step at which ``callback`` raised :class:`StopTraining` (None: ran to ``steps``); the
+        checkpoint then holds the last periodic save before that step, not the stopped step.
     """
 
     model: ScoreModel
@@ -87,6 +90,12 @@ class TrainResult:
     elapsed_s: float = 0.0
     checkpoint: Path | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    stopped_at: int | None = None
+
+
+class StopTraining(Exception):
+    """Raised by a ``callback`` of :func:`train_score_model` to stop the run; the step in progress
+    is not saved, so the checkpoint keeps the last periodic save before it."""
 
 
 def train_state_path(checkpoint: str | Path) -> Path:
@@ -233,6 +242,7 @@ def train_score_model(
     extra: dict[str, Any] | None = None,
     progress: bool | None = None,
     device: str | torch.device | None = None,
+    callback: Callable[[int, nn.Module, nn.Module], str | None] | None = None,
 ) -> TrainResult:
     """Train ``net`` by denoising score matching under ``sde`` (see the module docstring).
 
@@ -279,6 +289,11 @@ def train_score_model(
         Progress bar with the running loss (None: only on a terminal).
     device : str or torch.device, optional
         Where to train; default: the device of ``net``'s parameters.
+    callback : callable, optional
+        ``callback(step, net, ema)`` after every step (``step`` = steps taken so far; the raw and
+        EMA networks); a returned string is shown in the progress bar; raising
+        :class:`StopTraining` ends the run before the step is checkpointed (e.g.
+        :class:`lidmem.monitor.MemorizationMonitor`'s alarm).
 
     Returns
     -------
@@ -360,6 +375,8 @@ def train_score_model(
         if ckpt_path is not None:
             _save(ckpt_path, ema, model_net, opt, gen, step, losses, sde, prediction, settings["data_shape"], settings, extra)
 
+    stopped_at: int | None = None
+    note: str | None = None
     bar = _progress(range(step, steps), total=steps, desc="training", disable=None if progress is None else not progress)
     if hasattr(bar, "update") and step:
         bar.update(step)  # type: ignore[union-attr]
@@ -387,8 +404,17 @@ def train_score_model(
             ema_update(ema, model_net, decay)
             losses.append(float(loss.detach()))
             step += 1
+            if callback is not None:
+                try:
+                    note = callback(step, model_net, ema) or note
+                except StopTraining:
+                    stopped_at = step
+                    break
             if hasattr(bar, "set_postfix") and step % 50 == 0:
-                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")  # type: ignore[union-attr]
+                post = {"loss": f"{np.mean(losses[-50:]):.4f}"}
+                if note:
+                    post["monitor"] = note
+                bar.set_postfix(**post)  # type: ignore[union-attr]
             if ckpt_path is not None and step % checkpoint_every == 0 and step < steps:
                 save()
     except KeyboardInterrupt:
@@ -400,7 +426,7 @@ def train_score_model(
     finally:
         if hasattr(bar, "close"):
             bar.close()  # type: ignore[union-attr]
-    if step > resumed_from or (ckpt_path is not None and not ckpt_path.is_file()):
+    if stopped_at is None and (step > resumed_from or (ckpt_path is not None and not ckpt_path.is_file())):
         save()
 
     model_net.eval()
@@ -414,4 +440,5 @@ def train_score_model(
         elapsed_s=time.perf_counter() - start,
         checkpoint=ckpt_path,
         settings=settings,
+        stopped_at=stopped_at,
     )

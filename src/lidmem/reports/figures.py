@@ -15,7 +15,7 @@ import numpy as np
 
 __all__ = [
     "LABEL_COLORS", "DISPLAY_NAMES", "display_name", "histograms_by_label", "match_grid", "score_histograms",
-    "mitigation_figure", "attribution_figure",
+    "mitigation_figure", "attribution_figure", "monitor_figure",
 ]
 
 #: Colour of each label, shared by every figure (memorized-like labels red, others blue).
@@ -239,6 +239,49 @@ def attribution_figure(words: Sequence[str], scores: Sequence[float], metric: st
 
 
 # --- figures of ``lidmem t2i`` (written as PNG files; the CLI draws nothing itself) -------------
+def monitor_figure(log: Any, *, flagged: Sequence[int] | None = None, threshold: float | None = None) -> Any:
+    """LID_theta of the monitor's probe images over training steps, and its signal.
+
+    ``log`` is a :mod:`lidmem.monitor` log (DataFrame with ``step, image_id, split, lid, signal,
+    memorizing``). Training probes are thin blue lines; ``flagged`` ids (default: those flagged at
+    the last step) red; the held-out median, when logged, a dashed black line. The lower panel
+    shows the signal per step, ``threshold`` dotted and alarm steps marked.
+    """
+    plt = _plt()
+    tr = log[log["split"] == "train"]
+    if flagged is None:
+        last = tr[tr["step"] == tr["step"].max()]
+        flagged = [int(i) for i in last.loc[last["flagged"].astype(bool), "image_id"]]
+    red = set(int(i) for i in flagged)
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    lid = tr.pivot(index="step", columns="image_id", values="lid")
+    for iid in lid.columns:
+        if int(iid) not in red:
+            ax.plot(lid.index, lid[iid], color=LABEL_COLORS["other"], lw=0.6, alpha=0.35)
+    for iid in lid.columns:
+        if int(iid) in red:
+            ax.plot(lid.index, lid[iid], color=LABEL_COLORS["memorized"], lw=1.4, alpha=0.9)
+    ho = log[log["split"] == "heldout"]
+    if len(ho):
+        med = ho.groupby("step")["lid"].median()
+        ax.plot(med.index, med.values, "k--", lw=1.5, label="held-out median")
+        ax.legend(loc="best", fontsize=8)
+    ax.set_ylabel(r"LID$_\theta$ (FLIPD), low = memorized")
+    ax.set_title(f"probe images ({lid.shape[1]} training, {len(red)} flagged in red)")
+    sig = log.groupby("step").agg(signal=("signal", "first"), memorizing=("memorizing", "first"))
+    bx.plot(sig.index, sig["signal"], "o-", color="#555555", ms=3)
+    alarm = sig[sig["memorizing"].astype(bool)]
+    if len(alarm):
+        bx.plot(alarm.index, alarm["signal"], "o", color=LABEL_COLORS["memorized"], ms=5, label="alarm")
+        bx.legend(loc="best", fontsize=8)
+    if threshold is not None:
+        bx.axhline(threshold, color="k", ls=":", lw=1)
+    bx.set_xlabel("training step")
+    bx.set_ylabel("signal")
+    fig.tight_layout()
+    return fig
+
+
 def save_figure(fig: Any, path: str | Path, *, dpi: int = 120) -> Path:
     """Save ``fig`` as a PNG at ``path`` (parent folders created) and close it."""
     plt = _plt()

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["TrainDefaults", "train_defaults", "read_training_images", "train_image_model", "sample_grid_png", "check_sample_grid"]
+__all__ = ["TrainDefaults", "train_defaults", "read_training_images", "train_image_model", "monitor_log_path", "sample_grid_png", "check_sample_grid"]
 
 
 @dataclass(frozen=True)
@@ -113,12 +113,21 @@ def train_image_model(
     extra: dict[str, Any] | None = None,
     progress: bool | None = None,
     device: str | torch.device | None = None,
+    monitor_every: int | None = None,
+    monitor_probes: int = 256,
+    stop_when_memorizing: bool = False,
 ) -> Any:
     """Train :class:`lidmem.diffusion.unet.UNetScoreNet` (VP-SDE, epsilon) on ``images`` and write
     the EMA checkpoint ``out`` (+ its resumable training state). Returns the ``TrainResult``.
 
     ``None`` arguments take :func:`train_defaults` of the image side. Initial weights are drawn
     under ``seed``, so a rerun of the same call (after Ctrl-C) resumes to bit-identical weights.
+
+    ``monitor_every=N`` watches the EMA weights with :class:`lidmem.monitor.MemorizationMonitor`
+    every N steps (``monitor_probes`` distinct training images drawn under ``seed``, t0 from the
+    training data) and writes its log to :func:`monitor_log_path` ``(out)``; the signal goes to the
+    progress bar. ``stop_when_memorizing`` stops at the first alarm; the checkpoint then holds the
+    last periodic save before it (``TrainResult.stopped_at`` is the alarm's step).
     """
     from ..diffusion.sde import VPSDE
     from ..diffusion.training import train_score_model
@@ -134,11 +143,53 @@ def train_image_model(
         net = UNetScoreNet(side, in_channels=int(images.shape[1]), block_out_channels=channels, norm_num_groups=groups)
     if device is not None:
         net = net.to(device)
+    callback = None
+    if monitor_every is not None:
+        callback = _monitor_callback(images, out, int(monitor_every), int(monitor_probes), bool(stop_when_memorizing), int(seed), resume)
+    elif stop_when_memorizing:
+        raise ValueError("stop_when_memorizing needs monitor_every (e.g. monitor_every=250)")
     return train_score_model(
         net, images, VPSDE(), prediction="epsilon", steps=d.steps if steps is None else steps, batch_size=d.batch_size if batch_size is None else batch_size,
         lr=d.lr if lr is None else lr, ema_decay=ema_decay, seed=seed, checkpoint=out, checkpoint_every=checkpoint_every, resume=resume,
         extra={"data_range": [-1.0, 1.0], "trained_by": "lidmem train", **(extra or {})}, progress=progress, device=device,
+        callback=callback,
     )
+
+
+def monitor_log_path(out: str | Path) -> Path:
+    """Where ``lidmem train --monitor-every`` writes the monitor's log: ``<out>.monitor.parquet``."""
+    return Path(out).with_suffix(".monitor.parquet")
+
+
+def _monitor_callback(images: np.ndarray, out: str | Path, every: int, n_probes: int, stop: bool, seed: int, resume: bool) -> Any:
+    """``callback(step, net, ema)`` for :func:`train_score_model`: the monitor on the EMA weights."""
+    from .._validation import check_positive_int
+    from ..diffusion.score import ScoreModel
+    from ..diffusion.sde import VPSDE
+    from ..diffusion.training import StopTraining
+    from ..memorization.copy_detection import dedupe_rows
+    from ..monitor import MemorizationMonitor
+
+    every = check_positive_int(every, "monitor_every")
+    n_probes = check_positive_int(n_probes, "monitor_probes", minimum=2)
+    first, _, _ = dedupe_rows(images.reshape(len(images), -1))
+    distinct = np.asarray(first)
+    ids = np.sort(np.random.default_rng(seed).choice(distinct, min(n_probes, len(distinct)), replace=False))
+    state: dict[str, Any] = {}
+
+    def callback(step: int, net: torch.nn.Module, ema: torch.nn.Module) -> str | None:
+        if step % every:
+            return None
+        if "monitor" not in state:
+            model = ScoreModel(ema, VPSDE(), prediction="epsilon")
+            state["monitor"] = MemorizationMonitor(model, images[ids], train_data=images, every=every, image_ids=ids.tolist(),
+                                                   log=monitor_log_path(out), seed=seed, resume=resume)
+        summary = state["monitor"].score(step)
+        if stop and summary.memorizing:
+            raise StopTraining(f"memorization signal {summary.signal:.3f} at step {step}")
+        return summary.describe()
+
+    return callback
 
 
 def sample_grid_png(model: Any, shape: tuple[int, ...], path: str | Path, *, n: int = 64, steps: int = 50, seed: int = 0) -> Path:

@@ -1,0 +1,497 @@
+"""Catch memorization while a model trains: FLIPD of a fixed probe set every N steps.
+
+The manifold memorization hypothesis (paper, Sec. 2-3) says that a model memorizes a training
+image when its LID_theta there falls below the data's LID_* (OD-Mem). During training this is a
+*fall*: the LID_theta of an image the model starts to copy drops towards 0 while held-out images
+(and the training images it generalises on) keep theirs. :class:`MemorizationMonitor` watches
+exactly that, in any training loop::
+
+    monitor = MemorizationMonitor(unet, probes, sde=DDPMSchedule.from_scheduler(scheduler),
+                                  prediction="epsilon", heldout=val_images, train_data=train_images,
+                                  every=500, log="monitor.parquet")
+    for step in range(steps):
+        ...  # the loop's own step
+        monitor.update(step + 1)          # scores only when (step + 1) % every == 0
+
+Every ``every`` steps it scores the probe images (training images, and held-out images when
+given) with FLIPD (eq. 6, Hutchinson trace, :func:`lidmem.estimators.flipd`) at one ``t0``
+fixed at the start (``"auto"``: :func:`lidmem.estimators.t0.t0_from_training_data`, label-free),
+on the model being trained or its EMA weights (``ema=``). The model's training state is left as
+it was: the train/eval mode of every submodule, the RNG states (torch CPU and CUDA, NumPy's
+global generator, Python's ``random``) and the parameters' ``.grad`` / ``requires_grad`` are
+restored; FLIPD runs without autograd graphs.
+
+The signal, per scored step (one robust z-score per image):
+
+- reference: the held-out probes' LID_theta at that step when given, otherwise the training
+  probes' own LID_theta at that step; ``z = (lid - median_ref) / (1.4826 * MAD_ref)``;
+- an image is *flagged* when ``z < -z_threshold`` (its LID_theta lies far below the reference);
+- ``signal`` = fraction of training probes flagged minus fraction of held-out probes flagged
+  (the held-out fraction is the false-alarm rate of the rule itself; 0 without held-out images);
+- ``memorizing`` = ``signal >= threshold`` and at least ``min_flagged`` training probes flagged;
+- ``drop`` = ``z`` now minus the image's first ``z`` after ``baseline_step``: the images whose
+  LID_theta fell most relative to the spread are those with the most negative drop;
+- with held-out probes also ``auroc`` (training vs held-out, low LID_theta = training) and
+  ``gap`` = (median held-out - median training) / pooled standard deviation.
+
+Log: a Parquet file rewritten atomically (temporary file + ``os.replace``) after every scored
+step, so an interrupted run keeps every step scored so far; a rerun with the same ``log``
+continues it (rows of steps at or after the first step scored again are replaced). Columns:
+
+============ ======= ===============================================================
+column       type    meaning
+============ ======= ===============================================================
+step         int64   training step at which the probes were scored
+image_id     int64   the probe's id (``image_ids``, default 0..n-1 per split)
+split        string  ``"train"`` or ``"heldout"``
+lid          float64 FLIPD estimate of LID_theta (can be negative)
+t0           float64 the FLIPD time (fixed for the run)
+z            float64 robust z-score against the step's reference (see above)
+drop         float64 ``z`` minus the image's first ``z`` (0 at its first step)
+flagged      bool    ``z < -z_threshold``
+signal       float64 the step's signal (same on every row of the step)
+memorizing   bool    the step's alarm (same on every row of the step)
+seconds      float64 wall time the step's scoring took
+============ ======= ===============================================================
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._validation import check_positive_int
+from .diffusion.score import ScoreModel
+from .diffusion.sde import SDE
+
+__all__ = ["MemorizationMonitor", "MonitorStep", "LOG_COLUMNS", "preserved_training_state", "read_monitor_log", "step_summaries", "step_summaries_list"]
+
+#: Columns of the monitor's Parquet log, in order (module docstring).
+LOG_COLUMNS: tuple[str, ...] = ("step", "image_id", "split", "lid", "t0", "z", "drop", "flagged", "signal", "memorizing", "seconds")
+
+_MAD_TO_SD = 1.4826
+
+
+@dataclass(frozen=True)
+class MonitorStep:
+    """The memorization signal of one scored step.
+
+    ``flagged`` holds the ids of the flagged training probes, most negative ``drop`` first
+    (the images whose LID_theta fell most); ``auroc`` and ``gap`` are NaN without held-out probes.
+    """
+
+    step: int
+    signal: float
+    memorizing: bool
+    n_flagged: int
+    flagged: tuple[int, ...]
+    auroc: float
+    gap: float
+    lid_train_median: float
+    lid_heldout_median: float
+    seconds: float
+    fell_most: tuple[int, ...] = field(default=())
+
+    def describe(self) -> str:
+        """One short line for a progress bar, e.g. ``"mem 0.031 (8 flagged) ALARM"``."""
+        s = f"mem {self.signal:.3f} ({self.n_flagged} flagged)"
+        if not math.isnan(self.auroc):
+            s += f" auroc {self.auroc:.2f}"
+        return s + (" ALARM" if self.memorizing else "")
+
+
+class _SampleOutput(nn.Module):
+    """``net(x, t)``, unwrapping a diffusers output's ``.sample`` (``UNet2DModel`` returns one)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = self.net(x, t)
+        return out if isinstance(out, torch.Tensor) else out.sample
+
+
+def _as_images(x: Any, name: str) -> torch.Tensor:
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or numpy array of shape (n, ...); got {type(x).__name__}")
+    if x.ndim < 2 or x.shape[0] < 1:
+        raise ValueError(f"{name} must be batch-first with at least one row, shape (n, ...); got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must hold floats (images in [-1, 1]); got dtype {x.dtype}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} holds NaN or infinite values")
+    return x.detach()
+
+
+def _robust_z(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    med = float(np.median(reference))
+    mad = float(np.median(np.abs(reference - med))) * _MAD_TO_SD
+    if not mad > 0:
+        mad = float(np.std(reference)) or 1.0
+    return (values - med) / mad
+
+
+@contextmanager
+def preserved_training_state(module: nn.Module | None) -> Iterator[None]:
+    """Run a block with ``module`` in eval mode and give everything back afterwards: each
+    submodule's ``training`` flag, the parameters' ``.grad`` and ``requires_grad``, and the RNG
+    states of torch (CPU and every CUDA device), NumPy's global generator and Python's ``random``."""
+    modes = [(m, m.training) for m in module.modules()] if module is not None else []
+    params = list(module.parameters()) if module is not None else []
+    grads = [(p, p.grad, p.requires_grad) for p in params]
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda):
+        try:
+            if module is not None:
+                module.eval()
+            yield
+        finally:
+            for m, mode in modes:
+                m.training = mode
+            for p, g, rg in grads:
+                p.grad = g
+                p.requires_grad_(rg)
+            np.random.set_state(np_state)
+            random.setstate(py_state)
+
+
+class MemorizationMonitor:
+    """FLIPD of a fixed probe set every ``every`` steps, a Parquet log and a memorization signal.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network being trained: a :class:`lidmem.ScoreModel` (its ``.sde`` is used), or a raw
+        network ``net(x, t_model)`` (a diffusers ``UNet2DModel`` too: its ``.sample`` is taken)
+        together with ``sde`` and ``prediction``. Held by reference: every step scores its
+        current weights (or ``ema``'s).
+    probes : Tensor or ndarray of shape (n, ...)
+        Training images to watch (the model's input scale, e.g. [-1, 1]); fixed for the run.
+    sde : SDE, optional
+        Forward process of a raw network (:class:`~lidmem.VPSDE`, ``DDPMSchedule.from_scheduler``
+        for a diffusers scheduler). Required unless ``model`` is a ScoreModel.
+    prediction : {"epsilon", "score", "x0", "v"}, default="epsilon"
+        What a raw network predicts (ignored for a ScoreModel).
+    heldout : Tensor or ndarray of shape (m, ...), optional
+        Images the model never trains on; they become the reference of the signal.
+    train_data : array-like of shape (N, ...), optional
+        The training set for ``t0="auto"`` (nearest-neighbour scale). Default: ``probes``
+        (coarser: fewer neighbours give a larger gap and so a larger ``t0``).
+    every : int, default=500
+        Score when ``step % every == 0`` (:meth:`update`).
+    log : path, optional
+        Parquet file of the per-image rows (module docstring); None keeps them in memory only.
+    t0 : float or "auto", default="auto"
+        FLIPD time, fixed once here.
+    n_probes : int, default=4
+        Hutchinson probes per image.
+    z_threshold : float, default=3.5
+        An image is flagged when its robust z-score is below ``-z_threshold``.
+    threshold : float, default=0.02
+        ``memorizing`` when the signal reaches it ...
+    min_flagged : int, default=2
+        ... and at least this many training probes are flagged.
+    ema : nn.Module or diffusers ``EMAModel``, optional
+        Score these weights instead of ``model``'s: a module of the same call signature (an EMA
+        copy; ``model``'s wrapping applies to it), or an object with ``store``, ``copy_to`` and
+        ``restore`` (diffusers' ``EMAModel``), whose weights are copied into ``model`` for the
+        scoring and restored afterwards.
+    image_ids : sequence of int, optional
+        Ids of the training probes in the log (default ``0..n-1``); held-out probes are ``0..m-1``.
+    baseline_step : int, default=0
+        ``drop`` is measured from each image's first scored step ``>= baseline_step`` (skip the
+        first steps of an untrained network).
+    seed : int, default=0
+        Seed of the Hutchinson probes (the same probes at every step).
+    batch_size : int, optional
+        Images per FLIPD chunk (default: FLIPD's).
+    resume : bool, default=True
+        Continue an existing ``log`` (else overwrite it at the first scored step).
+
+    Attributes
+    ----------
+    t0_ : float
+        The FLIPD time in use.
+    history_ : list of MonitorStep
+        One entry per scored step.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        probes: Any,
+        *,
+        sde: SDE | None = None,
+        prediction: str = "epsilon",
+        heldout: Any = None,
+        train_data: Any = None,
+        every: int = 500,
+        log: str | Path | None = None,
+        t0: float | str = "auto",
+        n_probes: int = 4,
+        z_threshold: float = 3.5,
+        threshold: float = 0.02,
+        min_flagged: int = 2,
+        ema: Any = None,
+        image_ids: Sequence[int] | None = None,
+        baseline_step: int = 0,
+        seed: int = 0,
+        batch_size: int | None = None,
+        resume: bool = True,
+    ) -> None:
+        from .estimators.t0 import resolve_t0
+
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be the torch.nn.Module being trained (a ScoreModel or a network net(x, t)); got {type(model).__name__}")
+        if isinstance(model, ScoreModel):
+            sde = model.sde
+        elif not isinstance(sde, SDE):
+            raise TypeError("sde is required for a raw network: pass sde=VPSDE() or sde=DDPMSchedule.from_scheduler(scheduler)")
+        self.model = model
+        self.sde = sde
+        self.prediction = prediction
+        self.ema = ema
+        if ema is not None and not isinstance(ema, nn.Module) and not all(hasattr(ema, a) for a in ("store", "copy_to", "restore")):
+            raise TypeError(f"ema must be an nn.Module or a diffusers EMAModel (store/copy_to/restore); got {type(ema).__name__}")
+        self.probes = _as_images(probes, "probes")
+        self.heldout = None if heldout is None else _as_images(heldout, "heldout")
+        if self.heldout is not None and self.heldout.shape[1:] != self.probes.shape[1:]:
+            raise ValueError(f"heldout images have shape {tuple(self.heldout.shape[1:])} but probes {tuple(self.probes.shape[1:])}; give images of one shape")
+        self.every = check_positive_int(every, "every")
+        self.n_probes = check_positive_int(n_probes, "n_probes")
+        self.min_flagged = check_positive_int(min_flagged, "min_flagged")
+        if not (z_threshold > 0 and math.isfinite(z_threshold)):
+            raise ValueError(f"z_threshold={z_threshold} must be a positive number, e.g. 3.5")
+        if not (0 < threshold <= 1):
+            raise ValueError(f"threshold={threshold} must lie in (0, 1], e.g. 0.02")
+        self.z_threshold = float(z_threshold)
+        self.threshold = float(threshold)
+        self.baseline_step = check_positive_int(baseline_step, "baseline_step", minimum=0)
+        self.seed = int(seed)
+        self.batch_size = batch_size
+        if image_ids is None:
+            self.image_ids = np.arange(len(self.probes), dtype=np.int64)
+        else:
+            self.image_ids = np.asarray(list(image_ids), dtype=np.int64)
+            if self.image_ids.shape != (len(self.probes),):
+                raise ValueError(f"image_ids has {self.image_ids.size} entries but probes has {len(self.probes)} rows; give one id per probe")
+        ref = self.probes if train_data is None else train_data
+        self.t0_ = float(resolve_t0(t0, sde, ref.detach().cpu().numpy() if isinstance(ref, torch.Tensor) else ref))
+        self.log = None if log is None else Path(log)
+        self._frames: list[Any] = []
+        self.history_: list[MonitorStep] = []
+        self._first_z: dict[tuple[str, int], float] = {}
+        if self.log is not None and resume and self.log.is_file():
+            self._load(self.log)
+
+    # ------------------------------------------------------------------ log
+    def _load(self, path: Path) -> None:
+        import pandas as pd
+
+        df = pd.read_parquet(path)
+        missing = [c for c in LOG_COLUMNS if c not in df.columns]
+        if missing:
+            raise ValueError(f"{path} is not a lidmem monitor log (missing columns {missing}); pass resume=False or another log path")
+        for _, g in df.groupby("step", sort=True):
+            self._frames.append(g[list(LOG_COLUMNS)].reset_index(drop=True))
+        self.history_ = step_summaries_list(df)
+        self._rebuild_first_z()
+
+    def _rebuild_first_z(self) -> None:
+        self._first_z = {}
+        for g in self._frames:
+            step = int(g["step"].iloc[0])
+            if step < self.baseline_step:
+                continue
+            for split, iid, z in zip(g["split"], g["image_id"], g["z"]):
+                self._first_z.setdefault((str(split), int(iid)), float(z))
+
+    @property
+    def frame(self) -> Any:
+        """All rows so far as a pandas DataFrame (the log's columns)."""
+        import pandas as pd
+
+        if not self._frames:
+            return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(LOG_COLUMNS, ("int64", "int64", "string", "float64", "float64", "float64", "float64", "bool", "float64", "bool", "float64"))})
+        return pd.concat(self._frames, ignore_index=True)
+
+    def _write(self) -> None:
+        if self.log is None:
+            return
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.log.with_name(self.log.name + ".tmp")
+        self.frame.to_parquet(tmp, index=False)
+        os.replace(tmp, self.log)
+
+    # ------------------------------------------------------------------ scoring
+    @property
+    def first_alarm(self) -> int | None:
+        """The first scored step whose ``memorizing`` is True (None: no alarm yet)."""
+        return next((h.step for h in self.history_ if h.memorizing), None)
+
+    def due(self, step: int) -> bool:
+        """Whether :meth:`update` scores at ``step``."""
+        return int(step) % self.every == 0
+
+    def update(self, step: int, model: nn.Module | None = None) -> MonitorStep | None:
+        """Score the probes when ``step % every == 0`` (see :meth:`score`); else return None."""
+        return self.score(step, model) if self.due(step) else None
+
+    def _score_model(self, net: nn.Module) -> ScoreModel:
+        if isinstance(net, ScoreModel):
+            return net
+        return ScoreModel(_SampleOutput(net), self.sde, prediction=self.prediction)  # type: ignore[arg-type]
+
+    def _lid(self, net: nn.Module, x: torch.Tensor) -> np.ndarray:
+        from .estimators.flipd import flipd
+
+        param = next(iter(net.parameters()), None)
+        if param is not None:
+            x = x.to(device=param.device, dtype=param.dtype if param.is_floating_point() else x.dtype)
+        vals = flipd(self._score_model(net), x, self.t0_, trace="hutchinson", n_probes=self.n_probes, seed=self.seed,
+                     batch_size=self.batch_size, progress=False)
+        return vals.detach().double().cpu().numpy()
+
+    def score(self, step: int, model: nn.Module | None = None) -> MonitorStep:
+        """Score every probe now, append the rows to the log and return the step's signal.
+
+        ``model`` overrides the network given at construction (e.g. an EMA copy made by the
+        loop); ``ema`` (constructor) is used otherwise when given. The training state is restored.
+        """
+        step = check_positive_int(step, "step", minimum=0)
+        start = time.perf_counter()
+        target = model if model is not None else self.model
+        if not isinstance(target, nn.Module):
+            raise TypeError(f"model must be an nn.Module; got {type(target).__name__}")
+        ema = self.ema if model is None else None
+        # everything (imports of the metrics included) inside: nothing may touch the loop's RNGs
+        with preserved_training_state(target):
+            if isinstance(ema, nn.Module):
+                with preserved_training_state(ema):
+                    lid_tr, lid_ho = self._lid(ema, self.probes), (None if self.heldout is None else self._lid(ema, self.heldout))
+            elif ema is not None:  # diffusers EMAModel: swap its weights in for the scoring
+                ema.store(target.parameters())
+                ema.copy_to(target.parameters())
+                try:
+                    lid_tr, lid_ho = self._lid(target, self.probes), (None if self.heldout is None else self._lid(target, self.heldout))
+                finally:
+                    ema.restore(target.parameters())
+            else:
+                lid_tr, lid_ho = self._lid(target, self.probes), (None if self.heldout is None else self._lid(target, self.heldout))
+            seconds = time.perf_counter() - start
+            summary, frame = self._summarise(step, lid_tr, lid_ho, seconds)
+            # a rerun from an earlier step replaces what the log held from that step on
+            kept = [f for f in self._frames if int(f["step"].iloc[0]) < step]
+            if len(kept) != len(self._frames):
+                self._frames = kept
+                self.history_ = [h for h in self.history_ if h.step < step]
+                self._rebuild_first_z()
+                summary, frame = self._summarise(step, lid_tr, lid_ho, seconds)
+            self._frames.append(frame)
+            self.history_.append(summary)
+            self._write()
+        return summary
+
+    def _summarise(self, step: int, lid_tr: np.ndarray, lid_ho: np.ndarray | None, seconds: float) -> tuple[MonitorStep, Any]:
+        import pandas as pd
+
+        from .memorization.metrics import auroc
+
+        ref = lid_tr if lid_ho is None else lid_ho
+        z_tr = _robust_z(lid_tr, ref)
+        flag_tr = z_tr < -self.z_threshold
+        frac_ho = 0.0
+        z_ho = None
+        if lid_ho is not None:
+            z_ho = _robust_z(lid_ho, ref)
+            frac_ho = float(np.mean(z_ho < -self.z_threshold))
+        signal = float(np.mean(flag_tr)) - frac_ho
+        n_flag = int(flag_tr.sum())
+        memorizing = bool(signal >= self.threshold and n_flag >= self.min_flagged)
+
+        def drops(split: str, ids: np.ndarray, z: np.ndarray) -> np.ndarray:
+            out = np.zeros(len(z))
+            for i, (iid, zi) in enumerate(zip(ids, z)):
+                key = (split, int(iid))
+                if step >= self.baseline_step and key not in self._first_z:
+                    self._first_z[key] = float(zi)
+                out[i] = zi - self._first_z.get(key, float(zi))
+            return out
+
+        d_tr = drops("train", self.image_ids, z_tr)
+        order = np.argsort(d_tr, kind="stable")
+        flagged = tuple(int(self.image_ids[i]) for i in order if flag_tr[i])
+        fell = tuple(int(self.image_ids[i]) for i in order[: min(10, len(order))])
+        if lid_ho is not None:
+            labels = np.r_[np.ones(len(lid_tr), bool), np.zeros(len(lid_ho), bool)]
+            au = auroc(labels, np.r_[lid_tr, lid_ho], higher_is_positive=False)
+            pooled = math.sqrt(0.5 * (np.var(lid_tr) + np.var(lid_ho))) or 1.0
+            gap = float((np.median(lid_ho) - np.median(lid_tr)) / pooled)
+            med_ho = float(np.median(lid_ho))
+        else:
+            au = gap = med_ho = float("nan")
+        summary = MonitorStep(step=step, signal=signal, memorizing=memorizing, n_flagged=n_flag, flagged=flagged, auroc=float(au),
+                              gap=gap, lid_train_median=float(np.median(lid_tr)), lid_heldout_median=med_ho, seconds=seconds, fell_most=fell)
+        parts = [("train", self.image_ids, lid_tr, z_tr, d_tr, flag_tr)]
+        if lid_ho is not None and z_ho is not None:
+            ids_ho = np.arange(len(lid_ho), dtype=np.int64)
+            parts.append(("heldout", ids_ho, lid_ho, z_ho, drops("heldout", ids_ho, z_ho), z_ho < -self.z_threshold))
+        frames = []
+        for split, ids, lid, z, d, fl in parts:
+            frames.append(pd.DataFrame({
+                "step": np.full(len(lid), step, dtype=np.int64), "image_id": ids.astype(np.int64),
+                "split": pd.Series([split] * len(lid), dtype="string"), "lid": lid.astype(np.float64),
+                "t0": np.full(len(lid), self.t0_), "z": z.astype(np.float64), "drop": d.astype(np.float64),
+                "flagged": fl.astype(bool), "signal": np.full(len(lid), signal), "memorizing": np.full(len(lid), memorizing),
+                "seconds": np.full(len(lid), seconds),
+            }))
+        return summary, pd.concat(frames, ignore_index=True)[list(LOG_COLUMNS)]
+
+
+def read_monitor_log(path: str | Path) -> Any:
+    """The monitor's Parquet log as a pandas DataFrame (plain ``pandas.read_parquet`` works too)."""
+    import pandas as pd
+
+    return pd.read_parquet(path)
+
+
+def step_summaries_list(df: Any) -> list[MonitorStep]:
+    """:class:`MonitorStep` per step of a log frame (flags as logged)."""
+    out = []
+    for step, g in df.groupby("step", sort=True):
+        tr = g[g["split"] == "train"].sort_values("drop", kind="stable")
+        ho = g[g["split"] == "heldout"]
+        flagged = tuple(int(i) for i in tr.loc[tr["flagged"].astype(bool), "image_id"])
+        out.append(MonitorStep(
+            step=int(step), signal=float(g["signal"].iloc[0]), memorizing=bool(g["memorizing"].iloc[0]), n_flagged=len(flagged),
+            flagged=flagged, auroc=float("nan"), gap=float("nan"), lid_train_median=float(tr["lid"].median()),
+            lid_heldout_median=float(ho["lid"].median()) if len(ho) else float("nan"), seconds=float(g["seconds"].iloc[0]),
+            fell_most=tuple(int(i) for i in tr["image_id"].iloc[:10]),
+        ))
+    return out
+
+
+def step_summaries(df: Any) -> Any:
+    """One row per step of a monitor log: ``step, signal, memorizing, n_flagged, lid_train_median,
+    lid_heldout_median, seconds`` (a pandas DataFrame)."""
+    import pandas as pd
+
+    rows = [{"step": h.step, "signal": h.signal, "memorizing": h.memorizing, "n_flagged": h.n_flagged,
+             "lid_train_median": h.lid_train_median, "lid_heldout_median": h.lid_heldout_median, "seconds": h.seconds}
+            for h in step_summaries_list(df)]
+    return pd.DataFrame(rows)
