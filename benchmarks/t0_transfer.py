@@ -14,7 +14,10 @@ For each data set: ``--num-samples`` samples from the probability-flow ODE (30 H
 the digits demo), copy labels from :func:`lidmem.memorization.copy_detection.find_copies`
 (defaults; positive = exact or near copy), the FLIPD curve on :func:`default_t0_grid`
 (Hutchinson, 8 Rademacher probes, as the audit) - all cached as ``<name>_curves.npz``. Then the
-table: AUROC / TPR@1%FPR per grid ``t0``, and the ``t0`` each rule picks with its AUROC.
+table: AUROC / TPR@1%FPR per grid ``t0``, and the ``t0`` each rule picks with its AUROC. Every
+AUROC / TPR carries its 95% bootstrap interval over samples
+(:func:`lidmem.memorization.metrics.bootstrap_interval`, 1,000 resamples, seed 0) and the number
+of copies it rests on is printed.
 
 Usage::
 
@@ -38,11 +41,17 @@ from lidmem.estimators.flipd import default_t0_grid, select_t0
 from lidmem.estimators import flipd
 from lidmem.estimators.t0 import DEFAULT_T0_FACTOR, nearest_neighbour_scale, t0_from_training_data
 from lidmem.memorization.copy_detection import find_copies
-from lidmem.memorization.metrics import auroc, tpr_at_fpr
+from lidmem.memorization.metrics import detection_metrics, format_with_interval
 
 PATCH_STEPS = 1500
 FACTORS = (0.5, 1.0, 2.0, 4.0)
 BELOW_GRID = (1e-4, 3e-4)  # fixed times below default_t0_grid(), printed with the rules
+
+
+def cells(labels: np.ndarray, scores: np.ndarray) -> tuple[str, str]:
+    """AUROC and TPR@1%FPR of FLIPD (low = copy), each with its 95% bootstrap interval."""
+    r = detection_metrics("flipd", labels, scores, higher_is_positive=False, interval=True)
+    return format_with_interval(r.auroc, r.auroc_ci), format_with_interval(r.tpr_at_1pct_fpr, r.tpr_at_1pct_fpr_ci)
 
 
 def patches_model(cache: Path, steps: int):
@@ -110,20 +119,18 @@ def main() -> None:
         model, data = digits_model() if name == "digits" else patches_model(args.cache, args.patch_steps)
         sets[name] = (model, curves(name, model, data, args.cache, args.num_samples, grid))
 
-    print("\nFLIPD (low = copy) against copy labels (exact or near copy):")
-    print(f"{'t0':>8} | " + " | ".join(f"{n:>8} AUROC  TPR@1%" for n in sets))
+    print("\nFLIPD (low = copy) against copy labels (exact or near copy); [95% bootstrap interval]:")
+    print("positives: " + ", ".join(f"{n} {int(r['copy'].sum())} copies of {len(r['copy'])} samples" for n, (_, r) in sets.items()))
+    print(f"{'t0':>8} | " + " | ".join(f"{n + ' AUROC':>22}  {'TPR@1%':>21}" for n in sets))
     for j, t0 in enumerate(grid):
-        cells = []
-        for model, r in sets.values():
-            s = r["curve"][:, j]
-            cells.append(f"{auroc(r['copy'], s, higher_is_positive=False):>14.3f}  {tpr_at_fpr(r['copy'], s, higher_is_positive=False):.3f}")
-        print(f"{t0:>8.4f} | " + " | ".join(cells))
+        row = [cells(r["copy"], r["curve"][:, j]) for _, r in sets.values()]
+        print(f"{t0:>8.4f} | " + " | ".join(f"{a:>22}  {b:>21}" for a, b in row))
     for name, (model, r) in sets.items():
         print(f"\n{name}: {int(r['copy'].sum())} copies / {len(r['copy'])} samples; median FLIPD copies vs others per t0:")
         print("  " + "  ".join(f"{t:.3g}:{np.median(r['curve'][r['copy'], j]):.1f}/{np.median(r['curve'][~r['copy'], j]):.1f}"
                               for j, t in enumerate(grid)))
     print("\nrules (label-free; FLIPD recomputed at the chosen t0, same probes):")
-    print(f"{'data':>8} {'rule':<34} {'t0':>7} {'AUROC':>6} {'TPR@1%':>6}")
+    print(f"{'data':>8} {'rule':<34} {'t0':>7} {'AUROC [95% CI]':>22} {'TPR@1% [95% CI]':>22}")
     for name, (model, r) in sets.items():
         rows = {"select_t0 knee (sde=)": select_t0(r["curve"], grid, sde=model.sde),
                 "select_t0 knee (no sde)": select_t0(r["curve"], grid),
@@ -136,8 +143,8 @@ def main() -> None:
         x = torch.from_numpy(r["samples"])
         for label, t0 in rows.items():
             s = flipd(model, x, t0, trace="hutchinson", n_probes=8, seed=0, progress=False).double().numpy()
-            print(f"{name:>8} {label:<34} {t0:>7.4f} {auroc(r['copy'], s, higher_is_positive=False):>6.3f} "
-                  f"{tpr_at_fpr(r['copy'], s, higher_is_positive=False):>6.3f}")
+            a, b = cells(r["copy"], s)
+            print(f"{name:>8} {label:<34} {t0:>7.4f} {a:>22} {b:>22}")
         print(f"{name:>8} training nearest-neighbour gap r_nn (median) = {nearest_neighbour_scale(r['train']):.3f}, d = "
               f"{int(np.prod(r['train'].shape[1:]))}")
 

@@ -1,24 +1,29 @@
-"""Planted local memorization: do memorization maps find a watermark?
+"""Planted local memorization: do memorization maps find a watermark, and only there?
 
-    OMP_NUM_THREADS=1 python benchmarks/watermark_maps.py [--cache .cache/watermark]
+    OMP_NUM_THREADS=1 python benchmarks/watermark_maps.py [--cache .cache]
 
-Trains (first run, ``scripts/train_watermark.py``, ~5 CPU-minutes) or loads an MLP score model
-on the digits with a 3x3 checkerboard stamped at the top-right corner of 30% of them
-(:func:`lidmem.data.watermark.load_digits_with_watermark`), generates samples with the
-probability-flow ODE, splits them into samples that carry the patch and samples that do not,
-and computes on each
+Two planted set-ups (:func:`lidmem.data.watermark.load_digits_with_watermark`, 30% of the digits
+carry a +-1 checkerboard): a 3x3 patch at the top-right corner (``.cache/watermark``) and a 4x4
+patch at the bottom-left corner (``.cache/watermark_4x4_bl``). Each MLP score model is trained on
+the first run by ``scripts/train_watermark.py`` (~5 CPU-minutes each) or loaded. Samples from the
+probability-flow ODE are split into samples that carry the patch and samples that do not, and on
+each group (and on training images with / without the patch) the script reports
 
-- the FLIPD map (:func:`lidmem.estimators.flipd_map`, exact diagonal, d = 64): the fraction of
-  its lowest 10% pixels (7 of 64) that lie inside the patch;
-- the score-difference map of Kim & Lee (ICML 2026, arXiv 2605.26756, their ``Delta s_theta~``,
-  Eq. 6: ``(s_theta - s_theta~)^2`` per pixel against an underfitted checkpoint of the same run,
-  here the model after 500 of 10,000 steps; :func:`lidmem.estimators.score_difference_map`):
-  the fraction of its highest 10% pixels inside the patch. Their ``Delta s_empty`` / ``Delta h``
-  variants need a conditional model (conditional minus unconditional score) and do not apply to
-  this unconditional model.
+- ``raw``: the share of the lowest 10% pixels (7 of 64) of the FLIPD map
+  (:func:`lidmem.estimators.flipd_map`, exact diagonal) that lie inside the patch;
+- ``rel train`` / ``rel samples``: the same for the map relative to ordinary images
+  (:func:`lidmem.estimators.relative_map`: per-pixel robust z-score against the median / MAD of
+  reference maps): against 400 held-out training images (not among the evaluated ones), and
+  against all generated samples of the run (what ``lidmem audit``'s report does);
+- ``worst``: for the groups *without* the patch, the largest deviation from chance of the
+  in-window share over every window of the patch's size and any position
+  (``max_w |mean share in w - area(w)/64|``): a position bias shows here, whatever the patch's
+  position;
+- ``score diff``: the score-difference map of Kim & Lee (ICML 2026, arXiv 2605.26756,
+  ``(s_theta - s_theta~)^2`` against the same run after 500 steps;
+  :func:`lidmem.estimators.score_difference_map`), its highest 10% pixels.
 
-Chance level: the patch's area share, 9 / 64 = 0.14. The same numbers on the training images
-(watermarked vs not) are printed as a check of the maps on the data itself.
+Chance level of the in-patch share: the patch's area share (9/64 = 0.14, 16/64 = 0.25).
 """
 
 from __future__ import annotations
@@ -32,12 +37,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lidmem.data.watermark import WATERMARK, load_digits_with_watermark
+from lidmem.data.watermark import checkerboard, load_digits_with_watermark
 from lidmem.diffusion.checkpoint import load_score_model
 from lidmem.diffusion.sampling import sample_ode
-from lidmem.estimators import flipd_map, lowest_pixels, score_difference_map
+from lidmem.estimators import flipd_map, lowest_pixels, relative_map, score_difference_map
 
 FRACTION = 0.1
+#: (name, cache sub-folder, top-left pixel, side) of the planted set-ups
+SETUPS = (("3x3 top-right", "watermark", (0, 5), 3), ("4x4 bottom-left", "watermark_4x4_bl", (4, 0), 4))
+N_REFERENCE = 400
 
 
 def in_patch(low: torch.Tensor, mask: np.ndarray) -> np.ndarray:
@@ -46,53 +54,83 @@ def in_patch(low: torch.Tensor, mask: np.ndarray) -> np.ndarray:
     return ((low & m).flatten(1).sum(1) / low.flatten(1).sum(1)).numpy()
 
 
-def patch_error(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def patch_error(x: np.ndarray, mask: np.ndarray, size: int) -> np.ndarray:
     """Mean |pixel - watermark| over the patch of each image (n, 1, 8, 8); 0 for an exact copy."""
-    return np.abs(x[:, 0][:, mask] - WATERMARK.ravel()).mean(1)
+    return np.abs(x[:, 0][:, mask] - checkerboard(size).ravel()).mean(1)
+
+
+def worst_window(low: torch.Tensor, size: int) -> float:
+    """Largest |mean in-window share - area share| over all ``size x size`` windows of (n, 8, 8) masks."""
+    side = low.shape[-1]
+    dev = 0.0
+    for r in range(side - size + 1):
+        for c in range(side - size + 1):
+            w = np.zeros((side, side), dtype=bool)
+            w[r : r + size, c : c + size] = True
+            dev = max(dev, abs(float(in_patch(low, w).mean()) - w.mean()))
+    return dev
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description="memorization maps on a planted watermark")
-    ap.add_argument("--cache", type=Path, default=Path(".cache/watermark"))
+    ap = argparse.ArgumentParser(description="memorization maps on planted watermarks")
+    ap.add_argument("--cache", type=Path, default=Path(".cache"))
     ap.add_argument("--n-samples", type=int, default=400)
     ap.add_argument("--sampling-steps", type=int, default=100)
     ap.add_argument("--t0", type=float, nargs="+", default=[0.01, 0.05, 0.1, 0.2])
     args = ap.parse_args()
-    final, early = args.cache / "watermark_mlp.safetensors", args.cache / "watermark_mlp_early.safetensors"
+    for title, sub, position, size in SETUPS:
+        run_setup(title, args.cache / sub, position, size, args)
+
+
+def run_setup(title: str, cache: Path, position: tuple[int, int], size: int, args: argparse.Namespace) -> None:
+    final, early = cache / "watermark_mlp.safetensors", cache / "watermark_mlp_early.safetensors"
     if not (final.is_file() and early.is_file()):
         script = Path(__file__).resolve().parents[1] / "scripts" / "train_watermark.py"
-        print(f"training the watermark model into {args.cache} ({script})", flush=True)
-        subprocess.run([sys.executable, str(script), "--out", str(args.cache)], check=True)
+        print(f"training the watermark model into {cache} ({script})", flush=True)
+        subprocess.run([sys.executable, str(script), "--out", str(cache), "--position", str(position[0]), str(position[1]),
+                        "--size", str(size)], check=True)
     model, base = load_score_model(final).eval(), load_score_model(early).eval()
-    data = load_digits_with_watermark()
+    data = load_digits_with_watermark(position=position, size=size)
     mask = data.mask
     t = time.perf_counter()
     samples = sample_ode(model, (args.n_samples, 1, 8, 8), steps=args.sampling_steps, denoise=True, seed=0, progress=False).detach()
     t_sample = time.perf_counter() - t
-    err = patch_error(samples.numpy(), mask)
+    err = patch_error(samples.numpy(), mask, size)
     counts = np.histogram(err, bins=[0, 0.1, 0.2, 0.3, 0.5, np.inf])[0]
-    print(f"samples: {len(err)}, sampling {t_sample:.1f} s; patch error (mean |pixel - watermark| over the patch) in "
-          f"[0, .1): {counts[0]}, [.1, .2): {counts[1]}, [.2, .3): {counts[2]}, [.3, .5): {counts[3]} (ambiguous, unused), "
-          f">= .5 (no patch): {counts[4]}; training share with the patch 0.30")
+    print(f"\n=== {title}: {size}x{size} patch at {position}; {len(err)} samples, sampling {t_sample:.1f} s; patch error "
+          f"(mean |pixel - watermark| over the patch) in [0, .1): {counts[0]}, [.1, .2): {counts[1]}, [.2, .3): {counts[2]}, "
+          f"[.3, .5): {counts[3]} (ambiguous, unused), >= .5 (no patch): {counts[4]}; training share with the patch 0.30")
     print(f"chance level (patch area / image area) = {mask.sum()}/{mask.size} = {mask.mean():.3f}")
-    print(f"share of the lowest (FLIPD map) / highest (score difference) {FRACTION:.0%} of pixels inside the patch, "
-          f"mean over images, and the share of images where it is >= 0.8")
-    print(f"{'images':<30}{'t0':>6}{'n':>5}{'FLIPD map':>11}{'>=0.8':>7}{'score diff':>12}{'>=0.8':>7}{'FLIPD':>8}")
+    print(f"share of the lowest (FLIPD maps) / highest (score difference) {FRACTION:.0%} of pixels inside the patch, mean over "
+          f"images; 'worst': largest |in-window share - chance| over every {size}x{size} window (groups without the patch)")
+    print(f"{'images':<30}{'t0':>6}{'n':>5}{'raw':>8}{'rel train':>11}{'rel samples':>13}{'worst raw':>11}{'worst rel':>11}"
+          f"{'score diff':>12}{'FLIPD':>8}")
+    rng = np.random.default_rng(0)
+    with_idx, without_idx = np.flatnonzero(data.watermarked), np.flatnonzero(~data.watermarked)
+    evaluated = np.r_[with_idx[:300], without_idx[:300]]
+    rest = np.setdiff1d(np.arange(len(data.images)), evaluated)
+    ref_idx = np.sort(rng.choice(rest, min(N_REFERENCE, len(rest)), replace=False))
     sel = lambda keep: samples[torch.from_numpy(keep)]  # noqa: E731
-    groups = [("samples with patch, err < .1", sel(err < 0.1)), ("samples with patch, err < .2", sel(err < 0.2)),
-              ("samples with patch, err < .3", sel(err < 0.3)), ("samples without, err >= .5", sel(err >= 0.5)),
-              ("train with patch", torch.from_numpy(data.images[data.watermarked][:300])),
-              ("train without", torch.from_numpy(data.images[~data.watermarked][:300]))]
+    groups = [("samples with patch, err < .1", sel(err < 0.1), True), ("samples with patch, err < .2", sel(err < 0.2), True),
+              ("samples with patch, err < .3", sel(err < 0.3), True), ("samples without, err >= .5", sel(err >= 0.5), False),
+              ("train with patch", torch.from_numpy(data.images[with_idx[:300]]), True),
+              ("train without", torch.from_numpy(data.images[without_idx[:300]]), False)]
     for t0 in args.t0:
-        for name, x in groups:
+        ref_train = flipd_map(model, torch.from_numpy(data.images[ref_idx]), t0, trace="exact", progress=False)
+        ref_samples = flipd_map(model, samples, t0, trace="exact", progress=False)
+        for name, x, carries in groups:
             if len(x) == 0:
                 print(f"{name:<30}{t0:>6}{0:>5}")
                 continue
             m = flipd_map(model, x, t0, trace="exact", progress=False)
-            fm = in_patch(lowest_pixels(m, FRACTION), mask)
+            low_raw = lowest_pixels(m, FRACTION)
+            low_rt = lowest_pixels(relative_map(m, ref_train), FRACTION)
+            low_rs = lowest_pixels(relative_map(m, ref_samples), FRACTION)
             sd = in_patch(lowest_pixels(-score_difference_map(model, base, x, t0), FRACTION), mask)
-            print(f"{name:<30}{t0:>6}{len(x):>5}{fm.mean():>11.3f}{(fm >= 0.8).mean():>7.2f}{sd.mean():>12.3f}"
-                  f"{(sd >= 0.8).mean():>7.2f}{float(m.sum((1, 2, 3)).mean()):>8.1f}")
+            worst = "" if carries else f"{worst_window(low_raw, size):>11.3f}{worst_window(low_rt, size):>11.3f}"
+            print(f"{name:<30}{t0:>6}{len(x):>5}{in_patch(low_raw, mask).mean():>8.3f}{in_patch(low_rt, mask).mean():>11.3f}"
+                  f"{in_patch(low_rs, mask).mean():>13.3f}{worst if worst else '':>22}{sd.mean():>12.3f}{float(m.sum((1, 2, 3)).mean()):>8.1f}")
+
 
 if __name__ == "__main__":
     main()

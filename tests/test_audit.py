@@ -56,7 +56,9 @@ def test_oracle_audit_recovers_planted_truth(oracle_audit):
 
 def test_outputs_written(oracle_audit, tmp_path):
     res, _ = oracle_audit
-    paths = res.write(tmp_path)
+    from lidmem.workflows.audit import write_audit
+
+    paths = write_audit(res, tmp_path)
     df = pd.read_parquet(paths["samples"])
     assert list(df.columns[: len(SAMPLE_COLUMNS)]) == SAMPLE_COLUMNS and len(df) == 52
     summary = json.loads(paths["summary"].read_text())
@@ -141,13 +143,14 @@ def test_bad_inputs_stop_before_work(tmp_path, monkeypatch):
     r = run("--model", str(ckpt), "--train", str(good), "--samples", str(empty))
     assert r.exit_code == 2 and "contains no images" in r.output
     r = run("--model", str(ckpt), "--train", str(good))  # lpca_k=100 > 19 training images
-    assert r.exit_code == 2 and "lpca_k=100" in r.output
+    assert r.exit_code == 2 and "--lpca-k=100" in r.output
     assert not (tmp_path / "o").exists()
 
 
 def test_generator_checkpoint_audit(tmp_path):
     from lidmem.generators import load_generator, train_vae
-    from lidmem.memorization.audit import check_audit_inputs, load_audit_model
+    from lidmem.memorization.audit import check_audit_inputs
+    from lidmem.workflows.audit import load_audit_model
 
     imgs, _ = load_digits_images()
     res = train_vae(imgs[:300], latent_dim=4, hidden=32, steps=200, seed=0, progress=False)
@@ -163,7 +166,7 @@ def test_generator_checkpoint_audit(tmp_path):
     with pytest.raises(ValueError, match="latent"):
         check_audit_inputs(gen, kind, imgs[:300], imgs[:5], lpca_k=20)
     with pytest.raises(ValueError, match="score_model"):
-        from lidmem.memorization.audit import load_audit_model as lam
+        from lidmem.workflows.audit import load_audit_model as lam
         from lidmem.diffusion.checkpoint import save_checkpoint
         from lidmem.diffusion.mlp import MLPScoreNet
 

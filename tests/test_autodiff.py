@@ -106,7 +106,7 @@ def test_fast_rules_leave_the_model_as_it_was():
     before = lin(x)
     with pytest.raises(RuntimeError, match="boom"):
         with fast_forward_rules(lin):
-            assert all("forward" in m.__dict__ for m in lin)
+            assert not any("forward" in m.__dict__ for m in lin)  # function-level: nothing swapped
             raise RuntimeError("boom")
     assert not any("forward" in m.__dict__ for m in lin)
     torch.testing.assert_close(lin(x), before, rtol=0, atol=0)
@@ -124,9 +124,12 @@ def test_auto_mode_rule():
     def failing():
         raise NotImplementedError("no forward AD")
 
-    assert resolve_ad("auto", NoForwardMode(), failing) == "reverse"
+    with pytest.warns(RuntimeWarning, match="forward-mode AD fails"):
+        assert resolve_ad("auto", NoForwardMode(), failing) == "reverse"
+    with pytest.warns(RuntimeWarning, match="disagrees with reverse mode"):
+        assert resolve_ad("auto", NoForwardMode(), lambda: (False, 1.0, 2.0)) == "reverse"
     ok = NoForwardMode()
-    assert resolve_ad("auto", ok, lambda: None) == "forward"
+    assert resolve_ad("auto", ok, lambda: (True, 1.0, 1.0)) == "forward"
     assert _autodiff._AUTO_CACHE[ok] == "forward"  # cached per model
 
 

@@ -45,10 +45,10 @@ def _forbidden(*args, **kwargs):
 LOADERS = (
     "lidmem.diffusion.checkpoint.load_score_model",
     "lidmem.diffusion.checkpoint.load_network",
-    "lidmem.memorization.audit.load_audit_model",
+    "lidmem.workflows.audit.load_audit_model",
     "lidmem.memorization.audit.audit_memorization",
     "lidmem.text2image.load_text2image",
-    "lidmem.text2image.adapters.load_text2image",
+    "lidmem.text2image.loading.load_text2image",
     "lidmem.models.load_model",  # the shared loader, where it exists
     "lidmem.estimators.flipd",
     "lidmem.estimators.normal_bundle",

@@ -8,7 +8,8 @@ import pytest
 
 pytest.importorskip("diffusers")
 
-from lidmem.memorization.audit import SAMPLE_COLUMNS, digits_demo
+from lidmem.experiments.digits import digits_demo
+from lidmem.memorization.audit import SAMPLE_COLUMNS
 
 
 @pytest.mark.slow

@@ -85,7 +85,7 @@ def test_script_short_run_reproduces_itself(tmp_path):
 
 @pytest.mark.slow
 def test_script_reproduces_the_shipped_weights(tmp_path):
-    from lidmem.memorization.audit import shipped_digits_checkpoints
+    from lidmem.experiments.digits import shipped_digits_checkpoints
 
     env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PATH": "", "PYTHONPATH": str(ROOT / "src")}
     subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path)], check=True, env=env, capture_output=True, timeout=1800)
@@ -97,7 +97,9 @@ def test_script_reproduces_the_shipped_weights(tmp_path):
 
 @pytest.mark.slow
 def test_shipped_gan_memorizes_and_jacobian_rank_separates_copies():
-    from lidmem.memorization.audit import audit_memorization, load_audit_model, load_training_images, shipped_digits_checkpoints
+    from lidmem.experiments.digits import shipped_digits_checkpoints
+    from lidmem.memorization.audit import audit_memorization, load_training_images
+    from lidmem.workflows.audit import load_audit_model
 
     path = shipped_digits_checkpoints()["generator"]
     assert path.stat().st_size <= 5 * 2**20

@@ -158,3 +158,42 @@ def test_watermark_data_recipe():
     assert np.abs(d.images[~d.watermarked][:, 0, :3, 5:] - WATERMARK).mean((1, 2)).min() > 0.5
     with pytest.raises(ValueError, match="share"):
         load_digits_with_watermark(share=1.5)
+
+
+def test_relative_map_removes_position_bias():
+    """Planted: per-pixel map values ~ N(mu_ij, sd_ij) with a position bias (a corner pinned more
+    on every image, pixels of different spread), and a 3x3 block pinned to 0 on 30% of the
+    reference images (memorized). On ordinary images the lowest pixels of the relative map fall in
+    the block at chance; on images that carry the block they fall in it."""
+    from lidmem.estimators import relative_map
+
+    rng = np.random.default_rng(0)
+    mu = np.full((8, 8), 0.8)
+    mu[:4, :4] = 0.5  # position bias: the model pins this corner a bit on every image
+    sd = rng.uniform(0.05, 0.2, (8, 8))
+    block = np.zeros((8, 8), bool)
+    block[0:3, 5:8] = True
+
+    def maps(n, pinned):
+        m = mu + sd * rng.normal(size=(n, 8, 8))
+        out = m.copy()
+        out[np.flatnonzero(pinned)[:, None], np.nonzero(block)[0], np.nonzero(block)[1]] = rng.normal(0.0, 0.02, (int(pinned.sum()), 9))
+        return torch.from_numpy(out[:, None])
+
+    ref = maps(400, rng.random(400) < 0.3)
+    plain = maps(2000, np.zeros(2000, bool))
+    marked = maps(200, np.ones(200, bool))
+    corner = np.zeros((8, 8), bool)
+    corner[:4, :4] = True
+    share = lambda m, region: (lowest_pixels(m, 0.1) & torch.from_numpy(region)).flatten(1).sum(1).double().mean().item() / 7  # noqa: E731
+    # raw maps: the biased corner takes most of the lowest pixels of ordinary images (chance 0.25)
+    assert share(plain, corner) > 0.9
+    z = relative_map(plain, ref)
+    assert share(z, corner) == pytest.approx(16 / 64, abs=0.03) and share(z, block) == pytest.approx(9 / 64, abs=0.03)
+    assert share(relative_map(marked, ref), block) > 0.95
+    # without clipping the memorized references pull the block's centre down: ordinary images read as free there
+    assert share(relative_map(plain, ref, clip=None), block) < 9 / 64 - 0.05
+    with pytest.raises(ValueError, match="reference maps have shape"):
+        relative_map(plain, ref[:, :, :4])
+    with pytest.raises(ValueError, match="clip"):
+        relative_map(plain, ref, clip=-1.0)

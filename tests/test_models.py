@@ -291,7 +291,7 @@ def _audit(model: str, train, out, extra: tuple[str, ...] = ()) -> dict:
 def test_audit_mmh_score_end_to_end(folders, kind, tmp_path, one_thread):
     import pandas as pd
 
-    from lidmem.memorization.audit import shipped_digits_checkpoints
+    from lidmem.experiments.digits import shipped_digits_checkpoints
 
     ref = {"epsilon": str(folders["epsilon"]), "ldm": str(folders["ldm"]), "edm": "test_models:edm_factory",
            "generator": "test_models:generator_factory", "checkpoint": str(shipped_digits_checkpoints()["unet"])}.get(kind)
@@ -381,6 +381,10 @@ def test_train_then_audit_and_resume_equals_uninterrupted(folders, tmp_path, one
     res = runner.invoke(app, ["train", *common, "--out", str(full), "--steps", "300", "--grid", "16", "--sampling-steps", "10"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "full.samples.png").is_file()
+    # the end of train says how many grid samples stay in [-1, 1], and warns when too few do
+    grid = json.loads((tmp_path / "full.samples.json").read_text())
+    assert grid["in_range"]["n"] == 16 and grid["steps"] == 300 and "inside the data range" in res.output
+    assert grid["too_weak_to_audit"] == (grid["in_range"]["fraction"] < 0.9) == ("too weak to audit" in res.output)
     assert runner.invoke(app, ["train", *common, "--out", str(part), "--steps", "150", "--grid", "0"]).exit_code == 0
     res = runner.invoke(app, ["train", *common, "--out", str(part), "--steps", "300", "--grid", "0"])
     assert res.exit_code == 0 and "resumed from step 150" in res.output
@@ -425,7 +429,7 @@ def test_train_defaults_and_readers_agree(tmp_path):
     import pandas as pd
     from PIL import Image
 
-    from lidmem.models.train import read_training_images, train_defaults
+    from lidmem.workflows.train import read_training_images, train_defaults
 
     assert train_defaults(8).block_out_channels == (32, 64) and train_defaults(8).steps == 4000
     assert train_defaults(28).block_out_channels == (32, 64, 64)

@@ -151,7 +151,7 @@ def test_parquet_array_column_and_errors(datasets_dir, digits):
         open_source(datasets_dir / "pq", column="nope")
     with pytest.raises(ValueError, match="outside the source's 40 rows"):
         src.read(30, 41)
-    with pytest.raises(ValueError, match="apply to parquet and hf"):
+    with pytest.raises(ValueError, match="applies to parquet and hf data only"):
         open_source(datasets_dir / "folder", column="image")
 
 
@@ -317,7 +317,7 @@ def test_settings_mismatch_is_refused(tmp_path, datasets_dir, checkpoint):
         score_dataset(checkpoint, datasets_dir / "folder", tmp_path / "o", **{**kw, "metrics": ["png_complexity", "flipd"]})
     with pytest.raises(SettingsMismatchError, match="data.fingerprint"):
         score_dataset(None, datasets_dir / "list.txt", tmp_path / "o", **kw)
-    with pytest.raises(ValueError, match="need a model"):
+    with pytest.raises(ValueError, match="model is required by the metrics"):
         score_dataset(None, datasets_dir / "folder", tmp_path / "p", metrics=["flipd"], progress=False)
     with pytest.raises(ValueError, match="not supported"):
         score_dataset(None, datasets_dir / "folder", tmp_path / "p", metrics=["nope"], progress=False)

@@ -241,6 +241,9 @@ def test_cli_prompt_files_on_shipped_model(tmp_path):
     assert r.exit_code == 0, r.output
     t = pd.read_csv(tmp_path / "o" / "detectors.csv")
     assert list(t.detector) == ["wen", "anisotropy"] and (t.num_inference_steps == 4).all()
+    # every AUROC carries its bootstrap interval; one prompt per class gets a note, not NaN
+    assert (t.auroc_ci_low <= t.auroc).all() and (t.auroc <= t.auroc_ci_high).all()
+    assert t.ci_note.str.contains("only 1 positive").all() and "AUROC [95% CI]" in r.output
     s = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert s["prompts"]["memorized"].endswith("mem.txt") and s["settings"]["n_generations"] == 1
 

@@ -124,7 +124,7 @@ def test_training_reduces_loss_and_resumes(data, tokenizer, tmp_path):
     assert frozen.info["train_text_encoder"] is False
     save_text2image_folder(tmp_path / "model", unet=full.unet, text_encoder=full.text_encoder, tokenizer=tokenizer,
                            scheduler=kw["scheduler"], extra={"x": 1})
-    from lidmem.text2image.adapters import load_text2image
+    from lidmem.text2image.loading import load_text2image
 
     model = load_text2image(tmp_path / "model")
     assert model.sample_shape == (1, 8, 8) and not model.is_latent
@@ -136,7 +136,7 @@ def test_training_reduces_loss_and_resumes(data, tokenizer, tmp_path):
 def test_shipped_model_memorizes_planted_images():
     """Memorized (trigger) prompts reproduce their training image; generic prompts give new digits
     of the requested class."""
-    from lidmem.text2image.adapters import load_text2image
+    from lidmem.text2image.loading import load_text2image
 
     path = _shipped_path()
     meta = json.loads((resources.files("lidmem") / "weights" / "text2image" / "lidmem.json").read_text())

@@ -5,7 +5,7 @@ images, flattened where an estimator needs vectors); diffusion time ``t`` is con
 [0, 1]; a :class:`ScoreModel` always returns the score s(x, t) = grad log p_t(x).
 """
 
+from ._version import __version__
 from .diffusion import SDE, VESDE, VPSDE, DDPMSchedule, ScoreModel
 
 __all__ = ["SDE", "VPSDE", "VESDE", "DDPMSchedule", "ScoreModel", "__version__"]
-__version__ = "0.1.0"

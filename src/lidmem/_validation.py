@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,12 @@ import numpy as np
 import torch
 
 __all__ = [
+    "ArgumentError",
+    "ArgumentTypeError",
+    "argument_of",
+    "message_naming",
+    "read_text_file",
+    "parse_json_text",
     "check_points",
     "check_t0",
     "check_positive_int",
@@ -25,7 +32,84 @@ __all__ = [
     "check_output_path",
     "as_model_dtype",
     "renamed_argument",
+    "check_image_range",
 ]
+
+
+class ArgumentError(ValueError):
+    """A bad value of one argument. ``argument`` is the name the caller used (``"lpca_k"``,
+    ``"--k"``); the message names it, quotes the value and suggests a fix.
+
+    A front end that spells the argument differently (the CLI's ``--lpca-k``) shows
+    :func:`message_naming` ``(exc, "--lpca-k")``, so one check serves the library and the CLI.
+    """
+
+    def __init__(self, message: str, *, argument: str) -> None:
+        super().__init__(message)
+        self.argument = argument
+
+
+class ArgumentTypeError(TypeError):
+    """A value of the wrong type for one argument (as :class:`ArgumentError`, from ``TypeError``)."""
+
+    def __init__(self, message: str, *, argument: str) -> None:
+        super().__init__(message)
+        self.argument = argument
+
+
+_LEADING_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=")
+
+
+def argument_of(exc: BaseException) -> str | None:
+    """The argument an error is about: ``exc.argument`` (:class:`ArgumentError`,
+    :class:`ArgumentTypeError`), else the leading ``name=`` of its message (the library's
+    ``name=value must ...`` convention), else None."""
+    name = getattr(exc, "argument", None)
+    if isinstance(name, str) and name:
+        return name
+    m = _LEADING_NAME.match(str(exc))
+    return m.group(1) if m else None
+
+
+def message_naming(exc: BaseException, name: str, argument: str | None = None) -> str:
+    """``str(exc)`` with its argument (``argument_of(exc)``, or the ``argument`` given) spelled
+    ``name`` wherever the message uses it as the argument: as its first word, in ``arg=value``,
+    and before a comparison or "must" (``use k <= 99``). ``lpca_k=500 must be <= 23`` becomes
+    ``--lpca-k=500 must be <= 23``; ordinary words (``a model``), parts of longer names
+    (``n_samples``, ``top-k``, ``x.k``) and ``arg == ...`` stay as they are."""
+    argument = argument or argument_of(exc)
+    text = str(exc)
+    if not argument or argument == name:
+        return text
+    word = re.escape(argument)
+    pattern = re.compile(rf"^{word}(?![\w\-])|(?<![\w.\-]){word}(?==(?!=)|\s(?:<=|>=|<|>|must)\s)")
+    return pattern.sub(lambda _m: name, text)
+
+
+def read_text_file(path: Any, what: str = "text file") -> str:
+    """The contents of a UTF-8 text file; a file that is not UTF-8 text is a ValueError naming
+    it (``FILE: not UTF-8 text (byte 0xb9 at offset 0); give a <what>``), never a codec error."""
+    p = Path(path)
+    raw = p.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{p}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); give a {what}") from None
+
+
+def parse_json_text(text: Any, source: str) -> Any:
+    """``json.loads(text)``; a decode error is a ValueError naming ``source`` (a file, or a file
+    and its field: ``model.safetensors, metadata field 'lidmem'``) and where the text breaks."""
+    import json
+
+    try:
+        if isinstance(text, (bytes, bytearray)):
+            text = bytes(text).decode("utf-8")
+        return json.loads(text)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{source}: not UTF-8 text (offset {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
 
 
 def check_points(
@@ -65,25 +149,25 @@ def check_points(
         try:
             t = torch.as_tensor(np.asarray(x))
         except (TypeError, ValueError) as exc:
-            raise TypeError(f"{name} must be a numeric array of shape (n, d); got {type(x).__name__} ({exc})") from exc
+            raise ArgumentTypeError(f"{name} must be a numeric array of shape (n, d); got {type(x).__name__} ({exc})", argument=name) from exc
     else:
-        raise TypeError(
-            f"{name} must be a torch.Tensor or numpy.ndarray of shape (n, d); got {type(x).__name__}"
+        raise ArgumentTypeError(
+            f"{name} must be a torch.Tensor or numpy.ndarray of shape (n, d); got {type(x).__name__}", argument=name
         )
     if not (t.is_floating_point() or t.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.bool)):
-        raise TypeError(f"{name} must hold real numbers; got dtype {t.dtype}")
+        raise ArgumentTypeError(f"{name} must hold real numbers; got dtype {t.dtype}", argument=name)
     if t.ndim < min_ndim or (max_ndim is not None and t.ndim > max_ndim):
         allowed = f"{min_ndim}" if max_ndim == min_ndim else f"at least {min_ndim}" if max_ndim is None else f"{min_ndim}..{max_ndim}"
-        raise ValueError(
+        raise ArgumentError(
             f"{name} must be batch-first with rank {allowed} (e.g. shape (n, d)); got shape {tuple(t.shape)}. "
-            "Reshape a single point with x[None] or flatten images with x.reshape(len(x), -1)."
+            "Reshape a single point with x[None] or flatten images with x.reshape(len(x), -1).", argument=name
         )
     if t.shape[0] < min_samples:
-        raise ValueError(
-            f"{name} has {t.shape[0]} sample(s) (shape {tuple(t.shape)}) while a minimum of {min_samples} is required"
+        raise ArgumentError(
+            f"{name} has {t.shape[0]} sample(s) (shape {tuple(t.shape)}) while a minimum of {min_samples} is required", argument=name
         )
     if t.ndim >= 2 and math.prod(t.shape[1:]) == 0:
-        raise ValueError(f"{name} has zero features (shape {tuple(t.shape)})")
+        raise ArgumentError(f"{name} has zero features (shape {tuple(t.shape)})", argument=name)
     if not t.is_floating_point():
         t = t.to(torch.get_default_dtype())
     if dtype is not None:
@@ -92,7 +176,7 @@ def check_points(
         t = t.to(device)
     if not bool(torch.isfinite(t).all()):
         bad = int((~torch.isfinite(t)).reshape(t.shape[0], -1).any(dim=1).sum())
-        raise ValueError(f"{name} contains NaN or infinite values in {bad} of {t.shape[0]} rows; drop or impute them first")
+        raise ArgumentError(f"{name} contains NaN or infinite values in {bad} of {t.shape[0]} rows; drop or impute them first", argument=name)
     return t
 
 
@@ -101,18 +185,18 @@ def check_t0(t0: Any, name: str = "t0") -> float:
     try:
         v = float(t0)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be a float in (0, 1]; got {t0!r}") from exc
+        raise ArgumentTypeError(f"{name} must be a float in (0, 1]; got {t0!r}", argument=name) from exc
     if not (0.0 < v <= 1.0) or not math.isfinite(v):
-        raise ValueError(f"{name}={t0!r} must lie in (0, 1]; try {name}=0.01")
+        raise ArgumentError(f"{name}={t0!r} must lie in (0, 1]; try {name}=0.01", argument=name)
     return v
 
 
 def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
     """Validate an integer ``>= minimum`` (booleans are rejected)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer >= {minimum}; got {value!r}")
+        raise ArgumentTypeError(f"{name} must be an integer >= {minimum}; got {value!r}", argument=name)
     if value < minimum:
-        raise ValueError(f"{name}={value} must be >= {minimum}")
+        raise ArgumentError(f"{name}={value} must be >= {minimum}", argument=name)
     return int(value)
 
 
@@ -121,18 +205,18 @@ def check_probability(value: Any, name: str, *, low: float = 0.0, high: float = 
     try:
         v = float(value)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be a float; got {value!r}") from exc
+        raise ArgumentTypeError(f"{name} must be a float; got {value!r}", argument=name) from exc
     ok = (low <= v <= high) if closed else (low < v < high)
     if not ok or not math.isfinite(v):
         br = ("[", "]") if closed else ("(", ")")
-        raise ValueError(f"{name}={value!r} must lie in {br[0]}{low}, {high}{br[1]}")
+        raise ArgumentError(f"{name}={value!r} must lie in {br[0]}{low}, {high}{br[1]}", argument=name)
     return v
 
 
 def check_choice(value: Any, name: str, options: tuple[str, ...] | list[str]) -> str:
     """Validate that ``value`` is one of ``options``; the error lists the valid names."""
     if value not in options:
-        raise ValueError(f"{name}={value!r} is not supported; choose one of {', '.join(map(repr, options))}")
+        raise ArgumentError(f"{name}={value!r} is not supported; choose one of {', '.join(map(repr, options))}", argument=name)
     return value
 
 
@@ -146,7 +230,7 @@ def make_generator(seed: int | torch.Generator | None, device: torch.device | st
         g.seed()
     else:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise TypeError(f"seed must be an int, a torch.Generator or None; got {seed!r}")
+            raise ArgumentTypeError(f"seed must be an int, a torch.Generator or None; got {seed!r}", argument='seed')
         g.manual_seed(int(seed))
     return g
 
@@ -158,17 +242,17 @@ def check_device(device: Any, name: str = "device") -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
-        raise ValueError(f"{name}={device!r} is not a torch device; use cpu, cuda, cuda:1 or mps") from None
+        raise ArgumentError(f"{name}={device!r} is not a torch device; use cpu, cuda, cuda:1 or mps", argument=name) from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"{name}={device!r} but this machine has no CUDA device (torch {torch.__version__}); use {name}=cpu")
+            raise ArgumentError(f"{name}={device!r} but this machine has no CUDA device (torch {torch.__version__}); use {name}=cpu", argument=name)
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"{name}={device!r} but this machine has {torch.cuda.device_count()} CUDA device(s) (cuda:0..)")
+            raise ArgumentError(f"{name}={device!r} but this machine has {torch.cuda.device_count()} CUDA device(s) (cuda:0..)", argument=name)
     elif dev.type == "mps":
         if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-            raise ValueError(f"{name}={device!r} but MPS is not available on this machine; use {name}=cpu")
+            raise ArgumentError(f"{name}={device!r} but MPS is not available on this machine; use {name}=cpu", argument=name)
     elif dev.type != "cpu":
-        raise ValueError(f"{name}={device!r} is not supported here; use cpu, cuda, cuda:N or mps")
+        raise ArgumentError(f"{name}={device!r} is not supported here; use cpu, cuda, cuda:N or mps", argument=name)
     return dev
 
 
@@ -177,9 +261,9 @@ def check_finite(value: Any, name: str) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be a number; got {value!r}") from exc
+        raise ArgumentTypeError(f"{name} must be a number; got {value!r}", argument=name) from exc
     if not math.isfinite(v):
-        raise ValueError(f"{name}={value!r} must be a finite number")
+        raise ArgumentError(f"{name}={value!r} must be a finite number", argument=name)
     return v
 
 
@@ -187,15 +271,15 @@ def check_int_list(text: str, name: str, *, minimum: int = 1) -> list[int]:
     """Parse comma-separated integers ``>= minimum`` (``"1,8,8"``); ``1.5`` is refused, never truncated."""
     items = [v.strip() for v in str(text).split(",") if v.strip()]
     if not items:
-        raise ValueError(f"{name}={text!r} must be comma-separated integers, e.g. 1,8,8")
+        raise ArgumentError(f"{name}={text!r} must be comma-separated integers, e.g. 1,8,8", argument=name)
     out = []
     for v in items:
         try:
             i = int(v)
         except ValueError:
-            raise ValueError(f"{name}={text!r} must be comma-separated integers, e.g. 1,8,8 ({v!r} is not an integer)") from None
+            raise ArgumentError(f"{name}={text!r} must be comma-separated integers, e.g. 1,8,8 ({v!r} is not an integer)", argument=name) from None
         if i < minimum:
-            raise ValueError(f"{name}={text!r}: every value must be >= {minimum}")
+            raise ArgumentError(f"{name}={text!r}: every value must be >= {minimum}", argument=name)
         out.append(i)
     return out
 
@@ -210,28 +294,28 @@ def check_output_path(path: Any, name: str = "out", *, kind: str = "dir", suffix
     existing folder is not writable. Nothing is created.
     """
     if path is None or str(path) == "":
-        raise ValueError(f"{name} is empty; give an output {'folder' if kind == 'dir' else 'file'}")
+        raise ArgumentError(f"{name} is empty; give an output {'folder' if kind == 'dir' else 'file'}", argument=name)
     p = Path(path)
     if kind == "dir":
         if p.exists() and not p.is_dir():
-            raise ValueError(f"{name}={str(p)!r} is an existing file; the output must be a folder (choose another path)")
+            raise ArgumentError(f"{name}={str(p)!r} is an existing file; the output must be a folder (choose another path)", argument=name)
     elif kind == "file":
         if p.is_dir():
-            raise ValueError(f"{name}={str(p)!r} is an existing folder; give a file name{' ending in ' + ' or '.join(suffixes) if suffixes else ''}")
+            raise ArgumentError(f"{name}={str(p)!r} is an existing folder; give a file name{' ending in ' + ' or '.join(suffixes) if suffixes else ''}", argument=name)
         if suffixes is not None and p.suffix.lower() not in suffixes:
-            raise ValueError(f"{name}={str(p)!r} must end in {' or '.join(suffixes)}")
+            raise ArgumentError(f"{name}={str(p)!r} must end in {' or '.join(suffixes)}", argument=name)
         if p.exists() and not os.access(p, os.W_OK):
-            raise ValueError(f"{name}={str(p)!r} is not writable")
+            raise ArgumentError(f"{name}={str(p)!r} is not writable", argument=name)
     else:
-        raise ValueError(f"kind={kind!r} must be 'dir' or 'file'")
+        raise ArgumentError(f"kind={kind!r} must be 'dir' or 'file'", argument='kind')
     # the nearest existing ancestor must be a writable folder
     anc = p if (kind == "dir" and p.exists()) else p.parent
     while not anc.exists() and anc != anc.parent:
         anc = anc.parent
     if not anc.is_dir():
-        raise ValueError(f"{name}={str(p)!r} lies under {str(anc)!r}, which is a file, not a folder")
+        raise ArgumentError(f"{name}={str(p)!r} lies under {str(anc)!r}, which is a file, not a folder", argument=name)
     if not os.access(anc, os.W_OK | os.X_OK):
-        raise ValueError(f"{name}={str(p)!r} cannot be written: no write permission in {str(anc)!r}")
+        raise ArgumentError(f"{name}={str(p)!r} cannot be written: no write permission in {str(anc)!r}", argument=name)
     return p
 
 
@@ -269,3 +353,30 @@ def renamed_argument(new_value: Any, old_value: Any, *, new: str, old: str, defa
         raise TypeError(f"{where}got both {new}={new_value!r} and its deprecated alias {old}={old_value!r}; pass only {new}")
     warnings.warn(f"{where}{old!r} is deprecated and will be removed in the next release; use {new!r}", DeprecationWarning, stacklevel=3)
     return old_value
+
+
+def check_image_range(x: Any, name: str, *, tol: float = 0.02) -> None:
+    """Check that images ``x`` follow lidmem's [-1, 1] convention; ``name`` is the argument to blame.
+
+    Raises ValueError when a value lies outside ``[-1 - tol, 1 + tol]`` (e.g. 0..255 pixels).
+    Warns (UserWarning) when every value lies in [0, 1] and some exceed 0.5 of it: the images are
+    most likely in [0, 1] (map them with :func:`lidmem.data.images.from_unit_range`). NaN/inf raise ValueError.
+    """
+    arr = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x)
+    if arr.size == 0:
+        return
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains non-finite values")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < -1.0 - tol or hi > 1.0 + tol:
+        raise ValueError(
+            f"{name} has values in [{lo:.3g}, {hi:.3g}] but lidmem images are in [-1, 1]; "
+            "scale 8-bit pixels v with 2 * v / 255 - 1 (or [0, 1] images x with 2 * x - 1)"
+        )
+    if lo >= 0.0 and hi > 0.5:
+        warnings.warn(
+            f"{name} has values in [{lo:.3g}, {hi:.3g}]: it looks like [0, 1] images, but lidmem images are in [-1, 1] "
+            "(map them with lidmem.data.images.from_unit_range, i.e. 2 * x - 1)",
+            UserWarning,
+            stacklevel=2,
+        )

@@ -3,9 +3,12 @@ the shipped weights."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -14,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 __all__ = [
+    "held_library_warnings",
     "append_dims", "flatten_batch", "chunk_slices", "progress", "progress_bar", "resolve_device", "set_threads",
     "DEFAULT_THREADS", "shipped_weights",
 ]
@@ -173,3 +177,45 @@ def resolve_device(device: str | torch.device | None, module: torch.nn.Module | 
         for p in module.parameters():
             return p.device
     return torch.device("cpu")
+
+
+#: Loggers of the model libraries whose records :func:`held_library_warnings` holds back.
+LIBRARY_LOGGERS = ("diffusers", "transformers", "huggingface_hub")
+
+
+class _Hold(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.NOTSET)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def held_library_warnings() -> Iterator[None]:
+    """Hold back the warnings (``warnings.warn``) and the log records of diffusers, transformers
+    and huggingface_hub while a model loads. If loading succeeds they are replayed afterwards,
+    as they would have been shown; if it fails they are dropped, so that the error is the one
+    message a caller (the CLI's single ``error:`` line) shows, never preceded by library noise."""
+    hold = _Hold()
+    saved = []
+    for name in LIBRARY_LOGGERS:
+        lg = logging.getLogger(name)
+        saved.append((lg, lg.handlers[:], lg.propagate))
+        lg.handlers = [hold]
+        lg.propagate = False
+    failed = True
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            yield
+        failed = False
+    finally:
+        for lg, handlers, propagate in saved:
+            lg.handlers = handlers
+            lg.propagate = propagate
+    if not failed:
+        for w in caught:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        for record in hold.records:
+            logging.getLogger(record.name).handle(record)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 import sys
 from contextlib import contextmanager
 
@@ -24,8 +24,51 @@ def print_error(message: str) -> None:
         sys.stderr.flush()
 
 
-def _describe(exc: BaseException) -> str:
-    """A one-line message for ``exc`` that names the file when the exception knows it."""
+def _current_params() -> list:
+    """The parameters of the command being run (click's current context), or []."""
+    try:
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover - typer without a vendored click
+        from click import get_current_context
+    ctx = get_current_context(silent=True)
+    return list(getattr(getattr(ctx, "command", None), "params", None) or [])
+
+
+def option_name(param: object) -> str:
+    """How a user types a click parameter: its first ``--long`` spelling (``--lpca-k``), else its
+    first spelling (``-k``); an argument is its metavar (``DATA``)."""
+    if getattr(param, "param_type_name", "") == "argument":
+        return str(getattr(param, "metavar", None) or str(getattr(param, "name", "")).upper())
+    opts = list(getattr(param, "opts", []))
+    return next((o for o in opts if o.startswith("--")), opts[0] if opts else str(getattr(param, "name", "")))
+
+
+def option_for(argument: str, options: Mapping[str, str] | None = None) -> str | None:
+    """The CLI spelling of the library argument ``argument`` in the command being run, the one
+    place where library names become option names: ``options`` (the command's own map, for
+    arguments named differently from its options: ``{"train": "--data"}``) first, then the
+    command's parameter of that name (``lpca_k`` -> ``--lpca-k``, ``value_range`` ->
+    ``--value-range``). None when ``argument`` already is an option or the command has no such one."""
+    if not argument or argument.startswith("-"):
+        return None
+    if options and argument in options:
+        return options[argument]
+    for param in _current_params():
+        if getattr(param, "name", None) == argument:
+            return option_name(param)
+    return None
+
+
+def _describe(exc: BaseException, options: Mapping[str, str] | None = None) -> str:
+    """A one-line message for ``exc`` that names the file when the exception knows it, and the
+    option the user typed for the library argument it is about (:func:`option_for`)."""
+    from .._validation import argument_of, message_naming
+
+    argument = argument_of(exc)
+    if argument is not None and not isinstance(exc, OSError):
+        option = option_for(argument, options)
+        if option is not None:
+            return message_naming(exc, option, argument)
     if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError) and getattr(exc, "filename", None):
         return f"{exc.filename}: {exc.strerror or exc}"
     if isinstance(exc, FileNotFoundError) and getattr(exc, "filename", None) and str(exc.filename) not in str(exc):
@@ -36,18 +79,35 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+#: Library arguments whose option is spelled differently from the argument, per command (the one
+#: table of such names; an argument named like its option, ``lpca_k`` -> ``--lpca-k``, needs no
+#: entry: :func:`option_for` reads it from the command's parameters).
+COMMAND_OPTIONS: dict[str, dict[str, str]] = {
+    "audit": {"flipd_probes": "--n-probes", "nb_scores": "--n-scores", "ref": "--model"},
+    "mmh": {"train": "--data", "x": "--data", "ref": "--model"},
+    "score": {"source": "--data", "n_scores": "--n-scores"},
+    "t2i": {"path_or_id": "--model"},
+}
+
+
 @contextmanager
-def user_errors() -> Iterator[None]:
+def user_errors(options: str | Mapping[str, str] | None = None) -> Iterator[None]:
     """Turn the library's input errors into a one-line message and exit code 2.
 
     Caught: ValueError, TypeError (bad arguments and data), OSError (missing, unreadable or
     unwritable files, network errors such as ``URLError``) and EOFError (truncated files).
-    Anything else is a bug and keeps its traceback.
+    Anything else is a bug and keeps its traceback. A library error about an argument
+    (:class:`lidmem._validation.ArgumentError`, or a message starting ``name=``) names the
+    option instead (:func:`option_for`; ``options`` maps the command's library arguments
+    whose option is named differently, or
+    the name of its entry in :data:`COMMAND_OPTIONS`).
     """
+    if isinstance(options, str):
+        options = COMMAND_OPTIONS[options]
     try:
         yield
     except (ValueError, TypeError, OSError, EOFError) as exc:
-        print_error(_describe(exc))
+        print_error(_describe(exc, options))
         raise typer.Exit(code=2) from None
 
 

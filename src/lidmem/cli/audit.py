@@ -41,7 +41,8 @@ def run_audit_command(
     """Validate all inputs, run :func:`lidmem.memorization.audit.audit_memorization`, write the outputs."""
     from ..data.audit_inputs import load_duplicate_flags, load_sample_images, load_training_images
     from ..estimators import FLIPD, LocalPCA, NormalBundle
-    from ..memorization.audit import audit_memorization, check_audit_inputs, load_audit_model
+    from ..memorization.audit import audit_memorization, check_audit_inputs
+    from ..workflows.audit import load_audit_model, write_audit
 
     # validate first: every cheap check before sampling / estimating
     radius = parse_lpca_radius(lpca_radius, "--lpca-radius")
@@ -74,17 +75,27 @@ def run_audit_command(
         copy_k=copy_k, exact_threshold=exact_threshold, near_threshold=near_threshold, cos_threshold=cos_threshold,
         search=search, seed=seed, log=_log,
     )
-    paths = result.write(out, report=report)
+    paths = write_audit(result, out, report=report)
     s = result.summary
     console.print(f"copy labels: {s['copy_label_counts']}   MMH classes: {s['mmh_class_counts']}")
+    from ..memorization.metrics import format_with_interval as ci
+
     for row in s["detection"]:
         if row["auroc"] is not None:
-            console.print(f"  {row['positive']:>22} | {row['score']:<20} AUROC {row['auroc']:.3f}  TPR@1%FPR {row['tpr_at_1pct_fpr']:.3f}")
+            console.print(f"  {row['positive']:>22} | {row['score']:<20} AUROC {ci(row['auroc'], row.get('auroc_ci'))}  "
+                          f"TPR@1%FPR {ci(row['tpr_at_1pct_fpr'], row.get('tpr_at_1pct_fpr_ci'))}  ({row['n_positive']} positives)",
+                          highlight=False)
     if s["settings"].get("flipd_t0_used") is not None:
         console.print(f"FLIPD t0 = {s['settings']['flipd_t0_used']:.4g} ({s['settings']['flipd_t0']})")
     for row in s.get("flipd_t0_sweep", []):
         if row["auroc"] is not None:
-            console.print(f"  FLIPD at t0 = {row['t0']:<6g} AUROC {row['auroc']:.3f}  TPR@1%FPR {row['tpr_at_1pct_fpr']:.3f}")
+            console.print(f"  FLIPD at t0 = {row['t0']:<6g} AUROC {ci(row['auroc'], row.get('auroc_ci'))}  "
+                          f"TPR@1%FPR {ci(row['tpr_at_1pct_fpr'], row.get('tpr_at_1pct_fpr_ci'))}", highlight=False)
+    rel = s.get("reliability")
+    if rel is not None:
+        console.print(f"reliability: {rel['verdict']}", highlight=False)
+        for w in rel["warnings"]:
+            console.print(f"  warning: {w}", highlight=False)
     for name, p in paths.items():
         console.print(f"wrote {name}: {p}")
     return s
@@ -144,7 +155,7 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         report: bool = typer.Option(True, help="Write report.html."),
     ) -> None:
         """Find copies of training images among a model's samples and explain them with LID (paper Sec. 4.1)."""
-        with user_errors():
+        with user_errors("audit"):
             probes = renamed_option(n_probes, flipd_probes, new="--n-probes", old="--flipd-probes", default=8)
             scores = renamed_option(n_scores, nb_scores, new="--n-scores", old="--nb-scores")
             run_audit_command(

@@ -86,6 +86,8 @@ def detectors_command(
         if "anisotropy" in names and num_inference_steps < 3:
             raise ValueError(f"--num-inference-steps={num_inference_steps} must be >= 3 for the anisotropy detector (it reads the third-to-last DDIM timestep)")
         files = _prompt_files(prompts, memorized, generic)
+        if files is None and column is not None:
+            raise ValueError(f"--column {column} names the caption column of prompt tables; give --prompts MEM,GEN or --memorized/--generic too")
         if files is None:
             from ..text2image.detectors import shipped_prompt_sets
 
@@ -100,6 +102,14 @@ def detectors_command(
             source = {"memorized": str(files[0]), "generic": str(files[1])}
         _run(model_path, mem, gen, source, names, out, fmt, device, dtype, n_generations, num_inference_steps, guidance_scale,
              n_probes, batch_size, seed)
+
+
+def _ci(row: Any, key: str) -> str:
+    """``0.912 [0.871, 0.950]`` from a detectors-table row's ``key`` and its interval columns."""
+    from ..memorization.metrics import format_with_interval
+
+    lo, hi = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
+    return format_with_interval(row[key], None if lo is None or hi is None else (lo, hi))
 
 
 def _run(
@@ -117,7 +127,7 @@ def _run(
     console.print(f"{len(mem)} memorized vs {len(gen)} generic prompts; {setting}", soft_wrap=True)
 
     def on_result(r: dict[str, Any]) -> None:
-        console.print(f"  {r['detector']:<16} AUROC {r['auroc']:.3f}  TPR@1%FPR {r['tpr_at_1pct_fpr']:.3f}  "
+        console.print(f"  {r['detector']:<16} AUROC {_ci(r, 'auroc')}  TPR@1%FPR {_ci(r, 'tpr_at_1pct_fpr')}  "
                       f"{r['model_calls_per_prompt']} UNet evals/prompt  {r['seconds_per_prompt']:.3f} s/prompt", soft_wrap=True)
 
     table, scores = benchmark_detectors(mdl, mem, gen, detectors=names, n_generations=n_generations, num_inference_steps=steps,
@@ -142,10 +152,10 @@ def _run(
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
 
     rt = Table(title=f"Prompt detectors: {len(mem)} memorized vs {len(gen)} generic ({setting})")
-    for col in ("detector", "AUROC", "TPR@1%FPR", "UNet evals/prompt", "s/prompt", "larger = memorized", "uses"):
+    for col in ("detector", "AUROC [95% CI]", "TPR@1%FPR [95% CI]", "UNet evals/prompt", "s/prompt", "larger = memorized", "uses"):
         rt.add_column(col)
     for _, r in table.iterrows():
-        rt.add_row(r["detector"], f"{r['auroc']:.3f}", f"{r['tpr_at_1pct_fpr']:.3f}", str(r["model_calls_per_prompt"]),
+        rt.add_row(r["detector"], _ci(r, "auroc"), _ci(r, "tpr_at_1pct_fpr"), str(r["model_calls_per_prompt"]),
                    f"{r['seconds_per_prompt']:.3f}", str(bool(r["higher_is_memorized"])), r["steps_used"])
     import sys
 

@@ -29,7 +29,10 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
             check_out(out)
             check_positive_int(num_samples, "--num-samples")
             check_positive_int(sampling_steps, "--sampling-steps")
+            check_positive_int(seed, "--seed", minimum=0)
             results = digits_demo(out, num_samples=num_samples, num_inference_steps=sampling_steps, generator=generator, seed=seed)
+        from ..memorization.metrics import format_with_interval as ci
+
         for name, res in results.items():
             s = res.summary
             copies = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in s["copy_label_counts"].items())
@@ -41,7 +44,10 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
                               f"({pdup['distinct_planted_reproduced']} of {pdup['n_distinct_duplicated']} reproduced)")
             for row in s["detection"]:
                 if row["auroc"] is not None:
-                    console.print(f"  {row['positive']:>22} | {row['score']:<20} AUROC {row['auroc']:.3f}  TPR@1%FPR {row['tpr_at_1pct_fpr']:.3f}")
+                    console.print(f"  {row['positive']:>22} | {row['score']:<20} AUROC {ci(row['auroc'], row.get('auroc_ci'))}  "
+                                  f"TPR@1%FPR {ci(row['tpr_at_1pct_fpr'], row.get('tpr_at_1pct_fpr_ci'))}", highlight=False)
             if s.get("jacobian_rank_auroc") is not None:
                 console.print(f"  Jacobian-rank LID_theta separates copies from other samples: AUROC {s['jacobian_rank_auroc']:.3f}")
+            if "reliability" in s:
+                console.print(f"  reliability: {s['reliability']['verdict']}", highlight=False)
             console.print(f"  report: {Path(out) / name / 'report.html'}")

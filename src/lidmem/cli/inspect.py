@@ -21,7 +21,10 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         """Load MODEL the way audit / mmh / score do and print its kind, SDE and t range,
         parametrisation, data shape, value range, pixel or latent space and parameter count."""
         from ..models import load_model
+        from ._common import check_device_option, check_model_file
 
         with user_errors():
+            check_device_option(device)
+            check_model_file(model, "a lidmem checkpoint (.safetensors), a diffusers model folder or package.module:factory", "MODEL")
             info = load_model(model, device=device).info
         typer.echo(json.dumps(info.to_dict(), indent=2) if as_json else "\n".join(info.lines()))

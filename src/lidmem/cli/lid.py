@@ -41,7 +41,7 @@ def lid_command(
 
         from .._validation import check_choice
         from ..data.io import load_image_folder, load_points
-        from ..memorization.copy_detection import SEARCHES
+        from ..neighbors import SEARCHES
 
         if estimator not in ESTIMATORS:
             raise ValueError(f"--estimator={estimator!r} is not supported; choose one of {', '.join(ESTIMATORS)}")

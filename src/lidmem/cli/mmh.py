@@ -32,7 +32,7 @@ def mmh_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars (on a terminal)."),
 ) -> None:
     """FLIPD (LID_theta) at every training point, local PCA (LID_*), and the MMH class of each point."""
-    with user_errors():
+    with user_errors("mmh"):
         import json
 
         import numpy as np

@@ -64,7 +64,7 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         from .._validation import check_choice, check_int_list
         from ..scoring.sources import open_source
 
-        with user_errors():
+        with user_errors("score"):
             if merge:
                 path = merge_shards(out)
                 console.print(f"merged {out} -> {path}")

@@ -30,10 +30,11 @@ def _load(model: str, device: str, dtype: str, allow_download: bool) -> Any:
         raise ValueError(f"--model {model} cannot be loaded: {first}") from None
 
 
-def _check_common(*, out: Path, fmt: str, device: str, dtype: str, model: str, allow_download: bool) -> None:
+def _check_common(*, out: Path, fmt: str, device: str, dtype: str, model: str, allow_download: bool, seed: int = 0) -> None:
     """The options every ``lidmem t2i`` command shares, checked before anything is read or loaded."""
-    from .._validation import check_choice
+    from .._validation import check_choice, check_positive_int
 
+    check_positive_int(seed, "--seed", minimum=0)
     check_out(out, "--out")
     check_choice(fmt, "--format", ("csv", "parquet"))
     check_choice(dtype, "--dtype", ("auto", "float32", "float16", "bfloat16"))
@@ -45,6 +46,9 @@ def _check_common(*, out: Path, fmt: str, device: str, dtype: str, model: str, a
         missing = [d for d in ("unet", "text_encoder", "tokenizer", "scheduler") if not (p / d).is_dir()] if not (p / "model_index.json").is_file() else []
         if missing:
             raise ValueError(f"--model {model} is not a diffusers model folder: it has no {', '.join(s + '/' for s in missing)}")
+        from ..models.loader import check_scheduler_class
+
+        check_scheduler_class(p, model)
     elif model.startswith((".", "/", "~")) or model.count("/") > 1 or model.endswith("/"):
         raise ValueError(f"--model {model} does not exist (neither a model folder nor a hub id such as org/name)")
 
@@ -182,12 +186,12 @@ def score_images_command(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Memorization scores of IMAGES: unconditional FLIPD (no captions), conditional FLIPD, CFG norm."""
-    with user_errors():
+    with user_errors("t2i"):
         from .._validation import check_positive_int, check_t0
         from ..text2image import score_images
         from ..text2image.image_scores import IMAGE_METRICS
 
-        _check_common(out=out, fmt=fmt, device=device, dtype=dtype, model=model, allow_download=allow_download)
+        _check_common(out=out, fmt=fmt, device=device, dtype=dtype, model=model, allow_download=allow_download, seed=seed)
         mets = _check_metrics(metrics, "--metrics", IMAGE_METRICS)
         check_t0(flipd_t0, "--flipd-t0")
         check_t0(cfg_t0, "--cfg-t0")
@@ -197,6 +201,8 @@ def score_images_command(
             raise ValueError(f"--metrics {','.join(m for m in mets if m != 'flipd_uncond')} need --captions; use --metrics flipd_uncond without captions")
         if captions is not None and not captions.is_file():
             raise ValueError(f"--captions {captions} is not a file")
+        if column is not None and captions is None:
+            raise ValueError(f"--column {column} names the caption column of a --captions table; give --captions too")
         if not images.exists():
             raise ValueError(f"image path {images} does not exist")
         _check_images(images)
@@ -246,7 +252,7 @@ def detect_prompts_command(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Prompt memorization metrics A^CFG, A^{s_CFG}, A^FLIPD and Wen et al.'s score for every prompt."""
-    with user_errors():
+    with user_errors("t2i"):
         import numpy as np
         import pandas as pd
 
@@ -255,7 +261,7 @@ def detect_prompts_command(
         from .._validation import check_choice, check_positive_int
         from ..text2image.prompt_metrics import FLIPD_POINTS, PROMPT_METRICS
 
-        _check_common(out=out, fmt=fmt, device=device, dtype=dtype, model=model, allow_download=allow_download)
+        _check_common(out=out, fmt=fmt, device=device, dtype=dtype, model=model, allow_download=allow_download, seed=seed)
         _check_metrics(metrics, "--metrics", PROMPT_METRICS)
         check_choice(flipd_point, "--flipd-point", FLIPD_POINTS)
         _check_flipd_window(flipd_t_min, flipd_t_max)
@@ -314,14 +320,14 @@ def attribute_command(
     allow_download: bool = typer.Option(False, help="Let from_pretrained download a hub id."),
 ) -> None:
     """Per-token attribution of a prompt metric (gradient w.r.t. the text-encoder output, normalised)."""
-    with user_errors():
+    with user_errors("t2i"):
         import pandas as pd
 
         from .._validation import check_choice, check_positive_int
         from ..text2image import read_prompts, token_attributions
         from ..text2image.prompt_metrics import FLIPD_POINTS, PROMPT_METRICS
 
-        _check_common(out=out, fmt=fmt, device=device, dtype=dtype, model=model, allow_download=allow_download)
+        _check_common(out=out, fmt=fmt, device=device, dtype=dtype, model=model, allow_download=allow_download, seed=seed)
         check_choice(metric, "--metric", PROMPT_METRICS)
         check_choice(flipd_point, "--flipd-point", FLIPD_POINTS)
         check_choice(wrt, "--wrt", ("output", "input"))
@@ -333,6 +339,8 @@ def attribute_command(
         if limit is not None and limit < 1:
             raise ValueError(f"--limit={limit} must be >= 1")
         ps = list(prompt)
+        if column is not None and prompts is None:
+            raise ValueError(f"--column {column} names the caption column of a --prompts table; give --prompts too")
         if prompts is not None:
             fp = read_prompts(prompts, column=column)
             ps += fp[:limit] if limit else fp
@@ -387,16 +395,18 @@ def mitigate_command(
     allow_download: bool = typer.Option(False, help="Let from_pretrained download a hub id."),
 ) -> None:
     """Rewrite the attributed tokens of a memorized prompt; similarity to the training image per k and method."""
-    with user_errors():
+    with user_errors("t2i"):
         from ..text2image import ChatRewriter, RuleRewriter, clip_alignment, evaluate_mitigation
 
         from .._validation import check_choice, check_positive_int
         from ..text2image.prompt_metrics import PROMPT_METRICS
 
-        _check_common(out=out, fmt=fmt, device=device, dtype=dtype, model=model, allow_download=allow_download)
+        _check_common(out=out, fmt=fmt, device=device, dtype=dtype, model=model, allow_download=allow_download, seed=seed)
         check_choice(metric, "--metric", PROMPT_METRICS)
         _check_metrics(methods, "--methods", ("attribution", "uniform", "rta"))
-        _ints(ks, "ks")
+        from .._validation import check_int_list
+
+        check_int_list(ks, "--ks")
         num_inference_steps = _check_guided_sampling(guidance_scale, num_inference_steps, steps)
         for value, name in ((repeats, "--repeats"), (n_generations, "--n-generations"), (num_inference_steps, "--num-inference-steps")):
             check_positive_int(value, name)

@@ -39,7 +39,7 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         stop_when_memorizing: bool = typer.Option(False, "--stop-when-memorizing", help="Stop at the monitor's first alarm; the checkpoint keeps the last save before it."),
     ) -> None:
         """Train lidmem's pixel-space image UNet (VP-SDE, epsilon, EMA) on your images; Ctrl-C saves, rerun resumes."""
-        from ..models.train import read_training_images, sample_grid_png, train_defaults, train_image_model
+        from ..workflows.train import check_sample_grid, read_training_images, train_defaults, train_image_model
 
         with user_errors():
             # every option and --out before the data are read and any step is taken
@@ -95,16 +95,38 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         if monitor_every is not None:
             _write_monitor_outputs(out)
         if grid > 0 and model is not None:
-            png = sample_grid_png(model, tuple(images.shape[1:]), out.with_suffix(".samples.png"), n=grid, steps=sampling_steps, seed=seed)
-            console.print(f"wrote {png}")
+            _report_grid(check_sample_grid(model, tuple(images.shape[1:]), out.with_suffix(".samples.png"), n=grid,
+                                           steps=sampling_steps, seed=seed), out, res.steps)
         console.print(f"next: lidmem audit --model {out} --train {data} --out audit/")
+
+
+def _report_grid(check: dict, out: Path, steps: int) -> None:
+    """Print the sample grid's in-range share, warn when it is low, and write ``<out>.samples.json``."""
+    import json
+
+    from ..memorization.reliability import IN_RANGE_TARGET
+
+    r = check["in_range"]
+    console.print(f"wrote {check['png']}")
+    console.print(f"sample grid: {r['n_in_range']} of {r['n']} samples ({r['fraction']:.0%}) inside the data range [-1, 1] "
+                  f"(values in [{r['sample_min']:.2f}, {r['sample_max']:.2f}])", highlight=False)
+    weak = r["fraction"] < IN_RANGE_TARGET
+    if weak:
+        console.print(f"warning: below {IN_RANGE_TARGET:.0%} in range the model is too weak to audit (its samples are not images of "
+                      "the data); train longer (--steps) and rerun the same command to resume. README: 'Train a model worth auditing'.",
+                      highlight=False)
+    summary = {"checkpoint": str(out), "steps": int(steps), "sample_grid": str(check["png"]), "in_range": r,
+               "in_range_target": IN_RANGE_TARGET, "too_weak_to_audit": bool(weak)}
+    path = out.with_suffix(".samples.json")
+    path.write_text(json.dumps(summary, indent=2))
+    console.print(f"wrote {path}")
 
 
 def _write_monitor_outputs(out: Path) -> None:
     """Print the monitor's verdict and write its figure next to ``out``."""
     import pandas as pd
 
-    from ..models.train import monitor_log_path
+    from ..workflows.train import monitor_log_path
     from ..monitor import step_summaries
     from ..reports.figures import monitor_figure, save_figure
 

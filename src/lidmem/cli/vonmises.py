@@ -33,6 +33,11 @@ def vonmises_command(
         check_t0(t0, "--t0")
         check_positive_int(n_samples, "--n-samples")
         check_positive_int(k, "--k")
+        check_positive_int(seed, "--seed", minimum=0)
+        if train_seed is not None:
+            check_positive_int(train_seed, "--train-seed", minimum=0)
+        if k > vm.N_TRAIN - 1:
+            raise ValueError(f"--k={k} must be <= {vm.N_TRAIN - 1}: local PCA runs on the {vm.N_TRAIN} training points; lower --k")
         if steps is not None:
             check_positive_int(steps, "--steps")
         check_finite(od_margin, "--od-margin")

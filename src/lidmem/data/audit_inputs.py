@@ -70,7 +70,9 @@ def load_duplicate_flags(path: str | Path, ids: list[str]) -> np.ndarray:
     lookup = {name: i for i, name in enumerate(ids)}
     flags = np.zeros(len(ids), dtype=bool)
     bad = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    from .._validation import read_text_file
+
+    for line in read_text_file(path, "text file with one training image id per line").splitlines():
         entry = line.strip()
         if not entry or entry.startswith("#"):
             continue

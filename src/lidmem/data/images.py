@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_positive_int
+from .._validation import check_image_range, check_positive_int
 
 __all__ = [
     "DigitsData",
@@ -74,35 +74,6 @@ def to_unit_range(x: np.ndarray) -> np.ndarray:
 def from_unit_range(x: np.ndarray) -> np.ndarray:
     """Map images from [0, 1] to [-1, 1]."""
     return np.asarray(x, dtype=np.float32) * 2.0 - 1.0
-
-
-def check_image_range(x: Any, name: str, *, tol: float = 0.02) -> None:
-    """Check that images ``x`` follow lidmem's [-1, 1] convention; ``name`` is the argument to blame.
-
-    Raises ValueError when a value lies outside ``[-1 - tol, 1 + tol]`` (e.g. 0..255 pixels).
-    Warns (UserWarning) when every value lies in [0, 1] and some exceed 0.5 of it: the images are
-    most likely in [0, 1] (map them with :func:`from_unit_range`). NaN/inf raise ValueError.
-    """
-    import warnings
-
-    arr = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x)
-    if arr.size == 0:
-        return
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains non-finite values")
-    lo, hi = float(arr.min()), float(arr.max())
-    if lo < -1.0 - tol or hi > 1.0 + tol:
-        raise ValueError(
-            f"{name} has values in [{lo:.3g}, {hi:.3g}] but lidmem images are in [-1, 1]; "
-            "scale 8-bit pixels v with 2 * v / 255 - 1 (or [0, 1] images x with 2 * x - 1)"
-        )
-    if lo >= 0.0 and hi > 0.5:
-        warnings.warn(
-            f"{name} has values in [{lo:.3g}, {hi:.3g}]: it looks like [0, 1] images, but lidmem images are in [-1, 1] "
-            "(map them with lidmem.data.images.from_unit_range, i.e. 2 * x - 1)",
-            UserWarning,
-            stacklevel=2,
-        )
 
 
 def load_digits_images() -> tuple[np.ndarray, np.ndarray]:

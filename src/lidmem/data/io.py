@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import ArgumentError
+
 __all__ = [
     "IMAGE_SUFFIXES", "CAPTION_COLUMNS", "load_points", "load_npy", "load_image_folder", "list_images", "open_image",
     "convert_image", "decode_image", "image_mode", "find_caption_column",
@@ -164,6 +166,9 @@ def load_image_folder(folder: str | Path, *, mode: str | None = None) -> tuple[n
     return np.stack(arrays), [f.name for f in files]
 
 
+_DTYPE_KINDS = {"c": "complex numbers", "U": "text", "S": "bytes", "O": "Python objects", "M": "dates", "m": "time spans", "V": "records"}
+
+
 def load_points(path: str | Path, *, columns: list[str] | None = None) -> np.ndarray:
     """Load a data set as float array of shape ``(n, d)`` (images are flattened).
 
@@ -187,12 +192,14 @@ def load_points(path: str | Path, *, columns: list[str] | None = None) -> np.nda
 
         try:
             df = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}: not UTF-8 text (byte at offset {exc.start}); save the table as UTF-8 CSV") from None
         except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             raise ValueError(f"{path} is not a readable {suffix[1:]} table ({_first_line(exc)})") from None
         if columns is not None:
             missing = [c for c in columns if c not in df.columns]
             if missing:
-                raise ValueError(f"columns {missing} are not in {path}; its columns: {', '.join(map(str, df.columns))}")
+                raise ArgumentError(f"columns {missing} are not in {path}; its columns: {', '.join(map(str, df.columns))}", argument="columns")
             df = df[list(columns)]
         non_numeric = [str(c) for c in df.columns if not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c])]
         if non_numeric:
@@ -216,6 +223,9 @@ def load_points(path: str | Path, *, columns: list[str] | None = None) -> np.nda
         raise ValueError(f"unsupported data file {path.name!r}; use .npy, .csv, .parquet or a folder of images")
     if arr.shape[0] == 0:
         raise ValueError(f"data set {path} is empty")
+    if arr.dtype.kind not in "biuf":  # complex parts would be dropped with a warning, strings would fail later
+        raise ValueError(f"data set {path} holds {arr.dtype} values ({_DTYPE_KINDS.get(arr.dtype.kind, 'not real numbers')}); "
+                         "lidmem needs real numbers: store e.g. the real and imaginary parts as separate columns")
     arr = arr.astype(np.float64 if arr.dtype == np.float64 else np.float32)
     bad = ~np.isfinite(arr).reshape(len(arr), -1).all(axis=1)
     if bad.any():

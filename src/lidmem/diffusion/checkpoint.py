@@ -85,7 +85,12 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not a safetensors file: {exc}") from exc
     if raw is None:
         raise ValueError(f"{path} is a safetensors file but not a lidmem checkpoint (no '{_KEY}' metadata)")
-    return json.loads(raw)
+    from .._validation import parse_json_text
+
+    meta = parse_json_text(raw, f"{path}: safetensors metadata field {_KEY!r}")
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: safetensors metadata field {_KEY!r} holds a JSON {type(meta).__name__}, not an object")
+    return meta
 
 
 def load_network(path: str | Path, *, expected_kind: str | None = None, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:

@@ -20,7 +20,7 @@ _USER_BUILDERS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {}
 _BUILTIN: dict[str, tuple[str, str]] = {
     "mlp": ("lidmem.diffusion.mlp", "MLPScoreNet"),
     "unet2d": ("lidmem.diffusion.unet", "UNetScoreNet"),
-    "mlp_decoder": ("lidmem.generators", "MLPDecoder"),
+    "mlp_decoder": ("lidmem.diffusion.decoder", "MLPDecoder"),
 }
 
 

@@ -79,6 +79,21 @@ def time_tensor(t: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.full((x.shape[0],), float(t), dtype=dtype, device=x.device)
 
 
+def network_output(out: Any, fn: Any = None) -> torch.Tensor:
+    """The tensor a network returned: itself, the ``.sample`` of a diffusers output object
+    (``UNet2DOutput``, ``UNet2DConditionOutput``) or the first element of a tuple/list
+    (``return_dict=False``). Anything else: ``TypeError`` saying what to pass."""
+    if isinstance(out, torch.Tensor):
+        return out
+    sample = getattr(out, "sample", None)
+    if isinstance(sample, torch.Tensor):
+        return sample
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    name = type(fn).__name__ if fn is not None else "the network"
+    raise TypeError(f"{name} returned {type(out).__name__}, not a tensor; pass a callable fn(x, t) that returns a tensor of x's shape (e.g. lambda x, t: net(x, t).sample)")
+
+
 class ScoreModel(nn.Module):
     """Wrap ``fn(x, t_model)`` so that ``forward(x, t)`` always returns the score.
 
@@ -107,7 +122,10 @@ class ScoreModel(nn.Module):
     ----------
     fn : callable or nn.Module
         ``fn(x, t_model) -> tensor`` of ``x``'s shape. Modules are registered as submodules, so
-        ``.to(device)`` and ``.eval()`` reach them.
+        ``.to(device)`` and ``.eval()`` reach them. A bare diffusers ``UNet2DModel`` /
+        ``UNet2DConditionModel`` is accepted: its output object's ``.sample`` is used (so is
+        the first element of a returned tuple); conditioning such as ``encoder_hidden_states``
+        goes in ``extra_args``.
     sde : SDE
         The forward process the network was trained under.
     prediction : {"score", "epsilon", "x0", "v"}, default="score"
@@ -134,7 +152,7 @@ class ScoreModel(nn.Module):
     def raw(self, x: torch.Tensor, t: torch.Tensor, **extra_args: Any) -> torch.Tensor:
         """The wrapped network's output at continuous time ``t`` (shape ``(n,)``)."""
         fn = self.net if self.net is not None else self._fn
-        return fn(x, self.sde.model_time(t), **extra_args)
+        return network_output(fn(x, self.sde.model_time(t), **extra_args), fn)
 
     def _times(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
         if not isinstance(t, torch.Tensor):

@@ -334,7 +334,7 @@ def train_score_model(
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.get_default_dtype()
     x_all = check_points(data, "data", min_samples=1, min_ndim=2).to(device=dev, dtype=dtype, copy=True)
     if x_all.ndim == 4:  # images: lidmem's [-1, 1] convention (raises for 0..255, warns for [0, 1])
-        from ..data.images import check_image_range
+        from .._validation import check_image_range
 
         check_image_range(x_all, "data")
     settings = _settings(net, sde, prediction, x_all, batch_size, float(lr), ema_decay, int(seed), t_min, log_uniform_fraction)

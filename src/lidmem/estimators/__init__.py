@@ -2,7 +2,7 @@
 
 Model-based (LID_theta): :func:`flipd`, :func:`flipd_curve`, :func:`flipd_at`, :func:`select_t0`,
 :func:`t0_from_training_data` (label-free FLIPD t0 from the training set),
-:func:`flipd_map` (per-coordinate memorization maps, shape of ``x``),
+:func:`flipd_map` (per-coordinate memorization maps, shape of ``x``; :func:`relative_map` against ordinary images),
 :func:`normal_bundle`, :func:`jacobian_rank`. Data-based (LID_*): :func:`local_pca`, and the
 scikit-dimension estimators (:func:`skdim_lid`). All return per-point estimates of shape ``(n,)``.
 Optional dependencies (scikit-dimension) are imported only when their estimator runs.
@@ -11,7 +11,7 @@ Optional dependencies (scikit-dimension) are imported only when their estimator 
 from .flipd import FLIPD, flipd, flipd_at, flipd_curve, select_t0
 from .jacobian import JacobianRank, jacobian_rank
 from .local_pca import LocalPCA, local_pca
-from .maps import flipd_map, lowest_pixels, map_concentration, score_difference_map, to_pixel_map
+from .maps import flipd_map, lowest_pixels, map_concentration, relative_map, score_difference_map, to_pixel_map
 from .normal_bundle import NormalBundle, normal_bundle
 from .statistical import SkdimEstimator, skdim_lid
 from .t0 import t0_from_training_data
@@ -24,6 +24,7 @@ __all__ = [
     "select_t0",
     "t0_from_training_data",
     "flipd_map",
+    "relative_map",
     "to_pixel_map",
     "lowest_pixels",
     "map_concentration",

@@ -13,45 +13,55 @@ forward-mode rules miss that floor on the layers diffusion networks are made of 
 - binary ops, ``cat``, ``interpolate``: ~100x the op itself under ``fwAD.dual_level`` (a tensor
   without tangent gets a materialised zero tangent); the math attention kernel loops over the batch.
 
-:func:`fast_forward_rules` swaps, for the duration of a ``with`` block, the ``forward`` of every
-``nn.Conv1d/2d/3d``, ``nn.Linear``, ``nn.GroupNorm``, ``nn.LayerNorm`` and ``nn.SiLU`` inside a
-model (exactly those classes, not subclasses) for a function that unpacks the dual input,
-computes the primal with the layer's own kernel and the tangent with the cheapest exact one, and
-returns ``fwAD.make_dual(primal, tangent)`` (no ``autograd.Function``: its per-call bookkeeping
-costs 50-300 us under ``dual_level``):
+:class:`_FastOps`, a ``TorchFunctionMode`` active during :func:`jvp`, replaces PyTorch's rules
+*at the function level*: every call of ``F.conv1d/2d/3d``, ``F.linear``, ``F.silu``,
+``F.group_norm``, ``F.layer_norm`` with a dual input (and constant weights) computes the primal
+with the op's own kernel and the tangent with the cheapest exact one, and returns
+``fwAD.make_dual(primal, tangent)`` (no ``autograd.Function``: its per-call bookkeeping costs
+50-300 us under ``dual_level``). So a module of any class, a subclass of a layer (LoRA-style,
+diffusers' own), a closure, a plain function, a ``functools.partial``, a bound method or a bare
+diffusers UNet all get the same rules; no module is modified.
 
 - convolution / linear: ``conv(v, W)``, ``v W^T``;
 - SiLU: ``silu_backward(v, x)``, one fused kernel;
 - group / layer norm: the normalisation's Jacobian is *symmetric*,
   ``rstd (I - 11^T/n - xhat xhat^T/n)`` per group, so ``J v = J^T v`` is the fused backward
   kernel (``native_group_norm_backward`` / ``native_layer_norm_backward`` without the affine
-  weight), then scaled by the weight per channel;
+  weight), then scaled by the weight per channel; inputs are made contiguous (PyTorch's
+  group-norm rule fails on the non-contiguous tangents of diffusers attention blocks);
+- scaled-dot-product attention (no dropout, not causal, no GQA): a written-out JVP formed a
+  block of queries at a time (:func:`_attention_plain`);
+- binary add/sub/mul/div, ``cat`` and ``interpolate`` of dual tensors: rules that keep an
+  identically zero tangent absent (``h + temb``: ``h``'s tangent; ``x / 1``: ``x``'s).
 
-and a ``TorchFunctionMode`` routes scaled-dot-product attention to a written-out JVP formed a
-block of queries at a time (:func:`_attention_plain`), and binary add/sub/mul/div, ``cat`` and
-``interpolate`` on dual tensors to rules that keep an identically zero tangent absent
-(``h + temb``: ``h``'s tangent; ``x / 1``: ``x``'s). Primal outputs come from the same kernels as
-the layers' own forward (bit-identical, except attention, which equals the fused kernel to
-rounding); the tangents agree with PyTorch's rules and with reverse mode to 1e-8 in float64
-(tests/test_autodiff.py).
+What falls back to PyTorch's own forward-mode rules (correct, slower): every other op (e.g.
+``F.gelu``, ``softmax`` outside attention, ``einsum``), calls with differentiable weights,
+unknown keyword arguments, in-place SiLU, broadcast tangents, causal/dropout attention, code that
+calls the aten ops directly. ``torch.compile``'d modules and functions anywhere inside the
+callable run as their original Python code during a JVP (``torch.compiler.set_stance
+("force_eager")``): compiled graphs lose dual tensors' tangents without an error. Primal outputs
+come from the same kernels as the layers' own forward (bit-identical, except attention, which
+equals the fused kernel to rounding); the tangents agree with PyTorch's rules and with reverse
+mode to 1e-8 in float64 (tests/test_autodiff.py, tests/test_wrapper_styles.py).
 
 :func:`jvp` is the entry point FLIPD uses. It applies the fast rules only under
 ``torch.no_grad()`` (the rules have no backward; code that differentiates *through* the JVP,
 e.g. with respect to a text embedding, gets PyTorch's rules on the math attention kernel).
 
-:func:`resolve_ad` maps ``ad="auto"`` to ``"forward"`` or ``"reverse"``. Rule (from
-``benchmarks/speed_flipd.py``): with the fast rules, one probe in forward mode costs 1.7-2.2x a
-forward pass on an MLP, UNets with and without attention and a text-to-image UNet with CFG, and
-holds one tangent per activation (~2x a forward's memory), while reverse mode stores every
-activation (4-6.5x on UNets); so ``"auto"`` picks forward mode, except for callables that are not
-``nn.Module`` (no layers to swap) *and* whose forward-mode JVP fails, where reverse mode is the
-only choice. The mode is cached per model.
+:func:`resolve_ad` maps ``ad="auto"`` to ``"forward"`` or ``"reverse"``: forward mode (one
+probe about two forward passes, holding one tangent per activation where reverse mode stores
+every activation), *verified once per model* by :func:`check_forward_mode` (one point, one probe,
+forward-mode ``v^T J v`` against reverse mode, dtype-dependent tolerance); if forward mode raises
+or disagrees, reverse mode with a ``RuntimeWarning``. Measured with
+``benchmarks/speed_wrapper_styles.py``: the check costs under 2% of a 1,000-point FLIPD run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import sys
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -61,7 +71,7 @@ import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["fast_forward_rules", "jvp", "vjp", "resolve_ad", "ADS"]
+__all__ = ["fast_forward_rules", "jvp", "vjp", "resolve_ad", "check_forward_mode", "ADS"]
 
 #: Accepted values of FLIPD's ``ad`` argument.
 ADS: tuple[str, ...] = ("auto", "forward", "reverse")
@@ -82,35 +92,43 @@ def _split(x: Any) -> tuple[Any, torch.Tensor | None]:
     return p, t
 
 
-def _conv_rule(fn: Callable[..., torch.Tensor], m: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``conv(x, W, b)`` with tangent ``conv(v, W)`` (weights are constants)."""
+def _conv(func: Callable[..., torch.Tensor], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``conv(x, W, b, ...)`` with tangent ``conv(v, W, None, ...)`` (weights are constants)."""
+    names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+    a = dict(zip(names, args))
+    a.update(kwargs)
+    if a.keys() - set(names) or "input" not in a or "weight" not in a:
+        return NotImplemented
+    p, t = _split(a.pop("input"))
+    if t is None or _split(a["weight"])[1] is not None or _split(a.get("bias"))[1] is not None:
+        return NotImplemented
+    out = func(p, **a)
+    a["bias"] = None
+    return fwAD.make_dual(out, func(t, **a))
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        p, t = _split(x)
-        out = fn(p, m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups)
-        if t is None:
-            return out
-        return fwAD.make_dual(out, fn(t, m.weight, None, m.stride, m.padding, m.dilation, m.groups))
 
-    return forward
-
-
-def _linear_rule(m: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+def _linear(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``x W^T + b`` with tangent ``v W^T``."""
+    a = dict(zip(("input", "weight", "bias"), args))
+    a.update(kwargs)
+    if a.keys() - {"input", "weight", "bias"} or "input" not in a or "weight" not in a:
+        return NotImplemented
+    p, t = _split(a["input"])
+    if t is None or _split(a["weight"])[1] is not None or _split(a.get("bias"))[1] is not None:
+        return NotImplemented
+    return fwAD.make_dual(F.linear(p, a["weight"], a.get("bias")), F.linear(t, a["weight"]))
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        p, t = _split(x)
-        out = F.linear(p, m.weight, m.bias)
-        return out if t is None else fwAD.make_dual(out, F.linear(t, m.weight))
 
-    return forward
-
-
-def _silu(x: torch.Tensor) -> torch.Tensor:
-    """``silu(x)`` with tangent ``silu_backward(v, x)`` (one fused kernel)."""
-    p, t = _split(x)
-    out = F.silu(p)
-    return out if t is None else fwAD.make_dual(out, torch.ops.aten.silu_backward(t, p))
+def _silu(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``silu(x)`` with tangent ``silu_backward(v, x)`` (one fused kernel); not in place."""
+    a = dict(zip(("input", "inplace"), args))
+    a.update(kwargs)
+    if a.keys() - {"input", "inplace"} or "input" not in a or a.get("inplace"):
+        return NotImplemented
+    p, t = _split(a["input"])
+    if t is None:
+        return NotImplemented
+    return fwAD.make_dual(F.silu(p), torch.ops.aten.silu_backward(t, p))
 
 
 def _affine_scale(tan: torch.Tensor, weight: torch.Tensor | None, view: tuple[int, ...]) -> torch.Tensor:
@@ -126,43 +144,55 @@ def _norm_inputs(p: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.
     return p.contiguous(), t.contiguous()
 
 
-def _group_norm_rule(m: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+def _norm_args(names: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    a = dict(zip(names, args))
+    a.update(kwargs)
+    if a.keys() - set(names) or not {"input", names[1]} <= a.keys():
+        return None
+    if _split(a.get("weight"))[1] is not None or _split(a.get("bias"))[1] is not None:
+        return None
+    return a
+
+
+def _group_norm(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``group_norm`` whose tangent is the *backward* kernel of the normalisation.
 
     The Jacobian of ``xhat = (x - mean_g x) rstd`` is symmetric per group,
     ``rstd (I - 11^T / n - xhat xhat^T / n)``, so ``J v = J^T v`` is what
     ``native_group_norm_backward`` computes (without the affine weight, which scales the
-    result per channel afterwards): one fused kernel instead of ~10 element-wise passes.
+    result per channel afterwards): one fused kernel instead of ~10 element-wise passes, and
+    correct for non-contiguous tangents (PyTorch's rule fails on them: "view size is not
+    compatible", diffusers attention blocks produce them).
     """
+    a = _norm_args(("input", "num_groups", "weight", "bias", "eps"), args, kwargs)
+    if a is None:
+        return NotImplemented
+    p, t = _split(a["input"])
+    if t is None or p.ndim < 2:
+        return NotImplemented
+    g, w, b, eps = int(a["num_groups"]), a.get("weight"), a.get("bias"), float(a.get("eps", 1e-5))
+    n, c = p.shape[0], p.shape[1]
+    hw = p[0, 0].numel()
+    p, t = _norm_inputs(p, t)
+    out, mean, rstd = torch.native_group_norm(p, w, b, n, c, hw, g, eps)
+    tan = torch.ops.aten.native_group_norm_backward(t, p, mean, rstd, None, n, c, hw, g, [True, False, False])[0]
+    return fwAD.make_dual(out, _affine_scale(tan, w, (1, c, *([1] * (p.ndim - 2)))))
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        p, t = _split(x)
-        if t is None:
-            return F.group_norm(p, m.num_groups, m.weight, m.bias, m.eps)
-        n, c = p.shape[0], p.shape[1]
-        hw = p[0, 0].numel()
-        p, t = _norm_inputs(p, t)
-        out, mean, rstd = torch.native_group_norm(p, m.weight, m.bias, n, c, hw, m.num_groups, m.eps)
-        tan = torch.ops.aten.native_group_norm_backward(t, p, mean, rstd, None, n, c, hw, m.num_groups, [True, False, False])[0]
-        return fwAD.make_dual(out, _affine_scale(tan, m.weight, (1, c, *([1] * (p.ndim - 2)))))
 
-    return forward
-
-
-def _layer_norm_rule(m: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+def _layer_norm(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``layer_norm`` with the backward kernel as tangent (symmetric Jacobian, as for group norm)."""
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        p, t = _split(x)
-        shape = tuple(m.normalized_shape)
-        if t is None:
-            return F.layer_norm(p, shape, m.weight, m.bias, m.eps)
-        p, t = _norm_inputs(p, t)
-        out, mean, rstd = torch.native_layer_norm(p, shape, m.weight, m.bias, m.eps)
-        tan = torch.ops.aten.native_layer_norm_backward(t, p, shape, mean, rstd, None, None, [True, False, False])[0]
-        return fwAD.make_dual(out, _affine_scale(tan, m.weight, shape))
-
-    return forward
+    a = _norm_args(("input", "normalized_shape", "weight", "bias", "eps"), args, kwargs)
+    if a is None:
+        return NotImplemented
+    p, t = _split(a["input"])
+    if t is None:
+        return NotImplemented
+    shape = tuple(a["normalized_shape"]) if not isinstance(a["normalized_shape"], int) else (a["normalized_shape"],)
+    w, b, eps = a.get("weight"), a.get("bias"), float(a.get("eps", 1e-5))
+    p, t = _norm_inputs(p, t)
+    out, mean, rstd = torch.native_layer_norm(p, shape, w, b, eps)
+    tan = torch.ops.aten.native_layer_norm_backward(t, p, shape, mean, rstd, None, None, [True, False, False])[0]
+    return fwAD.make_dual(out, _affine_scale(tan, w, shape))
 
 
 #: Elements of one (queries x keys) block of the attention JVP on CPU: the score, probability and
@@ -288,99 +318,102 @@ def _elementwise(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> An
 _ELEMENTWISE = _ADD | _SUB | _MUL | _DIV | _CAT
 
 
+_CONV = {F.conv1d, F.conv2d, F.conv3d}
+
+
 class _FastOps(torch.overrides.TorchFunctionMode):
-    """Routes ``F.scaled_dot_product_attention`` (no dropout, not causal, no GQA) to
-    :func:`_attention`, binary add/sub/mul/div and ``cat`` on dual tensors to
-    :func:`_elementwise` and ``F.interpolate`` of a dual tensor to itself on primal and tangent; every other call passes through unchanged."""
+    """The forward-mode rules at the function level: whatever calls the functional ops (a
+    module of any class, a closure, a function, a subclass of a layer) gets them.
+
+    With ``fast=True``: ``F.conv1d/2d/3d``, ``F.linear``, ``F.silu``, ``F.group_norm``,
+    ``F.layer_norm``, ``F.interpolate``, ``F.scaled_dot_product_attention`` (no dropout, not
+    causal, no GQA), binary add/sub/mul/div and ``cat`` of dual tensors go to the rules above;
+    any call a rule does not cover (differentiable weights, unknown keywords, broadcast
+    tangents) and every other op passes through unchanged to PyTorch's own rule. With
+    ``fast=False`` only ``group_norm`` is touched: its input is made contiguous (primal and
+    tangent), because PyTorch's rule fails on non-contiguous tangents."""
+
+    def __init__(self, fast: bool = True) -> None:
+        super().__init__()
+        self.fast = fast
 
     def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
         kwargs = kwargs or {}
+        if not self.fast:
+            if func is F.group_norm and args and isinstance(args[0], torch.Tensor):
+                args = (args[0].clone(memory_format=torch.contiguous_format), *args[1:])
+            return func(*args, **kwargs)
+        res: Any = NotImplemented
         if func in _ELEMENTWISE:
             res = _elementwise(func, args, kwargs)
-            if res is not NotImplemented:
-                return res
+        elif func in _CONV:
+            res = _conv(func, args, kwargs)
+        elif func is F.linear:
+            res = _linear(args, kwargs)
+        elif func is F.silu:
+            res = _silu(args, kwargs)
+        elif func is F.group_norm:
+            res = _group_norm(args, kwargs)
+            if res is NotImplemented and args and isinstance(args[0], torch.Tensor):
+                args = (args[0].clone(memory_format=torch.contiguous_format), *args[1:])
+        elif func is F.layer_norm:
+            res = _layer_norm(args, kwargs)
         elif func is F.interpolate and args and _split(args[0])[1] is not None:
             # linear in its input (every mode): the tangent is resampled like the primal
             # (the stock rule also copies the output and the tangent twice each)
             (p, t), rest = _split(args[0]), args[1:]
-            return fwAD.make_dual(func(p, *rest, **kwargs), func(t, *rest, **kwargs))
-        elif func is F.scaled_dot_product_attention:
+            res = fwAD.make_dual(func(p, *rest, **kwargs), func(t, *rest, **kwargs))
+        elif func is F.scaled_dot_product_attention and len(args) >= 3:
             q, k, v, *rest = args
             names = ("attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
             opts = dict(zip(names, rest))
             opts.update(kwargs)
-            if not opts.get("dropout_p") and not opts.get("is_causal") and not opts.get("enable_gqa"):
-                return _attention(q, k, v, opts.get("attn_mask"), opts.get("scale"))
+            if not opts.keys() - set(names) and not opts.get("dropout_p") and not opts.get("is_causal") and not opts.get("enable_gqa"):
+                res = _attention(q, k, v, opts.get("attn_mask"), opts.get("scale"))
+        if res is not NotImplemented:
+            return res
         return func(*args, **kwargs)
 
 
-_CONV_FNS: dict[type, Callable[..., torch.Tensor]] = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
+def unwrap_compiled(fn: Any) -> Any:
+    """The Python callable under ``torch.compile``: ``_orig_mod`` of an ``OptimizedModule``,
+    ``_torchdynamo_orig_callable`` of a compiled function (repeatedly). Compiled graphs do not
+    run forward-mode AD through ``fwAD`` dual tensors nor a ``TorchFunctionMode`` correctly (the
+    tangent is lost without an error), so JVPs run on the original code."""
+    for _ in range(16):
+        if isinstance(fn, nn.Module) and type(fn).__name__ == "OptimizedModule" and hasattr(fn, "_orig_mod"):
+            fn = fn._orig_mod
+        elif getattr(fn, "_torchdynamo_orig_callable", None) is not None:
+            fn = fn._torchdynamo_orig_callable
+        else:
+            return fn
+    return fn
 
 
-def _fast_forward(module: nn.Module) -> Callable[..., torch.Tensor] | None:
-    """The replacement ``forward`` of ``module``, or None when its class is not handled."""
-    cls = type(module)
-    if cls in _CONV_FNS and getattr(module, "padding_mode", "zeros") == "zeros" and not isinstance(module.padding, str):
-        return _conv_rule(_CONV_FNS[cls], module)
-    if cls is nn.Linear:
-        return _linear_rule(module)
-    if cls is nn.SiLU:
-        return _silu
-    if cls is nn.GroupNorm:
-        return _group_norm_rule(module)
-    if cls is nn.LayerNorm:
-        return _layer_norm_rule(module)
-    return None
-
-
-@contextlib.contextmanager
-def _contiguous_group_norm_inputs(modules: list[nn.Module]) -> Iterator[None]:
-    """GroupNorm layers in ``modules`` receive a contiguous copy of their input while active
-    (PyTorch's forward-mode group-norm rule fails on non-contiguous tangents)."""
-
-    def hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        return (args[0].clone(memory_format=torch.contiguous_format), *args[1:])
-
-    handles = [m.register_forward_pre_hook(hook) for m in modules if isinstance(m, nn.GroupNorm)]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
+def is_compiled(fn: Any) -> bool:
+    """Whether ``fn`` is a ``torch.compile`` result (module or function)."""
+    return unwrap_compiled(fn) is not fn
 
 
 @contextlib.contextmanager
-def fast_forward_rules(model: Any, enabled: bool = True) -> Iterator[None]:
-    """While active, the layers of ``model`` (an ``nn.Module``; anything else is left alone) that
-    have a minimal forward-mode rule use it; the remaining GroupNorm layers get contiguous inputs.
-
-    ``enabled=False`` keeps PyTorch's own rules (with the contiguity hooks): the reference the
-    tests compare against. The model is restored on exit, also after an exception. Not
-    thread-safe: do not call the same model from another thread inside the block.
-    """
-    if not isinstance(model, nn.Module):
+def fast_forward_rules(model: Any = None, enabled: bool = True) -> Iterator[None]:
+    """While active, functional ops called with dual tensors use the minimal rules
+    (:class:`_FastOps`); ``enabled=False`` keeps PyTorch's own rules (with contiguous
+    group-norm inputs): the reference the tests compare against. ``model`` is unused (kept for
+    callers); the rules apply to whatever is called inside the block, modules and functions
+    alike. Nothing is modified on any module."""
+    del model
+    with _FastOps(fast=enabled):
         yield
-        return
-    swapped: list[tuple[nn.Module, bool, Any]] = []
-    rest: list[nn.Module] = []
-    try:
-        for m in model.modules():
-            new = _fast_forward(m) if enabled else None
-            if new is None:
-                rest.append(m)
-                continue
-            had = "forward" in m.__dict__
-            swapped.append((m, had, m.__dict__.get("forward")))
-            m.forward = new  # instance attribute, shadows the class's forward
-        ops = _FastOps() if enabled else contextlib.nullcontext()
-        with _contiguous_group_norm_inputs(rest), ops:
-            yield
-    finally:
-        for m, had, old in swapped:
-            if had:
-                m.forward = old
-            else:
-                del m.forward
+
+
+def _eager() -> Any:
+    """Run ``torch.compile``'d modules and functions as their original Python code while active
+    (nothing to do, and no import of dynamo, ~1 s, when nothing was ever compiled)."""
+    if "torch._dynamo" not in sys.modules:
+        return contextlib.nullcontext()
+    stance = getattr(torch.compiler, "set_stance", None)
+    return contextlib.nullcontext() if stance is None else stance("force_eager")
 
 
 def _math_attention() -> Any:
@@ -402,7 +435,9 @@ def jvp(fn: Callable[[torch.Tensor], torch.Tensor], model: Any, primals: torch.T
     reaches the aten op directly.
     """
     use_fast = fast and not torch.is_grad_enabled()
-    with _math_attention():
+    # compiled graphs drop dual tensors' tangents without an error: anything torch.compile'd that
+    # ``fn`` reaches (a module, a function, nested in a wrapper or a closure) runs eagerly here
+    with _math_attention(), _eager():
         if not use_fast:
             with fast_forward_rules(model, enabled=False):
                 return torch.func.jvp(fn, (primals,), (tangents,))
@@ -427,14 +462,35 @@ def vjp(fn: Callable[[torch.Tensor], torch.Tensor], primals: torch.Tensor, cotan
 
 _AUTO_CACHE: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
 
+#: Relative tolerance of the forward-vs-reverse check of ``ad="auto"``, per dtype of the point.
+_CHECK_RTOL: dict[torch.dtype, float] = {torch.float64: 1e-7, torch.float32: 1e-3, torch.float16: 3e-2, torch.bfloat16: 1e-1}
 
-def resolve_ad(ad: str, model: Any, probe: Callable[[], Any] | None = None) -> str:
+
+def check_forward_mode(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, v: torch.Tensor) -> tuple[bool, float, float]:
+    """Compare ``v^T J v`` at ``x`` (one point, shape ``(1, ...)``) by forward mode (fast rules)
+    and by reverse mode. Returns ``(agree, forward, reverse)``; agreement is within
+    :data:`_CHECK_RTOL` of ``|v| (|J v| + |J^T v|)`` for ``x``'s dtype. Raises what forward mode
+    raises."""
+    with torch.no_grad():
+        _, jv = jvp(fn, None, x, v)
+    _, jtv = vjp(fn, x, v)
+    fwd = float((v.double() * jv.double()).sum())
+    rev = float((v.double() * jtv.double()).sum())
+    scale = float(v.double().norm()) * (float(jv.double().norm()) + float(jtv.double().norm()))
+    rtol = _CHECK_RTOL.get(x.dtype, 1e-3)
+    agree = math.isfinite(fwd) and abs(fwd - rev) <= rtol * scale + 1e-12
+    return agree, fwd, rev
+
+
+def resolve_ad(ad: str, model: Any, check: Callable[[], tuple[bool, float, float]] | None = None) -> str:
     """Map ``ad`` (``"auto"``, ``"forward"`` or ``"reverse"``) to a concrete mode for ``model``.
 
-    ``"auto"`` is ``"forward"`` for ``nn.Module`` models (the fast rules bring it to the
-    two-pass floor and it stores no activations). For other callables, ``probe`` (a function
-    that runs one forward-mode JVP on a small input) is tried once: if it raises, the model gets
-    ``"reverse"``. The answer is cached per model (weakly).
+    ``"auto"`` is ``"forward"`` (with the fast rules one probe costs about two forward passes and
+    holds one tangent per activation, where reverse mode stores every activation), *verified*
+    once per model: ``check`` (e.g. :func:`check_forward_mode` at the first point of the first
+    batch with one probe) compares forward mode with reverse mode; if forward mode raises or
+    disagrees, ``"auto"`` becomes ``"reverse"`` with a ``RuntimeWarning`` saying why. The answer
+    is cached per model (weakly; models that cannot be weakly referenced are checked every call).
     """
     if ad != "auto":
         return ad
@@ -445,11 +501,16 @@ def resolve_ad(ad: str, model: Any, probe: Callable[[], Any] | None = None) -> s
     if cached is not None:
         return cached
     mode = "forward"
-    if not isinstance(model, nn.Module) and probe is not None:
+    if check is not None:
         try:
-            probe()
-        except (RuntimeError, NotImplementedError):
+            agree, fwd, rev = check()
+        except (RuntimeError, NotImplementedError, TypeError, ValueError) as err:
+            warnings.warn(f"ad='auto': forward-mode AD fails on {type(model).__name__} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); using reverse mode (pass ad='reverse' to skip this check)", RuntimeWarning, stacklevel=3)
             mode = "reverse"
+        else:
+            if not agree:
+                warnings.warn(f"ad='auto': forward-mode AD disagrees with reverse mode on {type(model).__name__} (v^T J v = {fwd:.6g} vs {rev:.6g} at one point; e.g. code whose ops forward mode cannot see); using reverse mode (pass ad='reverse' to skip this check)", RuntimeWarning, stacklevel=3)
+                mode = "reverse"
     with contextlib.suppress(TypeError):
         _AUTO_CACHE[model] = mode
     return mode

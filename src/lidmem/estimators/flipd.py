@@ -167,13 +167,15 @@ def _eq6(model: Any, xt: torch.Tensor, t0: float, sigma2: float, tangents: torch
     return tr.add_(sq).mul_(sigma2).add_(math.prod(xt.shape[1:]))
 
 
-def _probe_forward_mode(model: Any, x: torch.Tensor, extra_args: Mapping[str, Any]) -> None:
-    """One forward-mode JVP at the first point of ``x`` (raises where forward mode is unsupported)."""
+def _probe_forward_mode(model: Any, x: torch.Tensor, extra_args: Mapping[str, Any]) -> tuple[bool, float, float]:
+    """Forward vs reverse mode at the first point of ``x``, one Rademacher probe, t = 0.5
+    (:func:`_autodiff.check_forward_mode`; raises where forward mode is unsupported)."""
     xt = x[:1]
     tvec = torch.full((1,), 0.5, dtype=x.dtype, device=x.device)
     kw = conditioning_rows(extra_args, x.shape[0], slice(0, 1), 1)
-    with torch.no_grad():
-        _autodiff.jvp(lambda inp: model(inp, tvec, **kw), model, xt, torch.ones_like(xt))
+    gen = torch.Generator(device=x.device).manual_seed(0)
+    v = torch.randint(0, 2, xt.shape, generator=gen, device=x.device).to(x.dtype).mul_(2).sub_(1)
+    return _autodiff.check_forward_mode(lambda inp: model(inp, tvec, **kw), xt, v)
 
 
 def _flipd_curve_impl(

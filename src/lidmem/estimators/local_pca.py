@@ -63,8 +63,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -73,8 +71,10 @@ from sklearn.exceptions import NotFittedError
 
 from .._validation import check_choice, check_points, check_positive_int, check_probability, renamed_argument
 from ..utils import chunk_slices, progress_bar
-from ._rank import check_threshold, count_above, gap_rank
+from ._rank import check_threshold
+from ._ivf import _IVFNeighbours
 from .base import Estimator
+from .pca_spectra import _count_above, batched_eigvalsh, count_eigenvalues_above, gram_counts, gram_spectra, neighbourhood_spectra, pairwise_distance_percentile
 
 __all__ = [
     "LocalPCA",
@@ -92,328 +92,12 @@ _MEMORY_BUDGET = 2**26  # bytes per chunk of gathered neighbourhoods (64 MiB)
 _GRAM_BUDGET = 2**28  # cache the n x n Gram matrix of the reference data up to 256 MiB (n <= 5792)
 
 
-# --------------------------------------------------------------------------------------------
-# pure functions
-# --------------------------------------------------------------------------------------------
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """Run the body with ``torch.set_num_threads(n)``; restore the previous count afterwards."""
-    before = torch.get_num_threads()
-    if before == n:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def batched_eigvalsh(a: torch.Tensor) -> torch.Tensor:
-    """``torch.linalg.eigvalsh(a)`` of a batch ``(b, m, m)``, each matrix on a single thread.
-
-    With torch 2.13 (MKL) and 2 threads, the batched kernel takes 260-560 ms per 101 x 101
-    matrix instead of about 1 ms on one thread. Here torch runs on one thread for the call and
-    the batch is split into ``torch.get_num_threads()`` parts solved in parallel by Python
-    threads (torch releases the GIL), so the cores are still used. Same values as eigvalsh.
-    """
-    return _one_thread_per_part(torch.linalg.eigvalsh, a)
-
-
-def _one_thread_per_part(fn: Any, a: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
-    """``fn(a, *rest)`` on batches: torch on one thread, the batch split over parallel Python threads."""
-    if a.device.type != "cpu" or a.ndim < 3:
-        return fn(a, *rest)
-    parts = min(torch.get_num_threads(), a.shape[0] // 8)
-    with _torch_threads(1):
-        if parts <= 1:
-            return fn(a, *rest)
-        pieces = [torch.tensor_split(t, parts) for t in (a, *rest)]
-        with ThreadPoolExecutor(parts) as pool:
-            return torch.cat(list(pool.map(fn, *pieces)))
-
-
-def count_eigenvalues_above(a: torch.Tensor, tau: torch.Tensor | float) -> torch.Tensor:
-    """Number of eigenvalues ``> tau`` of each symmetric matrix, without computing them.
-
-    Sylvester's law of inertia: ``A - tau I = L D L^T`` (Bunch-Kaufman, :func:`torch.linalg.ldl_factor_ex`)
-    has as many positive eigenvalues as the block-diagonal ``D`` (1 x 1 pivots: their sign;
-    2 x 2 pivots: the signs of their determinant and trace). About a quarter of the flops of an
-    eigenvalue decomposition (LAPACK ``sytrf`` vs ``sytrd``); as exact as ``eigvalsh`` except for
-    eigenvalues within rounding (~1e-16 ||A||) of ``tau``. Run on one thread per batch part, as
-    :func:`batched_eigvalsh`.
-
-    Parameters
-    ----------
-    a : Tensor of shape (b, m, m), symmetric
-    tau : float or Tensor of shape (b,)
-
-    Returns
-    -------
-    Tensor of shape (b,), int64
-    """
-    b, m, _ = a.shape
-    t = torch.as_tensor(tau, dtype=a.dtype, device=a.device).expand(b)
-    return _one_thread_per_part(_count_above_ldl, a, t)
-
-
-def _count_above_ldl(a: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
-    b, m, _ = a.shape
-    shifted = a - tau[:, None, None] * torch.eye(m, dtype=a.dtype, device=a.device)
-    ld, piv, _ = torch.linalg.ldl_factor_ex(shifted)
-    d = torch.diagonal(ld, dim1=1, dim2=2)
-    two = piv < 0  # LAPACK convention: a 2 x 2 block occupies two consecutive negative pivots
-    # position inside each run of negative pivots: blocks start at even offsets
-    idx = torch.arange(m, device=a.device).expand(b, m)
-    last_pos = torch.cummax(torch.where(two, torch.full_like(idx, -1), idx), dim=1).values
-    start = two & ((idx - last_pos - 1) % 2 == 0)
-    ones = ((d > 0) & ~two).sum(dim=1)
-    if m < 2:
-        return ones.to(torch.int64)
-    s = start[:, :-1]
-    a11, a22, a21 = d[:, :-1], d[:, 1:], torch.diagonal(ld, offset=-1, dim1=1, dim2=2)
-    det = a11 * a22 - a21 * a21
-    pos = torch.where(det < 0, 1, torch.where(det > 0, 2 * (a11 > 0).long(), (a11 + a22 > 0).long()))
-    return (ones + (pos * s).sum(dim=1)).to(torch.int64)
-
-
-def pairwise_distance_percentile(
-    x: torch.Tensor, percentile: float = 10.0, *, max_pairs: int = 1_000_000, seed: int = 0
-) -> float:
-    """The ``percentile``-th percentile of the Euclidean distances between all pairs ``i < j``.
-
-    Exact (``torch.nn.functional.pdist``) when ``n (n - 1) / 2 <= max_pairs``; otherwise estimated
-    from ``max_pairs`` pairs ``(i, j), i != j`` drawn uniformly with replacement under ``seed``
-    (the standard error of a percentile from 1e6 pairs is far below the spread of distances).
-
-    Parameters
-    ----------
-    x : Tensor of shape (n, D)
-    percentile : float in [0, 100]
-    max_pairs : int
-    seed : int
-    """
-    n = x.shape[0]
-    n_pairs = n * (n - 1) // 2
-    if n_pairs == 0:
-        return 0.0
-    if n_pairs <= max_pairs:
-        # exact differences row by row (no |a|^2 + |b|^2 - 2ab cancellation: duplicates give exactly 0)
-        chunks = [torch.linalg.vector_norm(x[i + 1 :] - x[i], dim=1) for i in range(n - 1)]
-        d = torch.cat(chunks)
-    else:
-        g = torch.Generator(device="cpu").manual_seed(int(seed))
-        i = torch.randint(0, n, (max_pairs,), generator=g)
-        j = torch.randint(0, n - 1, (max_pairs,), generator=g)
-        j = j + (j >= i).long()  # uniform over j != i
-        i, j = i.to(x.device), j.to(x.device)
-        d = torch.cat([torch.linalg.vector_norm(x[i[sl]] - x[j[sl]], dim=1) for sl in chunk_slices(max_pairs, 65536)])
-    return float(np.percentile(d.cpu().double().numpy(), percentile))
-
-
-def neighbourhood_spectra(neighbourhoods: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Explained variances of the PCA of each neighbourhood, in decreasing order.
-
-    Parameters
-    ----------
-    neighbourhoods : Tensor of shape (b, m, D)
-        ``b`` neighbourhoods of ``m`` points each.
-    mask : bool Tensor of shape (b, m), optional
-        Which points belong to each neighbourhood (all by default); masked points are ignored.
-
-    Returns
-    -------
-    Tensor of shape (b, min(m - 1, D))
-        Explained variances (covariance eigenvalues, ``ddof=1``) in decreasing order; entries
-        beyond ``min(m_i - 1, D)`` for a neighbourhood of ``m_i`` points are NaN (zero by
-        construction, not measured). A neighbourhood of one point has none.
-    """
-    b, m, D = neighbourhoods.shape
-    if mask is None:
-        mask = torch.ones(b, m, dtype=torch.bool, device=neighbourhoods.device)
-    if m <= D:  # m x m Gram matrix: same non-zero eigenvalues as the D x D covariance
-        return gram_spectra(neighbourhoods @ neighbourhoods.transpose(1, 2), mask, D)
-    w = mask.to(neighbourhoods.dtype)
-    count = w.sum(dim=1)
-    mean = (neighbourhoods * w[..., None]).sum(dim=1) / count.clamp_min(1)[:, None]
-    yc = (neighbourhoods - mean[:, None, :]) * w[..., None]
-    ev = batched_eigvalsh(yc.transpose(1, 2) @ yc).flip(-1)  # (b, D, D) covariance, decreasing
-    return _finish_spectra(ev, count, m, D)
-
-
-def gram_spectra(gram: torch.Tensor, mask: torch.Tensor, n_features: int) -> torch.Tensor:
-    """Explained variances of each neighbourhood from its *uncentred* Gram matrix.
-
-    With ``G_ij = <y_i, y_j>`` over the ``m_i`` unmasked points, the centred Gram matrix is
-    ``G - a 1^T - 1 a^T + c`` (``a`` the row means, ``c`` the grand mean); its non-zero eigenvalues
-    divided by ``m_i - 1`` are the covariance's. Costs ``O(m^3)`` per neighbourhood whatever ``D``.
-
-    Parameters
-    ----------
-    gram : Tensor of shape (b, m, m)
-    mask : bool Tensor of shape (b, m)
-    n_features : int
-        Ambient dimension ``D`` (caps the number of non-zero eigenvalues).
-
-    Returns
-    -------
-    Tensor of shape (b, min(m - 1, D)), as :func:`neighbourhood_spectra`.
-    """
-    m = gram.shape[1]
-    g, count = _centre_gram(gram, mask)
-    ev = batched_eigvalsh(g).flip(-1)
-    return _finish_spectra(ev, count, m, n_features)
-
-
-def gram_counts(gram: torch.Tensor, mask: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Number of explained variances ``> threshold`` of each neighbourhood, from its uncentred Gram
-    matrix, by :func:`count_eigenvalues_above` (no eigendecomposition). Same as counting the
-    entries of :func:`gram_spectra` above ``threshold`` for any ``threshold > 0``.
-
-    Parameters
-    ----------
-    gram : Tensor of shape (b, m, m)
-    mask : bool Tensor of shape (b, m)
-    threshold : float > 0
-
-    Returns
-    -------
-    Tensor of shape (b,), int64
-    """
-    if not threshold > 0:
-        raise ValueError(f"threshold={threshold!r} must be > 0 (zero eigenvalues by construction would count)")
-    g, count = _centre_gram(gram, mask)
-    return count_eigenvalues_above(g, threshold * (count - 1).clamp_min(1))
-
-
-def _centre_gram(gram: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Centred Gram matrices of the unmasked points (masked rows/columns zero) and their counts."""
-    w = mask.to(gram.dtype)
-    count = w.sum(dim=1)
-    cnt = count.clamp_min(1)
-    full = bool(mask.all())
-    if full:
-        g = gram.clone()
-    else:
-        ww = w[:, :, None] * w[:, None, :]
-        g = gram * ww
-    a = g.sum(dim=2) / cnt[:, None]  # (b, m): mean over the neighbourhood of <y_i, y_l>
-    c = (a * w).sum(dim=1) / cnt  # (b,): <mean, mean>
-    g.sub_(a[:, :, None]).sub_(a[:, None, :]).add_(c[:, None, None])
-    if not full:
-        g.mul_(ww)
-    return g, count
-
-
-def _finish_spectra(ev: torch.Tensor, count: torch.Tensor, m: int, n_features: int) -> torch.Tensor:
-    ev = ev / (count - 1).clamp_min(1)[:, None]
-    r = min(m - 1, n_features)
-    n_valid = torch.clamp(count - 1, max=float(n_features))
-    ev = ev[:, :r].clamp_min(0)
-    idx = torch.arange(r, device=ev.device)[None, :]
-    return torch.where(idx < n_valid[:, None], ev, torch.full_like(ev, float("nan")))
-
-
-def _count_above(spectra: torch.Tensor, tau: float | str, alpha: float, floor: float) -> torch.Tensor:
-    """LID = number of explained variances above the threshold (NaN entries never count)."""
-    if tau == "gap":
-        return gap_rank(torch.nan_to_num(spectra, nan=0.0), log=True, floor=max(float(floor), torch.finfo(spectra.dtype).tiny))
-    return count_above(spectra, alpha * spectra[:, :1] if tau == "fo" else float(tau), floor)
-
-
 def _check_float_points(x: Any, name: str, *, min_samples: int) -> torch.Tensor:
     """check_points keeping float32/float64 input as it is (no copy); anything else -> float64."""
     floating = (isinstance(x, torch.Tensor) and x.dtype in (torch.float32, torch.float64)) or (
         isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64)
     )
     return check_points(x, name, min_samples=min_samples, dtype=None if floating else torch.float64)
-
-
-class _IVFNeighbours:
-    """Approximate k-nearest-neighbour search in blocks, for many queries at once.
-
-    The coarse quantizer of the audit's faiss index (:func:`lidmem.memorization.copy_detection.train_ivf_index`:
-    ``sqrt(n)`` k-means lists) partitions the reference rows. Each query is assigned its
-    ``nprobe`` nearest lists (as in faiss's IVF search); queries are grouped by their nearest
-    list and each group is compared, with one float32 matrix product (BLAS 3) per block of at most
-    ``block`` queries, with every row of the union of the group's lists (more lists, nearest
-    centroid first, if that union has fewer than ``k + 1`` rows). Every query thus sees at least
-    the rows faiss's ``IndexIVFFlat`` with the same ``nprobe`` would scan, and each reference row is
-    read once per group instead of once per query, which is what makes 10^6 queries affordable on
-    a CPU. Memory: the reference data (not copied), its list assignment, one group's rows and one
-    block of distances.
-    """
-
-    def __init__(self, ref: np.ndarray, *, nprobe: int = 4, block: int = 1024) -> None:
-        from ..memorization.copy_detection import train_ivf_index
-
-        self.ref = ref
-        self.nprobe = nprobe
-        self.block = block
-        self.index = train_ivf_index(ref)  # kept alive: it owns the quantizer
-        self.quantizer = self.index.quantizer
-        self.nlist = int(self.index.nlist)
-        self.centroids = self.quantizer.reconstruct_n(0, self.nlist)
-        assign = self._lists(ref, 1)[:, 0]
-        self.order = np.argsort(assign, kind="stable")
-        self.bounds = np.searchsorted(assign[self.order], np.arange(self.nlist + 1))
-        self.sq = np.empty(len(ref), dtype=np.float32)
-        for sl in chunk_slices(len(ref), 65536):
-            r = np.asarray(ref[sl], dtype=np.float32)
-            self.sq[sl] = np.einsum("ij,ij->i", r, r)
-
-    def _lists(self, x: np.ndarray, p: int) -> np.ndarray:
-        out = np.empty((len(x), p), dtype=np.int64)
-        for sl in chunk_slices(len(x), 65536):
-            _, out[sl] = self.quantizer.search(np.ascontiguousarray(x[sl], dtype=np.float32), p)
-        return out
-
-    def _members(self, lists: np.ndarray) -> np.ndarray:
-        return np.concatenate([self.order[self.bounds[c] : self.bounds[c + 1]] for c in lists])
-
-    def blocks(self, query: np.ndarray, k: int, *, self_query: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield ``(rows, idx)``: query rows (q_b,) and their k nearest reference rows (q_b, k).
-
-        With ``self_query`` the queries are the reference rows and each is excluded from its own
-        neighbours (its exact duplicates are not).
-        """
-        p = min(self.nlist, self.nprobe)
-        qlists = self._lists(query, p)
-        qorder = np.argsort(qlists[:, 0], kind="stable")
-        qbounds = np.searchsorted(qlists[qorder, 0], np.arange(self.nlist + 1))
-        need = k + 1 if self_query else k
-        where = np.full(len(self.ref), -1, dtype=np.int64) if self_query else None
-        for c in range(self.nlist):
-            rows = qorder[qbounds[c] : qbounds[c + 1]]
-            if len(rows) == 0:
-                continue
-            chosen = np.unique(qlists[rows])
-            size = int((self.bounds[chosen + 1] - self.bounds[chosen]).sum())
-            if size < need:  # tiny lists: add the lists of the nearest centroids
-                taken = set(chosen.tolist())
-                extra = []
-                for j in np.argsort(((self.centroids - self.centroids[c]) ** 2).sum(axis=1), kind="stable"):
-                    if int(j) not in taken:
-                        extra.append(int(j))
-                        size += int(self.bounds[j + 1] - self.bounds[j])
-                        if size >= need:
-                            break
-                chosen = np.concatenate([chosen, np.asarray(extra, dtype=np.int64)])
-            cand = self._members(chosen)
-            r = torch.from_numpy(np.ascontiguousarray(self.ref[cand], dtype=np.float32))
-            rsq = torch.from_numpy(self.sq[cand])
-            if where is not None:
-                where[cand] = np.arange(len(cand))
-            for sl in chunk_slices(len(rows), self.block):
-                qr = rows[sl]
-                qt = torch.from_numpy(np.ascontiguousarray(query[qr], dtype=np.float32))
-                d2 = torch.addmm(rsq[None, :], qt, r.T, alpha=-2.0)  # |r|^2 - 2 q.r: same order as |q - r|^2
-                if where is not None:
-                    d2[torch.arange(len(qr)), torch.from_numpy(where[qr])] = math.inf
-                idx = torch.topk(d2, k, dim=1, largest=False).indices.numpy()
-                yield qr, cand[idx]
-            if where is not None:
-                where[cand] = -1
 
 
 # --------------------------------------------------------------------------------------------
@@ -550,7 +234,7 @@ class LocalPCA(Estimator):
         check_positive_int(self.max_pairs, "max_pairs")
         if self.batch_size is not None:
             check_positive_int(self.batch_size, "batch_size")
-        from ..memorization.copy_detection import SEARCHES
+        from ..neighbors import SEARCHES
 
         check_choice(self.search, "search", SEARCHES)
         check_positive_int(self.nprobe, "nprobe")
@@ -673,7 +357,7 @@ class LocalPCA(Estimator):
 
     # -- internals -----------------------------------------------------------------------------
     def _resolve_search(self, n_ref: int, n_query: int) -> str:
-        from ..memorization.copy_detection import _resolve_search
+        from ..neighbors import _resolve_search
 
         return _resolve_search(self.search, n_ref, n_query, 50_000_000)
 

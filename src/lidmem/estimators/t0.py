@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import check_positive_int, check_t0
+from .._validation import ArgumentError, check_positive_int, check_t0
 from ..defaults import T0_AUTO_FACTOR
 from ..diffusion.sde import SDE
 
@@ -52,7 +52,7 @@ def nearest_neighbour_scale(train: Any, *, quantile: float = 0.5, max_points: in
     ValueError
         With fewer than 2 distinct rows, or ``quantile`` outside (0, 1).
     """
-    from ..memorization.copy_detection import calibration_distances, dedupe_rows
+    from ..neighbors import calibration_distances, dedupe_rows
 
     if not (0.0 < float(quantile) < 1.0):
         raise ValueError(f"quantile={quantile} must lie in (0, 1)")
@@ -64,7 +64,7 @@ def nearest_neighbour_scale(train: Any, *, quantile: float = 0.5, max_points: in
     first, _, _ = dedupe_rows(flat)
     uniq = flat[first]
     if len(uniq) < 2:
-        raise ValueError(f"train has {len(uniq)} distinct rows; the nearest-neighbour scale needs at least 2")
+        raise ArgumentError(f"train has {len(uniq)} distinct rows; the nearest-neighbour scale needs at least 2", argument="train")
     rows = np.arange(len(uniq))
     if len(rows) > max_points:
         rows = np.sort(np.random.default_rng(seed).choice(len(uniq), max_points, replace=False))

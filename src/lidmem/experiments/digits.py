@@ -57,7 +57,8 @@ def digits_demo(
     """
     from ..data.audit_inputs import load_training_images
     from ..estimators import LocalPCA, NormalBundle
-    from ..memorization.audit import audit_memorization, check_audit_inputs, load_audit_model
+    from ..memorization.audit import audit_memorization, check_audit_inputs
+    from ..workflows.audit import load_audit_model, write_audit
 
     ckpts = shipped_digits_checkpoints()
     tr = load_training_images("digits")
@@ -78,5 +79,5 @@ def digits_demo(
         results["generator"] = res
     if out_dir is not None:
         for name, res in results.items():
-            res.write(Path(out_dir) / name)
+            write_audit(res, Path(out_dir) / name)
     return results

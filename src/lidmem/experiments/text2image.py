@@ -28,20 +28,15 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .._validation import check_positive_int
+from ..text2image.toydata import shipped_text2image_path
 
 __all__ = ["Text2ImageDemoConfig", "Text2ImageDemoResult", "shipped_text2image_path", "run_text2image_demo", "write_text2image_demo"]
-
-
-def shipped_text2image_path() -> str:
-    """Folder of the shipped small text-to-image model (diffusers layout)."""
-    return str(resources.files("lidmem") / "weights" / "text2image")
 
 
 @dataclass
@@ -399,12 +394,17 @@ def _check_value(v: Any) -> str:
 def _detection_html(df: Any) -> str:
     from ..reports.html import table_to_html
 
+    from ..memorization.metrics import format_with_interval
+
     keep = [c for c in ("metric", "auroc", "tpr_at_1pct_fpr", "higher_is_positive", "n_positive", "n_negative") if c in df]
     t = df[keep].copy()
+    for key in ("auroc", "tpr_at_1pct_fpr"):
+        if f"{key}_ci" in df:
+            t[key] = [format_with_interval(v, ci) for v, ci in zip(df[key], df[f"{key}_ci"])]
     t["metric"] = t["metric"].map(lambda m: _METRIC_NAMES.get(m, m))
     if "higher_is_positive" in t:
         t["higher_is_positive"] = t["higher_is_positive"].map(lambda h: "high" if h else "low")
-    return table_to_html(t, headers={"auroc": "AUROC", "tpr_at_1pct_fpr": "TPR at 1% FPR", "higher_is_positive": "memorized when",
+    return table_to_html(t, headers={"auroc": "AUROC [95% CI]", "tpr_at_1pct_fpr": "TPR at 1% FPR [95% CI]", "higher_is_positive": "memorized when",
                                      "n_positive": "n positive", "n_negative": "n negative"})
 
 

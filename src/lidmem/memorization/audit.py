@@ -21,8 +21,10 @@ Images follow lidmem's convention: float arrays ``(n, c, h, w)`` in [-1, 1].
 Estimators are objects (:mod:`lidmem.estimators`): ``lid_theta=FLIPD(model, t0="auto", ...)`` (or
 ``JacobianRank(generator, ...)``), ``normal_bundle=NormalBundle(model, ...)`` or None,
 ``lid_star=LocalPCA(k=100, ...)``; each defaults to the audit's settings below. Loaders of the
-inputs live in :mod:`lidmem.data.audit_inputs`, the HTML report in :mod:`lidmem.reports.audit`, the
-digits demo in :mod:`lidmem.experiments.digits` (their names are re-exported here).
+inputs live in :mod:`lidmem.data.audit_inputs` (re-exported here); loading a model reference
+(:func:`lidmem.workflows.audit.load_audit_model`) and writing the outputs
+(:func:`lidmem.workflows.audit.write_audit`, with the HTML report of :mod:`lidmem.reports.audit`)
+belong to the workflow layer above, the digits demo to :mod:`lidmem.experiments.digits`.
 
 Choice of FLIPD's ``t0``: the default ``FLIPD(model, t0="auto")`` sets the noise length
 ``sigma(t0) / psi(t0) * sqrt(d)`` to twice the training set's median nearest-neighbour gap
@@ -37,57 +39,47 @@ paper).
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from .._validation import check_positive_int, check_t0
+from .._validation import ArgumentError, check_positive_int, check_t0
 from ..defaults import FLIPD_T0_WITH_TRAINING_DATA, NB_T0, NB_THRESHOLD
 from ..data.audit_inputs import TrainingImages, load_duplicate_flags, load_sample_images, load_training_images
 from ..estimators import FLIPD, JacobianRank, LocalPCA, NormalBundle
 from ..utils import chunk_slices
 from .metrics import higher_is_memorized
 
-if TYPE_CHECKING:
-    from ..experiments.digits import digits_demo, shipped_digits_checkpoints
-    from ..reports.audit import write_audit_report
-
 __all__ = [
     "SAMPLE_COLUMNS",
     "AuditResult",
     "TrainingImages",
-    "load_audit_model",
     "load_training_images",
     "load_sample_images",
     "load_duplicate_flags",
     "check_audit_inputs",
     "audit_memorization",
-    "write_audit_report",
-    "digits_demo",
-    "shipped_digits_checkpoints",
 ]
 
-# names that moved to a higher layer, re-exported lazily (no upward import at import time)
+# names that moved to a higher layer; this module does not import them (no upward import)
 _MOVED = {
-    "write_audit_report": "lidmem.reports.audit",
-    "digits_demo": "lidmem.experiments.digits",
-    "shipped_digits_checkpoints": "lidmem.experiments.digits",
+    "load_audit_model": "lidmem.workflows.audit.load_audit_model",
+    "write_audit_report": "lidmem.reports.audit.write_audit_report",
+    "digits_demo": "lidmem.experiments.digits.digits_demo",
+    "shipped_digits_checkpoints": "lidmem.experiments.digits.shipped_digits_checkpoints",
 }
 
 
 def __getattr__(name: str) -> Any:
     if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(_MOVED[name]), name)
+        new = _MOVED[name]
+        raise AttributeError(f"{__name__}.{name} moved to {new}; import it from {new.rsplit('.', 1)[0]}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -128,7 +120,7 @@ class AuditResult:
     maps : ndarray of shape (n, *model_input_shape) or None
         FLIPD memorization maps of the samples (score models; :func:`lidmem.estimators.flipd_map`
         with the audit's FLIPD settings, latent shape for latent models); their sums are
-        ``lid_theta_flipd``. Written to ``maps.npy``.
+        ``lid_theta_flipd``. Written to ``maps.npy`` by :func:`lidmem.workflows.audit.write_audit`.
     """
 
     samples: Any
@@ -138,41 +130,13 @@ class AuditResult:
     lid_star_train: np.ndarray | None = None
     maps: np.ndarray | None = None
 
-    def write(self, out_dir: str | Path, *, report: bool = True, n_grid: int = 24) -> dict[str, Path]:
-        """Write ``samples.parquet``, ``samples.npy``, ``summary.json`` and (optionally) ``report.html``.
-
-        ``samples.npy`` holds the audited images ``(n, c, h, w)`` in [-1, 1], row ``i`` being
-        ``samples.parquet``'s row ``i``; re-score them with ``lidmem audit --samples samples.npy``.
-        """
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = {"samples": out / "samples.parquet", "sample_images": out / "samples.npy", "summary": out / "summary.json"}
-        self.samples.to_parquet(paths["samples"], index=False)
-        np.save(paths["sample_images"], np.asarray(self.sample_images, dtype=np.float32))
-        from ..reports.audit import jsonable, write_audit_report
-
-        paths["summary"].write_text(json.dumps(jsonable(self.summary), indent=2), encoding="utf-8")
-        if self.maps is not None:
-            paths["maps"] = out / "maps.npy"
-            np.save(paths["maps"], self.maps)
-        if report:
-            paths["report"] = write_audit_report(self, out / "report.html", n_grid=n_grid)
-        return paths
+    def __getattr__(self, name: str) -> Any:
+        if name == "write":  # writing files is the workflow layer's (no upward import from here)
+            raise AttributeError("AuditResult.write moved to lidmem.workflows.audit.write_audit(result, out_dir, report=..., n_grid=...)")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
-# --- loading & validation (cheap; run before any long work) ------------------------------------
-def load_audit_model(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[nn.Module, str]:
-    """Load any model reference (:func:`lidmem.models.load_model`); returns ``(model, kind)``
-    with ``kind`` ``"score_model"`` or ``"generator"``.
-
-    Raises ValueError for a reference that is no model lidmem can audit, before long work.
-    """
-    from ..models import load_model
-
-    model = load_model(path, device=device)
-    return model, model.info.kind
-
-
+# --- validation (cheap; run before any long work) ------------------------------------------------
 def _model_shape(model: nn.Module, kind: str) -> tuple[int, ...] | None:
     meta = getattr(model, "metadata", None) or {}
     shape = meta.get("data_shape")
@@ -224,7 +188,7 @@ def check_audit_inputs(
             raise ValueError(f"samples have shape {samples.shape[1:]} per image but training images have {tuple(train.shape[1:])}")
     lpca_k = check_positive_int(lpca_k, "lpca_k")
     if lpca_k > len(train) - 1:
-        raise ValueError(f"lpca_k={lpca_k} must be <= n_train - 1 = {len(train) - 1}; lower it for this small training set")
+        raise ArgumentError(f"lpca_k={lpca_k} must be <= n_train - 1 = {len(train) - 1}; lower it for this small training set", argument="lpca_k")
     copy_k = check_positive_int(copy_k, "copy_k")
 
 
@@ -413,6 +377,7 @@ def audit_memorization(
     from .copy_detection import find_copies
     from .metrics import detection_table
     from .mmh import classify_mmh
+    from .reliability import audit_reliability
 
     timings: dict[str, float] = {}
     say = log if log is not None else (lambda msg: None)
@@ -575,15 +540,19 @@ def audit_memorization(
     table = []
     for positive, lab in (("copy (exact or near)", matches.labels != "none"), ("exact_copy", matches.labels == "exact_copy")):
         cols = {col: df[col].to_numpy(dtype=float) for col in _SCORE_COLUMNS if col in df and np.isfinite(df[col].to_numpy(dtype=float)).all()}
-        for r in detection_table(lab, cols, higher_is_positive={c: higher_is_memorized(c) for c in cols}, one_class="note"):
+        for r in detection_table(lab, cols, higher_is_positive={c: higher_is_memorized(c) for c in cols}, one_class="note", seed=seed):
             row: dict[str, Any] = {"positive": positive, "score": r["metric"], "direction": "low = copy", "auroc": r["auroc"],
-                                   "tpr_at_1pct_fpr": r["tpr_at_1pct_fpr"], "n_positive": r["n_positive"], "n_negative": r["n_negative"]}
+                                   "tpr_at_1pct_fpr": r["tpr_at_1pct_fpr"], "n_positive": r["n_positive"], "n_negative": r["n_negative"],
+                                   **_interval_fields(r)}
             if "note" in r:
                 row["note"] = r["note"]
             table.append(row)
     summary["detection"] = table
     if sweep_curve:
-        summary["flipd_t0_sweep"] = _t0_sweep_table(sweep_curve, matches.labels)
+        summary["flipd_t0_sweep"] = _t0_sweep_table(sweep_curve, matches.labels, seed=seed)
+    summary["reliability"] = audit_reliability(
+        n_samples=n, n_out_of_range=out_of_range["n_samples"], lid_theta=primary, lid_theta_name=primary_name, d=d,
+        mmh=summary["mmh"], n_copies=int((matches.labels != "none").sum()), n_exact_copies=int((matches.labels == "exact_copy").sum()))
     if tr.duplicated is not None:
         dup = tr.duplicated
         exact = matches.labels == "exact_copy"
@@ -613,8 +582,14 @@ def _out_of_range(x: np.ndarray, train: np.ndarray, tol: float = 0.05) -> dict[s
             "sample_min": float(flat.min()), "sample_max": float(flat.max()), "tolerance": tol}
 
 
-def _t0_sweep_table(curves: dict[float, np.ndarray], labels: np.ndarray) -> list[dict[str, Any]]:
-    """AUROC / TPR@1%FPR of FLIPD (low = copy) at each sweep time, against exact-or-near copies."""
+def _interval_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """The bootstrap-interval entries of a :func:`~lidmem.memorization.metrics.detection_table` row."""
+    return {k: row.get(k) for k in ("auroc_ci", "tpr_at_1pct_fpr_ci", "ci_note")}
+
+
+def _t0_sweep_table(curves: dict[float, np.ndarray], labels: np.ndarray, *, seed: int = 0) -> list[dict[str, Any]]:
+    """AUROC / TPR@1%FPR (with 95% bootstrap intervals) of FLIPD (low = copy) at each sweep time,
+    against exact-or-near copies."""
     from .metrics import detection_table
 
     lab = labels != "none"
@@ -622,8 +597,9 @@ def _t0_sweep_table(curves: dict[float, np.ndarray], labels: np.ndarray) -> list
     for t0, c in sorted(curves.items()):
         row: dict[str, Any] = {"t0": t0, "median_flipd_copies": float(np.median(c[lab])) if lab.any() else None,
                                "median_flipd_others": float(np.median(c[~lab])) if (~lab).any() else None}
-        (r,) = detection_table(lab, {"lid_theta_flipd": c}, higher_is_positive=higher_is_memorized("lid_theta_flipd"), one_class="note")
-        row.update(auroc=r["auroc"], tpr_at_1pct_fpr=r["tpr_at_1pct_fpr"])
+        (r,) = detection_table(lab, {"lid_theta_flipd": c}, higher_is_positive=higher_is_memorized("lid_theta_flipd"), one_class="note",
+                               seed=seed)
+        row.update(auroc=r["auroc"], tpr_at_1pct_fpr=r["tpr_at_1pct_fpr"], n_positive=r["n_positive"], **_interval_fields(r))
         rows.append(row)
     return rows
 

@@ -9,7 +9,12 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-__all__ = ["HIGHER_IS_MEMORIZED", "higher_is_memorized", "auroc", "tpr_at_fpr", "DetectionResult", "detection_metrics", "detection_table"]
+__all__ = ["HIGHER_IS_MEMORIZED", "higher_is_memorized", "auroc", "tpr_at_fpr", "bootstrap_interval", "DetectionResult",
+           "detection_metrics", "detection_table", "MIN_POSITIVES_FOR_INTERVAL", "format_with_interval", "interval_columns"]
+
+#: Below this many positives (or negatives) a bootstrap interval is reported with a note: it is
+#: wide, and with one positive it only reflects the negatives' spread (the positive is always drawn).
+MIN_POSITIVES_FOR_INTERVAL = 10
 
 #: "Is a low or a high score memorized", stated once for every score the library produces
 #: (columns of ``lidmem score``, ``lidmem audit``, ``t2i score-images``, prompt metrics and
@@ -130,12 +135,138 @@ def tpr_at_fpr(
     return float(tp / n_pos)
 
 
+def _resampled_metrics(
+    y: np.ndarray, s: np.ndarray, pos_draws: np.ndarray, neg_draws: np.ndarray, *, higher_is_positive: bool, fpr: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """AUROC and expected-tie TPR@``fpr`` of ``B`` resamples at once.
+
+    ``pos_draws`` (B, n_pos) indexes the positives (in their order in ``y``), ``neg_draws``
+    (B, n_neg) the negatives; resample ``b`` is the multiset of those samples. Same definitions as
+    :func:`auroc` and :func:`tpr_at_fpr` (ties count 1/2; random tie-breaking), computed from the
+    per-group counts of equal scores: O(B n) time and memory.
+    """
+    s = s if higher_is_positive else -s
+    _, group = np.unique(-s, return_inverse=True)  # groups of equal score, highest score first
+    n_groups = int(group.max()) + 1
+    n_boot, n_pos = pos_draws.shape
+    n_neg = neg_draws.shape[1]
+    offset = (np.arange(n_boot) * n_groups)[:, None]
+
+    def counts(draws: np.ndarray, members: np.ndarray) -> np.ndarray:
+        g = group[members][draws] + offset
+        return np.bincount(g.ravel(), minlength=n_boot * n_groups).reshape(n_boot, n_groups).astype(np.float64)
+
+    pos = counts(pos_draws, np.flatnonzero(y))
+    neg = counts(neg_draws, np.flatnonzero(~y))
+    cneg = np.cumsum(neg, axis=1)
+    # a positive beats the negatives of lower groups and ties half of those in its own group
+    aurocs = (pos * (n_neg - cneg + 0.5 * neg)).sum(1) / (n_pos * n_neg)
+    allowed = int(np.floor(fpr * n_neg + 1e-9))
+    over = cneg > allowed
+    fits_all = ~over.any(1)
+    k = np.argmax(over, axis=1)  # first group that does not fit whole
+    rows = np.arange(n_boot)
+    cpos = np.cumsum(pos, axis=1)
+    tp_before = np.where(k > 0, cpos[rows, np.maximum(k - 1, 0)], 0.0)
+    fp_before = np.where(k > 0, cneg[rows, np.maximum(k - 1, 0)], 0.0)
+    tp = tp_before + (allowed - fp_before + 1.0) * pos[rows, k] / (neg[rows, k] + 1.0)
+    tprs = np.where(fits_all, 1.0, tp / n_pos)
+    return aurocs, tprs
+
+
+def bootstrap_interval(
+    labels: Any,
+    scores: Any,
+    *,
+    higher_is_positive: bool = True,
+    fpr: float = 0.01,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Seeded bootstrap intervals of AUROC and TPR@``fpr`` over samples.
+
+    Recipe (reproducible from the labels and scores alone, e.g. from an audit's
+    ``samples.parquet``): the positives and the negatives are resampled with replacement
+    separately (a stratified bootstrap, so every resample keeps ``n_positive`` and ``n_negative``):
+    ``rng = numpy.random.default_rng(seed)``, ``pos = rng.integers(0, n_positive, (n_boot,
+    n_positive))`` then ``neg = rng.integers(0, n_negative, (n_boot, n_negative))``, indexing the
+    positives / negatives in their order in ``labels``. Each resample's AUROC and TPR are those of
+    :func:`auroc` and :func:`tpr_at_fpr` (ties: expected value under random tie-breaking); the
+    interval is the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles (``numpy.quantile``,
+    linear interpolation) of the ``n_boot`` values.
+
+    Parameters
+    ----------
+    labels, scores : array-like of shape (n,)
+        As :func:`auroc`; both classes are needed.
+    higher_is_positive : bool, default=True
+    fpr : float, default=0.01
+    n_boot : int, default=1000
+    level : float, default=0.95
+    seed : int, default=0
+
+    Returns
+    -------
+    dict
+        ``auroc_ci`` and ``tpr_ci`` (``[low, high]``), ``level``, ``n_boot``, ``seed``,
+        ``n_positive``, ``n_negative`` and ``note`` (None, or why the interval is unreliable: fewer
+        than :data:`MIN_POSITIVES_FOR_INTERVAL` positives or negatives). Perfectly separated
+        scores give ``[1, 1]`` for both: every resample is separated too.
+    """
+    y, s = _check_labels_scores(labels, scores)
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise ValueError(f"n_boot={n_boot!r} must be a positive integer (1000 is the default)")
+    if not 0.0 < float(level) < 1.0:
+        raise ValueError(f"level={level} must lie in (0, 1), e.g. 0.95")
+    if not (0.0 <= fpr <= 1.0):
+        raise ValueError(f"fpr={fpr} must lie in [0, 1]")
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    rng = np.random.default_rng(seed)
+    pos_draws = rng.integers(0, n_pos, (int(n_boot), n_pos))
+    neg_draws = rng.integers(0, n_neg, (int(n_boot), n_neg))
+    aurocs, tprs = _resampled_metrics(y, s, pos_draws, neg_draws, higher_is_positive=higher_is_positive, fpr=fpr)
+    q = [(1.0 - level) / 2.0, (1.0 + level) / 2.0]
+    note = None
+    few = min(n_pos, n_neg)
+    if few < MIN_POSITIVES_FOR_INTERVAL:
+        which = "positive" if n_pos <= n_neg else "negative"
+        note = (f"only {few} {which}{'s' if few != 1 else ''}: the interval is wide and unreliable "
+                f"(below {MIN_POSITIVES_FOR_INTERVAL}" + ("; with one, it only reflects the other class" if few == 1 else "") + ")")
+    return {"auroc_ci": [float(v) for v in np.quantile(aurocs, q)], "tpr_ci": [float(v) for v in np.quantile(tprs, q)],
+            "level": float(level), "n_boot": int(n_boot), "seed": int(seed), "n_positive": n_pos, "n_negative": n_neg, "note": note}
+
+
+def format_with_interval(value: float | None, interval: Any = None, fmt: str = "{:.3f}") -> str:
+    """``0.912 [0.871, 0.950]``: a number with its interval (``-`` for None, no brackets without one)."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "-"
+    text = fmt.format(float(value))
+    if interval is not None and len(interval) == 2 and all(v is not None and np.isfinite(float(v)) for v in interval):
+        text += f" [{fmt.format(float(interval[0]))}, {fmt.format(float(interval[1]))}]"
+    return text
+
+
+def interval_columns(row: Mapping[str, Any]) -> dict[str, Any]:
+    """Flat table columns of a :func:`detection_table` row's intervals (for CSV / parquet tables):
+    ``auroc_ci_low``, ``auroc_ci_high``, ``tpr_at_1pct_fpr_ci_low``, ``tpr_at_1pct_fpr_ci_high``
+    (None without an interval) and ``ci_note``."""
+    out: dict[str, Any] = {}
+    for key in ("auroc", "tpr_at_1pct_fpr"):
+        ci = row.get(f"{key}_ci")
+        out[f"{key}_ci_low"], out[f"{key}_ci_high"] = (None, None) if ci is None else (float(ci[0]), float(ci[1]))
+    out["ci_note"] = row.get("ci_note")
+    return out
+
+
 @dataclass
 class DetectionResult:
     """AUROC and TPR@1%FPR of one score (``higher_is_positive`` tells its direction).
 
     Both are expected values under random tie-breaking (see :func:`tpr_at_fpr`); ``n_tied`` is
-    the number of samples whose score equals another sample's score.
+    the number of samples whose score equals another sample's score. ``auroc_ci`` and
+    ``tpr_at_1pct_fpr_ci`` are 95% bootstrap intervals (:func:`bootstrap_interval`; None when not
+    computed), ``ci_note`` says when they rest on too few positives.
     """
 
     metric: str
@@ -145,14 +276,24 @@ class DetectionResult:
     n_negative: int
     higher_is_positive: bool
     n_tied: int = 0
+    auroc_ci: list[float] | None = None
+    tpr_at_1pct_fpr_ci: list[float] | None = None
+    ci_note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def detection_metrics(name: str, labels: Any, scores: Any, *, higher_is_positive: bool = True) -> DetectionResult:
-    """Both detection numbers for one score, in one record."""
+def detection_metrics(
+    name: str, labels: Any, scores: Any, *, higher_is_positive: bool = True, interval: bool = False, n_boot: int = 1000, seed: int = 0
+) -> DetectionResult:
+    """Both detection numbers for one score, in one record; ``interval=True`` adds their 95%
+    bootstrap intervals (:func:`bootstrap_interval` with ``n_boot`` and ``seed``)."""
     y, _ = _check_labels_scores(labels, scores)
+    ci: dict[str, Any] = {}
+    if interval:
+        b = bootstrap_interval(labels, scores, higher_is_positive=higher_is_positive, n_boot=n_boot, seed=seed)
+        ci = {"auroc_ci": b["auroc_ci"], "tpr_at_1pct_fpr_ci": b["tpr_ci"], "ci_note": b["note"]}
     return DetectionResult(
         metric=name,
         auroc=auroc(labels, scores, higher_is_positive=higher_is_positive),
@@ -161,6 +302,7 @@ def detection_metrics(name: str, labels: Any, scores: Any, *, higher_is_positive
         n_negative=int((~y).sum()),
         higher_is_positive=higher_is_positive,
         n_tied=_n_tied(scores),
+        **ci,
     )
 
 
@@ -176,6 +318,9 @@ def detection_table(
     *,
     higher_is_positive: bool | Mapping[str, bool] = True,
     one_class: str = "raise",
+    interval: bool = True,
+    n_boot: int = 1000,
+    seed: int = 0,
 ) -> list[dict[str, Any]]:
     """The detection table: AUROC and TPR@1%FPR of every score against one set of labels.
 
@@ -194,12 +339,20 @@ def detection_table(
     one_class : {"raise", "note"}, default="raise"
         When ``labels`` holds one class only: raise ValueError, or return rows with ``auroc`` and
         ``tpr_at_1pct_fpr`` None and a ``note``.
+    interval : bool, default=True
+        Add ``auroc_ci`` / ``tpr_at_1pct_fpr_ci``: 95% stratified bootstrap intervals over samples
+        (:func:`bootstrap_interval`, ``n_boot`` resamples, seeded with ``seed``; the same draws for
+        every score), and ``ci_note`` (None, or a warning when they rest on fewer than
+        :data:`MIN_POSITIVES_FOR_INTERVAL` positives).
+    n_boot : int, default=1000
+    seed : int, default=0
 
     Returns
     -------
     list of dict
         One row per score: :meth:`DetectionResult.to_dict` (``metric``, ``auroc``,
-        ``tpr_at_1pct_fpr``, ``n_positive``, ``n_negative``, ``higher_is_positive``, ``n_tied``).
+        ``tpr_at_1pct_fpr``, ``n_positive``, ``n_negative``, ``higher_is_positive``, ``n_tied``,
+        ``auroc_ci``, ``tpr_at_1pct_fpr_ci``, ``ci_note``).
     """
     if one_class not in ("raise", "note"):
         raise ValueError(f"one_class={one_class!r} must be 'raise' or 'note'")
@@ -213,7 +366,9 @@ def detection_table(
         higher = higher_is_positive if isinstance(higher_is_positive, bool) else bool(higher_is_positive[name])
         if one_class == "note" and (y.all() or (~y).all()):
             rows.append({"metric": name, "auroc": None, "tpr_at_1pct_fpr": None, "n_positive": int(y.sum()),
-                         "n_negative": int((~y).sum()), "higher_is_positive": higher, "note": "only one class among the samples"})
+                         "n_negative": int((~y).sum()), "higher_is_positive": higher, "auroc_ci": None, "tpr_at_1pct_fpr_ci": None,
+                         "ci_note": None, "note": "only one class among the samples"})
             continue
-        rows.append(detection_metrics(name, labels, np.asarray(values, dtype=np.float64), higher_is_positive=higher).to_dict())
+        rows.append(detection_metrics(name, labels, np.asarray(values, dtype=np.float64), higher_is_positive=higher,
+                                      interval=interval, n_boot=n_boot, seed=seed).to_dict())
     return rows

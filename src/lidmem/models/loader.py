@@ -33,9 +33,10 @@ from torch import nn
 from ..diffusion.score import ScoreModel
 from ..diffusion.sde import SDE, VESDE, DDPMSchedule
 from .specs import EDMDenoiser, GeneratorSpec, ScoreNetwork
+from ..text2image.loading import check_scheduler_class
 from .wrappers import EDMFunction, EmptyPromptScoreModel, LatentScoreModel, LoadedGenerator, ModelInfo, UNet2DFunction, count_parameters, sde_summary
 
-__all__ = ["load_model", "model_info", "is_entry_point", "DIFFUSERS_PREDICTIONS"]
+__all__ = ["load_model", "model_info", "is_entry_point", "check_scheduler_class", "DIFFUSERS_PREDICTIONS"]
 
 #: diffusers ``prediction_type`` -> lidmem prediction
 DIFFUSERS_PREDICTIONS = {"epsilon": "epsilon", "v_prediction": "v", "sample": "x0"}
@@ -88,13 +89,16 @@ def load_model(ref: str | Path, *, device: str | torch.device = "cpu", dtype: to
         raise TypeError(f"model reference must be a path or 'package.module:factory'; got {type(ref).__name__}")
     dev = torch.device(device)
     s = str(ref)
-    if is_entry_point(s):
-        return _load_entry_point(s, dev)
-    path = Path(s).expanduser()
-    if path.is_file():
-        return _load_file(path, s, dev)
-    if path.is_dir():
-        return _load_folder(path, s, dev, dtype)
+    from ..utils import held_library_warnings
+
+    with held_library_warnings():  # a failed load shows its error alone (no diffusers / hub warnings first)
+        if is_entry_point(s):
+            return _load_entry_point(s, dev)
+        path = Path(s).expanduser()
+        if path.is_file():
+            return _load_file(path, s, dev)
+        if path.is_dir():
+            return _load_folder(path, s, dev, dtype)
     if ":" in s:
         raise ValueError(f"model {s!r} is neither an existing path nor an entry point of the form package.module:factory")
     raise ValueError(f"model {s!r} does not exist; expected {_EXPECTED}")
@@ -146,10 +150,16 @@ def _finish(model: nn.Module, info: ModelInfo, meta: dict[str, Any] | None = Non
 
 # --- diffusers folders -------------------------------------------------------------------------
 def _read_json(path: Path) -> dict[str, Any]:
+    from .._validation import parse_json_text
+
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cannot read {path}: {exc}") from None
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    value = parse_json_text(raw, str(path))
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: holds a JSON {type(value).__name__}, not an object")
+    return value
 
 
 def _load_folder(path: Path, ref: str, dev: torch.device, dtype: torch.dtype) -> nn.Module:
@@ -186,11 +196,8 @@ def _scheduler_sde(path: Path, ref: str) -> tuple[Any, DDPMSchedule, str]:
     cfg_file = path / "scheduler" / "scheduler_config.json"
     if not cfg_file.is_file():
         raise ValueError(f"folder {ref!r} has scheduler/ but no scheduler/scheduler_config.json")
-    cfg = _read_json(cfg_file)
-    cls_name = cfg.get("_class_name")
-    cls = getattr(diffusers, str(cls_name), None)
-    if cls is None:
-        raise ValueError(f"scheduler {cls_name!r} in {ref!r} is not a diffusers scheduler class lidmem knows")
+    cls_name = check_scheduler_class(path, ref)
+    cls = getattr(diffusers, str(cls_name))
     scheduler = cls.from_pretrained(str(path), subfolder="scheduler")
     if not hasattr(scheduler, "alphas_cumprod"):
         raise ValueError(
@@ -286,6 +293,10 @@ def _load_text2image(path: Path, ref: str, dev: torch.device, dtype: torch.dtype
 
 
 # --- entry points ------------------------------------------------------------------------------
+_FACTORY = ("a factory takes no arguments and returns a lidmem.models.EDMDenoiser, ScoreNetwork or GeneratorSpec "
+            "(or a lidmem ScoreModel); see docs/models.md")
+
+
 def _load_entry_point(ref: str, dev: torch.device) -> nn.Module:
     module_name, _, attr = ref.partition(":")
     try:
@@ -298,7 +309,15 @@ def _load_entry_point(ref: str, dev: torch.device) -> nn.Module:
             raise ValueError(f"entry point {ref!r}: {module_name} has no attribute {attr!r}")
         obj = getattr(obj, part)
     if not callable(obj):
-        raise ValueError(f"entry point {ref!r} is a {type(obj).__name__}, not a factory function")
+        raise ValueError(f"entry point {ref!r} is a {type(obj).__name__}, not a factory function; {_FACTORY}")
+    import inspect
+
+    try:
+        inspect.signature(obj).bind()
+    except TypeError as exc:  # a callable that is not a zero-argument factory (os:system)
+        raise ValueError(f"entry point {ref!r} cannot be called without arguments ({exc}); {_FACTORY}") from None
+    except ValueError:  # no signature to read (some builtins): the call itself decides
+        pass
     spec = obj()
     if _looks_like_edm(spec):
         spec = EDMDenoiser(spec, float(spec.sigma_min), float(spec.sigma_max), (int(spec.img_channels), int(spec.img_resolution), int(spec.img_resolution)))
@@ -329,10 +348,7 @@ def _load_entry_point(ref: str, dev: torch.device) -> nn.Module:
         info = ModelInfo("generator", "entry_point", ref, spec.data_shape, spec.data_shape, spec.value_range, n_params=count_parameters(spec.generator),
                          latent=f"{dist}, latent_dim={spec.latent_dim}", details={"factory_returned": type(spec.generator).__name__})
         return _finish(gen, info)
-    raise ValueError(
-        f"entry point {ref!r} returned a {type(spec).__name__}; expected lidmem.models.EDMDenoiser, ScoreNetwork, GeneratorSpec "
-        "or a lidmem ScoreModel"
-    )
+    raise ValueError(f"entry point {ref!r} returned a {type(spec).__name__}; {_FACTORY}")
 
 
 def _looks_like_edm(obj: Any) -> bool:

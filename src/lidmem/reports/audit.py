@@ -50,10 +50,55 @@ def _timings_text(timings: dict[str, Any]) -> str:
     return "run time: " + ", ".join(parts) if parts else ""
 
 
+#: Fewer audited samples than this: the report shows raw maps (too few references for a per-pixel median / MAD).
+_MIN_MAP_REFERENCE = 20
+
+_LEVEL_COLOURS = {"ok": "#e6f4e6", "caution": "#fff4d6", "unreliable": "#fde2e2"}
+
+
+def _reliability_section(rel: dict[str, Any]) -> Any:
+    """The report's opening panel: the verdict, its measured quantities and the warnings."""
+    import html
+
+    from .html import Section, format_value, table_to_html
+
+    oor, scale = rel["samples_out_of_range"], rel["lid_theta_scale"]
+    est = {"lid_theta_flipd": "FLIPD", "lid_theta_jacobian": "Jacobian rank"}.get(scale["estimator"], scale["estimator"])
+    comparable = rel.get("mmh_comparable")
+    rows = [
+        {"check": "samples outside the data range", "value": f"{oor['n']} ({100.0 * oor['fraction']:.0f}%)",
+         "reads": f"too weak above {100.0 * oor['too_weak_above']:.0f}%, caution above {100.0 * oor['caution_above']:.0f}%"},
+        {"check": f"{est} median vs d", "value": f"{format_value(scale['median'], float_format='{:.3g}')} at d = {scale['d']}",
+         "reads": "on scale (in [0, d])" if scale["on_scale"] else "off scale: a ranking, not a dimension"},
+        {"check": f"samples with {est} outside [0, d]",
+         "value": "" if scale["fraction_outside_0_d"] is None else f"{100.0 * scale['fraction_outside_0_d']:.0f}%", "reads": ""},
+        {"check": "MMH comparability", "value": {True: "comparable", False: "not comparable", None: "-"}[comparable],
+         "reads": "" if rel.get("mmh_scale_offset") is None else f"scale offset {float(rel['mmh_scale_offset']):+.2f}"},
+        {"check": "copies (exact or near)", "value": str(rel["n_copies"]), "reads": f"intervals unreliable below {rel['min_positives']}"},
+        {"check": "exact copies", "value": str(rel["n_exact_copies"]), "reads": ""},
+    ]
+    colour = _LEVEL_COLOURS.get(rel["level"], "#eee")
+    body = (f'<p style="background:{colour};padding:.5em .8em;border:1px solid #aaa;font-size:1.1em"><b>Verdict: '
+            f'{html.escape(rel["verdict"])}</b></p>' + table_to_html(rows))
+    if rel["warnings"]:
+        body += "<ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in rel["warnings"]) + "</ul>"
+    return Section("Reliability", body, note="The same checks are in summary.json under \"reliability\".")
+
+
+def _with_interval(rows: Any, value: str, interval: str) -> Any:
+    """The column ``value`` as text ``0.912 [0.871, 0.950]`` with its interval column (dropped)."""
+    from ..memorization.metrics import format_with_interval
+
+    if interval not in rows:
+        return rows
+    text = [format_with_interval(v, ci) for v, ci in zip(rows[value], rows[interval])]
+    return rows.assign(**{value: text}).drop(columns=[interval])
+
+
 def write_audit_report(result: AuditResult, path: str | Path, *, n_grid: int = 24) -> Path:
-    """Write ``report.html``: headline counts, the detection table, LID histograms per copy label
-    (as the paper's Figure 5), the samples closest to a training image beside their matches, and
-    the settings."""
+    """Write ``report.html``: the reliability panel (verdict and warnings), headline counts, the
+    detection table with 95% bootstrap intervals, LID histograms per copy label (as the paper's
+    Figure 5), the samples closest to a training image beside their matches, and the settings."""
     import pandas as pd
 
     from .figures import histograms_by_label, match_grid
@@ -64,6 +109,8 @@ def write_audit_report(result: AuditResult, path: str | Path, *, n_grid: int = 2
     n_copies = int(counts.get("exact_copy", 0)) + int(counts.get("near_copy", 0))
     primary = s["primary_lid_theta"]
     sections = []
+    if "reliability" in s:
+        sections.append(_reliability_section(s["reliability"]))
     mmh_counts = s.get("mmh_class_counts", {})
     headline = [
         {"quantity": "samples", "value": int(s["n_samples"])},
@@ -83,13 +130,29 @@ def write_audit_report(result: AuditResult, path: str | Path, *, n_grid: int = 2
     if len(det) and "auroc" in det and det["auroc"].notna().any():
         det = det[det["auroc"].notna()]
         det = det.assign(score=det["score"].map(lambda c: _SCORE_NAMES.get(c, c)))
+        det = _with_interval(_with_interval(det, "auroc", "auroc_ci"), "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_ci")
+        if "ci_note" in det:
+            det = det.assign(note=[" ".join(str(v) for v in (a, b) if isinstance(v, str) and v)
+                                   for a, b in zip(det.get("note", [None] * len(det)), det["ci_note"])]).drop(columns=["ci_note"])
         keep = [c for c in ("positive", "score", "auroc", "tpr_at_1pct_fpr", "n_positive", "n_negative", "note") if c in det]
-        body = table_to_html(det[keep], headers={"positive": "positive class", "auroc": "AUROC", "tpr_at_1pct_fpr": "TPR at 1% FPR",
+        body = table_to_html(det[keep], headers={"positive": "positive class", "auroc": "AUROC [95% CI]", "tpr_at_1pct_fpr": "TPR at 1% FPR [95% CI]",
                                                  "n_positive": "n positive", "n_negative": "n negative"})
     else:
         body = "<p>No detection table: every sample has the same copy label (no copies to detect).</p>"
     sections.append(Section("Detection of copies by LID", body,
-                            note="Each score ranks samples with low values first (low = copy); AUROC and TPR at 1% FPR against the copy labels."))
+                            note="Each score ranks samples with low values first (low = copy); AUROC and TPR at 1% FPR against the copy labels. "
+                                 "Brackets: 95% bootstrap interval over samples (positives and negatives resampled separately, 1,000 "
+                                 "resamples, seeded; lidmem.memorization.metrics.bootstrap_interval)."))
+    sweep = pd.DataFrame(s.get("flipd_t0_sweep", []))
+    if len(sweep) and "auroc" in sweep and sweep["auroc"].notna().any():
+        sweep = _with_interval(_with_interval(sweep, "auroc", "auroc_ci"), "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_ci")
+        keep = [c for c in ("t0", "auroc", "tpr_at_1pct_fpr", "n_positive", "median_flipd_copies", "median_flipd_others") if c in sweep]
+        used = s["settings"].get("flipd_t0_used")
+        sections.append(Section("FLIPD at other times t0", table_to_html(sweep[keep], headers={
+            "auroc": "AUROC [95% CI]", "tpr_at_1pct_fpr": "TPR at 1% FPR [95% CI]", "n_positive": "n copies",
+            "median_flipd_copies": "median FLIPD, copies", "median_flipd_others": "median FLIPD, others"}),
+            note=("Copies (exact or near) against the others, low FLIPD = copy. The audit's t0: "
+                  + (f"{used:.4g}" if isinstance(used, (int, float)) else "-") + ". A t0 chosen from this table uses the labels.")))
     mmh = s.get("mmh", {})
     mmh_note = (f"MMH rule: {mmh.get('rule', '')}." if mmh.get("rule") else "")
     if mmh.get("comparable") is False:
@@ -120,15 +183,21 @@ def write_audit_report(result: AuditResult, path: str | Path, *, n_grid: int = 2
                             note=f"Top of each pair: a sample (id, calibrated l2, {_SCORE_NAMES.get(primary, primary)}), lowest calibrated l2 first; "
                                  "below it: its nearest training image."))
     if result.maps is not None and result.maps.ndim == 4:
-        from ..estimators import to_pixel_map
+        from ..estimators import relative_map, to_pixel_map
         from .maps import map_grid
 
-        px = to_pixel_map(result.maps[order], result.sample_images.shape[1:], mode="bilinear").numpy()
+        relative = len(result.maps) >= _MIN_MAP_REFERENCE
+        shown = relative_map(result.maps[order], result.maps).numpy() if relative else result.maps[order]
+        px = to_pixel_map(shown, result.sample_images.shape[1:], mode="bilinear").numpy()
         grid = map_grid(result.sample_images[order], px, result.train_images[df["nn_train_index"].to_numpy()[order]], caps)
+        what = ("its FLIPD map relative to the audited samples (lidmem.estimators.relative_map: per-pixel robust z-score "
+                "against the median / MAD of all samples' maps, memorized values clipped; removes the model's position bias, "
+                "docs/maps.md), summed over channels" if relative else
+                f"its FLIPD map (per-pixel summands of eq. 6, summed over channels; fewer than {_MIN_MAP_REFERENCE} samples, "
+                "so not relative to the others)")
         sections.append(Section("Where they are memorized: FLIPD maps", figure_to_html(grid, alt="memorization maps"),
-                                note="Rows: sample, its FLIPD map (per-pixel summands of eq. 6, summed over channels; latent maps "
-                                     "upsampled to pixels; dark = low LID = pinned by the model), its nearest training image. "
-                                     "Maps in maps.npy (model input shape)."))
+                                note=f"Rows: sample, {what}; latent maps upsampled to pixels; dark = low = pinned by the model "
+                                     "more than elsewhere; its nearest training image. Raw maps in maps.npy (model input shape)."))
     sections.append(Section("Settings", settings_table(jsonable(s["settings"]))))
     kind = {"score_model": "diffusion model", "generator": "generator"}.get(s["model_kind"], s["model_kind"])
     title = f"Memorization audit of a {kind} ({s['n_samples']} samples)"

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,11 +37,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import check_choice, check_device, check_output_path, check_positive_int, check_t0, renamed_argument
+from .._validation import ArgumentError, check_choice, check_device, check_output_path, check_positive_int, check_t0, renamed_argument
 from ..defaults import CFG_T0, EULER_STEPS, FLIPD_T0, NB_T0, NB_THRESHOLD
 from ..estimators._rank import check_threshold
 from ..utils import progress as _progress
 from ..utils import resolve_device
+from .metrics import METRICS, Metric, MetricParams, metric_names, register_metric
+from .output import (_FORMAT, OutputLockedError, SettingsMismatchError, _claim_settings, _clean_stale_temps, _is_done, _lock_output, _part_path,
+                     _remove_if_empty, _settings_hash, _write_part, merge_shards, read_settings)
 from .sources import DataSource, Rows, Shard, open_source
 
 __all__ = [
@@ -62,125 +64,6 @@ __all__ = [
 ]
 
 PRECISIONS = ("float32", "bfloat16", "float16")
-_FORMAT = 2  # 2: data fingerprint split into the layout (settings) and per-shard file contents
-_META_KEY = b"lidmem"
-
-
-class SettingsMismatchError(ValueError):
-    """Raised when an output folder holds a run made with different settings."""
-
-
-class OutputLockedError(ValueError):
-    """Raised when another process is writing the same shards of the same output folder."""
-
-
-@dataclass(frozen=True)
-class MetricParams:
-    """Settings the metrics read (all recorded in ``settings.json``).
-
-    Attributes
-    ----------
-    t0 : float
-        FLIPD diffusion time in (0, 1] (``flipd``, ``flipd_hutchinson``); default
-        :data:`lidmem.defaults.FLIPD_T0` (0.05: no training data here, so no ``"auto"``).
-    n_probes : int
-        Hutchinson probes per point (``flipd_hutchinson``).
-    probe : {"rademacher", "gaussian"}
-        Hutchinson probe distribution.
-    nb_t0 : float
-        Normal-bundle diffusion time (``nb``); default :data:`lidmem.defaults.NB_T0` (0.05).
-    n_scores : int or None
-        Noisy scores per point for the normal bundle (None: the estimator's default, 4d).
-    nb_threshold : {"percentile", "gap"} or float
-        Normal-bundle rank cut (:func:`lidmem.estimators.normal_bundle`). ``"percentile"`` (the
-        default, the paper's rule): one global ``tau`` = the 10th percentile of the singular values
-        of the first batch of the data set (rows ``[0, batch_size)``, seed
-        ``batch_seed(seed, 0, "nb")``), fitted once per run and applied to every shard.
-    nb_tau : float or None
-        The ``tau`` fitted for ``nb_threshold="percentile"`` (recorded so a resumed run checks
-        that it cuts at the same place); None otherwise.
-    value_range : (float, float)
-        Images (read in [0, 1]) are mapped linearly to this range before the model sees them;
-        lidmem's convention is (-1, 1).
-    cfg_t0 : float
-        ``cfg_norm``: the time the probability-flow ODE is integrated to (App. C.1: 0.01).
-    euler_steps : int
-        ``cfg_norm``: Euler steps of that ODE (App. C.1: 3).
-    """
-
-    t0: float = FLIPD_T0
-    n_probes: int = 1
-    probe: str = "rademacher"
-    nb_t0: float = NB_T0
-    n_scores: int | None = None
-    nb_threshold: str | float = NB_THRESHOLD
-    nb_tau: float | None = None
-    value_range: tuple[float, float] = (-1.0, 1.0)
-    cfg_t0: float = CFG_T0
-    euler_steps: int = EULER_STEPS
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "t0": self.t0,
-            "n_probes": self.n_probes,
-            "probe": self.probe,
-            "nb_t0": self.nb_t0,
-            "n_scores": self.n_scores,
-            "nb_threshold": self.nb_threshold,
-            "nb_tau": self.nb_tau,
-            "value_range": list(self.value_range),
-            "cfg_t0": self.cfg_t0,
-            "euler_steps": self.euler_steps,
-        }
-
-
-@dataclass(frozen=True)
-class Metric:
-    """A per-row score.
-
-    ``compute(model, x, rows, seed, params)`` returns an array of shape ``(n,)``: ``model`` is
-    the score model (None for model-free metrics), ``x`` the batch as the model sees it (on the
-    model's device, shape ``(n, ...)``), ``rows`` the :class:`~lidmem.scoring.sources.Rows` as
-    read (images in [0, 1]), ``seed`` an int derived from the batch's first global row.
-    """
-
-    name: str
-    compute: Callable[[Any, torch.Tensor, Rows, int, MetricParams], Any]
-    dtype: str
-    needs_model: bool = True
-    random: bool = False
-    description: str = ""
-
-
-def _flipd_exact(model: Any, x: torch.Tensor, rows: Rows, seed: int, p: MetricParams) -> Any:
-    from ..estimators import flipd
-
-    return flipd(model, x, p.t0, trace="exact", seed=seed, batch_size=len(x), progress=False)
-
-
-def _flipd_hutchinson(model: Any, x: torch.Tensor, rows: Rows, seed: int, p: MetricParams) -> Any:
-    from ..estimators import flipd
-
-    return flipd(model, x, p.t0, trace="hutchinson", n_probes=p.n_probes, probe=p.probe, seed=seed, batch_size=len(x), progress=False)
-
-
-def _flipd_map_top10_mass(model: Any, x: torch.Tensor, rows: Rows, seed: int, p: MetricParams) -> Any:
-    from ..estimators import flipd_map, map_concentration
-
-    # exact diagonal (d JVPs per point, as the 'flipd' metric): per-pixel Hutchinson is too noisy
-    maps = flipd_map(model, x, p.t0, trace="exact", seed=seed, batch_size=len(x), progress=False)
-    return map_concentration(maps, 0.1)
-
-
-def _nb(model: Any, x: torch.Tensor, rows: Rows, seed: int, p: MetricParams) -> Any:
-    from ..estimators import normal_bundle
-
-    # "percentile": the global tau fitted on the first batch (score_dataset sets nb_tau), so
-    # every shard and every resumed run cuts at the same place
-    threshold = p.nb_tau if p.nb_threshold == "percentile" else p.nb_threshold
-    if threshold is None:
-        raise ValueError("nb_threshold='percentile' needs nb_tau (score_dataset fits it on the first batch)")
-    return normal_bundle(model, x, p.nb_t0, n_scores=p.n_scores, seed=seed, threshold=threshold, progress=False)
 
 
 def _recorded_nb_tau(out: Path, params: MetricParams) -> float | None:
@@ -206,63 +89,6 @@ def _fit_nb_tau(model: Any, source: DataSource, data_shape: Any, encode: Any, pa
     with autocast:
         sv = normal_bundle_singular_values(model, x, params.nb_t0, n_scores=params.n_scores, seed=batch_seed(seed, 0, "nb"), progress=False)
     return percentile_threshold(sv[~torch.isnan(sv)].reshape(1, -1), 10.0)
-
-
-def _png(model: Any, x: torch.Tensor, rows: Rows, seed: int, p: MetricParams) -> Any:
-    from ..memorization.complexity import png_length
-
-    if not rows.is_image or rows.data.ndim != 4 or rows.data.shape[1] not in (1, 3):
-        raise ValueError("metric 'png_complexity' needs image data (n, c, h, w) with c in (1, 3); this source holds arrays")
-    return png_length(rows.data, value_range=(0.0, 1.0), compress_level=9)
-
-
-def _cfg_norm(model: Any, x: torch.Tensor, rows: Rows, seed: int, p: MetricParams) -> Any:
-    from ..text2image.adapters import TextToImageModel
-    from ..text2image.image_scores import cfg_norm_after_euler
-
-    if not isinstance(model, TextToImageModel):
-        raise TypeError(
-            f"metric 'cfg_norm' needs a text-to-image model (lidmem.text2image.TextToImageModel, or a diffusers "
-            f"model folder as --model); got {type(model).__name__}"
-        )
-    if rows.captions is None:
-        raise ValueError(
-            "metric 'cfg_norm' needs one caption per image: a 'caption'/'text'/'prompt' column (parquet, hf; or "
-            "caption_column=) or a .txt member per sample (webdataset)"
-        )
-    return cfg_norm_after_euler(model, x, rows.captions, t0=p.cfg_t0, euler_steps=p.euler_steps, inputs="images", batch_size=len(x), progress=False)
-
-
-METRICS: dict[str, Metric] = {}
-
-
-def register_metric(metric: Metric, *, overwrite: bool = False) -> None:
-    """Add ``metric`` to the registry used by :func:`score_dataset` (by ``metric.name``)."""
-    if not isinstance(metric, Metric):
-        raise TypeError(f"metric must be a lidmem.scoring.Metric; got {type(metric).__name__}")
-    if metric.name in METRICS and not overwrite:
-        raise ValueError(f"metric {metric.name!r} is already registered; pass overwrite=True to replace it")
-    if metric.name in ("row", "id"):
-        raise ValueError(f"metric name {metric.name!r} is reserved for an output column; choose another")
-    check_choice(metric.dtype, "metric.dtype", ("float64", "float32", "int64"))
-    METRICS[metric.name] = metric
-
-
-for _m in (
-    Metric("flipd", _flipd_exact, "float64", description="FLIPD (eq. 6), exact trace (d JVPs per point)"),
-    Metric("flipd_hutchinson", _flipd_hutchinson, "float64", random=True, description="FLIPD with n_probes Hutchinson probes"),
-    Metric("flipd_map_top10_mass", _flipd_map_top10_mass, "float64",
-           description="share of the FLIPD map's memorization mass (c - map, clipped at 0) in its lowest 10% locations; ~0.1 spread, ~1 local"),
-    Metric("nb", _nb, "int64", random=True, description="normal-bundle LID (eq. 7-8), per-point largest-gap rank"),
-    Metric("png_complexity", _png, "int64", needs_model=False, description="PNG length in bytes (level 9, App. C.2)"),
-    Metric("cfg_norm", _cfg_norm, "float64", description="CFG vector norm after Euler steps to cfg_t0 (App. C.1); text-to-image models"),
-):
-    register_metric(_m)
-
-
-def metric_names() -> list[str]:
-    """Names of the registered metrics."""
-    return sorted(METRICS)
 
 
 def batch_seed(seed: int, row: int, metric: str) -> int:
@@ -332,160 +158,6 @@ def _describe_model(model: Any) -> dict[str, Any]:
         "prediction": getattr(model, "prediction", None),
         "data_shape": meta.get("data_shape"),
     }
-
-
-def read_settings(out: str | Path) -> dict[str, Any]:
-    """The ``settings.json`` document of an output folder (``{"format", "settings", "info"}``)."""
-    path = Path(out) / "settings.json"
-    if not path.is_file():
-        raise ValueError(f"{out} holds no lidmem scoring run (no settings.json)")
-    return json.loads(path.read_text())
-
-
-def _settings_hash(settings: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-
-
-def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b)):
-            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return [] if a == b else [f"{prefix[:-1]}: folder has {a!r}, this run has {b!r}"]
-
-
-def _claim_settings(out: Path, doc: dict[str, Any]) -> bool:
-    """Write ``settings.json`` if absent (atomically, race-free between workers), else check it.
-    Returns True when this call created it."""
-    final = out / "settings.json"
-    created = False
-    if not final.exists():
-        tmp = out / f".settings.json.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(doc, indent=2, sort_keys=True))
-        try:
-            os.link(tmp, final)  # atomic create-if-absent: fails if another worker created it first
-            created = True
-        except FileExistsError:
-            pass
-        except OSError:  # file systems without hard links (some network mounts): near-atomic fallback
-            if not final.exists():
-                os.replace(tmp, final)
-                created = True
-        finally:
-            tmp.unlink(missing_ok=True)
-    try:
-        existing = json.loads(final.read_text())
-    except json.JSONDecodeError as exc:
-        raise SettingsMismatchError(f"{final} is not valid JSON ({exc.msg}); delete it (and the shards) or choose a new --out folder") from None
-    if existing.get("format") != doc["format"] or existing.get("settings") != doc["settings"]:
-        diffs = _diff(existing.get("settings", {}), doc["settings"])
-        raise SettingsMismatchError(
-            f"{out} holds a scoring run with different settings ({'; '.join(diffs) or 'format ' + str(existing.get('format'))}); "
-            "rerun with the folder's settings to resume it, or choose a new --out folder"
-        )
-    return created
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
-
-
-def _clean_stale_temps(folder: Path, pattern: str) -> None:
-    """Delete temporary files ``<name>.tmp-<pid>`` left by dead processes (call with the lock held;
-    a temp of a live process on this machine is kept)."""
-    for stale in folder.glob(pattern):
-        pid_text = stale.name.rpartition(".tmp-")[2]
-        if pid_text.isdigit() and int(pid_text) != os.getpid() and _pid_alive(int(pid_text)):
-            continue
-        stale.unlink(missing_ok=True)
-
-
-def _lock_output(out: Path, rank: int, world_size: int) -> Any:
-    """Take this worker's lock on ``out`` (``out/.lock-rank<r>``, a :mod:`filelock` lock, released
-    when the process ends, even on ``kill -9``). A second run writing the same shards is refused."""
-    from filelock import FileLock, Timeout
-
-    path = out / f".lock-rank{rank}"
-    lock = FileLock(str(path), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        who = "another lidmem score run" if world_size == 1 else f"another worker with rank {rank}"
-        raise OutputLockedError(
-            f"{who} is writing to {out} (lock {path} is held); wait for it to finish, or choose another --out folder"
-        ) from None
-    return lock
-
-
-def _remove_if_empty(out: Path, lock: Any) -> None:
-    """Remove an output folder this run created when nothing but its lock and an empty
-    ``shards/`` is in it."""
-    lock.release()
-    for name in (f for f in out.glob(".lock-rank*")):
-        name.unlink(missing_ok=True)
-    shards = out / "shards"
-    if shards.is_dir() and not any(shards.iterdir()):
-        shards.rmdir()
-    if not any(out.iterdir()):
-        out.rmdir()
-
-
-def _part_path(out: Path, shard: Shard) -> Path:
-    return out / "shards" / f"part-{shard.index:06d}.parquet"
-
-
-def _is_done(path: Path, shard: Shard, settings_hash: str, data_fingerprint: str | None = None) -> bool:
-    import pyarrow.parquet as pq
-
-    if not path.is_file():
-        return False
-    try:
-        meta = pq.read_metadata(path)
-        kv = json.loads((meta.metadata or {}).get(_META_KEY, b"{}"))
-    except (OSError, ValueError) as exc:
-        raise SettingsMismatchError(f"shard file {path} is corrupt ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); delete it to score its rows again") from None
-    if kv.get("settings_hash") != settings_hash or meta.num_rows != shard.size:
-        raise SettingsMismatchError(
-            f"{path} was written by a different run ({meta.num_rows} rows, settings hash {kv.get('settings_hash')}); "
-            "delete it or choose a new --out folder"
-        )
-    if data_fingerprint is not None and kv.get("data_fingerprint") != data_fingerprint:
-        raise SettingsMismatchError(
-            f"the data behind rows [{shard.start}, {shard.stop}) changed since {path} was written; "
-            "delete that shard file to score those rows again"
-        )
-    return True
-
-
-def _write_part(path: Path, columns: dict[str, np.ndarray | list[str]], dtypes: dict[str, str], meta: dict[str, Any],
-                mask: np.ndarray | None = None) -> None:
-    import pyarrow as pa
-
-    arrays = {"row": pa.array(columns["row"], pa.int64()), "id": pa.array(columns["id"], pa.string())}
-    for name, dtype in dtypes.items():
-        values = np.asarray(columns[name], dtype=dtype)
-        arrays[name] = pa.array(values, mask=mask) if mask is not None and mask.any() else pa.array(values)
-    table = pa.table(arrays).replace_schema_metadata({_META_KEY: json.dumps(meta, sort_keys=True).encode()})
-    _write_table_atomic(table, path)
-
-
-def _write_table_atomic(table: Any, path: Path) -> None:
-    """Write a Parquet ``table`` to ``path`` through a per-process temp file and an atomic rename."""
-    import pyarrow.parquet as pq
-
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _to_model_input(rows: Rows, data_shape: Sequence[int] | None, p: MetricParams, device: torch.device) -> torch.Tensor:
@@ -661,12 +333,12 @@ def score_dataset(
             "precision": precision,
             "n_shards": len(shards),
         }
-        import lidmem
+        from .._version import __version__
 
         doc = {
             "format": _FORMAT,
             "settings": settings,
-            "info": {"model_path": model_path, "data_path": data_desc.get("path"), "bad_images": bad_images, "lidmem_version": lidmem.__version__, "torch_version": torch.__version__},
+            "info": {"model_path": model_path, "data_path": data_desc.get("path"), "bad_images": bad_images, "lidmem_version": __version__, "torch_version": torch.__version__},
         }
         created_settings = _claim_settings(out, doc)
         plan = _plan_shards(out, source, shards, settings, info)
@@ -724,7 +396,7 @@ def _check_metric_settings(
         euler_steps=check_positive_int(euler_steps, "euler_steps"),
     )
     if not params.value_range[1] > params.value_range[0]:
-        raise ValueError(f"value_range={value_range} must be (low, high) with high > low, e.g. (-1, 1)")
+        raise ArgumentError(f"value_range={value_range} must be (low, high) with high > low, e.g. (-1, 1)", argument="value_range")
     return metrics, params
 
 
@@ -733,7 +405,8 @@ def _check_model_reference(model: Any, metrics: list[str]) -> tuple[bool, str | 
     (a resolved path or an entry point; None for a model object). Loads nothing."""
     needs_model = any(METRICS[m].needs_model for m in metrics)
     if needs_model and model is None:
-        raise ValueError(f"metrics {[m for m in metrics if METRICS[m].needs_model]} need a model; pass model= (a checkpoint path or a ScoreModel)")
+        raise ArgumentError(f"model is required by the metrics {[m for m in metrics if METRICS[m].needs_model]} (a checkpoint path, a diffusers "
+                            "folder or a ScoreModel); only png_complexity runs without one", argument="model")
     model_path = None
     if isinstance(model, (str, Path)):
         from ..models.loader import is_entry_point
@@ -863,73 +536,3 @@ def _write_shard(
     result.bad_rows.extend((int(r), str(i), str(why)) for r, i, why in bad_rows)
     result.shards_scored.append(sh.index)
     return path
-
-
-def merge_shards(out: str | Path, *, output: str | Path | None = None) -> Path:
-    """Union the shard files of a finished run into one Parquet table in row order.
-
-    Streams shard by shard (memory bounded by one shard). Written atomically to
-    ``output`` (default ``OUT/scores.parquet``) with the run's settings in its metadata.
-
-    Raises
-    ------
-    ValueError
-        If shards are missing (the message says how many and how to finish them) or a shard
-        was written with other settings.
-    """
-    import pyarrow.parquet as pq
-
-    out = Path(out)
-    doc = read_settings(out)
-    settings = doc["settings"]
-    shash = _settings_hash(settings)
-    n_shards = int(settings["n_shards"])
-    paths = [out / "shards" / f"part-{i:06d}.parquet" for i in range(n_shards)]
-    missing = [i for i, p in enumerate(paths) if not p.is_file()]
-    if missing:
-        raise ValueError(
-            f"{len(missing)} of {n_shards} shards of {out} are not scored yet (first missing: {missing[:5]}); "
-            "if other workers (RANK/WORLD_SIZE, a job array) are still running, wait for them and run "
-            f"`lidmem score --out {out} --merge` again; otherwise rerun the scoring command (same options) to score them"
-        )
-    target = Path(output) if output is not None else out / "scores.parquet"
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    writer = None
-    bad_rows: list[list[Any]] = []
-    try:
-        for p in paths:
-            try:
-                table = pq.read_table(p)
-                kv = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}"))
-            except (OSError, ValueError) as exc:
-                first = " ".join(str(exc).split())[:200] or type(exc).__name__
-                raise SettingsMismatchError(f"shard file {p} is corrupt ({first}); delete it and rerun the scoring command to score its rows again") from None
-            bad_rows += kv.get("bad_rows") or []
-            if kv.get("settings_hash") != shash:
-                raise SettingsMismatchError(f"{p} was written with other settings than {out}/settings.json; delete it and rerun")
-            table = table.replace_schema_metadata({_META_KEY: json.dumps({"settings_hash": shash, "settings": settings}, sort_keys=True).encode()})
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, table.schema)
-            writer.write_table(table)
-        if writer is not None:
-            writer.close()
-            writer = None
-        os.replace(tmp, target)
-    finally:
-        if writer is not None:
-            writer.close()
-        tmp.unlink(missing_ok=True)
-    _write_bad_rows(target.with_name("bad_rows.parquet"), bad_rows)
-    return target
-
-
-def _write_bad_rows(path: Path, bad_rows: list[list[Any]]) -> None:
-    """``bad_rows.parquet`` (row, id, reason) of the skipped images; removed when there are none."""
-    import pyarrow as pa
-
-    if not bad_rows:
-        path.unlink(missing_ok=True)
-        return
-    table = pa.table({"row": pa.array([int(b[0]) for b in bad_rows], pa.int64()), "id": pa.array([str(b[1]) for b in bad_rows]),
-                      "reason": pa.array([str(b[2]) for b in bad_rows])})
-    _write_table_atomic(table, path)

@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_choice, check_positive_int
+from .._validation import ArgumentError, check_choice, check_positive_int
 from ..data.io import IMAGE_SUFFIXES, decode_image, find_caption_column, list_images
 from ..data.io import image_mode as _image_mode
 
@@ -170,6 +170,16 @@ def _stack_images(
     return np.stack([a if a is not None else np.zeros(first, np.float32) for a in arrays]), bad
 
 
+def _json_file(path: Path) -> dict:
+    """A JSON object file; a broken one is a ValueError naming the file."""
+    from .._validation import parse_json_text
+
+    value = parse_json_text(path.read_bytes(), str(path))
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: holds a JSON {type(value).__name__}, not an object")
+    return value
+
+
 def _fingerprint(lines: Sequence[str]) -> str:
     h = hashlib.sha256()
     for line in lines:
@@ -280,7 +290,9 @@ class ImageListSource(_ImagePathSource):
         if not list_file.is_file():
             raise ValueError(f"list file {list_file} does not exist")
         ids, paths = [], []
-        for line in list_file.read_text().splitlines():
+        from .._validation import read_text_file
+
+        for line in read_text_file(list_file, "list file with one image path per line").splitlines():
             entry = line.strip()
             if not entry or entry.startswith("#"):
                 continue
@@ -552,7 +564,11 @@ class WebDatasetSource(DataSource):
                 fi, off, size = self._captions[k]
                 with open(self._files[fi], "rb") as fh:
                     fh.seek(off)
-                    captions.append(fh.read(size).decode("utf-8").strip())
+                    raw = fh.read(size)
+                try:
+                    captions.append(raw.decode("utf-8").strip())
+                except UnicodeDecodeError:
+                    raise ValueError(f"{self._files[fi]}: the caption of sample {k!r} is not UTF-8 text") from None
         return Rows(np.arange(start, stop, dtype=np.int64), ids, data, True, captions, bad)
 
     def shard_fingerprint(self, start: int, stop: int) -> str:
@@ -592,7 +608,7 @@ class HFDiskSource(_ArrowTableSource):
     ) -> None:
         root = Path(path)
         if (root / "dataset_dict.json").is_file():
-            splits = json.loads((root / "dataset_dict.json").read_text()).get("splits", [])
+            splits = _json_file(root / "dataset_dict.json").get("splits", [])
             raise ValueError(f"{root} holds a DatasetDict with splits {splits}; pass one split's folder, e.g. {root / (splits[0] if splits else 'train')}")
         if not (root / "state.json").is_file():
             raise ValueError(f"{root} is not a data set saved with datasets' save_to_disk (no state.json)")
@@ -615,7 +631,7 @@ class HFDiskSource(_ArrowTableSource):
         else:
             import pyarrow as pa
 
-            state = json.loads((root / "state.json").read_text())
+            state = _json_file(root / "state.json")
             files = [root / f["filename"] for f in state.get("_data_files", [])]
             if not files:
                 raise ValueError(f"{root}/state.json lists no data files")
@@ -735,8 +751,10 @@ def open_source(
         raise TypeError(f"data must be a path or a DataSource; got {type(data).__name__}")
     path = str(data)
     kind = _detect_kind(path) if kind is None else check_choice(kind, "kind", SOURCE_KINDS)
-    if kind in ("folder", "list", "webdataset") and any(v is not None for v in (column, id_column, shape, caption_column)):
-        raise ValueError(f"column, id_column, shape and caption_column apply to parquet and hf data only, not to kind={kind!r}")
+    given = [(n, v) for n, v in (("column", column), ("id_column", id_column), ("shape", shape), ("caption_column", caption_column)) if v is not None]
+    if kind in ("folder", "list", "webdataset") and given:
+        raise ArgumentError(f"{given[0][0]}={given[0][1]!r} applies to parquet and hf data only, not to {path} (kind={kind!r}); "
+                            "column, id_column, shape and caption_column read tables", argument=given[0][0])
     if kind == "folder":
         return ImageFolderSource(path, mode=mode)
     if kind == "list":

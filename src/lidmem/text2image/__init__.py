@@ -4,9 +4,10 @@ scores, prompt metrics, token attribution and mitigation (paper Sections 3, 4.2;
 Heavy dependencies (diffusers, transformers) are imported only when a model is built or loaded.
 """
 
-from .adapters import PREDICTION_TYPES, TextToImageModel, load_text2image, math_attention
+from .adapters import PREDICTION_TYPES, TextToImageModel, math_attention
 from .attribution import TokenAttribution, token_attribution, token_attributions
 from .image_scores import IMAGE_METRICS, cfg_flipd_at, cfg_norm_after_euler, image_flipd, score_images
+from .loading import load_text2image
 from .mitigation import (
     ChatRewriter,
     Rewriter,

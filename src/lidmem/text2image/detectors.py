@@ -484,8 +484,10 @@ def benchmark_detectors(
     Returns
     -------
     table : pandas.DataFrame
-        One row per detector: ``detector``, ``label``, ``auroc``, ``tpr_at_1pct_fpr``,
-        ``model_calls_per_prompt``, ``seconds_per_prompt``, ``higher_is_memorized``,
+        One row per detector: ``detector``, ``label``, ``auroc``, ``tpr_at_1pct_fpr``, their 95%
+        bootstrap intervals over prompts (``auroc_ci_low`` / ``_high``, ``tpr_at_1pct_fpr_ci_low`` /
+        ``_high``, ``ci_note``; :func:`lidmem.memorization.metrics.bootstrap_interval` seeded with
+        ``seed``), ``model_calls_per_prompt``, ``seconds_per_prompt``, ``higher_is_memorized``,
         ``steps_used``, ``paper``, the settings (``n_generations``, ``num_inference_steps``,
         ``guidance_scale``, ``seed``, ``n_probes``) and the counts.
     scores : pandas.DataFrame
@@ -493,7 +495,7 @@ def benchmark_detectors(
     """
     import pandas as pd
 
-    from ..memorization.metrics import detection_table
+    from ..memorization.metrics import detection_table, interval_columns
 
     for value, label in ((memorized, "memorized"), (generic, "generic")):
         if not isinstance(value, (list, tuple)):
@@ -522,9 +524,9 @@ def benchmark_detectors(
                    batch_size=batch_size, n_probes=n_probes, progress=progress)
         elapsed = time.perf_counter() - t0
         scores[name] = s
-        (r,) = detection_table(labels, {name: s}, higher_is_positive=det.higher_is_memorized)
+        (r,) = detection_table(labels, {name: s}, higher_is_positive=det.higher_is_memorized, seed=seed)
         row = {
-            "detector": name, "label": det.label, "auroc": r["auroc"], "tpr_at_1pct_fpr": r["tpr_at_1pct_fpr"],
+            "detector": name, "label": det.label, "auroc": r["auroc"], "tpr_at_1pct_fpr": r["tpr_at_1pct_fpr"], **interval_columns(r),
             "model_calls_per_prompt": det.model_calls(model, n_gen, steps, n_probes), "seconds_per_prompt": elapsed / len(prompts),
             "higher_is_memorized": det.higher_is_memorized, "steps_used": det.steps_used, "paper": det.paper,
             "n_generations": n_gen, "num_inference_steps": steps, "guidance_scale": lam, "seed": seed, "n_probes": n_probes,
@@ -550,10 +552,9 @@ def shipped_prompt_sets(path: str | None = None, *, n_other_prompts: int = 32, s
     import json
     from pathlib import Path
 
-    from ..experiments.text2image import shipped_text2image_path
     from . import toydata
 
-    folder = Path(shipped_text2image_path() if path is None else path)
+    folder = Path(toydata.shipped_text2image_path() if path is None else path)
     meta_file = folder / "lidmem.json"
     if not meta_file.is_file():
         raise ValueError(f"{folder} has no lidmem.json, so it has no planted prompt sets; give prompt files (--prompts MEM,GEN)")

@@ -284,7 +284,13 @@ def read_prompts(path: str | Any, *, column: str | None = None) -> list[str]:
         raise FileNotFoundError(f"prompt file {p} does not exist")
     suffix = p.suffix.lower()
     if suffix == ".txt":
-        prompts = [line.strip() for line in p.read_text(encoding="utf-8").splitlines()]
+        from .._validation import ArgumentError, read_text_file
+
+        if column is not None:
+            raise ArgumentError(f"column={column!r} names a column of a .csv, .tsv or .parquet prompt table; {p} is a text file "
+                                "with one prompt per line", argument="column")
+
+        prompts = [line.strip() for line in read_text_file(p, "text file with one prompt per line").splitlines()]
         prompts = [q for q in prompts if q]
     elif suffix in (".csv", ".tsv", ".parquet"):
         if suffix == ".parquet":
@@ -297,7 +303,10 @@ def read_prompts(path: str | Any, *, column: str | None = None) -> list[str]:
                 sep = csv.Sniffer().sniff(head.splitlines()[0], delimiters=";,\t|").delimiter
             except (csv.Error, IndexError):
                 sep = "\t" if suffix == ".tsv" else ","
-            df = pd.read_csv(p, sep=sep, keep_default_na=False)
+            try:
+                df = pd.read_csv(p, sep=sep, keep_default_na=False)
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{p}: not UTF-8 text (byte at offset {exc.start}); save the prompt table as UTF-8") from None
         col = caption_column(df, column, p.name)
         prompts = [str(v).strip() for v in df[col].tolist() if str(v).strip()]
     else:
@@ -317,7 +326,8 @@ def caption_column(df: Any, column: str | None = None, name: str = "table") -> A
 
 
 def detection_table(scores: Any, labels: Sequence[bool] | Any, metrics: Sequence[str] | None = None) -> Any:
-    """AUROC and TPR@1%FPR of each metric column of ``scores`` (memorized = True in ``labels``).
+    """AUROC and TPR@1%FPR of each metric column of ``scores`` (memorized = True in ``labels``),
+    with 95% bootstrap intervals (``auroc_ci_low`` ... ``ci_note``, :func:`lidmem.memorization.metrics.interval_columns`).
 
     Uses :func:`lidmem.memorization.metrics.detection_metrics` with each metric's direction
     (:func:`lidmem.memorization.metrics.higher_is_memorized`).
@@ -325,9 +335,10 @@ def detection_table(scores: Any, labels: Sequence[bool] | Any, metrics: Sequence
     import pandas as pd
 
     from ..memorization.metrics import detection_table as _table
+    from ..memorization.metrics import interval_columns
 
     cols = [m for m in PROMPT_METRICS if m in scores.columns] if metrics is None else list(metrics)
     table = _table(labels, {m: scores[m].to_numpy() for m in cols}, higher_is_positive={m: higher_is_memorized(m) for m in cols})
     rows = [{"metric": r["metric"], "auroc": r["auroc"], "tpr_at_1pct_fpr": r["tpr_at_1pct_fpr"], "n_memorized": r["n_positive"],
-             "n_other": r["n_negative"], "higher_is_memorized": r["higher_is_positive"]} for r in table]
+             "n_other": r["n_negative"], "higher_is_memorized": r["higher_is_positive"], **interval_columns(r)} for r in table]
     return pd.DataFrame(rows)

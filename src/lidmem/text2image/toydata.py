@@ -57,7 +57,15 @@ __all__ = [
     "digits_to_pixels",
     "pixels_to_digits",
     "SYNONYMS",
+    "shipped_text2image_path",
 ]
+
+def shipped_text2image_path() -> str:
+    """Folder of the shipped small text-to-image model (diffusers layout)."""
+    from importlib import resources
+
+    return str(resources.files("lidmem") / "weights" / "text2image")
+
 
 DIGIT_WORDS: tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 """Digit class k is written ``DIGIT_WORDS[k]`` in every caption."""

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["TrainDefaults", "train_defaults", "read_training_images", "train_image_model", "monitor_log_path", "sample_grid_png"]
+__all__ = ["TrainDefaults", "train_defaults", "read_training_images", "train_image_model", "monitor_log_path", "sample_grid_png", "check_sample_grid"]
 
 
 @dataclass(frozen=True)
@@ -194,12 +194,33 @@ def _monitor_callback(images: np.ndarray, out: str | Path, every: int, n_probes:
 
 def sample_grid_png(model: Any, shape: tuple[int, ...], path: str | Path, *, n: int = 64, steps: int = 50, seed: int = 0) -> Path:
     """Sample ``n`` images (probability-flow ODE, Heun, Tweedie-denoised) and write a square PNG grid."""
-    from PIL import Image
+    return check_sample_grid(model, shape, path, n=n, steps=steps, seed=seed)["png"]
 
+
+def check_sample_grid(model: Any, shape: tuple[int, ...], path: str | Path, *, n: int = 64, steps: int = 50, seed: int = 0) -> dict[str, Any]:
+    """The sample grid of :func:`sample_grid_png` and the share of its samples inside the data range.
+
+    Returns
+    -------
+    dict
+        ``png`` (the grid's path) and ``in_range``
+        (:func:`lidmem.memorization.reliability.in_range_fraction` of the unclipped samples
+        against [-1, 1]; the grid shows them clipped). Below
+        :data:`~lidmem.memorization.reliability.IN_RANGE_TARGET` the model is too weak to audit.
+    """
     from ..diffusion.sampling import sample_ode
+    from ..memorization.reliability import in_range_fraction
 
     with torch.no_grad():
         x = sample_ode(model, (n, *shape), steps=steps, denoise=True, seed=seed, progress=False)
+    return {"png": _write_grid(x, path), "in_range": in_range_fraction(x)}
+
+
+def _write_grid(x: torch.Tensor, path: str | Path) -> Path:
+    """Images ``x`` (n, c, h, w) in [-1, 1] (clipped) as a square PNG grid at ``path``."""
+    from PIL import Image
+
+    n = len(x)
     imgs = ((x.clamp(-1, 1).cpu().numpy() + 1.0) * 127.5).round().astype(np.uint8)  # (n, c, h, w)
     c, h, w = imgs.shape[1:]
     cols = int(np.ceil(np.sqrt(n)))
