@@ -29,3 +29,23 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+
+@pytest.fixture(scope="session")
+def point_mass_images():
+    """Planted memorization with an exact score: three training images duplicated 20x (point masses
+    of a Gaussian mixture) and 300 distinct images of its 8-dim component, d = 64, as 1x8x8 images.
+
+    Returns ``(gm, train, samples)``: the mixture (its exact score is the model), the 360 training
+    images (the 60 duplicates first) and 52 samples (each point mass 4x = 12 copies, then 40
+    held-out points of the component), float32 arrays of shape (n, 1, 8, 8). Read-only.
+    """
+    from lidmem.data.analytic import GaussianMixtureOnSubspaces
+
+    gm = GaussianMixtureOnSubspaces(dims=[0, 0, 0, 8], ambient_dim=64, weights=[0.1, 0.1, 0.1, 0.7], scales=0.5, offset_scale=0.3, seed=0)
+    x, _, comp = gm.sample(2000, seed=1)
+    pm = gm.offsets[:3].to(torch.float32)
+    train = torch.cat([pm.repeat_interleave(20, 0), x[comp == 3][:300]]).reshape(-1, 1, 8, 8).numpy()
+    samples = torch.cat([pm.repeat(4, 1), x[comp == 3][300:340]]).reshape(-1, 1, 8, 8).numpy()
+    return gm, train, samples

@@ -18,16 +18,11 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def oracle_audit():
+def oracle_audit(point_mass_images):
     # three point masses (each a training image duplicated 20x) + an 8-dim Gaussian (300 distinct
     # training images) in R^64 = 1x8x8 images; the exact score of the mixture is the model
-    gm = GaussianMixtureOnSubspaces(dims=[0, 0, 0, 8], ambient_dim=64, weights=[0.1, 0.1, 0.1, 0.7], scales=0.5, offset_scale=0.3, seed=0)
-    x, lid, comp = gm.sample(2000, seed=1)
-    pm = gm.offsets[:3].to(torch.float32)
-    train = torch.cat([pm.repeat_interleave(20, 0), x[comp == 3][:300]]).reshape(-1, 1, 8, 8).numpy()
+    gm, train, samples = point_mass_images  # 12 copies, 40 new points
     dup = np.r_[np.ones(60, bool), np.zeros(300, bool)]
-    fresh = x[comp == 3][300:340]
-    samples = torch.cat([pm.repeat(4, 1), fresh]).reshape(-1, 1, 8, 8).numpy()  # 12 copies, 40 new points
     tr = TrainingImages(train, [f"t{i}" for i in range(len(train))], dup)
     res = audit_memorization(gm, tr, samples=samples, lid_theta=FLIPD(gm, t0=0.01, trace="exact", progress=False),
                              normal_bundle=NormalBundle(gm, t0=0.01, n_scores=256, threshold="gap", progress=False),

@@ -52,20 +52,13 @@ def test_few_or_no_copies_and_caution():
 
 
 @pytest.fixture(scope="module")
-def planted_audits():
+def planted_audits(point_mass_images):
     """The oracle audit of tests/test_audit.py (exact score, 12 copies) and the same samples x 5:
     a planted weak model whose samples all leave the data range."""
-    import torch
-
-    from lidmem.data.analytic import GaussianMixtureOnSubspaces
     from lidmem.estimators import FLIPD, LocalPCA
     from lidmem.memorization.audit import TrainingImages, audit_memorization
 
-    gm = GaussianMixtureOnSubspaces(dims=[0, 0, 0, 8], ambient_dim=64, weights=[0.1, 0.1, 0.1, 0.7], scales=0.5, offset_scale=0.3, seed=0)
-    x, _, comp = gm.sample(2000, seed=1)
-    pm = gm.offsets[:3].to(torch.float32)
-    train = torch.cat([pm.repeat_interleave(20, 0), x[comp == 3][:300]]).reshape(-1, 1, 8, 8).numpy()
-    samples = torch.cat([pm.repeat(4, 1), x[comp == 3][300:340]]).reshape(-1, 1, 8, 8).numpy()
+    gm, train, samples = point_mass_images
     tr = TrainingImages(train, [f"t{i}" for i in range(len(train))])
     kw = dict(lid_theta=FLIPD(gm, t0=0.01, trace="exact", progress=False), normal_bundle=None, lid_star=LocalPCA(k=30, radius=0.0),
               t0_sweep=(0.01, 0.1), progress=False)

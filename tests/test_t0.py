@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from lidmem import VESDE, VPSDE
-from lidmem.data.analytic import GaussianMixtureOnSubspaces
 from lidmem.estimators.t0 import nearest_neighbour_scale, t0_for_noise_ratio, t0_from_training_data
 from lidmem.estimators import FLIPD, LocalPCA
 from lidmem.memorization.audit import TrainingImages, audit_memorization
@@ -46,15 +45,11 @@ def test_t0_for_noise_ratio_clips_and_validates():
         t0_for_noise_ratio("vp", 0.1)
 
 
-def test_auto_t0_separates_point_masses_in_exact_score_audit():
+def test_auto_t0_separates_point_masses_in_exact_score_audit(point_mass_images):
     # three training images duplicated 20x (point masses) and 300 distinct images of an 8-dim
     # Gaussian, d = 64; the exact score of the mixture is the model. t0="auto" must land where
     # FLIPD reads ~0 at the copies and stays clearly positive elsewhere.
-    gm = GaussianMixtureOnSubspaces(dims=[0, 0, 0, 8], ambient_dim=64, weights=[0.1, 0.1, 0.1, 0.7], scales=0.5, offset_scale=0.3, seed=0)
-    x, _, comp = gm.sample(2000, seed=1)
-    pm = gm.offsets[:3].to(torch.float32)
-    train = torch.cat([pm.repeat_interleave(20, 0), x[comp == 3][:300]]).reshape(-1, 1, 8, 8).numpy()
-    samples = torch.cat([pm.repeat(4, 1), x[comp == 3][300:340]]).reshape(-1, 1, 8, 8).numpy()
+    gm, train, samples = point_mass_images
     tr = TrainingImages(train, [f"t{i}" for i in range(len(train))])
     res = audit_memorization(gm, tr, samples=samples, lid_theta=FLIPD(gm, t0="auto", trace="exact"), t0_sweep=[0.01, 1.0],
                              normal_bundle=None, lid_star=LocalPCA(k=30), progress=False)
