@@ -25,14 +25,30 @@ The signal, per scored step (one robust z-score per image):
 
 - reference: the held-out probes' LID_theta at that step when given, otherwise the training
   probes' own LID_theta at that step; ``z = (lid - median_ref) / (1.4826 * MAD_ref)``;
-- an image is *flagged* when ``z < -z_threshold`` (its LID_theta lies far below the reference);
+- an image is *flagged* when ``z < -z_threshold`` at this scored step and at each of the
+  ``persistence - 1`` scored steps before it (it stayed far below the reference; an image whose
+  estimate dips once is not flagged);
 - ``signal`` = fraction of training probes flagged minus fraction of held-out probes flagged
   (the held-out fraction is the false-alarm rate of the rule itself; 0 without held-out images);
-- ``memorizing`` = ``signal >= threshold`` and at least ``min_flagged`` training probes flagged;
+- ``memorizing`` (the alarm) = at least ``min_flagged`` training probes flagged and
+  ``signal > threshold``;
 - ``drop`` = ``z`` now minus the image's first ``z`` after ``baseline_step``: the images whose
   LID_theta fell most relative to the spread are those with the most negative drop;
 - with held-out probes also ``auroc`` (training vs held-out, low LID_theta = training) and
   ``gap`` = (median held-out - median training) / pooled standard deviation.
+
+False alarms (:func:`false_alarm_bound`): if no image is memorized and every probe's ``z`` were
+an independent standard normal at every scored step, an image would be flagged with probability
+``q = Phi(-z_threshold) ** persistence`` and the alarm would fire at a scored step with
+probability ``P(Binomial(n, q) >= min_flagged)`` for ``n`` training probes (the defaults,
+``z_threshold=2.75``, ``persistence=2``, ``min_flagged=2``, give 2.6e-6 for ``n=256``;
+estimating the median and MAD from the probes themselves adds a few percent to it, measured in
+``tests/test_monitor_rule.py``). Real LID_theta is not such a null in two ways: an image keeps
+much of its level from one step to the next (which makes persistence a weaker filter than the
+bound assumes), and the left tail of LID_theta across images is lighter than normal (on the
+digits and photo-patch runs of ``benchmarks/monitor_planted.py`` fewer images lie below -2.5 than
+a normal law predicts). The measured rate on runs without duplicates is in docs/monitor.md.
+:func:`evaluate_log` applies the rule (any settings) to a saved log.
 
 Log: a Parquet file rewritten atomically (temporary file + ``os.replace``) after every scored
 step, so an interrupted run keeps every step scored so far; a rerun with the same ``log``
@@ -48,7 +64,7 @@ lid          float64 FLIPD estimate of LID_theta (can be negative)
 t0           float64 the FLIPD time (fixed for the run)
 z            float64 robust z-score against the step's reference (see above)
 drop         float64 ``z`` minus the image's first ``z`` (0 at its first step)
-flagged      bool    ``z < -z_threshold``
+flagged      bool    the rule's flag (``z < -z_threshold`` for ``persistence`` steps)
 signal       float64 the step's signal (same on every row of the step)
 memorizing   bool    the step's alarm (same on every row of the step)
 seconds      float64 wall time the step's scoring took
@@ -74,7 +90,8 @@ from ._validation import check_positive_int
 from .diffusion.score import ScoreModel
 from .diffusion.sde import SDE
 
-__all__ = ["MemorizationMonitor", "MonitorStep", "LOG_COLUMNS", "preserved_training_state", "read_monitor_log", "step_summaries", "step_summaries_list"]
+__all__ = ["MemorizationMonitor", "MonitorStep", "LOG_COLUMNS", "DEFAULT_RULE", "alarm_trace", "evaluate_log", "false_alarm_bound",
+           "preserved_training_state", "read_monitor_log", "step_summaries", "step_summaries_list"]
 
 #: Columns of the monitor's Parquet log, in order (module docstring).
 LOG_COLUMNS: tuple[str, ...] = ("step", "image_id", "split", "lid", "t0", "z", "drop", "flagged", "signal", "memorizing", "seconds")
@@ -144,6 +161,90 @@ def _robust_z(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return (values - med) / mad
 
 
+#: The alarm rule's defaults (module docstring): ``z_threshold``, ``persistence``, ``min_flagged``, ``threshold``.
+DEFAULT_RULE: dict[str, float] = {"z_threshold": 2.75, "persistence": 2, "min_flagged": 2, "threshold": 0.0}
+
+
+def _check_rule(z_threshold: float, persistence: int, min_flagged: int, threshold: float) -> tuple[float, int, int, float]:
+    if isinstance(z_threshold, bool) or not isinstance(z_threshold, (int, float)) or not (z_threshold > 0 and math.isfinite(z_threshold)):
+        raise ValueError(f"z_threshold={z_threshold!r} must be a positive number, e.g. {DEFAULT_RULE['z_threshold']}")
+    persistence = check_positive_int(persistence, "persistence")
+    min_flagged = check_positive_int(min_flagged, "min_flagged")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not (0 <= threshold < 1):
+        raise ValueError(f"threshold={threshold!r} must lie in [0, 1), e.g. 0.0")
+    return float(z_threshold), persistence, min_flagged, float(threshold)
+
+
+def false_alarm_bound(n: int, *, z_threshold: float = 2.75, persistence: int = 2, min_flagged: int = 2) -> float:
+    """Probability that the alarm fires at one scored step when nothing is memorized, under the
+    null where each of ``n`` training probes has an independent standard-normal ``z`` at every
+    scored step: ``P(Binomial(n, Phi(-z_threshold) ** persistence) >= min_flagged)``.
+
+    The median and MAD being estimated from the probes, the rate of the real rule is a few
+    percent higher (``tests/test_monitor_rule.py`` measures it); see the module docstring for
+    how real LID_theta departs from this null.
+    """
+    from scipy.stats import binom, norm
+
+    n = check_positive_int(n, "n")
+    z_threshold, persistence, min_flagged, _ = _check_rule(z_threshold, persistence, min_flagged, 0.0)
+    q = float(norm.cdf(-z_threshold)) ** persistence
+    return float(binom.sf(min_flagged - 1, n, q))
+
+
+def alarm_trace(
+    z_train: Any,
+    z_heldout: Any = None,
+    *,
+    z_threshold: float = 2.75,
+    persistence: int = 2,
+    min_flagged: int = 2,
+    threshold: float = 0.0,
+) -> dict[str, np.ndarray]:
+    """The alarm rule on the z-scores of consecutive scored steps (module docstring).
+
+    Parameters
+    ----------
+    z_train : array-like of shape (k, n)
+        Robust z-scores of the ``n`` training probes at ``k`` scored steps, oldest first
+        (NaN: not scored at that step, never flagged).
+    z_heldout : array-like of shape (k, m), optional
+        The held-out probes' z-scores against the same reference.
+    z_threshold, persistence, min_flagged, threshold
+        The rule (defaults :data:`DEFAULT_RULE`).
+
+    Returns
+    -------
+    dict
+        ``flagged`` (k, n) bool, ``flagged_heldout`` (k, m) bool or None, ``signal`` (k,)
+        float, ``memorizing`` (k,) bool.
+    """
+    z_threshold, persistence, min_flagged, threshold = _check_rule(z_threshold, persistence, min_flagged, threshold)
+
+    def flags(z: Any, name: str) -> np.ndarray:
+        z = np.asarray(z, dtype=np.float64)
+        if z.ndim != 2:
+            raise ValueError(f"{name} must have shape (k steps, n probes); got shape {z.shape}")
+        below = np.nan_to_num(z, nan=np.inf) < -z_threshold
+        out = below.copy()
+        for lag in range(1, persistence):
+            prev = np.zeros_like(below)
+            prev[lag:] = below[:-lag]
+            out &= prev
+        return out
+
+    fl = flags(z_train, "z_train")
+    frac = fl.mean(axis=1) if fl.shape[1] else np.zeros(len(fl))
+    fl_ho = None
+    if z_heldout is not None:
+        fl_ho = flags(z_heldout, "z_heldout")
+        if len(fl_ho) != len(fl):
+            raise ValueError(f"z_heldout has {len(fl_ho)} steps but z_train {len(fl)}; give both for the same scored steps")
+        frac = frac - (fl_ho.mean(axis=1) if fl_ho.shape[1] else 0.0)
+    memorizing = (fl.sum(axis=1) >= min_flagged) & (frac > threshold)
+    return {"flagged": fl, "flagged_heldout": fl_ho, "signal": frac.astype(np.float64), "memorizing": memorizing}
+
+
 @contextmanager
 def preserved_training_state(module: nn.Module | None) -> Iterator[None]:
     """Run a block with ``module`` in eval mode and give everything back afterwards: each
@@ -200,12 +301,16 @@ class MemorizationMonitor:
         FLIPD time, fixed once here.
     n_probes : int, default=4
         Hutchinson probes per image.
-    z_threshold : float, default=3.5
-        An image is flagged when its robust z-score is below ``-z_threshold``.
-    threshold : float, default=0.02
-        ``memorizing`` when the signal reaches it ...
+    z_threshold : float, default=2.75
+        An image is flagged when its robust z-score is below ``-z_threshold`` ...
+    persistence : int, default=2
+        ... at this and the ``persistence - 1`` scored steps before it.
     min_flagged : int, default=2
-        ... and at least this many training probes are flagged.
+        ``memorizing`` when at least this many training probes are flagged ...
+    threshold : float, default=0.0
+        ... and the signal exceeds this (with held-out probes: more training than held-out
+        probes flagged, in proportion). :func:`false_alarm_bound` gives the rule's false-alarm
+        rate per scored step under an independent-normal null; docs/monitor.md the measured one.
     ema : nn.Module or diffusers ``EMAModel``, optional
         Score these weights instead of ``model``'s: a module of the same call signature (an EMA
         copy; ``model``'s wrapping applies to it), or an object with ``store``, ``copy_to`` and
@@ -244,9 +349,10 @@ class MemorizationMonitor:
         log: str | Path | None = None,
         t0: float | str = "auto",
         n_probes: int = 4,
-        z_threshold: float = 3.5,
-        threshold: float = 0.02,
+        z_threshold: float = 2.75,
+        persistence: int = 2,
         min_flagged: int = 2,
+        threshold: float = 0.0,
         ema: Any = None,
         image_ids: Sequence[int] | None = None,
         baseline_step: int = 0,
@@ -274,13 +380,7 @@ class MemorizationMonitor:
             raise ValueError(f"heldout images have shape {tuple(self.heldout.shape[1:])} but probes {tuple(self.probes.shape[1:])}; give images of one shape")
         self.every = check_positive_int(every, "every")
         self.n_probes = check_positive_int(n_probes, "n_probes")
-        self.min_flagged = check_positive_int(min_flagged, "min_flagged")
-        if not (z_threshold > 0 and math.isfinite(z_threshold)):
-            raise ValueError(f"z_threshold={z_threshold} must be a positive number, e.g. 3.5")
-        if not (0 < threshold <= 1):
-            raise ValueError(f"threshold={threshold} must lie in (0, 1], e.g. 0.02")
-        self.z_threshold = float(z_threshold)
-        self.threshold = float(threshold)
+        self.z_threshold, self.persistence, self.min_flagged, self.threshold = _check_rule(z_threshold, persistence, min_flagged, threshold)
         self.baseline_step = check_positive_int(baseline_step, "baseline_step", minimum=0)
         self.seed = int(seed)
         self.batch_size = batch_size
@@ -407,6 +507,13 @@ class MemorizationMonitor:
             self._write()
         return summary
 
+    @staticmethod
+    def _logged_z(frame: Any, split: str, ids: np.ndarray) -> np.ndarray:
+        """The ``z`` column of one logged step for ``ids`` of ``split`` (NaN where absent)."""
+        g = frame[frame["split"] == split]
+        z = dict(zip(g["image_id"].astype(np.int64), g["z"].astype(np.float64)))
+        return np.array([z.get(int(i), np.nan) for i in ids], dtype=np.float64)
+
     def _summarise(self, step: int, lid_tr: np.ndarray, lid_ho: np.ndarray | None, seconds: float) -> tuple[MonitorStep, Any]:
         import pandas as pd
 
@@ -414,15 +521,19 @@ class MemorizationMonitor:
 
         ref = lid_tr if lid_ho is None else lid_ho
         z_tr = _robust_z(lid_tr, ref)
-        flag_tr = z_tr < -self.z_threshold
-        frac_ho = 0.0
-        z_ho = None
-        if lid_ho is not None:
-            z_ho = _robust_z(lid_ho, ref)
-            frac_ho = float(np.mean(z_ho < -self.z_threshold))
-        signal = float(np.mean(flag_tr)) - frac_ho
+        z_ho = None if lid_ho is None else _robust_z(lid_ho, ref)
+        hist_tr = [self._logged_z(f, "train", self.image_ids) for f in self._frames] + [z_tr]
+        hist_ho = None
+        if z_ho is not None:
+            ids = np.arange(len(z_ho), dtype=np.int64)
+            hist_ho = [self._logged_z(f, "heldout", ids) for f in self._frames] + [z_ho]
+        trace = alarm_trace(np.vstack(hist_tr[-self.persistence:]), None if hist_ho is None else np.vstack(hist_ho[-self.persistence:]),
+                            z_threshold=self.z_threshold, persistence=self.persistence, min_flagged=self.min_flagged, threshold=self.threshold)
+        flag_tr = trace["flagged"][-1]
+        flag_ho = None if trace["flagged_heldout"] is None else trace["flagged_heldout"][-1]
+        signal = float(trace["signal"][-1])
         n_flag = int(flag_tr.sum())
-        memorizing = bool(signal >= self.threshold and n_flag >= self.min_flagged)
+        memorizing = bool(trace["memorizing"][-1])
 
         def drops(split: str, ids: np.ndarray, z: np.ndarray) -> np.ndarray:
             out = np.zeros(len(z))
@@ -448,9 +559,9 @@ class MemorizationMonitor:
         summary = MonitorStep(step=step, signal=signal, memorizing=memorizing, n_flagged=n_flag, flagged=flagged, auroc=float(au),
                               gap=gap, lid_train_median=float(np.median(lid_tr)), lid_heldout_median=med_ho, seconds=seconds, fell_most=fell)
         parts = [("train", self.image_ids, lid_tr, z_tr, d_tr, flag_tr)]
-        if lid_ho is not None and z_ho is not None:
+        if lid_ho is not None and z_ho is not None and flag_ho is not None:
             ids_ho = np.arange(len(lid_ho), dtype=np.int64)
-            parts.append(("heldout", ids_ho, lid_ho, z_ho, drops("heldout", ids_ho, z_ho), z_ho < -self.z_threshold))
+            parts.append(("heldout", ids_ho, lid_ho, z_ho, drops("heldout", ids_ho, z_ho), flag_ho))
         frames = []
         for split, ids, lid, z, d, fl in parts:
             frames.append(pd.DataFrame({
@@ -482,6 +593,61 @@ def step_summaries_list(df: Any) -> list[MonitorStep]:
             flagged=flagged, auroc=float("nan"), gap=float("nan"), lid_train_median=float(tr["lid"].median()),
             lid_heldout_median=float(ho["lid"].median()) if len(ho) else float("nan"), seconds=float(g["seconds"].iloc[0]),
             fell_most=tuple(int(i) for i in tr["image_id"].iloc[:10]),
+        ))
+    return out
+
+
+def evaluate_log(log: Any, *, z_threshold: float = 2.75, persistence: int = 2, min_flagged: int = 2, threshold: float = 0.0) -> list[MonitorStep]:
+    """The alarm rule (these settings) re-applied to a monitor log, one :class:`MonitorStep` per step.
+
+    ``log`` is a log DataFrame (:func:`read_monitor_log`) or its path; ``z`` is recomputed from
+    ``lid`` at each step (reference: held-out rows when present), so a log thinned to fewer steps
+    or scored with other settings gives what the monitor would have said. With the monitor's own
+    settings it reproduces the logged ``flagged``, ``signal`` and ``memorizing``.
+    """
+    import pandas as pd
+
+    from .memorization.metrics import auroc
+
+    df = pd.read_parquet(log) if isinstance(log, (str, Path)) else log
+    missing = [c for c in ("step", "image_id", "split", "lid", "seconds") if c not in df.columns]
+    if missing:
+        raise ValueError(f"log is not a lidmem monitor log (missing columns {missing})")
+    steps = sorted(int(s) for s in df["step"].unique())
+    tr = df[df["split"] == "train"].pivot(index="step", columns="image_id", values="lid").reindex(steps)
+    ho_rows = df[df["split"] == "heldout"]
+    ho = ho_rows.pivot(index="step", columns="image_id", values="lid").reindex(steps) if len(ho_rows) else None
+    z_tr, z_ho = [], []
+    for s in steps:
+        lt = tr.loc[s].to_numpy(np.float64)
+        lh = None if ho is None else ho.loc[s].to_numpy(np.float64)
+        ref = lt if lh is None else lh
+        ref = ref[np.isfinite(ref)]
+        z_tr.append(_robust_z(lt, ref))
+        if lh is not None:
+            z_ho.append(_robust_z(lh, ref))
+    trace = alarm_trace(np.vstack(z_tr), np.vstack(z_ho) if ho is not None else None, z_threshold=z_threshold,
+                        persistence=persistence, min_flagged=min_flagged, threshold=threshold)
+    ids = tr.columns.to_numpy(np.int64)
+    seconds = df.groupby("step")["seconds"].first()
+    out = []
+    for j, s in enumerate(steps):
+        lt = tr.loc[s].to_numpy(np.float64)
+        fl = trace["flagged"][j]
+        order = np.argsort(z_tr[j], kind="stable")
+        au = gap = med_ho = float("nan")
+        if ho is not None:
+            lh = ho.loc[s].to_numpy(np.float64)
+            ok_t, ok_h = np.isfinite(lt), np.isfinite(lh)
+            labels = np.r_[np.ones(int(ok_t.sum()), bool), np.zeros(int(ok_h.sum()), bool)]
+            au = float(auroc(labels, np.r_[lt[ok_t], lh[ok_h]], higher_is_positive=False))
+            pooled = math.sqrt(0.5 * (np.var(lt[ok_t]) + np.var(lh[ok_h]))) or 1.0
+            gap = float((np.median(lh[ok_h]) - np.median(lt[ok_t])) / pooled)
+            med_ho = float(np.median(lh[ok_h]))
+        out.append(MonitorStep(
+            step=s, signal=float(trace["signal"][j]), memorizing=bool(trace["memorizing"][j]), n_flagged=int(fl.sum()),
+            flagged=tuple(int(ids[i]) for i in order if fl[i]), auroc=au, gap=gap, lid_train_median=float(np.nanmedian(lt)),
+            lid_heldout_median=med_ho, seconds=float(seconds.loc[s]), fell_most=tuple(int(ids[i]) for i in order[:10]),
         ))
     return out
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -116,6 +116,7 @@ def train_image_model(
     monitor_every: int | None = None,
     monitor_probes: int = 256,
     stop_when_memorizing: bool = False,
+    callback: Callable[[int, torch.nn.Module, torch.nn.Module], str | None] | None = None,
 ) -> Any:
     """Train :class:`lidmem.diffusion.unet.UNetScoreNet` (VP-SDE, epsilon) on ``images`` and write
     the EMA checkpoint ``out`` (+ its resumable training state). Returns the ``TrainResult``.
@@ -128,6 +129,10 @@ def train_image_model(
     training data) and writes its log to :func:`monitor_log_path` ``(out)``; the signal goes to the
     progress bar. ``stop_when_memorizing`` stops at the first alarm; the checkpoint then holds the
     last periodic save before it (``TrainResult.stopped_at`` is the alarm's step).
+
+    ``callback(step, net, ema)`` (optional) runs after every step, after the monitor's scoring
+    (e.g. to sample or save the EMA weights at chosen steps); what it returns (a string or None)
+    is appended to the progress note; it may raise ``StopTraining`` like the monitor.
     """
     from ..diffusion.sde import VPSDE
     from ..diffusion.training import train_score_model
@@ -143,17 +148,33 @@ def train_image_model(
         net = UNetScoreNet(side, in_channels=int(images.shape[1]), block_out_channels=channels, norm_num_groups=groups)
     if device is not None:
         net = net.to(device)
-    callback = None
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable(step, net, ema) -> str | None; got {type(callback).__name__}")
+    monitor = None
     if monitor_every is not None:
-        callback = _monitor_callback(images, out, int(monitor_every), int(monitor_probes), bool(stop_when_memorizing), int(seed), resume)
+        monitor = _monitor_callback(images, out, int(monitor_every), int(monitor_probes), bool(stop_when_memorizing), int(seed), resume)
     elif stop_when_memorizing:
         raise ValueError("stop_when_memorizing needs monitor_every (e.g. monitor_every=250)")
+    callback = _chain_callbacks(monitor, callback)
     return train_score_model(
         net, images, VPSDE(), prediction="epsilon", steps=d.steps if steps is None else steps, batch_size=d.batch_size if batch_size is None else batch_size,
         lr=d.lr if lr is None else lr, ema_decay=ema_decay, seed=seed, checkpoint=out, checkpoint_every=checkpoint_every, resume=resume,
         extra={"data_range": [-1.0, 1.0], "trained_by": "lidmem train", **(extra or {})}, progress=progress, device=device,
         callback=callback,
     )
+
+
+def _chain_callbacks(*callbacks: Any) -> Any:
+    """One ``callback(step, net, ema)`` running the given ones (None skipped) in order; their notes joined."""
+    chain = [c for c in callbacks if c is not None]
+    if len(chain) <= 1:
+        return chain[0] if chain else None
+
+    def callback(step: int, net: torch.nn.Module, ema: torch.nn.Module) -> str | None:
+        notes = [n for n in (c(step, net, ema) for c in chain) if n]
+        return " ".join(notes) if notes else None
+
+    return callback
 
 
 def monitor_log_path(out: str | Path) -> Path:

@@ -1,0 +1,262 @@
+"""Does the memorization monitor of ``lidmem train --monitor-every`` catch planted duplicates in time, and what does it cost?
+
+    OMP_NUM_THREADS=1 python benchmarks/monitor_planted.py run --data digits --planted --seed 0 --copies 30 --out build/monitor
+    OMP_NUM_THREADS=1 python benchmarks/monitor_planted.py run --data digits --clean --seed 0 --out build/monitor
+    OMP_NUM_THREADS=1 python benchmarks/monitor_planted.py run --data patches --planted --seed 0 --out build/monitor
+    OMP_NUM_THREADS=1 python benchmarks/monitor_planted.py report --out build/monitor [--every 100]
+    OMP_NUM_THREADS=1 python benchmarks/monitor_planted.py audit --out build/monitor --run digits-planted-s0-x30
+
+``run`` trains one model with :func:`lidmem.workflows.train.train_image_model` - the function
+behind ``lidmem train`` - with ``monitor_every=--every`` and its default 256 probes (distinct
+training images drawn under the seed, no held-out set, t0 from the training data, EMA weights),
+so the monitor and its log ``<run>/model.monitor.parquet`` are exactly those of
+``lidmem train --monitor-every``. Data (``--seed`` picks the planted images, the training seed and
+the probes):
+
+- ``digits``: the first ``--n-base`` (400) scikit-learn digits (8x8); planted: ``--n-dup`` (10) of
+  them drawn under the seed get ``--copies - 1`` extra copies (x30: 690 rows); UNet (32, 64),
+  1,500 steps, batch 64;
+- ``patches``: :func:`lidmem.data.images.load_patches_with_duplicates` (400 grey 16x16 tiles of
+  scikit-learn's two photos drawn under the seed; planted: 10 of them x ``--copies`` (20));
+  UNet (16, 32, 64), 1,500 steps, batch 128 (as benchmarks/t0_transfer.py).
+
+Clean runs (``--clean``) train on the same base images without duplicates. Every
+``--sample-every`` steps the run also draws ``--samples`` (256) images (probability-flow ODE,
+10 Heun steps, Tweedie-denoised) from the EMA weights and labels copies with
+:func:`lidmem.memorization.copy_detection.find_copies` (defaults), and at ``--checkpoint-steps``
+it saves the EMA weights; neither is part of the monitor's cost. ``<run>/copies.csv`` holds,
+per sampled step, the number of copies and the training images they copy.
+
+``report`` re-evaluates the monitor's alarm rule (:func:`lidmem.monitor.evaluate_log`, the very
+code :class:`~lidmem.monitor.MemorizationMonitor` runs at each scored step) on every run's log,
+thinned to ``--every`` (a multiple of the runs' scoring interval), and prints per run: the first
+alarm, the AUROC of -LID_theta against the planted labels there, the sampled-copy fraction there
+(Wilson 95% interval) and the first step where that fraction passes 5%, the flagged images that
+are not planted, and the monitor's cost (scoring seconds per scored step x scored steps / training
+seconds without the monitor, sampling and checkpoints).
+
+``audit`` runs :func:`lidmem.memorization.audit.audit_memorization` (``--audit-samples`` samples) on a
+run's saved checkpoints and prints, per checkpoint, the copies the audit finds, the training
+images they copy and how many of those the monitor flagged at that step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+RUN_FILES = ("model.monitor.parquet", "copies.csv", "run.json")
+
+
+def planted_set(data: str, planted: bool, seed: int, copies: int, n_dup: int, n_base: int) -> np.ndarray:
+    """The training images (n, 1, s, s) in [-1, 1]."""
+    from lidmem.data.images import load_digits_images, load_patches_with_duplicates
+
+    if data == "digits":
+        base = load_digits_images()[0][:n_base].astype(np.float32)
+        if not planted:
+            return base
+        dup = np.sort(np.random.default_rng(seed).choice(n_base, n_dup, replace=False))
+        return np.concatenate([base, np.repeat(base[dup], copies - 1, axis=0)])
+    d = load_patches_with_duplicates(n_images=n_base, n_duplicated=n_dup if planted else 0, n_copies=copies, seed=seed)
+    return np.asarray(d.images, dtype=np.float32)
+
+
+def duplicated_ids(images: np.ndarray) -> np.ndarray:
+    """Row of the first occurrence of every image that appears more than once."""
+    from lidmem.neighbors import dedupe_rows
+
+    first, _, counts = dedupe_rows(images.reshape(len(images), -1))
+    return np.sort(first[counts > 1])
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return float("nan"), float("nan")
+    p = k / n
+    c = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    m = (p + z * z / (2 * n)) / (1 + z * z / n)
+    return max(0.0, m - c), min(1.0, m + c)
+
+
+def run(args: argparse.Namespace) -> Path:
+    from lidmem.diffusion.checkpoint import save_checkpoint
+    from lidmem.diffusion.sampling import sample_ode
+    from lidmem.diffusion.score import ScoreModel
+    from lidmem.diffusion.sde import VPSDE
+    from lidmem.memorization.copy_detection import find_copies
+    from lidmem.monitor import preserved_training_state
+    from lidmem.workflows.train import train_image_model
+
+    copies = args.copies or (30 if args.data == "digits" else 20)
+    name = f"{args.data}-{'planted' if args.planted else 'clean'}-s{args.seed}" + (f"-x{copies}" if args.planted else "")
+    out = Path(args.out) / name
+    out.mkdir(parents=True, exist_ok=True)
+    for f in RUN_FILES:
+        (out / f).unlink(missing_ok=True)
+    images = planted_set(args.data, args.planted, args.seed, copies, args.n_dup, args.n_base)
+    dup = duplicated_ids(images)
+    steps = args.steps or 1500
+    batch = args.batch or (64 if args.data == "digits" else 128)
+    channels = (32, 64) if args.data == "digits" else (16, 32, 64)
+    shape = tuple(images.shape[1:])
+    ckpt_steps = set(args.checkpoint_steps)
+    rows: list[dict] = []
+    extra_s = {"s": 0.0}
+
+    def bench(step: int, net: torch.nn.Module, ema: torch.nn.Module) -> None:
+        if step % args.sample_every and step not in ckpt_steps:
+            return None
+        t = time.perf_counter()
+        with preserved_training_state(ema), torch.no_grad():
+            if step in ckpt_steps:
+                save_checkpoint(out / f"step{step}.safetensors", ema, sde=VPSDE(), prediction="epsilon", data_shape=shape,
+                                extra={"data_range": [-1.0, 1.0], "step": step})
+            if step % args.sample_every == 0:
+                x = sample_ode(ScoreModel(ema, VPSDE(), prediction="epsilon"), (args.samples, *shape), steps=args.sampling_steps,
+                               denoise=True, seed=step, progress=False)
+                m = find_copies(x.clamp(-1, 1).numpy(), images)
+                is_copy = m.labels != "none"
+                rows.append({"step": step, "n": len(is_copy), "copies": int(is_copy.sum()),
+                             "copied_ids": " ".join(str(int(i)) for i in np.unique(m.nn_index[is_copy]))})
+        extra_s["s"] += time.perf_counter() - t
+        return None
+
+    t0 = time.perf_counter()
+    train_image_model(images, out / "model.safetensors", steps=steps, batch_size=batch, lr=1e-3, block_out_channels=channels,
+                      checkpoint_every=10**9, resume=False, seed=args.seed, progress=False, monitor_every=args.every,
+                      monitor_probes=args.probes, callback=bench)
+    total = time.perf_counter() - t0
+    import pandas as pd
+
+    pd.DataFrame(rows).to_csv(out / "copies.csv", index=False)
+    log = pd.read_parquet(out / "model.monitor.parquet")
+    mon_s = float(log.groupby("step")["seconds"].first().sum())
+    meta = {"data": args.data, "planted": bool(args.planted), "seed": args.seed, "copies": copies if args.planted else 1,
+            "n_rows": int(len(images)), "duplicated_ids": dup.tolist(), "steps": steps, "batch": batch, "channels": list(channels),
+            "every": args.every, "probes": args.probes, "samples": args.samples, "total_s": total, "monitor_s": mon_s,
+            "extra_s": extra_s["s"], "train_s": total - mon_s - extra_s["s"], "threads": torch.get_num_threads()}
+    (out / "run.json").write_text(json.dumps(meta, indent=1))
+    print(f"{name}: {len(images)} rows ({len(dup)} duplicated images), {total:.0f} s total, monitor {mon_s:.1f} s, "
+          f"train {meta['train_s']:.0f} s; wrote {out}")
+    return out
+
+
+def _thin(log, every: int):
+    steps = np.array(sorted(log["step"].unique()))
+    return log[log["step"].isin(steps[steps % every == 0])]
+
+
+def report(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from lidmem.memorization.metrics import auroc
+    from lidmem.monitor import evaluate_log
+
+    runs = sorted(p.parent for p in Path(args.out).glob("*/run.json"))
+    print(f"rule: lidmem.monitor defaults, scored every {args.every} steps (thinned logs); copies: find_copies on the samples")
+    print("| run | rows | first alarm | AUROC there | probes planted | flagged (planted) there | sampled copies there [95% CI] "
+          "| first step copies > 5% | flagged not planted, any step | cost at every |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for d in runs:
+        meta = json.loads((d / "run.json").read_text())
+        if args.every % meta["every"]:
+            print(f"| {d.name} | every={args.every} is not a multiple of the run's {meta['every']} |")
+            continue
+        log = _thin(pd.read_parquet(d / "model.monitor.parquet"), args.every)
+        summ = evaluate_log(log)
+        cop = pd.read_csv(d / "copies.csv").set_index("step")
+        dup = set(meta["duplicated_ids"])
+        first = next((s for s in summ if s.memorizing), None)
+        over = cop[cop.copies / cop.n > 0.05]
+        false_flags = sorted({i for s in summ for i in s.flagged if i not in dup})
+        per_step = float(log.groupby("step")["seconds"].first().mean())
+        cost = per_step * (meta["steps"] // args.every) / meta["train_s"]
+        tr = log[log.split == "train"]
+        n_pl = int(tr[tr.step == tr.step.min()].image_id.isin(dup).sum())
+        if first is None:
+            cells = ["none", "", "", ""]
+        else:
+            g = tr[tr.step == first.step]
+            au = auroc(g.image_id.isin(dup).to_numpy(), g.lid.to_numpy(), higher_is_positive=False) if dup else float("nan")
+            near = cop.index[cop.index <= first.step]
+            if len(near):
+                r = cop.loc[near.max()]
+                lo, hi = wilson(int(r.copies), int(r.n))
+                ctext = f"{r.copies / r.n:.3f} [{lo:.3f}, {hi:.3f}] (step {near.max()})"
+            else:
+                ctext = "n/a"
+            cells = [str(first.step), f"{au:.3f}" if dup else "n/a", f"{first.n_flagged} ({sum(i in dup for i in first.flagged)})", ctext]
+        print(f"| {d.name} | {meta['n_rows']} | {cells[0]} | {cells[1]} | {n_pl} | {cells[2]} | {cells[3]} | "
+              f"{over.index.min() if len(over) else 'never'} | {len(false_flags)} | {cost:.3f} |")
+    print(f"cost: monitor seconds per scored step x scored steps at every={args.every} / training seconds (under load from parallel jobs; "
+          "ratio from one process)")
+
+
+def audit(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from lidmem.diffusion.checkpoint import load_score_model
+    from lidmem.memorization.audit import audit_memorization
+    from lidmem.monitor import evaluate_log
+
+    d = Path(args.out) / args.run
+    meta = json.loads((d / "run.json").read_text())
+    copies = meta["copies"]
+    images = planted_set(meta["data"], meta["planted"], meta["seed"], copies, args.n_dup, args.n_base)
+    log = pd.read_parquet(d / "model.monitor.parquet")
+    summ = {s.step: s for s in evaluate_log(_thin(log, args.every))}
+    probes = set(int(i) for i in log.image_id.unique())
+    dup = set(meta["duplicated_ids"])
+    print(f"## audit of {d.name}'s checkpoints ({args.audit_samples} samples each; monitor rule at every={args.every})")
+    print("| step | audit copies | training images copied | of them probes | of those flagged by the monitor | flagged not copied | alarm |")
+    print("|---:|---:|---:|---:|---:|---:|:---:|")
+    for ck in sorted(d.glob("step*.safetensors"), key=lambda p: int(p.stem[4:])):
+        step = int(ck.stem[4:])
+        res = audit_memorization(load_score_model(ck), images, num_samples=args.audit_samples, num_inference_steps=args.sampling_steps,
+                                 normal_bundle=None, t0_sweep=None, seed=step, progress=False)
+        df = res.samples
+        cp = df[df["copy_label"] != "none"] if "copy_label" in df else df[df["is_copy"]]
+        copied = {int(i) for i in cp["nn_train_index"]}
+        s = summ.get(step)
+        flagged = set(s.flagged) if s is not None else set()
+        in_probes = copied & probes
+        print(f"| {step} | {len(cp)} / {len(df)} | {len(copied)} ({len(copied & dup)} planted) | {len(in_probes)} | "
+              f"{len(in_probes & flagged)} | {len(flagged - copied)} | {'yes' if s is not None and s.memorizing else ''} |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["run", "report", "audit"])
+    p.add_argument("--data", choices=["digits", "patches"], default="digits")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--planted", dest="planted", action="store_true", default=True)
+    g.add_argument("--clean", dest="planted", action="store_false")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--copies", type=int, default=None, help="copies of each planted image (digits 30, patches 20)")
+    p.add_argument("--n-dup", type=int, default=10)
+    p.add_argument("--n-base", type=int, default=400)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--every", type=int, default=50, help="run: the monitor's interval; report/audit: thin the logs to this")
+    p.add_argument("--probes", type=int, default=256)
+    p.add_argument("--samples", type=int, default=256)
+    p.add_argument("--sample-every", type=int, default=100)
+    p.add_argument("--sampling-steps", type=int, default=10)
+    p.add_argument("--checkpoint-steps", type=int, nargs="*", default=[200, 400, 600, 1000])
+    p.add_argument("--audit-samples", type=int, default=128)
+    p.add_argument("--run", default="digits-planted-s0-x30")
+    p.add_argument("--out", default="build/monitor")
+    args = p.parse_args()
+    print(f"torch threads {torch.get_num_threads()}")
+    {"run": run, "report": report, "audit": audit}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()
