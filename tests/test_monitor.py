@@ -15,7 +15,7 @@ from torch import nn
 from lidmem.data.analytic import GaussianMixtureOnSubspaces
 from lidmem.diffusion.score import ScoreModel
 from lidmem.diffusion.sde import VPSDE
-from lidmem.monitor import LOG_COLUMNS, MemorizationMonitor, step_summaries
+from lidmem.monitor import LOG_COLUMNS, MemorizationMonitor, evaluate_log, step_summaries
 
 
 class TinyNet(nn.Module):
@@ -148,7 +148,8 @@ def test_log_schema_atomic_and_resume(tmp_path) -> None:
 @pytest.mark.parametrize("heldout", [True, False])
 def test_point_mass_at_a_probe_lowers_its_lid_and_raises_the_signal(heldout: bool) -> None:
     before, after, probes, ho, train = _point_mass_models()
-    mon = MemorizationMonitor(before, probes, heldout=ho if heldout else None, train_data=train, every=1, min_flagged=1, n_probes=8)
+    mon = MemorizationMonitor(before, probes, heldout=ho if heldout else None, train_data=train, every=1, min_flagged=1, n_probes=8,
+                              persistence=1)
     assert 0 < mon.t0_ < 0.5
     s1 = mon.update(1)
     s2 = mon.update(2, after)
@@ -163,6 +164,12 @@ def test_point_mass_at_a_probe_lowers_its_lid_and_raises_the_signal(heldout: boo
     assert mon.first_alarm == 2
     if heldout:
         assert 0.3 < s1.auroc < 0.7  # training and held-out probes alike
+    # the default rule wants the image below -z_threshold at two consecutive scored steps
+    slow = MemorizationMonitor(before, probes, heldout=ho if heldout else None, train_data=train, every=1, min_flagged=1, n_probes=8)
+    assert [slow.update(k, m).memorizing for k, m in ((1, before), (2, after), (3, after))] == [False, False, True]
+    assert slow.first_alarm == 3 and slow.history_[-1].flagged == (30,)
+    again = evaluate_log(slow.frame)  # the rule re-applied to the log says what the monitor said
+    assert [(h.memorizing, h.flagged, h.signal) for h in again] == [(h.memorizing, h.flagged, h.signal) for h in slow.history_]
 
 
 def test_auto_t0_is_fixed_once_and_errors_name_the_fix() -> None:

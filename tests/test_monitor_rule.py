@@ -1,0 +1,92 @@
+"""lidmem.monitor's alarm rule on synthetic LID logs: a planted low-LID group raises the alarm
+at the step it appears (one scored step later with persistence 2), and on pure noise the
+alarm fires no more often than :func:`lidmem.monitor.false_alarm_bound` states."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lidmem.monitor import DEFAULT_RULE, alarm_trace, evaluate_log, false_alarm_bound
+
+
+def _log(lid: np.ndarray, heldout: np.ndarray | None = None, every: int = 50) -> pd.DataFrame:
+    """A monitor log (the columns evaluate_log reads) from lid of shape (k steps, n probes)."""
+    frames = []
+    for split, arr in (("train", lid), ("heldout", heldout)):
+        if arr is None:
+            continue
+        k, n = arr.shape
+        frames.append(pd.DataFrame({"step": np.repeat(np.arange(1, k + 1) * every, n), "image_id": np.tile(np.arange(n), k),
+                                    "split": split, "lid": arr.ravel(), "seconds": 0.1}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _noise(seed: int, k: int, n: int, level_seed: int = 0) -> np.ndarray:
+    """LID-like values: one level per step (training moves them all, the same for every split:
+    ``level_seed``) plus independent noise (``seed``)."""
+    level = np.random.default_rng(level_seed).normal(0, 3, (k, 1))
+    return 10.0 + level + 2.0 * np.random.default_rng(seed).standard_normal((k, n))
+
+
+@pytest.mark.parametrize("rule", [{"persistence": 1, "z_threshold": 3.5, "min_flagged": 3}, {}])
+@pytest.mark.parametrize("heldout", [False, True])
+def test_a_planted_low_lid_group_raises_the_alarm_when_it_appears(rule: dict, heldout: bool) -> None:
+    persistence = rule.get("persistence", DEFAULT_RULE["persistence"])
+    k, n, start = 12, 256, 7
+    lid = _noise(0, k, n)
+    group = np.arange(5) * 37
+    lid[start:, group] -= 14.0  # far below the others (z about -7) from the 8th scored step on
+    ho = _noise(1, k, 64) if heldout else None
+    steps = evaluate_log(_log(lid, ho), **rule)
+    first = next(h.step for h in steps if h.memorizing)
+    assert first == (start + persistence) * 50
+    alarm = next(h for h in steps if h.memorizing)
+    assert set(alarm.flagged) == set(group.tolist()) and alarm.n_flagged == 5
+    assert all(h.memorizing for h in steps if h.step >= first)
+    if heldout:
+        assert alarm.auroc > 0.5 and alarm.signal == pytest.approx(5 / n, abs=1 / 64)
+
+
+@pytest.mark.parametrize(("n", "rule"), [
+    (64, {"z_threshold": 2.0, "persistence": 1, "min_flagged": 3}),
+    (256, {"z_threshold": 1.5, "persistence": 2, "min_flagged": 3}),
+    (256, DEFAULT_RULE),
+])
+def test_false_alarm_rate_on_pure_noise_is_within_the_stated_bound(n: int, rule: dict) -> None:
+    rule = {k: v for k, v in rule.items() if k != "threshold"}
+    bound = false_alarm_bound(n, **rule)
+    # 40 runs x 50 scored steps of pure noise: the rate per scored step, steps before the
+    # persistence window is full left out
+    alarms = total = 0
+    for seed in range(40):
+        lid = _noise(100 + seed, 50, n, level_seed=seed)
+        z = (lid - np.median(lid, axis=1, keepdims=True)) / (1.4826 * np.median(np.abs(lid - np.median(lid, axis=1, keepdims=True)), axis=1, keepdims=True))
+        mem = alarm_trace(z, **rule)["memorizing"][rule["persistence"] - 1:]
+        alarms += int(mem.sum())
+        total += len(mem)
+    rate = alarms / total
+    se = np.sqrt(bound * (1 - bound) / total)
+    # the bound accounts for the median and MAD estimated from the n probes (a normal approximation)
+    assert rate <= 1.1 * bound + 3 * se + 1e-9, (rate, bound)
+    if bound > 0.01:
+        assert rate >= 0.75 * bound - 3 * se, (rate, bound)  # the bound is not vacuous either
+    if rule.get("z_threshold") == DEFAULT_RULE["z_threshold"]:
+        assert bound < 1e-5 and alarms == 0
+
+
+def test_false_alarm_bound_matches_the_binomial_and_errors_name_the_argument() -> None:
+    from scipy.stats import binom, norm
+
+    c = 2.75 / np.sqrt(1 + (np.pi / 2 + 1.36 * 2.75**2) / 256)
+    assert false_alarm_bound(256) == pytest.approx(binom.sf(1, 256, norm.cdf(-c) ** 2))
+    assert false_alarm_bound(256, persistence=1) > 1000 * false_alarm_bound(256)
+    with pytest.raises(ValueError, match="z_threshold"):
+        false_alarm_bound(10, z_threshold=-1.0)
+    with pytest.raises(ValueError, match="persistence"):
+        alarm_trace(np.zeros((2, 3)), persistence=0)
+    with pytest.raises(ValueError, match="z_train"):
+        alarm_trace(np.zeros(3))
+    with pytest.raises(ValueError, match="missing columns"):
+        evaluate_log(pd.DataFrame({"step": [1]}))
