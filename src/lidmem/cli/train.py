@@ -34,7 +34,7 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="Seed of the initial weights, minibatches, times and noise."),
         device: Optional[str] = typer.Option(None, help="torch device (default cpu)."),
         progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar with the loss (default: on a terminal)."),
-        monitor_every: Optional[int] = typer.Option(None, help="Score probe training images with FLIPD every N steps (lidmem.monitor; docs/monitor.md); writes <out>.monitor.parquet and .monitor.png."),
+        monitor_every: Optional[int] = typer.Option(None, help="Score probe training images with FLIPD every N steps (lidmem.monitor; docs/monitor.md); --out m.safetensors gets m.monitor.parquet and m.monitor.png."),
         monitor_probes: int = typer.Option(256, help="Distinct training images the monitor watches."),
         stop_when_memorizing: bool = typer.Option(False, "--stop-when-memorizing", help="Stop at the monitor's first alarm; the checkpoint keeps the last save before it."),
     ) -> None:
