@@ -94,6 +94,28 @@ def network_output(out: Any, fn: Any = None) -> torch.Tensor:
     raise TypeError(f"{name} returned {type(out).__name__}, not a tensor; pass a callable fn(x, t) that returns a tensor of x's shape (e.g. lambda x, t: net(x, t).sample)")
 
 
+def text_conditioned(fn: Any) -> int | None:
+    """``cross_attention_dim`` of a text-conditioned diffusers UNet (``UNet2DConditionModel``, a
+    subclass, ``torch.compile(unet)``), read from its ``.config``; None for any other callable."""
+    dim = getattr(getattr(fn, "config", None), "cross_attention_dim", None)
+    return dim if isinstance(dim, int) else None
+
+
+def call_network(fn: Any, x: torch.Tensor, t_model: torch.Tensor, extra_args: Mapping[str, Any], text_dim: int | None = None) -> torch.Tensor:
+    """``fn(x, t_model, **extra_args)`` as a tensor (:func:`network_output`). ``text_dim`` (from
+    :func:`text_conditioned`) marks a bare text-conditioned UNet: called without
+    ``encoder_hidden_states`` it is refused with a ``TypeError`` saying what to pass (diffusers'
+    own error names a missing positional argument)."""
+    if text_dim is not None and "encoder_hidden_states" not in extra_args:
+        raise TypeError(
+            f"{type(fn).__name__} is a text-conditioned diffusers UNet: pass its conditioning as "
+            f"extra_args={{'encoder_hidden_states': embeds}} (shape (n, L, {text_dim})), or wrap it in "
+            "lidmem.text2image.TextToImageModel for prompts and classifier-free guidance "
+            "(extra_args={'cond': ..., 'uncond': ..., 'guidance_scale': ...})"
+        )
+    return network_output(fn(x, t_model, **extra_args), fn)
+
+
 class ScoreModel(nn.Module):
     """Wrap ``fn(x, t_model)`` so that ``forward(x, t)`` always returns the score.
 
@@ -125,7 +147,9 @@ class ScoreModel(nn.Module):
         ``.to(device)`` and ``.eval()`` reach them. A bare diffusers ``UNet2DModel`` /
         ``UNet2DConditionModel`` is accepted: its output object's ``.sample`` is used (so is
         the first element of a returned tuple); conditioning such as ``encoder_hidden_states``
-        goes in ``extra_args``.
+        goes in ``extra_args`` (a bare ``UNet2DConditionModel`` called without it raises a
+        ``TypeError`` saying so; for classifier-free guidance use
+        :class:`lidmem.text2image.TextToImageModel`).
     sde : SDE
         The forward process the network was trained under.
     prediction : {"score", "epsilon", "x0", "v"}, default="score"
@@ -148,11 +172,12 @@ class ScoreModel(nn.Module):
             self._fn = fn
         self.sde = sde
         self.prediction = prediction
+        self._text_dim = text_conditioned(fn)
 
     def raw(self, x: torch.Tensor, t: torch.Tensor, **extra_args: Any) -> torch.Tensor:
         """The wrapped network's output at continuous time ``t`` (shape ``(n,)``)."""
         fn = self.net if self.net is not None else self._fn
-        return network_output(fn(x, self.sde.model_time(t), **extra_args), fn)
+        return call_network(fn, x, self.sde.model_time(t), extra_args, self._text_dim)
 
     def _times(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
         if not isinstance(t, torch.Tensor):

@@ -52,7 +52,9 @@ e.g. with respect to a text embedding, gets PyTorch's rules on the math attentio
 probe about two forward passes, holding one tangent per activation where reverse mode stores
 every activation), *verified once per model* by :func:`check_forward_mode` (one point, one probe,
 forward-mode ``v^T J v`` against reverse mode, dtype-dependent tolerance); if forward mode raises
-or disagrees, reverse mode with a ``RuntimeWarning``. Measured with
+or disagrees, reverse mode with a ``RuntimeWarning``; if reverse mode fails too (the model cannot
+be called so, e.g. a bare ``UNet2DConditionModel`` without ``encoder_hidden_states``), the
+model's own error, with no warning. Measured with
 ``benchmarks/speed_wrapper_styles.py``: the check costs under 2% of a 1,000-point FLIPD run.
 """
 
@@ -71,7 +73,7 @@ import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["fast_forward_rules", "jvp", "vjp", "resolve_ad", "check_forward_mode", "ADS"]
+__all__ = ["fast_forward_rules", "jvp", "vjp", "resolve_ad", "check_forward_mode", "ModelCallError", "ADS"]
 
 #: Accepted values of FLIPD's ``ad`` argument.
 ADS: tuple[str, ...] = ("auto", "forward", "reverse")
@@ -466,13 +468,31 @@ _AUTO_CACHE: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
 _CHECK_RTOL: dict[torch.dtype, float] = {torch.float64: 1e-7, torch.float32: 1e-3, torch.float16: 3e-2, torch.bfloat16: 1e-1}
 
 
+class ModelCallError(Exception):
+    """Raised by :func:`check_forward_mode` when the model fails in both modes: not a
+    forward-mode problem, so :func:`resolve_ad` re-raises ``error`` (the model's own exception)
+    instead of falling back to reverse mode with a warning."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def check_forward_mode(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, v: torch.Tensor) -> tuple[bool, float, float]:
     """Compare ``v^T J v`` at ``x`` (one point, shape ``(1, ...)``) by forward mode (fast rules)
     and by reverse mode. Returns ``(agree, forward, reverse)``; agreement is within
     :data:`_CHECK_RTOL` of ``|v| (|J v| + |J^T v|)`` for ``x``'s dtype. Raises what forward mode
-    raises."""
-    with torch.no_grad():
-        _, jv = jvp(fn, None, x, v)
+    raises; where reverse mode fails as well (the model cannot be called this way, e.g. a
+    missing argument), raises :class:`ModelCallError` holding reverse mode's error."""
+    try:
+        with torch.no_grad():
+            _, jv = jvp(fn, None, x, v)
+    except Exception:
+        try:
+            vjp(fn, x, v)
+        except Exception as err:
+            raise ModelCallError(err) from err
+        raise
     _, jtv = vjp(fn, x, v)
     fwd = float((v.double() * jv.double()).sum())
     rev = float((v.double() * jtv.double()).sum())
@@ -489,7 +509,8 @@ def resolve_ad(ad: str, model: Any, check: Callable[[], tuple[bool, float, float
     holds one tangent per activation, where reverse mode stores every activation), *verified*
     once per model: ``check`` (e.g. :func:`check_forward_mode` at the first point of the first
     batch with one probe) compares forward mode with reverse mode; if forward mode raises or
-    disagrees, ``"auto"`` becomes ``"reverse"`` with a ``RuntimeWarning`` saying why. The answer
+    disagrees, ``"auto"`` becomes ``"reverse"`` with a ``RuntimeWarning`` saying why; if reverse
+    mode fails too, the model's own error is raised (no warning, nothing cached). The answer
     is cached per model (weakly; models that cannot be weakly referenced are checked every call).
     """
     if ad != "auto":
@@ -504,6 +525,8 @@ def resolve_ad(ad: str, model: Any, check: Callable[[], tuple[bool, float, float
     if check is not None:
         try:
             agree, fwd, rev = check()
+        except ModelCallError as failed:  # the model's own error (both modes fail): no fallback
+            raise failed.error from failed.error.__cause__
         except (RuntimeError, NotImplementedError, TypeError, ValueError) as err:
             warnings.warn(f"ad='auto': forward-mode AD fails on {type(model).__name__} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); using reverse mode (pass ad='reverse' to skip this check)", RuntimeWarning, stacklevel=3)
             mode = "reverse"
