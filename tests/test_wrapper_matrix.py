@@ -10,8 +10,8 @@ entry point (:class:`lidmem.models.EDMDenoiser`, or an NVlabs-style module with 
 
 Styles (columns): a module holding the network as an attribute, a closure, a ``def``, a
 ``functools.partial``, a bound method, the bare model, ``torch.compile`` of a module and of a
-function (eager backend: dynamo's capture, cheap), and for the MLP ``torch.compile`` with its
-default backend (inductor; slow). Not applicable: the bare-model column of the MLP (it is no
+function (eager backend: dynamo's capture, cheap), and ``torch.compile`` with its default
+backend (inductor; slow) for the MLP and for the text-to-image adapter on a compiled UNet. Not applicable: the bare-model column of the MLP (it is no
 diffusers model; the MLP as a module is the module-attribute column). Refused, asserted in the cells: ``TextToImageModel``
 given a closure, a function, a partial, a bound method, a compiled function or a module without
 the UNet's ``.config`` (a ``TypeError`` naming ``ScoreModel``); a bare ``UNet2DConditionModel``
@@ -51,9 +51,10 @@ HUTCH = {"trace": "hutchinson", "n_probes": 2, "seed": 3}
 MODELS = ("mlp784", "unet", "unet+attention", "unet2dcondition+cfg", "edm")
 STYLES = ("module attribute", "closure", "def", "partial", "bound method", "bare model", "torch.compile module", "torch.compile function")
 NOT_APPLICABLE = {("mlp784", "bare model")}
-#: torch.compile's default backend (inductor): the one whose graphs lost the trace term without a
-#: warning (the eager backend above keeps dual tensors through dynamo's capture on the MLP). About
-#: 10 s for the MLP, about 100 s for the UNets on 2 cores, so the MLP only, and marked slow.
+#: torch.compile's default backend (inductor): the one whose graphs lost the trace term of an MLP
+#: without a warning (the eager backend keeps its tangents; it loses a UNet's). About 10 s for the
+#: MLP and 100 s for a UNet on 2 cores (compiling), so: the MLP, and the text-to-image adapter on
+#: a compiled UNet2DConditionModel, both marked slow.
 INDUCTOR = ("torch.compile module (inductor)", "torch.compile function (inductor)")
 
 
@@ -63,6 +64,7 @@ def _id(model: str, style: str) -> str:
 
 CELLS = [pytest.param(m, s, id=_id(m, s)) for m in MODELS for s in STYLES if (m, s) not in NOT_APPLICABLE]
 CELLS += [pytest.param("mlp784", s, id=_id("mlp784", s), marks=pytest.mark.slow) for s in INDUCTOR]
+CELLS += [pytest.param("unet2dcondition+cfg", INDUCTOR[0], id=_id("unet2dcondition+cfg", INDUCTOR[0]), marks=pytest.mark.slow)]
 
 
 # ------------------------------------------------------------------ how users hold a network
@@ -274,6 +276,8 @@ class _CFG(_Case):
             return [self.user_guidance(style), self.adapter(_Holder(self.net, _cond_core, config=self.net.config))]
         if style == "torch.compile module":
             return [self.user_guidance(style), self.adapter(torch.compile(self.net, backend="eager"))]
+        if style == "torch.compile module (inductor)":  # the adapter on a UNet compiled as users compile it
+            return [self.adapter(torch.compile(self.net))]
         return [self.user_guidance(style)]
 
     def refused(self, style):
@@ -449,3 +453,37 @@ def test_flipd_matches_reverse_mode(name, style, monkeypatch):
             with pytest.raises(TypeError, match=match):
                 call()
 
+
+
+def test_bare_conditional_unet_in_score_model_and_entry_points():
+    """A bare ``UNet2DConditionModel`` in a ``ScoreModel``, an entry point's ``ScoreNetwork`` and an
+    ``EDMDenoiser``: with ``extra_args={"encoder_hidden_states": ...}`` FLIPD equals the adapter's
+    conditional FLIPD (guidance 1) by reverse mode; without it, a TypeError naming the argument."""
+    from lidmem.models import EDMDenoiser, ScoreNetwork
+
+    case = _case("unet2dcondition+cfg")
+    cond = case.extra_args["cond"]
+    ref_model = case.adapter(case.net)
+    ref = {tr: flipd(ref_model, case.x, case.t0, ad="reverse", extra_args={"cond": cond, "guidance_scale": 1.0}, **kw)
+           for tr, kw in (("exact", {"trace": "exact"}), ("hutchinson", HUTCH))}
+    assert float((ref["exact"] - ref["hutchinson"]).abs().min()) > 1e-3
+    ehs = {"encoder_hidden_states": cond}
+    for model in (ScoreModel(case.net, case.sde, prediction="epsilon"), _entry_point(ScoreNetwork(case.net, case.sde, "epsilon", (1, 8, 8)))):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            for tr, kw in (("exact", {"trace": "exact"}), ("hutchinson", HUTCH)):
+                for ad in ("auto", "forward"):
+                    got = flipd(model, case.x, case.t0, ad=ad, extra_args=ehs, **kw)
+                    torch.testing.assert_close(got, ref[tr], rtol=0, atol=ATOL)
+            assert _autodiff._AUTO_CACHE[model] == "forward"
+            with pytest.raises(TypeError, match=r"extra_args=\{'encoder_hidden_states': embeds\} \(shape \(n, L, 8\)\)"):
+                flipd(model, case.x, case.t0)  # as the CLI calls it: no conditioning
+
+    edm = _entry_point(EDMDenoiser(case.net, 0.002, 80.0, (1, 8, 8)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(TypeError, match="encoder_hidden_states"):
+            flipd(edm, case.x, 0.5)
+        rev = flipd(edm, case.x, 0.5, ad="reverse", extra_args=ehs, **HUTCH)
+        torch.testing.assert_close(flipd(edm, case.x, 0.5, ad="auto", extra_args=ehs, **HUTCH), rev, rtol=0, atol=ATOL)
+    assert _autodiff._AUTO_CACHE[edm] == "forward"
