@@ -454,7 +454,6 @@ def test_flipd_matches_reverse_mode(name, style, monkeypatch):
                 call()
 
 
-
 def test_bare_conditional_unet_in_score_model_and_entry_points():
     """A bare ``UNet2DConditionModel`` in a ``ScoreModel``, an entry point's ``ScoreNetwork`` and an
     ``EDMDenoiser``: with ``extra_args={"encoder_hidden_states": ...}`` FLIPD equals the adapter's
