@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._validation import check_device
 from .networks import build_network
 from .score import ScoreModel
 from .sde import SDE, sde_from_config
@@ -100,6 +101,7 @@ def load_network(path: str | Path, *, expected_kind: str | None = None, device: 
     """
     from safetensors.torch import load_file
 
+    device = check_device(device)
     meta = read_metadata(path)
     if expected_kind is not None and meta.get("kind") != expected_kind:
         raise ValueError(f"checkpoint {path} holds a {meta.get('kind')!r} model, but a {expected_kind!r} checkpoint is needed here")

@@ -21,10 +21,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .._validation import check_choice, check_points, check_positive_int, check_t0, make_generator
+from .._validation import check_choice, check_points, check_positive_int, check_seed, check_t0, make_generator
 from .._validation import as_model_dtype
 from ..defaults import FLIPD_T0
-from ..diffusion.score import check_extra_args, conditioning_rows, time_tensor
+from ..diffusion.score import check_extra_args, conditioning_rows, model_call_errors, time_tensor
 from ..diffusion.sde import SDE
 from ..utils import chunk_slices, progress as _progress
 from .._allocator import retain_freed_memory
@@ -205,9 +205,21 @@ def _flipd_curve_impl(
     n_probes = check_positive_int(n_probes, "n_probes")
     batch_size = _check_batch_size(batch_size)
     args = check_extra_args(extra_args)
+    if seed is not None and not isinstance(seed, torch.Generator):
+        check_seed(seed)
     if not isinstance(create_graph, bool):
         raise TypeError(f"create_graph must be True or False; got {create_graph!r}")
     retain_freed_memory()  # batch after batch without page faults (see lidmem._allocator)
+    with model_call_errors(args, x):
+        return _flipd_run(model, sde, x, t0s, trace, n_probes, probe, seed, batch_size, progress, ad, args, create_graph, noisy, per_coordinate)
+
+
+def _flipd_run(
+    model: Any, sde: SDE, x: torch.Tensor, t0s: Sequence[float], trace: str, n_probes: int, probe: str,
+    seed: int | torch.Generator | None, batch_size: int | None, progress: bool | None, ad: str, args: dict[str, Any],
+    create_graph: bool, noisy: bool, per_coordinate: bool,
+) -> torch.Tensor:
+    """The body of :func:`_flipd_curve_impl` after its argument checks."""
     ad = _autodiff.resolve_ad(ad, model, lambda: _probe_forward_mode(model, x, args))
     if create_graph:
         # reverse-mode derivatives of forward-mode (jvp) outputs are wrong through layer_norm in

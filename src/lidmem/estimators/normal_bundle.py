@@ -20,7 +20,7 @@ import torch
 from .._validation import check_points, check_positive_int, check_probability, check_t0, make_generator
 from .._validation import as_model_dtype
 from ..defaults import NB_T0
-from ..diffusion.score import check_extra_args, conditioning_rows, time_tensor
+from ..diffusion.score import check_extra_args, conditioning_rows, model_call_errors, time_tensor
 from ..utils import chunk_slices, progress as _progress
 from ._rank import THRESHOLDS, count_above, cut_rank, gap_rank, numerical_rank_floor, percentile_threshold  # noqa: F401 (re-exported)
 from ._rank import check_threshold as _check_threshold
@@ -63,7 +63,7 @@ def normal_bundle_singular_values(
     psi, sigma = float(sde.psi(tt)), float(sde.sigma(tt))
     out = torch.empty(n, min(d, k), dtype=torch.float64, device=x.device)
     slices = list(chunk_slices(n, batch_size))
-    with torch.no_grad():
+    with torch.no_grad(), model_call_errors(args, x):
         for sl in _progress(slices, total=len(slices), desc="normal bundle", disable=None if progress is None else not progress):
             xc = x[sl]
             b = xc.shape[0]

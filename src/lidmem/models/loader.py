@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._validation import check_device
 from ..diffusion.score import ScoreModel
 from ..diffusion.sde import SDE, VESDE, DDPMSchedule
 from .specs import EDMDenoiser, GeneratorSpec, ScoreNetwork
@@ -87,7 +88,7 @@ def load_model(ref: str | Path, *, device: str | torch.device = "cpu", dtype: to
     """
     if not isinstance(ref, (str, Path)):
         raise TypeError(f"model reference must be a path or 'package.module:factory'; got {type(ref).__name__}")
-    dev = torch.device(device)
+    dev = check_device(device)
     s = str(ref)
     from ..utils import held_library_warnings
 
