@@ -188,12 +188,12 @@ def check_finite_images(images: object, option: str, source: object) -> None:
 def check_audit_options(
     *, out: object, model: object, num_samples: int, sampling_steps: int, flipd_t0: float, flipd_trace: str, flipd_probes: int,
     nb_t0: float, nb_scores: int | None, copy_k: int, exact_threshold: float, near_threshold: float, cos_threshold: float,
-    search: str, lpca_k: int, seed: int,
+    search: str, lpca_k: int | None, seed: int,
 ) -> None:
     """Every ``lidmem audit`` option checked with its own name, before any file is read."""
     from pathlib import Path
 
-    from .._validation import check_choice, check_finite, check_positive_int, check_t0
+    from .._validation import check_choice, check_finite, check_positive_int, check_seed, check_t0
 
     check_out(out)
     check_t0(flipd_t0, "--flipd-t0")
@@ -206,11 +206,13 @@ def check_audit_options(
         except ImportError:
             raise ValueError("--search faiss needs the faiss package (pip install lidmem[faiss]); use --search exact") from None
     for value, name in ((num_samples, "--num-samples"), (sampling_steps, "--sampling-steps"), (flipd_probes, "--n-probes"),
-                        (copy_k, "--copy-k"), (lpca_k, "--lpca-k")):
+                        (copy_k, "--copy-k")):
         check_positive_int(value, name)
+    if lpca_k is not None:
+        check_positive_int(lpca_k, "--lpca-k", minimum=2)
     if nb_scores is not None:
         check_positive_int(nb_scores, "--n-scores")
-    check_positive_int(seed, "--seed", minimum=0)
+    check_seed(seed, "--seed")
     exact = check_finite(exact_threshold, "--exact-threshold")
     near = check_finite(near_threshold, "--near-threshold")
     if not 0 <= exact <= near:
@@ -229,26 +231,27 @@ def check_percentile(value: float, option: str) -> None:
 
 
 def check_mmh_options(
-    *, out: object, model: object, t0: float, trace: str, n_probes: int, k: int, tau_percentile: float, alpha: float,
+    *, out: object, model: object, t0: float, trace: str, n_probes: int, k: int | None, tau_percentile: float, alpha: float,
     radius_percentile: float, od_margin: float, dd_threshold: float, seed: int, batch_size: int | None, device: str | None,
 ) -> None:
     """Every ``lidmem mmh`` option checked with its own name, before the data or the model is read."""
     from pathlib import Path
 
-    from .._validation import check_choice, check_finite, check_positive_int, check_probability, check_t0
+    from .._validation import check_choice, check_finite, check_positive_int, check_probability, check_seed, check_t0
 
     check_out(out)
     check_t0(t0, "--t0")
     check_choice(trace, "--trace", ("exact", "hutchinson"))
     check_positive_int(n_probes, "--n-probes")
-    check_positive_int(k, "--k")
+    if k is not None:
+        check_positive_int(k, "--k")
     check_percentile(tau_percentile, "--tau-percentile")
     check_percentile(radius_percentile, "--radius-percentile")
     check_probability(alpha, "--alpha", low=0.0, high=1.0, closed=False)
     if check_finite(od_margin, "--od-margin") < 0:
         raise ValueError(f"--od-margin={od_margin} must be >= 0")
     check_finite(dd_threshold, "--dd-threshold")
-    check_positive_int(seed, "--seed", minimum=0)
+    check_seed(seed, "--seed")
     if batch_size is not None:
         check_positive_int(batch_size, "--batch-size")
     check_device_option(device)
@@ -263,7 +266,7 @@ def check_score_options(
     """Every ``lidmem score`` option checked with its own name, before the data or the model is read."""
     from pathlib import Path
 
-    from .._validation import check_choice, check_positive_int, check_t0
+    from .._validation import check_choice, check_positive_int, check_seed, check_t0
     from ..scoring.runner import PRECISIONS, metric_names
 
     check_out(out)
@@ -274,7 +277,7 @@ def check_score_options(
         check_choice(m, "--metrics", metric_names())
     check_positive_int(shard_size, "--shard-size")
     check_positive_int(batch_size, "--batch-size")
-    check_positive_int(seed, "--seed", minimum=0)
+    check_seed(seed, "--seed")
     check_choice(precision, "--precision", PRECISIONS)
     check_t0(t0, "--t0")
     check_t0(nb_t0, "--nb-t0")
@@ -292,7 +295,7 @@ def check_score_options(
 
 def check_lid_options(*, k: int, tau: str, tau_percentile: float, alpha: float, radius: str, radius_percentile: float, seed: int) -> None:
     """``lidmem lid`` options checked with their own names, before the data is read."""
-    from .._validation import check_positive_int, check_probability
+    from .._validation import check_positive_int, check_probability, check_seed
 
     check_positive_int(k, "--k")
     parse_lpca_tau(tau, "--tau")
@@ -300,7 +303,7 @@ def check_lid_options(*, k: int, tau: str, tau_percentile: float, alpha: float, 
     check_percentile(tau_percentile, "--tau-percentile")
     check_percentile(radius_percentile, "--radius-percentile")
     check_probability(alpha, "--alpha", low=0.0, high=1.0, closed=False)
-    check_positive_int(seed, "--seed", minimum=0)
+    check_seed(seed, "--seed")
 
 
 def parse_rank_threshold(text: str, name: str) -> str | float:

@@ -214,13 +214,13 @@ def default_lpca_k(n_train: int, name: str = "train") -> int:
     (each image has ``n_train - 1`` others; local PCA needs ``k >= 2``, so at least 3 images).
     Raises :class:`ArgumentError` naming ``name`` for fewer than 3."""
     if n_train < 3:
-        raise ArgumentError(f"{name} has {n_train} image(s); local PCA (LID_*) needs at least 3 training images", argument=name)
+        raise ArgumentError(f"{name} has {n_train} training point(s); local PCA (LID_*) needs at least 3", argument=name)
     return min(LPCA_K, n_train - 1)
 
 
 def lpca_k_note(k: int, n_train: int) -> str:
     """The summary's ``settings.lpca_k_rule`` when ``k`` came from :func:`default_lpca_k`."""
-    return f"default min({LPCA_K}, n_train - 1) = {k} for {n_train} training images"
+    return f"default min({LPCA_K}, n_train - 1) = {k} for n_train = {n_train}"
 
 
 # --- the audit ----------------------------------------------------------------------------------
