@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .._validation import check_points, check_positive_int, check_probability, check_t0, make_generator
+from .._validation import ArgumentError, check_points, check_positive_int, check_probability, check_t0, make_generator
 from .._validation import as_model_dtype
 from ..defaults import NB_T0
 from ..diffusion.score import check_extra_args, conditioning_rows, model_call_errors, time_tensor
@@ -75,6 +75,11 @@ def normal_bundle_singular_values(
             if s.shape != (b * k, *shape):
                 raise ValueError(f"model returned shape {tuple(s.shape)} for input shape {(b * k, *shape)}; it must return the score")
             S = s.reshape(b, k, d).double()  # rows are the score vectors (S^T of the paper)
+            bad = ~torch.isfinite(S).reshape(b, -1).all(dim=1)
+            if bool(bad.any()):
+                raise ArgumentError(
+                    f"model returned NaN or infinite scores at {int(bad.sum())} of {b} points (first: x[{sl.start + int(bad.int().argmax())}]) "
+                    f"at t0={t0}; the score model has to be finite there", argument="model")
             out[sl] = torch.linalg.svdvals(S)
     return out
 
