@@ -133,7 +133,7 @@ def _load_file(path: Path, ref: str, dev: torch.device) -> nn.Module:
                          latent=f"N(0, I), latent_dim={latent_dim}", details={"network": meta.get("network", {}).get("type")})
         return _finish(net, info, meta)
     hint = " (for a text-to-image model pass its diffusers folder)" if kind == "text2image" else ""
-    raise ValueError(f"checkpoint {ref!r} holds a {kind!r} model; expected a 'score_model' or 'generator' checkpoint{hint}")
+    raise ValueError(f"checkpoint {ref!r} holds a {kind!r} model (its metadata field 'kind'); expected a 'score_model' or 'generator' checkpoint{hint}")
 
 
 def check_model_call(model: nn.Module, n: int = 2) -> str:
