@@ -55,12 +55,13 @@ def mmh_command(
         if k is None:  # the default adapts to a small training set (said below and in summary.json)
             k = default_lpca_k(len(points), "--data")
             k_rule = lpca_k_note(k, len(points))
-            console.print(f"local PCA k = {k} ({k_rule}; set --k to change it)", highlight=False)
         elif k >= len(points):
             raise ValueError(f"--k={k} must be < the number of points in {data} ({len(points)}); lower --k or leave it out (default min(100, n - 1))")
         score_model = load_model(model, device=device or "cpu")
         if score_model.info.kind != "score_model":
             raise ValueError(f"--model {model} is a {score_model.info.kind}; lidmem mmh needs a score model (FLIPD)")
+        if k_rule is not None:  # said once the inputs are known to be good (an error stays one line)
+            console.print(f"local PCA k = {k} ({k_rule}; set --k to change it)", highlight=False)
         meta = score_model.metadata
         shape = meta.get("data_shape")
         if meta.get("space") == "latent":  # LID_theta and LID_* both on the encoded images (docs/models.md)

@@ -420,6 +420,7 @@ def audit_memorization(
     if kind is None:
         kind = "generator" if hasattr(model, "latent_dim") else "score_model"
     check_audit_inputs(model, kind, tr.images, samples, lpca_k=None, copy_k=copy_k)
+    k_rule = None if lid_star is not None else lpca_k_note(default_lpca_k(len(tr.images)), len(tr.images))
     lid_theta, nb_est, lpca = _resolve_estimators(model, kind, lid_theta, normal_bundle, lid_star, seed=seed, progress=progress,
                                                   n_train=len(tr.images))
     if isinstance(lpca.k, int) and lpca.k > len(tr.images) - 1:
@@ -433,8 +434,8 @@ def audit_memorization(
         raise ValueError(f"samples has {len(samples)} images but sample_ids has {len(sample_ids)} entries")
 
     sweep = [check_t0(v, "t0_sweep") for v in (t0_sweep or ())]
-    if lid_star is None and lpca.k < LPCA_K:
-        say(f"local PCA k = {lpca.k}: {lpca_k_note(lpca.k, len(tr.images))}")
+    if k_rule is not None and lpca.k < LPCA_K:
+        say(f"local PCA k = {lpca.k}: {k_rule}")
 
     t = time.perf_counter()
     z = None
@@ -568,7 +569,7 @@ def audit_memorization(
             "num_samples": num_samples if samples is None else None, "sampling_steps": num_inference_steps,
             "sampler": "probability-flow ODE, Heun, t 1 -> 1e-3, Tweedie denoise" if kind == "score_model" else "G(z), z ~ N(0, I)",
             **_estimator_settings(lid_theta, nb_est, lpca, t0_used=t0_used, sweep=sweep, nb_max_dim=nb_max_dim),
-            **({"lpca_k_rule": lpca_k_note(lpca.k, len(tr.images))} if lid_star is None else {}),
+            **({"lpca_k_rule": k_rule} if k_rule is not None else {}),
             "seed": seed, "copy_detection": {**matches.settings, **matches.thresholds},
         },
         "mmh": _mmh_summary(mmh),
