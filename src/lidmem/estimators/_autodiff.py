@@ -482,7 +482,8 @@ def check_forward_mode(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tens
     return agree, fwd, rev
 
 
-def resolve_ad(ad: str, model: Any, check: Callable[[], tuple[bool, float, float]] | None = None) -> str:
+def resolve_ad(ad: str, model: Any, check: Callable[[], tuple[bool, float, float]] | None = None,
+               plain: Callable[[], None] | None = None) -> str:
     """Map ``ad`` (``"auto"``, ``"forward"`` or ``"reverse"``) to a concrete mode for ``model``.
 
     ``"auto"`` is ``"forward"`` (with the fast rules one probe costs about two forward passes and
@@ -491,6 +492,8 @@ def resolve_ad(ad: str, model: Any, check: Callable[[], tuple[bool, float, float
     batch with one probe) compares forward mode with reverse mode; if forward mode raises or
     disagrees, ``"auto"`` becomes ``"reverse"`` with a ``RuntimeWarning`` saying why. The answer
     is cached per model (weakly; models that cannot be weakly referenced are checked every call).
+    ``plain`` (a call of the model without derivatives) runs first, outside that fallback: an
+    error there is the model's own and propagates (no warning, no switch of mode).
     """
     if ad != "auto":
         return ad
@@ -502,6 +505,8 @@ def resolve_ad(ad: str, model: Any, check: Callable[[], tuple[bool, float, float
         return cached
     mode = "forward"
     if check is not None:
+        if plain is not None:
+            plain()
         try:
             agree, fwd, rev = check()
         except (RuntimeError, NotImplementedError, TypeError, ValueError) as err:
