@@ -13,7 +13,8 @@ forward pass timed alternately, median of ``--repeats`` paired ratios):
   most 1.10);
 - ``live auto`` / ``live reverse``: peak bytes of live tensors while FLIPD runs on the batch
   (``torch.profiler`` memory records, as in ``benchmarks/speed_flipd.py``) over the same for one
-  forward pass: forward mode's memory advantage;
+  forward pass (for ``torch.compile`` the uncompiled forward pass): forward mode's memory
+  advantage;
 - ``check %``: the one-time forward-vs-reverse check of ``ad="auto"`` (one point, one probe) as a
   percentage of a 1,000-point FLIPD run with one Hutchinson probe (the cheapest run, so the
   largest share; the default exact trace costs ``d`` times more): the median of 3 checks on a
@@ -154,7 +155,9 @@ def main() -> None:
                     eager = [_ratio(lambda ad=ad: run(ad), eager_pass, args.repeats) for ad in ("auto", "forward", "reverse")]
                 live = ""
                 if th == args.threads[0]:  # memory does not depend on the thread count
-                    live_fwd = _live_peak(fwd_pass)
+                    # compiled forwards allocate through inductor's buffer reuse, which the profiler
+                    # does not see as tensors: memory is measured against the eager forward there
+                    live_fwd = _live_peak(fwd_pass if eager is None else eager_pass)
                     live = f"{_live_peak(lambda: run('auto')) / live_fwd:.2f}x | {_live_peak(lambda: run('reverse')) / live_fwd:.2f}x"
                 else:
                     live = "same | same"
