@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+import re
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from .._validation import check_choice
+from .._validation import ArgumentError, ArgumentTypeError, check_choice
 from ..utils import append_dims
 from .sde import SDE
 
-__all__ = ["ScoreModel", "Prediction", "PREDICTIONS", "prediction_to_score", "check_extra_args", "conditioning_rows", "time_tensor"]
+__all__ = ["ScoreModel", "Prediction", "PREDICTIONS", "prediction_to_score", "check_extra_args", "model_call_errors", "conditioning_rows", "time_tensor"]
 
 Prediction = Literal["score", "epsilon", "x0", "v"]
 PREDICTIONS: tuple[str, ...] = ("score", "epsilon", "x0", "v")
@@ -51,6 +53,45 @@ def check_extra_args(extra_args: Mapping[str, Any] | None, name: str = "extra_ar
             f"{{'cond': embeds, 'guidance_scale': 7.5}}, or None; got {type(extra_args).__name__}"
         )
     return dict(extra_args)
+
+
+_UNEXPECTED_KEYWORD = re.compile(r"unexpected keyword argument '([^']+)'")
+
+
+_DTYPE_MISMATCH = re.compile(r"same dtype|expected scalar type|should be the same|Expected .*dtype|found dtype", re.IGNORECASE)
+
+
+@contextlib.contextmanager
+def model_call_errors(extra_args: Mapping[str, Any] | None, x: torch.Tensor | None = None, name: str = "extra_args") -> Iterator[None]:
+    """Name the argument when the model refuses an estimator's input.
+
+    ``model(x, t, **extra_args)`` passes the keys unchanged (never routed by introspection), so a
+    key the model does not take surfaces as Python's ``TypeError: ... got an unexpected keyword
+    argument 'foo'`` from inside the user's function: around the estimator's model calls it
+    becomes an :class:`~lidmem._validation.ArgumentTypeError` naming ``name`` and the key. A
+    float64 ``x`` meeting a network that computes in another dtype (a closure hides its
+    parameters, so :func:`~lidmem._validation.as_model_dtype` cannot cast it first) becomes an
+    :class:`~lidmem._validation.ArgumentTypeError` naming ``x`` and the cast. Any other error
+    passes unchanged.
+    """
+    try:
+        yield
+    except (ArgumentTypeError, ArgumentError):
+        raise
+    except TypeError as exc:
+        m = _UNEXPECTED_KEYWORD.search(str(exc))
+        if m is None or not isinstance(extra_args, Mapping) or m.group(1) not in extra_args:
+            raise
+        key = m.group(1)
+        raise ArgumentTypeError(
+            f"{name} has key {key!r} but the model does not take it ({' '.join(str(exc).split())}); "
+            f"give only keyword arguments that model(x, t, **{name}) accepts", argument=name) from exc
+    except RuntimeError as exc:
+        if x is None or x.dtype != torch.float64 or not _DTYPE_MISMATCH.search(str(exc)):
+            raise
+        raise ArgumentTypeError(
+            f"x has dtype float64 but the model computes in another dtype ({' '.join(str(exc).split())}); "
+            "pass x as float32 (x.float(), or x.astype(numpy.float32))", argument="x") from exc
 
 
 def conditioning_rows(extra_args: Mapping[str, Any], n: int, rows: slice = slice(None), repeats: int = 1) -> dict[str, Any]:

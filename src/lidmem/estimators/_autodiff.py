@@ -508,7 +508,8 @@ def check_forward_mode(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tens
     return agree, fwd, rev
 
 
-def resolve_ad(ad: str, model: Any, check: Callable[[], tuple[bool, float, float]] | None = None) -> str:
+def resolve_ad(ad: str, model: Any, check: Callable[[], tuple[bool, float, float]] | None = None,
+               plain: Callable[[], None] | None = None) -> str:
     """Map ``ad`` (``"auto"``, ``"forward"`` or ``"reverse"``) to a concrete mode for ``model``.
 
     ``"auto"`` is ``"forward"`` (with the fast rules one probe costs about two forward passes and
@@ -518,6 +519,8 @@ def resolve_ad(ad: str, model: Any, check: Callable[[], tuple[bool, float, float
     disagrees, ``"auto"`` becomes ``"reverse"`` with a ``RuntimeWarning`` saying why; if reverse
     mode fails too, the model's own error is raised (no warning, nothing cached). The answer
     is cached per model (weakly; models that cannot be weakly referenced are checked every call).
+    ``plain`` (a call of the model without derivatives) runs first, outside that fallback: an
+    error there is the model's own and propagates (no warning, no switch of mode).
     """
     if ad != "auto":
         return ad
@@ -529,6 +532,8 @@ def resolve_ad(ad: str, model: Any, check: Callable[[], tuple[bool, float, float
         return cached
     mode = "forward"
     if check is not None:
+        if plain is not None:
+            plain()
         try:
             agree, fwd, rev = check()
         except ModelCallError as failed:  # the model's own error (both modes fail): no fallback
