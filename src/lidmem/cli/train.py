@@ -43,7 +43,7 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
 
         with user_errors():
             # every option and --out before the data are read and any step is taken
-            from .._validation import check_finite, check_int_list, check_positive_int
+            from .._validation import check_finite, check_int_list, check_positive_int, check_seed
 
             check_out(out, kind="file", suffixes=(".safetensors",))
             for value, name in ((steps, "--steps"), (batch_size, "--batch-size")):
@@ -56,7 +56,7 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
             check_positive_int(checkpoint_every, "--checkpoint-every")
             check_positive_int(grid, "--grid", minimum=0)
             check_positive_int(sampling_steps, "--sampling-steps")
-            check_positive_int(seed, "--seed", minimum=0)
+            check_seed(seed, "--seed")
             check_device_option(device)
             if monitor_every is not None:
                 check_positive_int(monitor_every, "--monitor-every")
