@@ -168,7 +168,7 @@ def test_point_mass_at_a_probe_lowers_its_lid_and_raises_the_signal(heldout: boo
     slow = MemorizationMonitor(before, probes, heldout=ho if heldout else None, train_data=train, every=1, min_flagged=1, n_probes=8)
     assert [slow.update(k, m).memorizing for k, m in ((1, before), (2, after), (3, after))] == [False, False, True]
     assert slow.first_alarm == 3 and slow.history_[-1].flagged == (30,)
-    again = evaluate_log(slow.frame)  # the rule re-applied to the log says what the monitor said
+    again = evaluate_log(slow.frame, min_flagged=1)  # the rule re-applied to the log says what the monitor said
     assert [(h.memorizing, h.flagged, h.signal) for h in again] == [(h.memorizing, h.flagged, h.signal) for h in slow.history_]
 
 
