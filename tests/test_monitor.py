@@ -241,3 +241,23 @@ def test_docs_diffusers_loop_example_runs(tmp_path) -> None:
     assert sorted(df.step.unique()) == [10, 20] and len(df) == 2 * 64
     assert df.lid.notna().all() and set(df.split) == {"train", "heldout"}
     assert scope["unet"].training  # the loop's model is still in training mode
+
+
+def test_train_image_model_runs_a_user_callback_after_the_monitor(tmp_path) -> None:
+    from lidmem.data.images import load_digits_images
+    from lidmem.workflows.train import monitor_log_path, train_image_model
+
+    images = load_digits_images()[0][:40].astype(np.float32)
+    seen: list[tuple[int, int]] = []
+
+    def cb(step, net, ema):
+        if step % 5 == 0:
+            log = monitor_log_path(tmp_path / "m.safetensors")
+            seen.append((step, int(pd.read_parquet(log).step.max()) if log.is_file() else -1))
+        return None
+
+    train_image_model(images, tmp_path / "m.safetensors", steps=10, batch_size=8, block_out_channels=(8, 16), progress=False,
+                      monitor_every=5, monitor_probes=8, callback=cb)
+    assert seen == [(5, 5), (10, 10)]  # called every step, after the monitor scored that step
+    with pytest.raises(TypeError, match="callback"):
+        train_image_model(images, tmp_path / "n.safetensors", steps=2, callback="no")
