@@ -126,6 +126,11 @@ def train(args: argparse.Namespace) -> None:
     log.update(dataset=args.dataset, preset=args.preset or "default", overrides={k: list(v) if isinstance(v, tuple) else v for k, v in over.items()},
                steps=int(res.steps), final_loss=float(res.losses[-100:].mean()), settings=res.settings)
     grid = check_sample_grid(res.model, shape, ckpt.with_suffix(".samples.png"), n=64, steps=50, seed=0)
+    ref = args.cache / f"{args.dataset}_training_images.png"  # 64 distinct training tiles, to compare the grid with
+    if not ref.is_file():
+        from lidmem.workflows.train import write_image_grid
+
+        write_image_grid(torch.from_numpy(data.images[:64]), ref)
     log["grid_in_range"] = grid["in_range"]["fraction"]
     xs = []
     for i, lo in enumerate(range(0, args.num_samples, 256)):  # as the audit: chunks of 256, seed = chunk index

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["TrainDefaults", "TRAIN_PRESETS", "train_defaults", "train_settings", "read_training_images", "train_image_model", "monitor_log_path", "sample_grid_png", "check_sample_grid"]
+__all__ = ["TrainDefaults", "TRAIN_PRESETS", "train_defaults", "train_settings", "read_training_images", "train_image_model", "monitor_log_path", "sample_grid_png", "check_sample_grid", "write_image_grid"]
 
 
 @dataclass(frozen=True)
@@ -260,10 +260,10 @@ def check_sample_grid(model: Any, shape: tuple[int, ...], path: str | Path, *, n
 
     with torch.no_grad():
         x = sample_ode(model, (n, *shape), steps=steps, denoise=True, seed=seed, progress=False)
-    return {"png": _write_grid(x, path), "in_range": in_range_fraction(x)}
+    return {"png": write_image_grid(x, path), "in_range": in_range_fraction(x)}
 
 
-def _write_grid(x: torch.Tensor, path: str | Path) -> Path:
+def write_image_grid(x: torch.Tensor, path: str | Path) -> Path:
     """Images ``x`` (n, c, h, w) in [-1, 1] (clipped) as a square PNG grid at ``path``."""
     from PIL import Image
 
