@@ -65,8 +65,8 @@ def train_defaults(side: int) -> TrainDefaults:
 #: Named recipes of ``lidmem train --preset``, measured by ``benchmarks/train_presets.py``
 #: (docs/models.md has the table). Fields not given by a preset come from :func:`train_defaults`.
 TRAIN_PRESETS: dict[str, TrainDefaults] = {
-    "photo16": TrainDefaults((32, 64), 4000, 64, 1e-3),
-    "photo32": TrainDefaults((32, 64, 64), 1500, 64, 1e-3),
+    "photo16": TrainDefaults((32, 64), 4000, 64, 1e-3, prediction="v"),
+    "photo32": TrainDefaults((32, 64, 64), 1500, 64, 1e-3, prediction="v"),
 }
 
 
