@@ -472,6 +472,7 @@ def test_train_presets(tmp_path, one_thread):
     from lidmem.workflows.train import TRAIN_PRESETS, train_defaults, train_image_model, train_settings
 
     assert train_settings(8) == train_defaults(8) and train_defaults(8).prediction == "epsilon"  # the digits recipe
+    assert train_defaults(16).prediction == "v" and train_defaults(32).prediction == "v"
     assert set(TRAIN_PRESETS) == {"photo16", "photo32"}
     assert train_settings(16, "photo16").prediction == "v" and train_settings(32, "photo32").block_out_channels == (32, 64, 64)
     assert train_settings(30, "photo32").block_out_channels == (32, 64)  # levels cut to what the side allows
