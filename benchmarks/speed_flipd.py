@@ -15,7 +15,10 @@ load from other processes affects both sides alike):
   at its default (``ad="auto"``); for text-to-image ``lidmem.text2image.image_flipd`` with the
   captions' embeddings and ``guidance_scale=7.5``;
 - ``fwd stock``: forward mode with PyTorch's own derivative rules (the former default);
-- ``reverse``: ``ad="reverse"``;
+- ``auto picks``: the mode ``ad="auto"`` chose after its one-time check against reverse mode;
+- ``forward`` / ``reverse``: ``ad="forward"`` (lidmem's rules) / ``ad="reverse"``;
+- ``auto / faster``: ``default`` over the faster of ``forward`` and ``reverse`` (issue 20's goal:
+  at most 1.10 on every network at 1 and 2 threads);
 - ``exact / d``: the exact trace (``d`` tangents per point) as a multiple of ``d`` forwards
   (skipped above ``--max-exact-dim``);
 - ``live default`` / ``live reverse``: peak bytes of live tensors while running one batch (the
@@ -191,6 +194,13 @@ def _stock_rules() -> Any:
     return ctx()
 
 
+def _auto_mode(model: Any) -> str:
+    """The mode ``ad="auto"`` settled on for ``model`` (after its first FLIPD call)."""
+    from lidmem.estimators import _autodiff
+
+    return _autodiff._AUTO_CACHE.get(model, "?")
+
+
 def _live_peak(fn: Callable[[], Any]) -> int:
     """Peak bytes of live tensors allocated while ``fn`` runs (torch.profiler's memory records)."""
     from torch.profiler import ProfilerActivity, profile
@@ -295,7 +305,13 @@ def main() -> None:
         res["default"] = _paired_ratio(lambda: call(x), B, fwd, B, args.repeats)
         with _stock_rules():
             res["fwd stock"] = _paired_ratio(lambda: call(x, ad="forward"), B, fwd, B, args.repeats)
-        res["reverse"] = "n/a" if name == "t2i" else _paired_ratio(lambda: call(x, ad="reverse"), B, fwd, B, args.repeats)
+        if name == "t2i":  # image_flipd has forward mode only: nothing for "auto" to choose
+            res["forward"], res["reverse"], res["auto / faster"], res["auto picks"] = "= default", "n/a", "n/a", "forward only"
+        else:
+            res["forward"] = _paired_ratio(lambda: call(x, ad="forward"), B, fwd, B, args.repeats)
+            res["reverse"] = _paired_ratio(lambda: call(x, ad="reverse"), B, fwd, B, args.repeats)
+            res["auto / faster"] = res["default"] / min(res["forward"], res["reverse"])
+            res["auto picks"] = _auto_mode(model)
         if d <= args.max_exact_dim and name != "t2i":
             n_ex = max(1, min(B, 4096 // d))
             xs = x[:n_ex]
@@ -308,7 +324,7 @@ def main() -> None:
         rows.append(res)
         print(f"done: {NETWORKS[name]}", flush=True)
 
-    cols = ["network", "d", "B"] + ([] if args.memory_only else ["forward ms/pt", "default", "fwd stock", "reverse", "exact / d"])
+    cols = ["network", "d", "B"] + ([] if args.memory_only else ["forward ms/pt", "default", "auto picks", "forward", "reverse", "auto / faster", "fwd stock", "exact / d"])
     if args.memory_only or not args.no_memory:
         cols += ["live default", "live reverse", "rss default", "rss reverse"]
     print()

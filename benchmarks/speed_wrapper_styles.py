@@ -9,8 +9,20 @@ forward pass timed alternately, median of ``--repeats`` paired ratios):
 
 - ``auto``: one Hutchinson probe with ``ad="auto"`` (the default) / one forward pass;
 - ``forward`` / ``reverse``: the same with ``ad="forward"`` / ``ad="reverse"``;
+- ``auto / faster``: ``auto`` over the faster of ``forward`` and ``reverse`` (issue 20's goal: at
+  most 1.10);
+- ``live auto`` / ``live reverse``: peak bytes of live tensors while FLIPD runs on the batch
+  (``torch.profiler`` memory records, as in ``benchmarks/speed_flipd.py``) over the same for one
+  forward pass (for ``torch.compile`` the uncompiled forward pass): forward mode's memory
+  advantage;
 - ``check %``: the one-time forward-vs-reverse check of ``ad="auto"`` (one point, one probe) as a
-  percentage of a 1,000-point FLIPD run (Hutchinson, one probe).
+  percentage of a 1,000-point FLIPD run with one Hutchinson probe (the cheapest run, so the
+  largest share; the default exact trace costs ``d`` times more): the median of 3 checks on a
+  warm process and, in brackets, the first check of a fresh model.
+
+For ``torch.compile`` the reference forward pass is the *compiled* one, while FLIPD's JVP runs the
+module's original Python code (compiled graphs lose the tangents); the row ``... vs eager forward``
+gives the same ratios against the uncompiled forward pass.
 
 Usage::
 
@@ -109,8 +121,10 @@ def main() -> None:
     from lidmem.estimators import _autodiff, flipd
     from lidmem.estimators.flipd import _probe_forward_mode
 
-    print("| network | style | threads | auto | forward | reverse | check % of 1000-pt run |")
-    print("|---|---|---|---|---|---|---|")
+    from speed_flipd import _live_peak  # the benchmark next to this one (same folder)
+
+    print("| network | style | threads | auto | forward | reverse | auto / faster | live auto | live reverse | check % of 1000-pt run |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in ("unet", "mlp"):
         styles, x = _styles(name)
         sde = DDPMSchedule.linear(1000) if hasattr(DDPMSchedule, "linear") else None
@@ -130,6 +144,23 @@ def main() -> None:
 
                 run = lambda ad, model=model: flipd(model, x, T0, trace="hutchinson", ad=ad)  # noqa: E731
                 cols = [_ratio(lambda ad=ad: run(ad), fwd_pass, args.repeats) for ad in ("auto", "forward", "reverse")]
+                eager = None
+                if _autodiff.is_compiled(net):
+                    plain = ScoreModel(_autodiff.unwrap_compiled(net), sde, prediction="epsilon")
+
+                    def eager_pass(plain: Any = plain, tvec: Any = tvec) -> None:
+                        with torch.no_grad():
+                            plain(x, tvec)
+
+                    eager = [_ratio(lambda ad=ad: run(ad), eager_pass, args.repeats) for ad in ("auto", "forward", "reverse")]
+                live = ""
+                if th == args.threads[0]:  # memory does not depend on the thread count
+                    # compiled forwards allocate through inductor's buffer reuse, which the profiler
+                    # does not see as tensors: memory is measured against the eager forward there
+                    live_fwd = _live_peak(fwd_pass if eager is None else eager_pass)
+                    live = f"{_live_peak(lambda: run('auto')) / live_fwd:.2f}x | {_live_peak(lambda: run('reverse')) / live_fwd:.2f}x"
+                else:
+                    live = "same | same"
                 # the check: one point, one probe; vs 1000 points of FLIPD (per-point time of a batch)
                 fresh = ScoreModel(net, sde, prediction="epsilon")
                 t = time.perf_counter()
@@ -145,7 +176,12 @@ def main() -> None:
                 per_point = (time.perf_counter() - t) / x.shape[0]
                 pct = 100 * statistics.median(checks) / (1000 * per_point)
                 mode = _autodiff._AUTO_CACHE.get(model, "?")
-                print(f"| {name} | {style} | {th} | {cols[0]:.2f}x ({mode}) | {cols[1]:.2f}x | {cols[2]:.2f}x | {pct:.2f}% (first {100 * check / (1000 * per_point):.1f}%) |", flush=True)
+                first = f"{pct:.2f}% (first {100 * check / (1000 * per_point):.1f}%)"
+                best = cols[0] / min(cols[1], cols[2])
+                print(f"| {name} | {style} | {th} | {cols[0]:.2f}x ({mode}) | {cols[1]:.2f}x | {cols[2]:.2f}x | {best:.2f} | {live} | {first} |", flush=True)
+                if eager is not None:
+                    print(f"| {name} | {style} vs eager forward | {th} | {eager[0]:.2f}x | {eager[1]:.2f}x | {eager[2]:.2f}x | "
+                          f"{eager[0] / min(eager[1], eager[2]):.2f} | | | |", flush=True)
 
 
 if __name__ == "__main__":

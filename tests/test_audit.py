@@ -137,7 +137,7 @@ def test_bad_inputs_stop_before_work(tmp_path, monkeypatch):
     assert r.exit_code == 2 and "'text2image'" in r.output and "score_model" in r.output
     r = run("--model", str(ckpt), "--train", str(good), "--samples", str(empty))
     assert r.exit_code == 2 and "contains no images" in r.output
-    r = run("--model", str(ckpt), "--train", str(good))  # lpca_k=100 > 19 training images
+    r = run("--model", str(ckpt), "--train", str(good), "--lpca-k", "100")  # lpca_k=100 > 19 training images (the default adapts)
     assert r.exit_code == 2 and "--lpca-k=100" in r.output
     assert not (tmp_path / "o").exists()
 

@@ -2,8 +2,11 @@
 reverse mode give the same v^T J v (float64, 1e-8) through diffusers UNets with GroupNorm,
 self- and cross-attention, LayerNorm and GEGLU; the exact trace equals a dense Jacobian's."""
 
+import warnings
+
 import pytest
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import nn
 
 from lidmem import ScoreModel, VPSDE
@@ -131,6 +134,33 @@ def test_auto_mode_rule():
     ok = NoForwardMode()
     assert resolve_ad("auto", ok, lambda: (True, 1.0, 1.0)) == "forward"
     assert _autodiff._AUTO_CACHE[ok] == "forward"  # cached per model
+
+
+def test_auto_mode_raises_the_models_own_error_when_both_modes_fail():
+    """A model that cannot be called (both modes fail) gets its own error, not a fallback warning;
+    one that fails in forward mode only falls back to reverse mode with the warning."""
+    x, v = torch.ones(1, 3, dtype=torch.float64), torch.ones(1, 3, dtype=torch.float64)
+
+    class Broken:
+        def __call__(self, inp):
+            raise TypeError("missing 1 required argument: 'cond'")
+
+    broken = Broken()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(TypeError, match="required argument: 'cond'"):
+            resolve_ad("auto", broken, lambda: _autodiff.check_forward_mode(broken, x, v))
+    assert broken not in _autodiff._AUTO_CACHE
+
+    class ForwardOnlyFails:
+        def __call__(self, inp):
+            if fwAD.unpack_dual(inp).tangent is not None:
+                raise RuntimeError("no forward-mode rule")
+            return 2 * inp
+
+    fwd_fails = ForwardOnlyFails()
+    with pytest.warns(RuntimeWarning, match="forward-mode AD fails"):
+        assert resolve_ad("auto", fwd_fails, lambda: _autodiff.check_forward_mode(fwd_fails, x, v)) == "reverse"
 
 
 class _ElementwiseNet(nn.Module):

@@ -63,7 +63,8 @@ def _named_rows(f: dict[str, Path]) -> list[tuple[str, list[str], tuple[str, ...
     return [
         ("audit --lpca-k > n_train - 1", ["audit", "--model", unet, "--train", str(f["train24"]), "--out", new, "--lpca-k", "500"],
          ("--lpca-k=500", "23"), True),
-        ("audit default --lpca-k on a small set", ["audit", "--model", unet, "--train", str(f["train24"]), "--out", new], ("--lpca-k=100",), True),
+        ("audit --lpca-k 100 on a small set", ["audit", "--model", unet, "--train", str(f["train24"]), "--out", new, "--lpca-k", "100"],
+         ("--lpca-k=100", "23", "train24.npy"), False),  # issue 20 item 7: refused before the model loads (the default adapts)
         ("demo vonmises --k > n - 1", ["demo", "vonmises", "--k", "500", "--out", new, "--no-progress"], ("--k=500", "99"), False),
         ("score --value-range 1,1", png + ["--value-range", "1,1"], ("--value-range",), False),
         ("score --kind zip", png + ["--kind", "zip"], ("--kind='zip'",), False),

@@ -26,6 +26,7 @@ __all__ = [
     "check_probability",
     "check_choice",
     "make_generator",
+    "check_seed",
     "check_device",
     "check_finite",
     "check_int_list",
@@ -127,8 +128,9 @@ def check_points(
     Parameters
     ----------
     x : array-like of shape (n, ...) 
-        Points, batch first. NumPy arrays and lists are converted; tensors keep their device
-        unless ``device`` is given.
+        Points, batch first. NumPy arrays and lists are converted (a list or tuple of floats
+        to torch's default dtype, float32, as ``torch.tensor(list)``; a NumPy array keeps its
+        dtype); tensors keep their device unless ``device`` is given.
     name : str
         Argument name used in error messages.
     min_samples : int, default=1
@@ -162,14 +164,16 @@ def check_points(
             f"{name} must be batch-first with rank {allowed} (e.g. shape (n, d)); got shape {tuple(t.shape)}. "
             "Reshape a single point with x[None] or flatten images with x.reshape(len(x), -1).", argument=name
         )
+    if t.shape[0] == 0 and min_samples >= 1:
+        raise ArgumentError(f"{name} is empty (shape {tuple(t.shape)}); give at least {min_samples} sample(s)", argument=name)
     if t.shape[0] < min_samples:
         raise ArgumentError(
             f"{name} has {t.shape[0]} sample(s) (shape {tuple(t.shape)}) while a minimum of {min_samples} is required", argument=name
         )
     if t.ndim >= 2 and math.prod(t.shape[1:]) == 0:
         raise ArgumentError(f"{name} has zero features (shape {tuple(t.shape)})", argument=name)
-    if not t.is_floating_point():
-        t = t.to(torch.get_default_dtype())
+    if not t.is_floating_point() or (isinstance(x, (list, tuple)) and dtype is None):
+        t = t.to(torch.get_default_dtype())  # a Python list becomes what torch.tensor(list) gives
     if dtype is not None:
         t = t.to(dtype)
     if device is not None:
@@ -220,37 +224,57 @@ def check_choice(value: Any, name: str, options: tuple[str, ...] | list[str]) ->
     return value
 
 
-def make_generator(seed: int | torch.Generator | None, device: torch.device | str = "cpu") -> torch.Generator:
+#: Seeds torch and NumPy both take: ``0 <= seed < 2**64``.
+SEED_MAX = 2**64 - 1
+
+
+def check_seed(seed: Any, name: str = "seed") -> int:
+    """Validate an integer seed in ``[0, 2**64 - 1]`` (what ``torch.Generator.manual_seed`` and
+    ``numpy.random.default_rng`` both accept); booleans and floats are refused."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ArgumentTypeError(f"{name} must be an int in [0, 2**64 - 1], a torch.Generator or None; got {seed!r}", argument=name)
+    if not 0 <= int(seed) <= SEED_MAX:
+        raise ArgumentError(f"{name}={int(seed)} is outside the valid range [0, 2**64 - 1]; use e.g. {name}=0", argument=name)
+    return int(seed)
+
+
+def make_generator(seed: int | torch.Generator | None, device: torch.device | str = "cpu", name: str = "seed") -> torch.Generator:
     """Map ``None``/int/``torch.Generator`` to a ``torch.Generator`` (scikit-learn's
-    ``check_random_state`` for torch). ``None`` draws a fresh non-deterministic seed."""
+    ``check_random_state`` for torch). ``None`` draws a fresh non-deterministic seed; an int must
+    lie in ``[0, 2**64 - 1]`` (:func:`check_seed`, the error names ``name``)."""
     if isinstance(seed, torch.Generator):
         return seed
+    if seed is not None:
+        seed = check_seed(seed, name)
     g = torch.Generator(device=device)
     if seed is None:
         g.seed()
     else:
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise ArgumentTypeError(f"seed must be an int, a torch.Generator or None; got {seed!r}", argument='seed')
-        g.manual_seed(int(seed))
+        g.manual_seed(seed)
     return g
 
 
 def check_device(device: Any, name: str = "device") -> torch.device:
-    """Parse a torch device and check that this machine has it (``cpu``, ``cuda``, ``cuda:1``,
-    ``mps``). Raises ValueError naming ``name`` for an unknown name or a missing accelerator,
-    before any model is loaded."""
+    """Parse a torch device and check that this machine and this torch build have it (``cpu``,
+    ``cuda``, ``cuda:1``, ``mps``). Raises :class:`ArgumentError` naming ``name`` for an unknown
+    name (``"tpu"``) or a missing accelerator (``"cuda"`` on a CPU-only torch), before any model
+    is loaded."""
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
-        raise ArgumentError(f"{name}={device!r} is not a torch device; use cpu, cuda, cuda:1 or mps", argument=name) from None
+        raise ArgumentError(f"{name}={device!r} is not a torch device; use cpu, cuda, cuda:N or mps", argument=name) from None
     if dev.type == "cuda":
+        if not torch.backends.cuda.is_built():
+            raise ArgumentError(
+                f"{name}={device!r} but this torch ({torch.__version__}) was built without CUDA; pass {name}='cpu' "
+                "(or install a CUDA build of torch)", argument=name)
         if not torch.cuda.is_available():
-            raise ArgumentError(f"{name}={device!r} but this machine has no CUDA device (torch {torch.__version__}); use {name}=cpu", argument=name)
+            raise ArgumentError(f"{name}={device!r} but this machine has no CUDA device (torch {torch.__version__}); pass {name}='cpu'", argument=name)
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ArgumentError(f"{name}={device!r} but this machine has {torch.cuda.device_count()} CUDA device(s) (cuda:0..)", argument=name)
     elif dev.type == "mps":
         if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-            raise ArgumentError(f"{name}={device!r} but MPS is not available on this machine; use {name}=cpu", argument=name)
+            raise ArgumentError(f"{name}={device!r} but MPS is not available on this machine; pass {name}='cpu'", argument=name)
     elif dev.type != "cpu":
         raise ArgumentError(f"{name}={device!r} is not supported here; use cpu, cuda, cuda:N or mps", argument=name)
     return dev
@@ -320,14 +344,23 @@ def check_output_path(path: Any, name: str = "out", *, kind: str = "dir", suffix
 
 
 def as_model_dtype(x: Any, model: Any) -> Any:
-    """Cast floating input ``x`` to the dtype of ``model``'s floating parameters (the boundary
-    rule of the estimators: a float64 NumPy array meets a float32 network). Anything else, and
+    """Cast floating input ``x`` (tensor, NumPy array, list of floats) to the dtype of
+    ``model``'s floating parameters (the boundary rule of the estimators: a float64 NumPy array
+    meets a float32 network). Anything else, and
     models without parameters (analytic scores), pass through unchanged."""
     params = getattr(model, "parameters", None)
     if not callable(params):
         return x
     p = next((q for q in params() if q.is_floating_point()), None)
     if p is None:
+        return x
+    if isinstance(x, (list, tuple)):
+        try:
+            arr = np.asarray(x)
+        except (TypeError, ValueError):
+            return x  # ragged or not numeric: check_points names it
+        if np.issubdtype(arr.dtype, np.floating):
+            return torch.as_tensor(arr).to(p.dtype)
         return x
     if isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating):
         t = torch.from_numpy(np.ascontiguousarray(x))

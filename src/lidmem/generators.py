@@ -344,6 +344,7 @@ def load_generator(path: str | Path, *, device: str | torch.device = "cpu") -> n
 def sample_generator(generator: nn.Module, n: int, *, seed: int = 0, batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw ``z ~ N(0, I)`` (shape ``(n, latent_dim)``) and return ``(G(z), z)``."""
     n = check_positive_int(n, "n")
+    batch_size = check_positive_int(batch_size, "batch_size")
     latent_dim = getattr(generator, "latent_dim", None)
     if latent_dim is None:
         raise TypeError(f"{type(generator).__name__} has no latent_dim attribute; lidmem generators expose one")

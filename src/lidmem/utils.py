@@ -55,7 +55,14 @@ def flatten_batch(x: torch.Tensor) -> torch.Tensor:
 
 
 def chunk_slices(n: int, chunk_size: int | None) -> Iterator[slice]:
-    """Yield slices ``[i, i + chunk_size)`` covering ``range(n)``; one slice when ``chunk_size`` is None."""
+    """Yield slices ``[i, i + chunk_size)`` covering ``range(n)``; one slice when ``chunk_size`` is None.
+
+    Every caller passes its ``batch_size`` here, so a size below 1 is refused naming it (the
+    backstop of the functions that do not check it themselves; never Python's ``range()`` error)."""
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        from ._validation import check_positive_int
+
+        check_positive_int(chunk_size, "batch_size")
     if chunk_size is None or chunk_size >= n:
         yield slice(0, n)
         return
@@ -170,9 +177,12 @@ def shipped_weights() -> dict[str, Path]:
 
 
 def resolve_device(device: str | torch.device | None, module: torch.nn.Module | None = None) -> torch.device:
-    """Return ``device`` or, when None, the device of ``module``'s first parameter (CPU if none)."""
+    """Return ``device`` (checked: :func:`lidmem._validation.check_device`) or, when None, the
+    device of ``module``'s first parameter (CPU if none)."""
     if device is not None:
-        return torch.device(device)
+        from ._validation import check_device
+
+        return check_device(device)
     if module is not None:
         for p in module.parameters():
             return p.device

@@ -65,6 +65,11 @@ def _describe(exc: BaseException, options: Mapping[str, str] | None = None) -> s
     from .._validation import argument_of, message_naming
 
     argument = argument_of(exc)
+    if argument in ("model", "generator") and not isinstance(exc, OSError):
+        ref = _model_reference()  # what the model returned: name the reference the user gave
+        if ref is not None and ref not in str(exc):
+            option = option_for("model", options) or "--model"
+            return f"{option + ' ' if option.startswith('-') else ''}{ref}: {str(exc)}"
     if argument is not None and not isinstance(exc, OSError):
         option = option_for(argument, options)
         if option is not None:
@@ -90,13 +95,54 @@ COMMAND_OPTIONS: dict[str, dict[str, str]] = {
 }
 
 
+#: ``lidmem --debug`` (or ``LIDMEM_DEBUG=1``): errors keep their traceback. Set by the app's callback.
+DEBUG = False
+
+
+def debug_enabled() -> bool:
+    """True under ``lidmem --debug`` or with ``LIDMEM_DEBUG`` set to anything but ``""``/``0``."""
+    import os
+
+    return DEBUG or os.environ.get("LIDMEM_DEBUG", "").strip() not in ("", "0")
+
+
+_DEBUG_HINT = "LIDMEM_DEBUG=1 (or lidmem --debug) shows the traceback"
+
+
+def _model_reference() -> str | None:
+    """The model reference the running command was given (its ``--model`` option or ``MODEL``
+    argument), or None."""
+    try:
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover - typer without a vendored click
+        from click import get_current_context
+    ctx = get_current_context(silent=True)
+    ref = (getattr(ctx, "params", None) or {}).get("model")
+    return None if ref is None else str(ref)
+
+
+def _describe_failure(exc: BaseException) -> tuple[str, int]:
+    """One line and an exit code for an exception that is not an input error of the library:
+    raised inside the user's model (or by an estimator on what the model returned) when the
+    command runs a model (exit 2, the model reference named), else a lidmem bug (exit 1)."""
+    text = " ".join(str(exc).split()) or "(no message)"
+    ref = _model_reference()
+    if ref is not None:
+        return (f"the model {ref} failed: {type(exc).__name__}: {text}; check that it takes the inputs lidmem gives "
+                f"(lidmem inspect {ref} shows them); {_DEBUG_HINT}"), 2
+    return f"{type(exc).__name__}: {text} (a lidmem bug: please report it; {_DEBUG_HINT})", 1
+
+
 @contextmanager
 def user_errors(options: str | Mapping[str, str] | None = None) -> Iterator[None]:
-    """Turn the library's input errors into a one-line message and exit code 2.
+    """Turn every error of a command into one ``error:`` line (exit 2 for input problems).
 
-    Caught: ValueError, TypeError (bad arguments and data), OSError (missing, unreadable or
-    unwritable files, network errors such as ``URLError``) and EOFError (truncated files).
-    Anything else is a bug and keeps its traceback. A library error about an argument
+    Input errors: ValueError, TypeError (bad arguments and data), OSError (missing, unreadable or
+    unwritable files, network errors such as ``URLError``) and EOFError (truncated files), exit 2.
+    Any other exception (a torch ``RuntimeError`` from inside the user's network, say) is one line
+    too: with the model reference of the command (its ``--model``) named and exit 2 when the
+    command runs a model, else as a lidmem bug with exit 1. ``lidmem --debug`` or
+    ``LIDMEM_DEBUG=1`` lets every error keep its traceback. A library error about an argument
     (:class:`lidmem._validation.ArgumentError`, or a message starting ``name=``) names the
     option instead (:func:`option_for`; ``options`` maps the command's library arguments
     whose option is named differently, or
@@ -106,9 +152,29 @@ def user_errors(options: str | Mapping[str, str] | None = None) -> Iterator[None
         options = COMMAND_OPTIONS[options]
     try:
         yield
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
     except (ValueError, TypeError, OSError, EOFError) as exc:
+        if debug_enabled():
+            raise
         print_error(_describe(exc, options))
         raise typer.Exit(code=2) from None
+    except Exception as exc:
+        if debug_enabled() or _is_click_exception(exc):
+            raise
+        message, code = _describe_failure(exc)
+        print_error(message)
+        raise typer.Exit(code=code) from None
+
+
+def _is_click_exception(exc: BaseException) -> bool:
+    """click's own exceptions (usage errors, ``Exit``) pass through :func:`user_errors`."""
+    try:
+        from typer._click import exceptions as click_exceptions
+    except ImportError:  # pragma: no cover
+        from click import exceptions as click_exceptions
+    kinds = tuple(k for k in (getattr(click_exceptions, n, None) for n in ("ClickException", "Exit", "Abort")) if isinstance(k, type))
+    return isinstance(exc, kinds)
 
 
 def fail(message: str) -> None:
@@ -188,12 +254,12 @@ def check_finite_images(images: object, option: str, source: object) -> None:
 def check_audit_options(
     *, out: object, model: object, num_samples: int, sampling_steps: int, flipd_t0: float, flipd_trace: str, flipd_probes: int,
     nb_t0: float, nb_scores: int | None, copy_k: int, exact_threshold: float, near_threshold: float, cos_threshold: float,
-    search: str, lpca_k: int, seed: int,
+    search: str, lpca_k: int | None, seed: int,
 ) -> None:
     """Every ``lidmem audit`` option checked with its own name, before any file is read."""
     from pathlib import Path
 
-    from .._validation import check_choice, check_finite, check_positive_int, check_t0
+    from .._validation import check_choice, check_finite, check_positive_int, check_seed, check_t0
 
     check_out(out)
     check_t0(flipd_t0, "--flipd-t0")
@@ -206,11 +272,13 @@ def check_audit_options(
         except ImportError:
             raise ValueError("--search faiss needs the faiss package (pip install lidmem[faiss]); use --search exact") from None
     for value, name in ((num_samples, "--num-samples"), (sampling_steps, "--sampling-steps"), (flipd_probes, "--n-probes"),
-                        (copy_k, "--copy-k"), (lpca_k, "--lpca-k")):
+                        (copy_k, "--copy-k")):
         check_positive_int(value, name)
+    if lpca_k is not None:
+        check_positive_int(lpca_k, "--lpca-k", minimum=2)
     if nb_scores is not None:
         check_positive_int(nb_scores, "--n-scores")
-    check_positive_int(seed, "--seed", minimum=0)
+    check_seed(seed, "--seed")
     exact = check_finite(exact_threshold, "--exact-threshold")
     near = check_finite(near_threshold, "--near-threshold")
     if not 0 <= exact <= near:
@@ -229,26 +297,27 @@ def check_percentile(value: float, option: str) -> None:
 
 
 def check_mmh_options(
-    *, out: object, model: object, t0: float, trace: str, n_probes: int, k: int, tau_percentile: float, alpha: float,
+    *, out: object, model: object, t0: float, trace: str, n_probes: int, k: int | None, tau_percentile: float, alpha: float,
     radius_percentile: float, od_margin: float, dd_threshold: float, seed: int, batch_size: int | None, device: str | None,
 ) -> None:
     """Every ``lidmem mmh`` option checked with its own name, before the data or the model is read."""
     from pathlib import Path
 
-    from .._validation import check_choice, check_finite, check_positive_int, check_probability, check_t0
+    from .._validation import check_choice, check_finite, check_positive_int, check_probability, check_seed, check_t0
 
     check_out(out)
     check_t0(t0, "--t0")
     check_choice(trace, "--trace", ("exact", "hutchinson"))
     check_positive_int(n_probes, "--n-probes")
-    check_positive_int(k, "--k")
+    if k is not None:
+        check_positive_int(k, "--k")
     check_percentile(tau_percentile, "--tau-percentile")
     check_percentile(radius_percentile, "--radius-percentile")
     check_probability(alpha, "--alpha", low=0.0, high=1.0, closed=False)
     if check_finite(od_margin, "--od-margin") < 0:
         raise ValueError(f"--od-margin={od_margin} must be >= 0")
     check_finite(dd_threshold, "--dd-threshold")
-    check_positive_int(seed, "--seed", minimum=0)
+    check_seed(seed, "--seed")
     if batch_size is not None:
         check_positive_int(batch_size, "--batch-size")
     check_device_option(device)
@@ -263,7 +332,7 @@ def check_score_options(
     """Every ``lidmem score`` option checked with its own name, before the data or the model is read."""
     from pathlib import Path
 
-    from .._validation import check_choice, check_positive_int, check_t0
+    from .._validation import check_choice, check_positive_int, check_seed, check_t0
     from ..scoring.runner import PRECISIONS, metric_names
 
     check_out(out)
@@ -274,7 +343,7 @@ def check_score_options(
         check_choice(m, "--metrics", metric_names())
     check_positive_int(shard_size, "--shard-size")
     check_positive_int(batch_size, "--batch-size")
-    check_positive_int(seed, "--seed", minimum=0)
+    check_seed(seed, "--seed")
     check_choice(precision, "--precision", PRECISIONS)
     check_t0(t0, "--t0")
     check_t0(nb_t0, "--nb-t0")
@@ -292,7 +361,7 @@ def check_score_options(
 
 def check_lid_options(*, k: int, tau: str, tau_percentile: float, alpha: float, radius: str, radius_percentile: float, seed: int) -> None:
     """``lidmem lid`` options checked with their own names, before the data is read."""
-    from .._validation import check_positive_int, check_probability
+    from .._validation import check_positive_int, check_probability, check_seed
 
     check_positive_int(k, "--k")
     parse_lpca_tau(tau, "--tau")
@@ -300,7 +369,7 @@ def check_lid_options(*, k: int, tau: str, tau_percentile: float, alpha: float, 
     check_percentile(tau_percentile, "--tau-percentile")
     check_percentile(radius_percentile, "--radius-percentile")
     check_probability(alpha, "--alpha", low=0.0, high=1.0, closed=False)
-    check_positive_int(seed, "--seed", minimum=0)
+    check_seed(seed, "--seed")
 
 
 def parse_rank_threshold(text: str, name: str) -> str | float:

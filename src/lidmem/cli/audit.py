@@ -32,7 +32,7 @@ def run_audit_command(
     near_threshold: float,
     cos_threshold: float,
     search: str,
-    lpca_k: int,
+    lpca_k: Optional[int],
     lpca_tau: str,
     lpca_radius: str,
     seed: int,
@@ -41,7 +41,7 @@ def run_audit_command(
     """Validate all inputs, run :func:`lidmem.memorization.audit.audit_memorization`, write the outputs."""
     from ..data.audit_inputs import load_duplicate_flags, load_sample_images, load_training_images
     from ..estimators import FLIPD, LocalPCA, NormalBundle
-    from ..memorization.audit import audit_memorization, check_audit_inputs
+    from ..memorization.audit import audit_memorization, check_audit_inputs, default_lpca_k, lpca_k_note
     from ..workflows.audit import load_audit_model, write_audit
 
     # validate first: every cheap check before sampling / estimating
@@ -57,6 +57,14 @@ def run_audit_command(
                         search=search, lpca_k=lpca_k, seed=seed)
     tr = load_training_images(train)
     check_finite_images(tr.images, "--train", train)
+    n_train = len(tr.images)
+    if lpca_k is None:  # the default adapts to a small training set (said below and in summary.json)
+        k = default_lpca_k(n_train, "--train")
+    elif lpca_k > n_train - 1:  # before the model loads
+        raise ValueError(f"--lpca-k={lpca_k} must be <= n_train - 1 = {n_train - 1} for the {n_train} images of --train {train}; "
+                         "lower it or leave --lpca-k out (default min(100, n_train - 1))")
+    else:
+        k = lpca_k
     if duplicates is not None:
         tr.duplicated = load_duplicate_flags(duplicates, tr.ids)
         tr.description["duplicates_file"] = str(duplicates)
@@ -64,17 +72,21 @@ def run_audit_command(
     if given is not None:
         check_finite_images(given, "--samples", samples)
     net, kind = load_audit_model(model)
-    check_audit_inputs(net, kind, tr.images, given, lpca_k=lpca_k, copy_k=copy_k)
+    check_audit_inputs(net, kind, tr.images, given, lpca_k=k, copy_k=copy_k)
     console.print(f"auditing a {kind} on {len(tr.images)} training images of shape {tuple(tr.images.shape[1:])}")
+    if lpca_k is None:
+        console.print(f"local PCA k = {k} ({lpca_k_note(k, n_train)}; set --lpca-k to change it)", highlight=False)
     # the estimators from the options; a generator keeps the audit's Jacobian-rank default
     lid_theta = FLIPD(net, t0=t0, trace=flipd_trace, n_probes=flipd_probes, seed=seed) if kind == "score_model" else None
     result = audit_memorization(
         net, tr, kind=kind, samples=given, sample_ids=given_ids, num_samples=num_samples, num_inference_steps=sampling_steps,
         lid_theta=lid_theta, normal_bundle=NormalBundle(net, t0=nb_t0, n_scores=nb_scores, threshold="percentile", seed=seed),
-        lid_star=LocalPCA(k=lpca_k, tau=tau, radius=radius, seed=seed), t0_sweep=sweep, nb_max_dim=nb_max_dim,
+        lid_star=LocalPCA(k=k, tau=tau, radius=radius, seed=seed), t0_sweep=sweep, nb_max_dim=nb_max_dim,
         copy_k=copy_k, exact_threshold=exact_threshold, near_threshold=near_threshold, cos_threshold=cos_threshold,
         search=search, seed=seed, log=_log,
     )
+    if lpca_k is None:
+        result.summary["settings"]["lpca_k_rule"] = lpca_k_note(k, n_train)
     paths = write_audit(result, out, report=report)
     s = result.summary
     console.print(f"copy labels: {s['copy_label_counts']}   MMH classes: {s['mmh_class_counts']}")
@@ -148,7 +160,7 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         near_threshold: float = typer.Option(0.5, help="calibrated l2 <= this: near_copy."),
         cos_threshold: float = typer.Option(0.97, help="embedding cosine >= this: near_copy."),
         search: str = typer.Option("auto", help="Nearest-neighbour search: auto, exact or faiss."),
-        lpca_k: int = typer.Option(100, help="Neighbours of local PCA (LID_*)."),
+        lpca_k: Optional[int] = typer.Option(None, help="Neighbours of local PCA (LID_*); default min(100, n_train - 1), said in the output and summary.json."),
         lpca_tau: str = typer.Option("fo", help="Local PCA threshold: fo (Fukunaga-Olsen), percentile (paper) or a number."),
         lpca_radius: str = typer.Option("0", help="Local PCA neighbourhood restriction: a radius (0 = exact duplicates), percentile (paper) or none."),
         seed: int = typer.Option(0, help="Seed of sampling and estimators."),

@@ -63,7 +63,7 @@ def detectors_command(
 ) -> None:
     """Every prompt memorization detector on the same prompt sets and seeds: AUROC, TPR@1%FPR,
     cost (UNet evaluations and seconds per prompt); one table and one AUROC-vs-cost figure."""
-    from .._validation import check_choice, check_finite, check_positive_int
+    from .._validation import check_choice, check_finite, check_positive_int, check_seed
     from ..text2image.detectors import detector_names
 
     with user_errors():
@@ -81,7 +81,7 @@ def detectors_command(
         for value, name in ((n_generations, "--n-generations"), (num_inference_steps, "--num-inference-steps"), (n_probes, "--n-probes"),
                             (batch_size, "--batch-size"), (n_other_prompts, "--n-other-prompts")):
             check_positive_int(value, name)
-        check_positive_int(seed, "--seed", minimum=0)
+        check_seed(seed, "--seed")
         check_finite(guidance_scale, "--guidance-scale")
         if "anisotropy" in names and num_inference_steps < 3:
             raise ValueError(f"--num-inference-steps={num_inference_steps} must be >= 3 for the anisotropy detector (it reads the third-to-last DDIM timestep)")

@@ -24,12 +24,12 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         from ..experiments.digits import digits_demo
 
         with user_errors():
-            from .._validation import check_positive_int
+            from .._validation import check_positive_int, check_seed
 
             check_out(out)
             check_positive_int(num_samples, "--num-samples")
             check_positive_int(sampling_steps, "--sampling-steps")
-            check_positive_int(seed, "--seed", minimum=0)
+            check_seed(seed, "--seed")
             results = digits_demo(out, num_samples=num_samples, num_inference_steps=sampling_steps, generator=generator, seed=seed)
         from ..memorization.metrics import format_with_interval as ci
 

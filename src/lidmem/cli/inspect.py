@@ -20,11 +20,19 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
     ) -> None:
         """Load MODEL the way audit / mmh / score do and print its kind, SDE and t range,
         parametrisation, data shape, value range, pixel or latent space and parameter count."""
-        from ..models import load_model
+        from ..models import check_model_call, load_model
         from ._common import check_device_option, check_model_file
 
         with user_errors():
             check_device_option(device)
             check_model_file(model, "a lidmem checkpoint (.safetensors), a diffusers model folder or package.module:factory", "MODEL")
-            info = load_model(model, device=device).info
-        typer.echo(json.dumps(info.to_dict(), indent=2) if as_json else "\n".join(info.lines()))
+            loaded = load_model(model, device=device)
+            info = loaded.info
+            # a factory's network is the user's code: run it once, as the commands will
+            call = check_model_call(loaded) if info.source == "entry_point" else None
+        if as_json:
+            typer.echo(json.dumps({**info.to_dict(), **({"model_call": call} if call else {})}, indent=2))
+        else:
+            lines = info.lines()
+            width = lines[0].index(" : ")
+            typer.echo("\n".join(lines + ([f"{'model call':<{width}} : {call}"] if call else [])))

@@ -49,10 +49,13 @@ def _main(
              "the number of physical cores. 0 = torch's default (one per core, or OMP_NUM_THREADS).",
     ),
     version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show the traceback of an error instead of one error line (as LIDMEM_DEBUG=1)."),
 ) -> None:
     """lidmem: LID_theta / LID_* estimators, memorization audits and text-to-image tools."""
     from ..utils import set_threads
+    from . import _common
 
+    _common.DEBUG = debug
     set_threads(threads)
 
 

@@ -18,7 +18,7 @@ def mmh_command(
     t0: str = typer.Option(FLIPD_T0_WITH_TRAINING_DATA, help="FLIPD time t0 in (0, 1], or 'auto' (default: from the training data, lidmem.estimators.t0.t0_from_training_data; README Conventions)."),
     trace: str = typer.Option("exact", help="FLIPD trace: 'exact' (d JVPs per point) or 'hutchinson'."),
     n_probes: int = typer.Option(1, help="Hutchinson probes per point (--trace hutchinson)."),
-    k: int = typer.Option(100, "--k", "-k", help="Local PCA neighbours (must be < number of points)."),
+    k: int | None = typer.Option(None, "--k", "-k", help="Local PCA neighbours (must be < number of points); default min(100, n - 1), said in the output and summary.json."),
     tau: str = typer.Option("fo", help="Local PCA threshold: 'fo' (Fukunaga-Olsen; a dimension estimate comparable with LID_theta), 'percentile' (paper; a ranking score) or a number."),
     tau_percentile: float = typer.Option(10.0, help="Percentile of pooled explained variances for --tau percentile."),
     alpha: float = typer.Option(0.05, help="Fukunaga-Olsen ratio for --tau fo."),
@@ -39,6 +39,7 @@ def mmh_command(
         import pandas as pd
 
         from ..data.io import load_points
+        from ..memorization.audit import default_lpca_k, lpca_k_note
         from ..memorization.mmh import mmh_analysis
         from ..models import load_model
 
@@ -50,11 +51,17 @@ def mmh_command(
         tau_value, radius_value = parse_lpca_tau(tau), parse_lpca_radius(radius)
         cols = [c.strip() for c in columns.split(",") if c.strip()] if columns is not None else None
         points = load_points(data, columns=cols)
-        if k >= len(points):
-            raise ValueError(f"--k={k} must be < the number of points in {data} ({len(points)}); lower --k")
+        k_rule = None
+        if k is None:  # the default adapts to a small training set (said below and in summary.json)
+            k = default_lpca_k(len(points), "--data")
+            k_rule = lpca_k_note(k, len(points))
+        elif k >= len(points):
+            raise ValueError(f"--k={k} must be < the number of points in {data} ({len(points)}); lower --k or leave it out (default min(100, n - 1))")
         score_model = load_model(model, device=device or "cpu")
         if score_model.info.kind != "score_model":
             raise ValueError(f"--model {model} is a {score_model.info.kind}; lidmem mmh needs a score model (FLIPD)")
+        if k_rule is not None:  # said once the inputs are known to be good (an error stays one line)
+            console.print(f"local PCA k = {k} ({k_rule}; set --k to change it)", highlight=False)
         meta = score_model.metadata
         shape = meta.get("data_shape")
         if meta.get("space") == "latent":  # LID_theta and LID_* both on the encoded images (docs/models.md)
@@ -106,7 +113,7 @@ def mmh_command(
             "settings": {
                 "t0": t0, "trace": trace, "n_probes": n_probes, "seed": seed,
                 "local_pca": {"k": k, "tau": tau, "tau_percentile": tau_percentile, "alpha": alpha, "radius": radius,
-                              "radius_percentile": radius_percentile},
+                              "radius_percentile": radius_percentile, **({"k_rule": k_rule} if k_rule else {})},
                 "mmh": result.thresholds(),
             },
             "counts": result.counts(),

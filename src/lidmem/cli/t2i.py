@@ -32,9 +32,9 @@ def _load(model: str, device: str, dtype: str, allow_download: bool) -> Any:
 
 def _check_common(*, out: Path, fmt: str, device: str, dtype: str, model: str, allow_download: bool, seed: int = 0) -> None:
     """The options every ``lidmem t2i`` command shares, checked before anything is read or loaded."""
-    from .._validation import check_choice, check_positive_int
+    from .._validation import check_choice, check_seed
 
-    check_positive_int(seed, "--seed", minimum=0)
+    check_seed(seed, "--seed")
     check_out(out, "--out")
     check_choice(fmt, "--format", ("csv", "parquet"))
     check_choice(dtype, "--dtype", ("auto", "float32", "float16", "bfloat16"))

@@ -30,11 +30,11 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         from ..experiments.text2image import Text2ImageDemoConfig, run_text2image_demo, write_text2image_demo
 
         with user_errors():
-            from .._validation import check_finite, check_positive_int
+            from .._validation import check_finite, check_positive_int, check_seed
 
             check_out(out)
             check_finite(guidance_scale, "--guidance-scale")
-            check_positive_int(seed, "--seed", minimum=0)
+            check_seed(seed, "--seed")
             if model is not None and not Path(model).is_dir():
                 raise ValueError(f"--model {model} is not a folder; give a model folder built by scripts/train_text2image.py")
             for value, name in ((num_inference_steps, "--num-inference-steps"), (n_generations, "--n-generations"),

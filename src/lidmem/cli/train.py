@@ -44,7 +44,7 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
 
         with user_errors():
             # every option and --out before the data are read and any step is taken
-            from .._validation import check_choice, check_finite, check_int_list, check_positive_int
+            from .._validation import check_choice, check_finite, check_int_list, check_positive_int, check_seed
             from ..workflows.train import TRAIN_PRESETS, train_settings
 
             check_out(out, kind="file", suffixes=(".safetensors",))
@@ -60,7 +60,7 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
             check_positive_int(checkpoint_every, "--checkpoint-every")
             check_positive_int(grid, "--grid", minimum=0)
             check_positive_int(sampling_steps, "--sampling-steps")
-            check_positive_int(seed, "--seed", minimum=0)
+            check_seed(seed, "--seed")
             check_device_option(device)
             if monitor_every is not None:
                 check_positive_int(monitor_every, "--monitor-every")

@@ -27,15 +27,15 @@ def vonmises_command(
     with user_errors():
         from ..experiments import vonmises as vm
 
-        from .._validation import check_finite, check_positive_int, check_t0
+        from .._validation import check_finite, check_positive_int, check_seed, check_t0
 
         check_out(out)
         check_t0(t0, "--t0")
         check_positive_int(n_samples, "--n-samples")
         check_positive_int(k, "--k")
-        check_positive_int(seed, "--seed", minimum=0)
+        check_seed(seed, "--seed")
         if train_seed is not None:
-            check_positive_int(train_seed, "--train-seed", minimum=0)
+            check_seed(train_seed, "--train-seed")
         if k > vm.N_TRAIN - 1:
             raise ValueError(f"--k={k} must be <= {vm.N_TRAIN - 1}: local PCA runs on the {vm.N_TRAIN} training points; lower --k")
         if steps is not None:

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._validation import check_device
 from .networks import build_network
 from .score import ScoreModel
 from .sde import SDE, sde_from_config
@@ -90,7 +91,31 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     meta = parse_json_text(raw, f"{path}: safetensors metadata field {_KEY!r}")
     if not isinstance(meta, dict):
         raise ValueError(f"{path}: safetensors metadata field {_KEY!r} holds a JSON {type(meta).__name__}, not an object")
+    _check_fields(meta, path)
     return meta
+
+
+def _field_error(path: Path | str, field: str, problem: str) -> ValueError:
+    """A damaged metadata field: names the file and the field (``FILE: metadata field 'network':
+    dim=-3 must be >= 1``)."""
+    return ValueError(f"{path}: metadata field {field!r}: {problem}; the checkpoint is damaged (re-save it with lidmem)")
+
+
+def _check_fields(meta: dict[str, Any], path: Path) -> None:
+    """The types of the metadata fields that rebuild the model (their values are checked where
+    they are used, with the field named: :func:`load_network`, :func:`load_score_model`)."""
+    net = meta.get("network")
+    if net is not None and (not isinstance(net, dict) or not isinstance(net.get("type"), str)):
+        raise _field_error(path, "network", f"must be a JSON object with a 'type' string; got {json.dumps(net)[:80]}")
+    sde = meta.get("sde")
+    if sde is not None and not isinstance(sde, dict):
+        raise _field_error(path, "sde", f"must be a JSON object or null; got {json.dumps(sde)[:80]}")
+    shape = meta.get("data_shape")
+    if shape is not None and (not isinstance(shape, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape)):
+        raise _field_error(path, "data_shape", f"must be a list of positive integers such as [1, 8, 8]; got {json.dumps(shape)[:80]}")
+    extra = meta.get("extra")
+    if extra is not None and not isinstance(extra, dict):
+        raise _field_error(path, "extra", f"must be a JSON object; got {json.dumps(extra)[:80]}")
 
 
 def load_network(path: str | Path, *, expected_kind: str | None = None, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -100,11 +125,17 @@ def load_network(path: str | Path, *, expected_kind: str | None = None, device: 
     """
     from safetensors.torch import load_file
 
+    device = check_device(device)
     meta = read_metadata(path)
     if expected_kind is not None and meta.get("kind") != expected_kind:
         raise ValueError(f"checkpoint {path} holds a {meta.get('kind')!r} model, but a {expected_kind!r} checkpoint is needed here")
+    if "network" not in meta:
+        raise _field_error(path, "network", "is missing (the network's config)")
     try:
         net = build_network(meta["network"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise _field_error(path, "network", " ".join(str(exc).split()) or type(exc).__name__) from None
+    try:
         net.load_state_dict(load_file(str(path)))
     except (RuntimeError, KeyError, TypeError) as exc:  # weights and config disagree (state_dict mismatch)
         first = " ".join(str(exc).split())[:300] or type(exc).__name__
@@ -119,6 +150,15 @@ def load_score_model(path: str | Path, *, device: str | torch.device = "cpu") ->
     The checkpoint metadata is available as ``model.metadata``.
     """
     net, meta = load_network(path, expected_kind="score_model", device=device)
-    model = ScoreModel(net, sde_from_config(meta["sde"]), prediction=meta["prediction"])
+    if not isinstance(meta.get("sde"), dict):
+        raise _field_error(path, "sde", "is missing; a score model needs its SDE (e.g. {\"type\": \"vp\", \"beta_min\": 0.1, \"beta_max\": 20.0})")
+    try:
+        sde = sde_from_config(meta["sde"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise _field_error(path, "sde", " ".join(str(exc).split()) or type(exc).__name__) from None
+    try:
+        model = ScoreModel(net, sde, prediction=meta.get("prediction"))
+    except (ValueError, TypeError) as exc:
+        raise _field_error(path, "prediction", " ".join(str(exc).split())) from None
     model.metadata = meta
     return model.eval()

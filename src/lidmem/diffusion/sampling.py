@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .._validation import check_choice, check_positive_int, make_generator, renamed_argument
+from .._validation import check_choice, check_device, check_positive_int, make_generator, renamed_argument
 from ..utils import append_dims, progress as _progress
 from .score import check_extra_args, time_tensor
 from .sde import SDE
@@ -94,6 +94,7 @@ def get_timesteps(
     """
     steps = check_positive_int(steps, "steps")
     check_choice(spacing, "spacing", SPACINGS)
+    device = check_device(device)
     if not (0.0 < t_end < t_start <= 1.0):
         raise ValueError(f"need 0 < t_end < t_start <= 1; got t_end={t_end}, t_start={t_start}; try t_end=1e-3")
     if spacing == "log":
@@ -222,7 +223,9 @@ def _initial(model: Any, shape: tuple[int, ...], seed: int | torch.Generator | N
     sde = _sde_of(model)
     if isinstance(shape, int) or not all(isinstance(s, int) and s > 0 for s in shape):
         raise ValueError(f"shape must be a tuple of positive ints such as (n, d); got {shape!r}")
-    if device is None:
+    if device is not None:
+        device = check_device(device)
+    else:
         params = list(model.parameters()) if hasattr(model, "parameters") else []
         device = params[0].device if params else torch.device("cpu")
     gen = make_generator(seed, device=device)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+import re
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from .._validation import check_choice
+from .._validation import ArgumentError, ArgumentTypeError, check_choice
 from ..utils import append_dims
 from .sde import SDE
 
-__all__ = ["ScoreModel", "Prediction", "PREDICTIONS", "prediction_to_score", "check_extra_args", "conditioning_rows", "time_tensor"]
+__all__ = ["ScoreModel", "Prediction", "PREDICTIONS", "prediction_to_score", "check_extra_args", "model_call_errors", "conditioning_rows", "time_tensor"]
 
 Prediction = Literal["score", "epsilon", "x0", "v"]
 PREDICTIONS: tuple[str, ...] = ("score", "epsilon", "x0", "v")
@@ -51,6 +53,45 @@ def check_extra_args(extra_args: Mapping[str, Any] | None, name: str = "extra_ar
             f"{{'cond': embeds, 'guidance_scale': 7.5}}, or None; got {type(extra_args).__name__}"
         )
     return dict(extra_args)
+
+
+_UNEXPECTED_KEYWORD = re.compile(r"unexpected keyword argument '([^']+)'")
+
+
+_DTYPE_MISMATCH = re.compile(r"same dtype|expected scalar type|should be the same|Expected .*dtype|found dtype", re.IGNORECASE)
+
+
+@contextlib.contextmanager
+def model_call_errors(extra_args: Mapping[str, Any] | None, x: torch.Tensor | None = None, name: str = "extra_args") -> Iterator[None]:
+    """Name the argument when the model refuses an estimator's input.
+
+    ``model(x, t, **extra_args)`` passes the keys unchanged (never routed by introspection), so a
+    key the model does not take surfaces as Python's ``TypeError: ... got an unexpected keyword
+    argument 'foo'`` from inside the user's function: around the estimator's model calls it
+    becomes an :class:`~lidmem._validation.ArgumentTypeError` naming ``name`` and the key. A
+    float64 ``x`` meeting a network that computes in another dtype (a closure hides its
+    parameters, so :func:`~lidmem._validation.as_model_dtype` cannot cast it first) becomes an
+    :class:`~lidmem._validation.ArgumentTypeError` naming ``x`` and the cast. Any other error
+    passes unchanged.
+    """
+    try:
+        yield
+    except (ArgumentTypeError, ArgumentError):
+        raise
+    except TypeError as exc:
+        m = _UNEXPECTED_KEYWORD.search(str(exc))
+        if m is None or not isinstance(extra_args, Mapping) or m.group(1) not in extra_args:
+            raise
+        key = m.group(1)
+        raise ArgumentTypeError(
+            f"{name} has key {key!r} but the model does not take it ({' '.join(str(exc).split())}); "
+            f"give only keyword arguments that model(x, t, **{name}) accepts", argument=name) from exc
+    except RuntimeError as exc:
+        if x is None or x.dtype != torch.float64 or not _DTYPE_MISMATCH.search(str(exc)):
+            raise
+        raise ArgumentTypeError(
+            f"x has dtype float64 but the model computes in another dtype ({' '.join(str(exc).split())}); "
+            "pass x as float32 (x.float(), or x.astype(numpy.float32))", argument="x") from exc
 
 
 def conditioning_rows(extra_args: Mapping[str, Any], n: int, rows: slice = slice(None), repeats: int = 1) -> dict[str, Any]:
@@ -94,6 +135,28 @@ def network_output(out: Any, fn: Any = None) -> torch.Tensor:
     raise TypeError(f"{name} returned {type(out).__name__}, not a tensor; pass a callable fn(x, t) that returns a tensor of x's shape (e.g. lambda x, t: net(x, t).sample)")
 
 
+def text_conditioned(fn: Any) -> int | None:
+    """``cross_attention_dim`` of a text-conditioned diffusers UNet (``UNet2DConditionModel``, a
+    subclass, ``torch.compile(unet)``), read from its ``.config``; None for any other callable."""
+    dim = getattr(getattr(fn, "config", None), "cross_attention_dim", None)
+    return dim if isinstance(dim, int) else None
+
+
+def call_network(fn: Any, x: torch.Tensor, t_model: torch.Tensor, extra_args: Mapping[str, Any], text_dim: int | None = None) -> torch.Tensor:
+    """``fn(x, t_model, **extra_args)`` as a tensor (:func:`network_output`). ``text_dim`` (from
+    :func:`text_conditioned`) marks a bare text-conditioned UNet: called without
+    ``encoder_hidden_states`` it is refused with a ``TypeError`` saying what to pass (diffusers'
+    own error names a missing positional argument)."""
+    if text_dim is not None and "encoder_hidden_states" not in extra_args:
+        raise TypeError(
+            f"{type(fn).__name__} is a text-conditioned diffusers UNet: pass its conditioning as "
+            f"extra_args={{'encoder_hidden_states': embeds}} (shape (n, L, {text_dim})), or wrap it in "
+            "lidmem.text2image.TextToImageModel for prompts and classifier-free guidance "
+            "(extra_args={'cond': ..., 'uncond': ..., 'guidance_scale': ...})"
+        )
+    return network_output(fn(x, t_model, **extra_args), fn)
+
+
 class ScoreModel(nn.Module):
     """Wrap ``fn(x, t_model)`` so that ``forward(x, t)`` always returns the score.
 
@@ -125,7 +188,9 @@ class ScoreModel(nn.Module):
         ``.to(device)`` and ``.eval()`` reach them. A bare diffusers ``UNet2DModel`` /
         ``UNet2DConditionModel`` is accepted: its output object's ``.sample`` is used (so is
         the first element of a returned tuple); conditioning such as ``encoder_hidden_states``
-        goes in ``extra_args``.
+        goes in ``extra_args`` (a bare ``UNet2DConditionModel`` called without it raises a
+        ``TypeError`` saying so; for classifier-free guidance use
+        :class:`lidmem.text2image.TextToImageModel`).
     sde : SDE
         The forward process the network was trained under.
     prediction : {"score", "epsilon", "x0", "v"}, default="score"
@@ -148,11 +213,12 @@ class ScoreModel(nn.Module):
             self._fn = fn
         self.sde = sde
         self.prediction = prediction
+        self._text_dim = text_conditioned(fn)
 
     def raw(self, x: torch.Tensor, t: torch.Tensor, **extra_args: Any) -> torch.Tensor:
         """The wrapped network's output at continuous time ``t`` (shape ``(n,)``)."""
         fn = self.net if self.net is not None else self._fn
-        return network_output(fn(x, self.sde.model_time(t), **extra_args), fn)
+        return call_network(fn, x, self.sde.model_time(t), extra_args, self._text_dim)
 
     def _times(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
         if not isinstance(t, torch.Tensor):

@@ -20,7 +20,10 @@ with the op's own kernel and the tangent with the cheapest exact one, and return
 ``fwAD.make_dual(primal, tangent)`` (no ``autograd.Function``: its per-call bookkeeping costs
 50-300 us under ``dual_level``). So a module of any class, a subclass of a layer (LoRA-style,
 diffusers' own), a closure, a plain function, a ``functools.partial``, a bound method or a bare
-diffusers UNet all get the same rules; no module is modified.
+diffusers ``UNet2DModel`` / ``UNet2DConditionModel`` all get the same rules; no module is modified.
+(In a ``UNet2DConditionModel``'s cross-attention the keys and values come from
+``encoder_hidden_states``, which carry no tangent: the attention rule then propagates the
+queries' tangent only.)
 
 - convolution / linear: ``conv(v, W)``, ``v W^T``;
 - SiLU: ``silu_backward(v, x)``, one fused kernel;
@@ -35,14 +38,17 @@ diffusers UNet all get the same rules; no module is modified.
   identically zero tangent absent (``h + temb``: ``h``'s tangent; ``x / 1``: ``x``'s).
 
 What falls back to PyTorch's own forward-mode rules (correct, slower): every other op (e.g.
-``F.gelu``, ``softmax`` outside attention, ``einsum``), calls with differentiable weights,
+``F.gelu``, as in the GEGLU feed-forward of diffusers' transformer blocks, ``softmax`` outside
+attention, ``einsum``), calls with differentiable weights,
 unknown keyword arguments, in-place SiLU, broadcast tangents, causal/dropout attention, code that
 calls the aten ops directly. ``torch.compile``'d modules and functions anywhere inside the
 callable run as their original Python code during a JVP (``torch.compiler.set_stance
-("force_eager")``): compiled graphs lose dual tensors' tangents without an error. Primal outputs
+("force_eager")``): compiled graphs lose dual tensors' tangents without an error (measured with
+inductor on an MLP, and with the eager backend on diffusers UNets). Primal outputs
 come from the same kernels as the layers' own forward (bit-identical, except attention, which
 equals the fused kernel to rounding); the tangents agree with PyTorch's rules and with reverse
-mode to 1e-8 in float64 (tests/test_autodiff.py, tests/test_wrapper_styles.py).
+mode to 1e-8 in float64 (tests/test_autodiff.py), and FLIPD to reverse mode's to 1e-6 for every
+model x wrapper style of tests/test_wrapper_matrix.py.
 
 :func:`jvp` is the entry point FLIPD uses. It applies the fast rules only under
 ``torch.no_grad()`` (the rules have no backward; code that differentiates *through* the JVP,
@@ -52,7 +58,9 @@ e.g. with respect to a text embedding, gets PyTorch's rules on the math attentio
 probe about two forward passes, holding one tangent per activation where reverse mode stores
 every activation), *verified once per model* by :func:`check_forward_mode` (one point, one probe,
 forward-mode ``v^T J v`` against reverse mode, dtype-dependent tolerance); if forward mode raises
-or disagrees, reverse mode with a ``RuntimeWarning``. Measured with
+or disagrees, reverse mode with a ``RuntimeWarning``; if reverse mode fails too (the model cannot
+be called so, e.g. a bare ``UNet2DConditionModel`` without ``encoder_hidden_states``), the
+model's own error, with no warning. Measured with
 ``benchmarks/speed_wrapper_styles.py``: the check costs under 2% of a 1,000-point FLIPD run.
 """
 
@@ -71,7 +79,7 @@ import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["fast_forward_rules", "jvp", "vjp", "resolve_ad", "check_forward_mode", "ADS"]
+__all__ = ["fast_forward_rules", "jvp", "vjp", "resolve_ad", "check_forward_mode", "ModelCallError", "ADS"]
 
 #: Accepted values of FLIPD's ``ad`` argument.
 ADS: tuple[str, ...] = ("auto", "forward", "reverse")
@@ -466,13 +474,31 @@ _AUTO_CACHE: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
 _CHECK_RTOL: dict[torch.dtype, float] = {torch.float64: 1e-7, torch.float32: 1e-3, torch.float16: 3e-2, torch.bfloat16: 1e-1}
 
 
+class ModelCallError(Exception):
+    """Raised by :func:`check_forward_mode` when the model fails in both modes: not a
+    forward-mode problem, so :func:`resolve_ad` re-raises ``error`` (the model's own exception)
+    instead of falling back to reverse mode with a warning."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def check_forward_mode(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, v: torch.Tensor) -> tuple[bool, float, float]:
     """Compare ``v^T J v`` at ``x`` (one point, shape ``(1, ...)``) by forward mode (fast rules)
     and by reverse mode. Returns ``(agree, forward, reverse)``; agreement is within
     :data:`_CHECK_RTOL` of ``|v| (|J v| + |J^T v|)`` for ``x``'s dtype. Raises what forward mode
-    raises."""
-    with torch.no_grad():
-        _, jv = jvp(fn, None, x, v)
+    raises; where reverse mode fails as well (the model cannot be called this way, e.g. a
+    missing argument), raises :class:`ModelCallError` holding reverse mode's error."""
+    try:
+        with torch.no_grad():
+            _, jv = jvp(fn, None, x, v)
+    except Exception:
+        try:
+            vjp(fn, x, v)
+        except Exception as err:
+            raise ModelCallError(err) from err
+        raise
     _, jtv = vjp(fn, x, v)
     fwd = float((v.double() * jv.double()).sum())
     rev = float((v.double() * jtv.double()).sum())
@@ -482,15 +508,19 @@ def check_forward_mode(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tens
     return agree, fwd, rev
 
 
-def resolve_ad(ad: str, model: Any, check: Callable[[], tuple[bool, float, float]] | None = None) -> str:
+def resolve_ad(ad: str, model: Any, check: Callable[[], tuple[bool, float, float]] | None = None,
+               plain: Callable[[], None] | None = None) -> str:
     """Map ``ad`` (``"auto"``, ``"forward"`` or ``"reverse"``) to a concrete mode for ``model``.
 
     ``"auto"`` is ``"forward"`` (with the fast rules one probe costs about two forward passes and
     holds one tangent per activation, where reverse mode stores every activation), *verified*
     once per model: ``check`` (e.g. :func:`check_forward_mode` at the first point of the first
     batch with one probe) compares forward mode with reverse mode; if forward mode raises or
-    disagrees, ``"auto"`` becomes ``"reverse"`` with a ``RuntimeWarning`` saying why. The answer
+    disagrees, ``"auto"`` becomes ``"reverse"`` with a ``RuntimeWarning`` saying why; if reverse
+    mode fails too, the model's own error is raised (no warning, nothing cached). The answer
     is cached per model (weakly; models that cannot be weakly referenced are checked every call).
+    ``plain`` (a call of the model without derivatives) runs first, outside that fallback: an
+    error there is the model's own and propagates (no warning, no switch of mode).
     """
     if ad != "auto":
         return ad
@@ -502,8 +532,12 @@ def resolve_ad(ad: str, model: Any, check: Callable[[], tuple[bool, float, float
         return cached
     mode = "forward"
     if check is not None:
+        if plain is not None:
+            plain()
         try:
             agree, fwd, rev = check()
+        except ModelCallError as failed:  # the model's own error (both modes fail): no fallback
+            raise failed.error from failed.error.__cause__
         except (RuntimeError, NotImplementedError, TypeError, ValueError) as err:
             warnings.warn(f"ad='auto': forward-mode AD fails on {type(model).__name__} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); using reverse mode (pass ad='reverse' to skip this check)", RuntimeWarning, stacklevel=3)
             mode = "reverse"

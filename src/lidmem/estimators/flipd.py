@@ -21,10 +21,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .._validation import check_choice, check_points, check_positive_int, check_t0, make_generator
+from .._validation import ArgumentError, check_choice, check_points, check_positive_int, check_seed, check_t0, make_generator
 from .._validation import as_model_dtype
 from ..defaults import FLIPD_T0
-from ..diffusion.score import check_extra_args, conditioning_rows, time_tensor
+from ..diffusion.score import check_extra_args, conditioning_rows, model_call_errors, time_tensor
 from ..diffusion.sde import SDE
 from ..utils import chunk_slices, progress as _progress
 from .._allocator import retain_freed_memory
@@ -178,6 +178,16 @@ def _probe_forward_mode(model: Any, x: torch.Tensor, extra_args: Mapping[str, An
     return _autodiff.check_forward_mode(lambda inp: model(inp, tvec, **kw), xt, v)
 
 
+def _plain_call(model: Any, x: torch.Tensor, extra_args: Mapping[str, Any]) -> None:
+    """The model at the first point of ``x``, t = 0.5, without derivatives: its own errors
+    propagate, a non-finite score is an :class:`ArgumentError` naming ``model``."""
+    kw = conditioning_rows(extra_args, x.shape[0], slice(0, 1), 1)
+    with torch.no_grad():
+        s = model(x[:1], torch.full((1,), 0.5, dtype=x.dtype, device=x.device), **kw)
+    if isinstance(s, torch.Tensor) and not bool(torch.isfinite(s).all()):
+        raise ArgumentError("model returned NaN or infinite scores at x[0], t=0.5; FLIPD needs a finite score model", argument="model")
+
+
 def _flipd_curve_impl(
     model: Any,
     x: Any,
@@ -205,10 +215,22 @@ def _flipd_curve_impl(
     n_probes = check_positive_int(n_probes, "n_probes")
     batch_size = _check_batch_size(batch_size)
     args = check_extra_args(extra_args)
+    if seed is not None and not isinstance(seed, torch.Generator):
+        check_seed(seed)
     if not isinstance(create_graph, bool):
         raise TypeError(f"create_graph must be True or False; got {create_graph!r}")
     retain_freed_memory()  # batch after batch without page faults (see lidmem._allocator)
-    ad = _autodiff.resolve_ad(ad, model, lambda: _probe_forward_mode(model, x, args))
+    with model_call_errors(args, x):
+        return _flipd_run(model, sde, x, t0s, trace, n_probes, probe, seed, batch_size, progress, ad, args, create_graph, noisy, per_coordinate)
+
+
+def _flipd_run(
+    model: Any, sde: SDE, x: torch.Tensor, t0s: Sequence[float], trace: str, n_probes: int, probe: str,
+    seed: int | torch.Generator | None, batch_size: int | None, progress: bool | None, ad: str, args: dict[str, Any],
+    create_graph: bool, noisy: bool, per_coordinate: bool,
+) -> torch.Tensor:
+    """The body of :func:`_flipd_curve_impl` after its argument checks."""
+    ad = _autodiff.resolve_ad(ad, model, lambda: _probe_forward_mode(model, x, args), plain=lambda: _plain_call(model, x, args))
     if create_graph:
         # reverse-mode derivatives of forward-mode (jvp) outputs are wrong through layer_norm in
         # torch 2.13 (tests/test_t2i_adapters.py measures 1% on a diffusers UNet; reverse-over-
@@ -246,6 +268,11 @@ def _flipd_curve_impl(
                 xt = xc if noisy else psis[j] * xc
                 eq6 = _eq6_terms if per_coordinate else _eq6
                 result[sl, j] = eq6(model, xt, t0, sig2s[j], tangents, rows, ad, cond, create_graph)
+    bad = ~torch.isfinite(result).reshape(n, -1).all(dim=1)
+    if bool(bad.any()):  # never a silent NaN: the model's score or its derivative is not finite there
+        raise ArgumentError(
+            f"model returned NaN or infinite scores (or derivatives) at {int(bad.sum())} of {n} points (first: x[{int(bad.int().argmax())}]); "
+            "FLIPD needs a finite score model at these points and times", argument="model")
     return result.to(torch.promote_types(x.dtype, torch.float32))
 
 

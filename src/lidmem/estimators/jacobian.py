@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .._validation import check_choice, check_points, check_positive_int, check_probability
+from .._validation import ArgumentError, as_model_dtype, check_choice, check_points, check_positive_int, check_probability
 from ..utils import chunk_slices, progress as _progress
 from ._rank import check_threshold, cut_rank, percentile_threshold
 from .base import Estimator
@@ -49,14 +49,25 @@ def _singular_values(
     """Singular values (float64, ``(n, min(d, d'))``), output size ``d`` and output dtype."""
     if not callable(generator):
         raise TypeError(f"generator must be callable as generator(z) -> x; got {type(generator).__name__}")
-    z = check_points(z, "z")
+    z = check_points(as_model_dtype(z, generator), "z")
     check_choice(mode, "mode", MODES)
     zshape = tuple(z.shape[1:])
     dz = math.prod(zshape)
-    with torch.no_grad():
-        probe = generator(z[:1])
+    latent_dim = getattr(generator, "latent_dim", None)
+    if isinstance(latent_dim, int) and not isinstance(latent_dim, bool) and zshape != (latent_dim,):
+        raise ArgumentError(f"z has shape {tuple(z.shape)} but the generator takes latents of shape (n, {latent_dim}) (its latent_dim)", argument="z")
+    try:
+        with torch.no_grad():
+            probe = generator(z[:1])
+    except (RuntimeError, ValueError, IndexError) as exc:
+        raise ArgumentError(
+            f"generator(z[:1]) failed for z of shape {tuple(z.shape)}: {' '.join(str(exc).split())}; "
+            "z must be latents of the shape the generator takes", argument="z") from exc
     if not isinstance(probe, torch.Tensor) or probe.ndim < 1 or probe.shape[0] != 1:
         raise ValueError(f"generator(z[:1]) must return a tensor of shape (1, ...); got {getattr(probe, 'shape', type(probe))}")
+    if not bool(torch.isfinite(probe).all()):
+        raise ArgumentError("generator(z[:1]) returned NaN or infinite values; the generator's output must be finite "
+                            "(check its weights and z)", argument="generator")
     dx = math.prod(probe.shape[1:])
     if batch_size is None:
         batch_size = max(1, _DEFAULT_ELEMENTS // max(1, dx * dz))
@@ -78,6 +89,12 @@ def _singular_values(
     for sl in _progress(slices, total=len(slices), desc="Jacobian rank", disable=None if progress is None else not progress):
         with sdpa_kernel(SDPBackend.MATH):
             J = batched(z[sl]).reshape(sl.stop - sl.start, dx, dz)
+        bad = ~torch.isfinite(J).reshape(len(J), -1).all(dim=1)
+        if bool(bad.any()):
+            raise ArgumentError(
+                f"the generator's Jacobian holds NaN or infinite values at {int(bad.sum())} of {len(J)} latents "
+                f"(first: z[{sl.start + int(bad.int().argmax())}]); the generator must be differentiable with finite outputs",
+                argument="generator")
         out[sl] = torch.linalg.svdvals(J.detach().double())
     return out, dx, probe.dtype
 

@@ -69,7 +69,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import NotFittedError
 
-from .._validation import check_choice, check_points, check_positive_int, check_probability, renamed_argument
+from .._validation import check_choice, check_points, check_positive_int, check_probability, check_seed, renamed_argument
 from ..utils import chunk_slices, progress_bar
 from ._rank import check_threshold
 from ._ivf import _IVFNeighbours
@@ -232,6 +232,7 @@ class LocalPCA(Estimator):
             check_probability(self.radius, "radius", low=0.0, high=math.inf)
         check_probability(self.radius_percentile, "radius_percentile", low=0.0, high=100.0)
         check_positive_int(self.max_pairs, "max_pairs")
+        check_seed(self.seed)
         if self.batch_size is not None:
             check_positive_int(self.batch_size, "batch_size")
         from ..neighbors import SEARCHES

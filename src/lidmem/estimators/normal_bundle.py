@@ -17,10 +17,10 @@ from typing import Any
 
 import torch
 
-from .._validation import check_points, check_positive_int, check_probability, check_t0, make_generator
+from .._validation import ArgumentError, check_points, check_positive_int, check_probability, check_t0, make_generator
 from .._validation import as_model_dtype
 from ..defaults import NB_T0
-from ..diffusion.score import check_extra_args, conditioning_rows, time_tensor
+from ..diffusion.score import check_extra_args, conditioning_rows, model_call_errors, time_tensor
 from ..utils import chunk_slices, progress as _progress
 from ._rank import THRESHOLDS, count_above, cut_rank, gap_rank, numerical_rank_floor, percentile_threshold  # noqa: F401 (re-exported)
 from ._rank import check_threshold as _check_threshold
@@ -63,7 +63,7 @@ def normal_bundle_singular_values(
     psi, sigma = float(sde.psi(tt)), float(sde.sigma(tt))
     out = torch.empty(n, min(d, k), dtype=torch.float64, device=x.device)
     slices = list(chunk_slices(n, batch_size))
-    with torch.no_grad():
+    with torch.no_grad(), model_call_errors(args, x):
         for sl in _progress(slices, total=len(slices), desc="normal bundle", disable=None if progress is None else not progress):
             xc = x[sl]
             b = xc.shape[0]
@@ -75,6 +75,11 @@ def normal_bundle_singular_values(
             if s.shape != (b * k, *shape):
                 raise ValueError(f"model returned shape {tuple(s.shape)} for input shape {(b * k, *shape)}; it must return the score")
             S = s.reshape(b, k, d).double()  # rows are the score vectors (S^T of the paper)
+            bad = ~torch.isfinite(S).reshape(b, -1).all(dim=1)
+            if bool(bad.any()):
+                raise ArgumentError(
+                    f"model returned NaN or infinite scores at {int(bad.sum())} of {b} points (first: x[{sl.start + int(bad.int().argmax())}]) "
+                    f"at t0={t0}; the score model has to be finite there", argument="model")
             out[sl] = torch.linalg.svdvals(S)
     return out
 

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._validation import ArgumentError, check_positive_int, check_t0
+from .._validation import ArgumentError, check_positive_int, check_seed, check_t0
 from ..defaults import FLIPD_T0_WITH_TRAINING_DATA, NB_T0, NB_THRESHOLD
 from ..data.audit_inputs import TrainingImages, load_duplicate_flags, load_sample_images, load_training_images
 from ..estimators import FLIPD, JacobianRank, LocalPCA, NormalBundle
@@ -64,6 +64,8 @@ __all__ = [
     "load_sample_images",
     "load_duplicate_flags",
     "check_audit_inputs",
+    "default_lpca_k",
+    "lpca_k_note",
     "audit_memorization",
 ]
 
@@ -161,10 +163,12 @@ def check_audit_inputs(
     train: np.ndarray,
     samples: np.ndarray | None = None,
     *,
-    lpca_k: int = 100,
+    lpca_k: int | None = 100,
     copy_k: int = 5,
 ) -> None:
-    """Validate everything cheap before the long work: kinds, shapes, sizes. Raises ValueError/TypeError."""
+    """Validate everything cheap before the long work: kinds, shapes, finite pixels, sizes.
+    ``lpca_k=None`` skips the check of local PCA's ``k`` (the default adapts to ``train``).
+    Raises ValueError/TypeError (:class:`ArgumentError` naming ``train``, ``samples``, ``lpca_k``)."""
     if kind not in ("score_model", "generator"):
         raise ValueError(f"kind={kind!r} must be 'score_model' or 'generator'")
     if kind == "score_model" and not hasattr(model, "sde"):
@@ -173,30 +177,58 @@ def check_audit_inputs(
         raise TypeError(f"a generator needs a latent_dim attribute (z has shape (n, latent_dim)); got {type(model).__name__}")
     train = np.asarray(train)
     if train.ndim != 4:
-        raise ValueError(f"training images must have shape (n, c, h, w); got {train.shape}")
+        raise ArgumentError(f"train must hold images of shape (n, c, h, w); got shape {train.shape}", argument="train")
+    if len(train) == 0:
+        raise ArgumentError("train is empty; give the model's training images (n, c, h, w)", argument="train")
     shape = _image_shape(model, kind)
     if shape is not None and tuple(train.shape[1:]) != shape:
-        raise ValueError(
-            f"the model generates images of shape {shape} but the training images have shape {tuple(train.shape[1:])}; "
-            "use the training set the model was trained on"
+        raise ArgumentError(
+            f"the model generates images of shape {shape} but the training images (train) have shape {tuple(train.shape[1:])}; "
+            "use the training set the model was trained on", argument="train"
         )
+    if np.issubdtype(train.dtype, np.floating):
+        bad = ~np.isfinite(train.reshape(len(train), -1)).all(axis=1)
+        if bad.any():
+            raise ArgumentError(
+                f"train holds NaN or infinite values in {int(bad.sum())} of {len(train)} images (first: row {int(np.argmax(bad))}); "
+                "drop or fix those images", argument="train")
     if samples is not None:
         samples = np.asarray(samples)
         if kind == "generator":
             raise ValueError("given samples need a score model: a generator's Jacobian rank needs each sample's latent z; drop --samples")
         if samples.ndim != 4 or tuple(samples.shape[1:]) != tuple(train.shape[1:]):
             raise ValueError(f"samples have shape {samples.shape[1:]} per image but training images have {tuple(train.shape[1:])}")
-    lpca_k = check_positive_int(lpca_k, "lpca_k")
-    if lpca_k > len(train) - 1:
+    if lpca_k is None:
+        default_lpca_k(len(train))
+    elif check_positive_int(lpca_k, "lpca_k") > len(train) - 1:
         raise ArgumentError(f"lpca_k={lpca_k} must be <= n_train - 1 = {len(train) - 1}; lower it for this small training set", argument="lpca_k")
     copy_k = check_positive_int(copy_k, "copy_k")
 
 
+#: Neighbours of the audit's local PCA (LID_*) when the training set is large enough.
+LPCA_K = 100
+
+
+def default_lpca_k(n_train: int, name: str = "train") -> int:
+    """The audit's local-PCA ``k`` for ``n_train`` training images: ``min(100, n_train - 1)``
+    (each image has ``n_train - 1`` others; local PCA needs ``k >= 2``, so at least 3 images).
+    Raises :class:`ArgumentError` naming ``name`` for fewer than 3."""
+    if n_train < 3:
+        raise ArgumentError(f"{name} has {n_train} training point(s); local PCA (LID_*) needs at least 3", argument=name)
+    return min(LPCA_K, n_train - 1)
+
+
+def lpca_k_note(k: int, n_train: int) -> str:
+    """The summary's ``settings.lpca_k_rule`` when ``k`` came from :func:`default_lpca_k`."""
+    return f"default min({LPCA_K}, n_train - 1) = {k} for n_train = {n_train}"
+
+
 # --- the audit ----------------------------------------------------------------------------------
 def _resolve_estimators(
-    model: nn.Module, kind: str, lid_theta: Any, normal_bundle: Any, lid_star: Any, *, seed: int, progress: bool | None
+    model: nn.Module, kind: str, lid_theta: Any, normal_bundle: Any, lid_star: Any, *, seed: int, progress: bool | None, n_train: int
 ) -> tuple[FLIPD | JacobianRank, NormalBundle | None, LocalPCA]:
-    """The audit's estimator objects: the given ones (checked) or the audit's defaults."""
+    """The audit's estimator objects: the given ones (checked) or the audit's defaults (local
+    PCA's ``k`` adapted to ``n_train``: :func:`default_lpca_k`)."""
     if lid_theta is None:
         lid_theta = (FLIPD(model, t0=FLIPD_T0_WITH_TRAINING_DATA, trace="hutchinson", n_probes=8, seed=seed, progress=progress) if kind == "score_model"
                      else JacobianRank(model, threshold="percentile", percentile=10.0, progress=progress))
@@ -218,7 +250,7 @@ def _resolve_estimators(
         if normal_bundle.model is not None and normal_bundle.model is not model:
             raise ValueError("normal_bundle is a NormalBundle of another model; build it on the audited model (NormalBundle(model, ...))")
     if lid_star is None:
-        lid_star = LocalPCA(k=100, tau="fo", radius=0.0, radius_percentile=10.0, seed=seed, progress=progress)
+        lid_star = LocalPCA(k=default_lpca_k(n_train), tau="fo", radius=0.0, radius_percentile=10.0, seed=seed, progress=progress)
     if not isinstance(lid_star, LocalPCA):
         raise TypeError(f"lid_star must be a lidmem.estimators.LocalPCA; got {type(lid_star).__name__}")
     return lid_theta, normal_bundle, lid_star
@@ -332,8 +364,9 @@ def audit_memorization(
         itself). None skips it (NaN column).
     lid_star : LocalPCA, optional
         LID_* estimator fitted on the training set (each image excluded from its own search);
-        default ``LocalPCA(k=100, tau="fo", radius=0.0, radius_percentile=10.0, seed=seed)``.
-        ``k`` must be <= n_train - 1. ``radius=0.0`` restricts a neighbourhood to exact
+        default ``LocalPCA(k=min(100, n_train - 1), tau="fo", radius=0.0, radius_percentile=10.0,
+        seed=seed)`` (the summary's ``settings.lpca_k_rule`` says when ``k`` was adapted to a
+        small training set). A given ``k`` must be <= n_train - 1. ``radius=0.0`` restricts a neighbourhood to exact
         duplicates when there are any (so duplicated training images get LID_* = 0);
         ``"percentile"`` is the paper's rule (points within the 10th percentile of all pairwise
         training distances). On the 8x8 digits that radius (4.8 in [-1, 1] units) is more than
@@ -381,13 +414,18 @@ def audit_memorization(
 
     timings: dict[str, float] = {}
     say = log if log is not None else (lambda msg: None)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    seed = check_seed(seed)
     tr = train if isinstance(train, TrainingImages) else TrainingImages(np.asarray(train, np.float32), [str(i) for i in range(len(train))])
     if kind is None:
         kind = "generator" if hasattr(model, "latent_dim") else "score_model"
-    lid_theta, nb_est, lpca = _resolve_estimators(model, kind, lid_theta, normal_bundle, lid_star, seed=seed, progress=progress)
+    check_audit_inputs(model, kind, tr.images, samples, lpca_k=None, copy_k=copy_k)
+    k_rule = None if lid_star is not None else lpca_k_note(default_lpca_k(len(tr.images)), len(tr.images))
+    lid_theta, nb_est, lpca = _resolve_estimators(model, kind, lid_theta, normal_bundle, lid_star, seed=seed, progress=progress,
+                                                  n_train=len(tr.images))
     if isinstance(lpca.k, int) and lpca.k > len(tr.images) - 1:
-        raise ValueError(f"lid_star.k={lpca.k} must be <= n_train - 1 = {len(tr.images) - 1}; use LocalPCA(k=...) with a smaller k for this small training set")
-    check_audit_inputs(model, kind, tr.images, samples, lpca_k=lpca.k, copy_k=copy_k)
+        raise ArgumentError(f"lid_star.k={lpca.k} must be <= n_train - 1 = {len(tr.images) - 1}; use LocalPCA(k=...) with a smaller k "
+                            "for this small training set, or lid_star=None (k = min(100, n_train - 1))", argument="lid_star")
     if len(tr.ids) != len(tr.images):
         raise ValueError(f"train has {len(tr.images)} images but {len(tr.ids)} ids")
     if samples is None:
@@ -396,6 +434,8 @@ def audit_memorization(
         raise ValueError(f"samples has {len(samples)} images but sample_ids has {len(sample_ids)} entries")
 
     sweep = [check_t0(v, "t0_sweep") for v in (t0_sweep or ())]
+    if k_rule is not None and lpca.k < LPCA_K:
+        say(f"local PCA k = {lpca.k}: {k_rule}")
 
     t = time.perf_counter()
     z = None
@@ -529,6 +569,7 @@ def audit_memorization(
             "num_samples": num_samples if samples is None else None, "sampling_steps": num_inference_steps,
             "sampler": "probability-flow ODE, Heun, t 1 -> 1e-3, Tweedie denoise" if kind == "score_model" else "G(z), z ~ N(0, I)",
             **_estimator_settings(lid_theta, nb_est, lpca, t0_used=t0_used, sweep=sweep, nb_max_dim=nb_max_dim),
+            **({"lpca_k_rule": k_rule} if k_rule is not None else {}),
             "seed": seed, "copy_detection": {**matches.settings, **matches.thresholds},
         },
         "mmh": _mmh_summary(mmh),

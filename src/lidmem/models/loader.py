@@ -30,13 +30,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._validation import ArgumentError, as_model_dtype, check_device
 from ..diffusion.score import ScoreModel
 from ..diffusion.sde import SDE, VESDE, DDPMSchedule
 from .specs import EDMDenoiser, GeneratorSpec, ScoreNetwork
 from ..text2image.loading import check_scheduler_class
 from .wrappers import EDMFunction, EmptyPromptScoreModel, LatentScoreModel, LoadedGenerator, ModelInfo, UNet2DFunction, count_parameters, sde_summary
 
-__all__ = ["load_model", "model_info", "is_entry_point", "check_scheduler_class", "DIFFUSERS_PREDICTIONS"]
+__all__ = ["load_model", "check_model_call", "model_info", "is_entry_point", "check_scheduler_class", "DIFFUSERS_PREDICTIONS"]
 
 #: diffusers ``prediction_type`` -> lidmem prediction
 DIFFUSERS_PREDICTIONS = {"epsilon": "epsilon", "v_prediction": "v", "sample": "x0"}
@@ -87,7 +88,7 @@ def load_model(ref: str | Path, *, device: str | torch.device = "cpu", dtype: to
     """
     if not isinstance(ref, (str, Path)):
         raise TypeError(f"model reference must be a path or 'package.module:factory'; got {type(ref).__name__}")
-    dev = torch.device(device)
+    dev = check_device(device)
     s = str(ref)
     from ..utils import held_library_warnings
 
@@ -132,7 +133,40 @@ def _load_file(path: Path, ref: str, dev: torch.device) -> nn.Module:
                          latent=f"N(0, I), latent_dim={latent_dim}", details={"network": meta.get("network", {}).get("type")})
         return _finish(net, info, meta)
     hint = " (for a text-to-image model pass its diffusers folder)" if kind == "text2image" else ""
-    raise ValueError(f"checkpoint {ref!r} holds a {kind!r} model; expected a 'score_model' or 'generator' checkpoint{hint}")
+    raise ValueError(f"checkpoint {ref!r} holds a {kind!r} model (its metadata field 'kind'); expected a 'score_model' or 'generator' checkpoint{hint}")
+
+
+def check_model_call(model: nn.Module, n: int = 2) -> str:
+    """Call a loaded model once, as the estimators will, and check what it returns.
+
+    A score model gets ``n`` points of its ``info.data_shape`` (uniform in [-1, 1]) at t = 0.5;
+    a generator gets ``n`` latents ``z ~ N(0, I)``. The output must be a tensor of the input's
+    shape (a score model) or of ``(n, *info.image_shape)`` (a generator), and finite. Returns a
+    one-line description for ``lidmem inspect``; raises :class:`~lidmem._validation.ArgumentError`
+    naming ``model`` with the failure (the model's own exception chained), so a factory whose
+    network cannot run is refused before a long command.
+    """
+    info: ModelInfo = model.info
+    g = torch.Generator().manual_seed(0)
+    dev = next((p.device for p in model.parameters()), torch.device("cpu"))
+    if info.kind == "generator":
+        inp = as_model_dtype(torch.randn(n, int(model.latent_dim), generator=g), model).to(dev)
+        what, want = f"{n} latents z of shape (n, {int(model.latent_dim)})", (n, *info.image_shape)
+        args: tuple[Any, ...] = (inp,)
+    else:
+        inp = as_model_dtype(torch.rand((n, *info.data_shape), generator=g) * 2 - 1, model).to(dev)
+        what, want = f"{n} points of shape {tuple(info.data_shape)} at t=0.5", tuple(inp.shape)
+        args = (inp, torch.full((n,), 0.5, dtype=inp.dtype, device=dev))
+    try:
+        with torch.no_grad():
+            out = model(*args)
+    except Exception as exc:  # the user's network: any error it raises is the model's
+        raise ArgumentError(f"calling the model on {what} failed: {type(exc).__name__}: {' '.join(str(exc).split())}", argument="model") from exc
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
+        raise ArgumentError(f"the model returned {getattr(out, 'shape', type(out).__name__)} for {what}; it must return shape {want}", argument="model")
+    if not bool(torch.isfinite(out).all()):
+        raise ArgumentError(f"the model returned NaN or infinite values for {what}", argument="model")
+    return f"ok on {what} (finite, shape {'x'.join(map(str, want[1:]))})"
 
 
 def _finish(model: nn.Module, info: ModelInfo, meta: dict[str, Any] | None = None) -> nn.Module:

@@ -57,7 +57,11 @@ class EDMDenoiser:
     denoiser : callable
         ``denoiser(x, sigma)`` with ``x`` of shape ``(n, *data_shape)`` and ``sigma`` of shape
         ``(n,)``; returns the denoised images, ``x``'s shape (psi = 1, no input scaling by you:
-        EDM's preconditioning lives inside ``denoiser``).
+        EDM's preconditioning lives inside ``denoiser``). A module, closure, function, partial,
+        bound method or ``torch.compile`` result; a bare diffusers UNet is called as
+        ``unet(x, sigma)`` and its ``.sample`` used (conditioning, e.g. a
+        ``UNet2DConditionModel``'s ``encoder_hidden_states``, comes from the estimators'
+        ``extra_args``).
     sigma_min, sigma_max : float
         The noise levels the model was trained on (EDM: 0.002 and 80).
     data_shape : tuple of int
@@ -89,7 +93,10 @@ class ScoreNetwork:
     Parameters
     ----------
     net : callable
-        The network (an ``nn.Module`` is moved to the requested device).
+        The network (an ``nn.Module`` is moved to the requested device): a module, closure,
+        function, partial, bound method, ``torch.compile`` result or a bare diffusers
+        ``UNet2DModel`` / ``UNet2DConditionModel`` (its ``.sample`` is used; the latter needs
+        ``extra_args={"encoder_hidden_states": ...}`` and says so when called without).
     sde : lidmem SDE
         :class:`~lidmem.diffusion.sde.VPSDE`, ``VESDE`` or ``DDPMSchedule``.
     prediction : {"score", "epsilon", "x0", "v"}

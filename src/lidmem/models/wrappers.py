@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..diffusion.score import ScoreModel
+from ..diffusion.score import ScoreModel, call_network, text_conditioned
 from ..diffusion.sde import SDE, DDPMSchedule
 
 __all__ = ["ModelInfo", "LatentScoreModel", "LoadedGenerator", "count_parameters", "sde_summary"]
@@ -230,16 +230,20 @@ class UNet2DFunction(nn.Module):
 
 
 class EDMFunction(nn.Module):
-    """``fn(x, t) = D(x, sigma(t))`` for an EDM denoiser under a VE SDE (prediction ``"x0"``)."""
+    """``fn(x, t, **extra_args) = D(x, sigma(t), **extra_args)`` for an EDM denoiser under a VE SDE
+    (prediction ``"x0"``). ``D`` may be any callable (module, closure, partial, bound method,
+    ``torch.compile`` result) or a bare diffusers UNet (its ``.sample`` is used; a text-conditioned
+    one needs ``extra_args={"encoder_hidden_states": ...}``)."""
 
-    def __init__(self, denoiser: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], sde: SDE) -> None:
+    def __init__(self, denoiser: Callable[..., Any], sde: SDE) -> None:
         super().__init__()
         if isinstance(denoiser, nn.Module):
             self.denoiser = denoiser
         else:
             self._denoiser = denoiser
         self._sde = sde
+        self._text_dim = text_conditioned(denoiser)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, **extra_args: Any) -> torch.Tensor:
         d = self.denoiser if "denoiser" in self._modules else self._denoiser
-        return d(x, self._sde.sigma(t).to(x.dtype))
+        return call_network(d, x, self._sde.sigma(t).to(x.dtype), extra_args, self._text_dim)

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from .._validation import check_positive_int, make_generator
-from ..diffusion.score import prediction_to_score
+from ..diffusion.score import network_output, prediction_to_score
 from ..diffusion.sde import DDPMSchedule
 from ..utils import append_dims
 
@@ -106,7 +106,10 @@ class TextToImageModel(nn.Module):
     ----------
     unet : diffusers.UNet2DConditionModel
         Predicts epsilon, v or x0 (from ``scheduler.config.prediction_type``) given
-        ``(sample, timestep, encoder_hidden_states)``.
+        ``(sample, timestep, encoder_hidden_states)``. ``torch.compile(unet)``, a subclass or any
+        module with the UNet's ``.config`` (``in_channels``, ``sample_size``) returning a tensor,
+        a tuple or an output object with ``.sample`` also work; a closure or function is refused
+        with a ``TypeError`` (wrap it in :class:`lidmem.ScoreModel` instead).
     text_encoder : transformers.PreTrainedModel
         Its first output (``last_hidden_state``) is the conditioning, as in
         ``StableDiffusionPipeline.encode_prompt``.
@@ -142,9 +145,17 @@ class TextToImageModel(nn.Module):
         prediction: str | None = None,
     ) -> None:
         super().__init__()
-        for name, comp in (("unet", unet), ("text_encoder", text_encoder)):
-            if not isinstance(comp, nn.Module):
-                raise TypeError(f"{name} must be a torch.nn.Module (a diffusers/transformers model); got {type(comp).__name__}")
+        cfg = getattr(unet, "config", None)
+        if not isinstance(unet, nn.Module) or getattr(cfg, "in_channels", None) is None or getattr(cfg, "sample_size", None) is None:
+            raise TypeError(
+                f"unet must be a diffusers UNet2DConditionModel (torch.compile(unet) and subclasses are fine), or an nn.Module "
+                f"called as unet(x, timestep, encoder_hidden_states=...) with the UNet's .config (in_channels, sample_size); "
+                f"got {type(unet).__name__}{'' if cfg is None or not isinstance(unet, nn.Module) else ' whose .config lacks in_channels / sample_size'}. "
+                "For a closure, function or your own guidance use lidmem.ScoreModel(fn, DDPMSchedule.from_scheduler(scheduler), "
+                "prediction='epsilon') and pass the conditioning in extra_args"
+            )
+        if not isinstance(text_encoder, nn.Module):
+            raise TypeError(f"text_encoder must be a torch.nn.Module (a transformers model); got {type(text_encoder).__name__}")
         if not callable(tokenizer):
             raise TypeError(f"tokenizer must be a transformers tokenizer; got {type(tokenizer).__name__}")
         if vae is not None and not isinstance(vae, nn.Module):
@@ -319,7 +330,7 @@ class TextToImageModel(nn.Module):
         tt = self._times(x, t)
         emb = _broadcast_embeds(embeds, x.shape[0], "embeds").to(x.dtype)
         tau = self.sde.model_time(tt.double()).to(torch.float32)
-        return self.unet(x, tau, encoder_hidden_states=emb).sample
+        return network_output(self.unet(x, tau, encoder_hidden_states=emb), self.unet)
 
     def branch_outputs(
         self, x: torch.Tensor, t: float | torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .._validation import parse_json_text
+from .._validation import check_device, parse_json_text
 from .adapters import TextToImageModel
 
 __all__ = ["load_text2image"]
@@ -60,7 +60,7 @@ def load_text2image(
     import transformers
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
-    dev = torch.device(device) if device is not None else torch.device("cpu")
+    dev = check_device(device) if device is not None else torch.device("cpu")
     if isinstance(dtype, str):
         names = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
         if dtype not in names:

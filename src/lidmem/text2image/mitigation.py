@@ -24,7 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from .._validation import check_choice, check_positive_int, make_generator
+from .._validation import check_choice, check_device, check_positive_int, make_generator
 from ..utils import progress as _progress
 from .adapters import TextToImageModel
 from .attribution import TokenAttribution, token_attribution
@@ -418,7 +418,7 @@ def clip_alignment(path: str, *, device: str | torch.device | None = None, local
     from transformers import AutoTokenizer, CLIPModel
 
     clip = CLIPModel.from_pretrained(path, local_files_only=local_files_only).eval()
-    dev = torch.device(device) if device is not None else torch.device("cpu")
+    dev = check_device(device) if device is not None else torch.device("cpu")
     clip.to(dev)
     tok = AutoTokenizer.from_pretrained(path, local_files_only=local_files_only)
     size = int(clip.config.vision_config.image_size)
