@@ -68,7 +68,7 @@ def train_defaults(side: int) -> TrainDefaults:
 
 #: Named recipes of ``lidmem train --preset``, measured by ``benchmarks/train_presets.py`` (photo32: an
 #: estimate from the per-step cost, not yet checked by a run)
-#: (docs/models.md has the table). Fields not given by a preset come from :func:`train_defaults`.
+#: (docs/train_presets.md has the table). Fields not given by a preset come from :func:`train_defaults`.
 TRAIN_PRESETS: dict[str, TrainDefaults] = {
     "photo16": TrainDefaults((32, 64), 1800, 64, 1e-3, prediction="v"),
     "photo32": TrainDefaults((32, 64, 64), 1200, 64, 1e-3, prediction="v"),
