@@ -224,6 +224,7 @@ WALK_BAD = {
     "*:wrt": "bogus",
     "*:alignment_model": "{missing}",
     "*:generic": "{missing}",
+    "train:preset": "bogus",
 }
 
 #: parameters without an invalid value (free text, flags) or checked under another name.

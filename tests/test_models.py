@@ -462,3 +462,24 @@ def test_latent_ddim_then_decode_reproduces_ldm_pipeline(folders, one_thread):
     noise = torch.randn((2, 2, 4, 4), generator=torch.Generator().manual_seed(3))
     ours = (model.decode(sample_ddim(model, noise, 8)) / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
     assert np.abs(ours - ref).max() <= 1e-4 and ref.std() > 0.01
+
+
+def test_train_presets(tmp_path, one_thread):
+    """--preset recipes: named, validated, digits defaults untouched, and a v-prediction checkpoint
+    loads back as v-prediction."""
+    from lidmem.data.images import load_patches_with_duplicates
+    from lidmem.diffusion.checkpoint import load_score_model
+    from lidmem.workflows.train import TRAIN_PRESETS, train_defaults, train_image_model, train_settings
+
+    assert train_settings(8) == train_defaults(8) and train_defaults(8).prediction == "epsilon"  # the digits recipe
+    assert train_defaults(16).prediction == "v" and train_defaults(32).prediction == "v"
+    assert set(TRAIN_PRESETS) == {"photo16", "photo32"}
+    assert train_settings(16, "photo16").prediction == "v" and train_settings(32, "photo32").block_out_channels == (32, 64, 64)
+    assert train_settings(30, "photo32").block_out_channels == (32, 64)  # levels cut to what the side allows
+    with pytest.raises(ValueError, match="preset"):
+        train_settings(16, "photo64")
+    imgs = load_patches_with_duplicates(n_images=20, n_duplicated=2, n_copies=3).images
+    res = train_image_model(imgs, tmp_path / "p.safetensors", preset="photo16", steps=2, batch_size=4, block_out_channels=(8, 16), progress=False)
+    model = load_score_model(tmp_path / "p.safetensors")
+    assert model.prediction == "v" and res.settings["prediction"] == "v"
+    assert res.settings["log_uniform_fraction"] == TRAIN_PRESETS["photo16"].log_uniform_fraction

@@ -73,3 +73,29 @@ def test_patches_planted_data_set():
     flat = d.images.reshape(590, -1)
     assert len(np.unique(flat, axis=0)) == 400  # 10 tiles repeated 20x among 400 distinct tiles
     assert len(np.unique(flat[d.duplicated], axis=0)) == 10
+
+
+def test_rgb_patches_planted_data_set():
+    """The 32x32 RGB tiles of the training benchmarks: deterministic under the seed, in range,
+    10 tiles x 20 copies among 400 distinct, real colour, and tile i is the photo's pixels."""
+    from sklearn.datasets import load_sample_images
+
+    from lidmem.data.images import load_patches_with_duplicates
+
+    d = load_patches_with_duplicates(size=32, channels=3, downsample=1)
+    assert d.images.shape == (590, 3, 32, 32) and d.images.dtype == np.float32 and d.duplicated.sum() == 200
+    assert d.images.min() == -1.0 and d.images.max() == 1.0
+    flat = d.images.reshape(590, -1)
+    assert len(np.unique(flat, axis=0)) == 400 and len(np.unique(flat[d.duplicated], axis=0)) == 10
+    assert np.abs(d.images[:, 0] - d.images[:, 2]).mean() > 0.05  # colour, not grey in 3 channels
+    tile = int(d.source_index[0])  # 13 x 20 tiles of 32 px in each 427 x 640 photo, china first
+    photo = load_sample_images().images[tile // 260]
+    r, c = divmod(tile % 260, 20)
+    np.testing.assert_allclose(d.images[0], photo[32 * r:32 * r + 32, 32 * c:32 * c + 32].transpose(2, 0, 1) * (2 / 255) - 1, atol=1e-6)
+    again = load_patches_with_duplicates(size=32, channels=3, downsample=1)
+    other = load_patches_with_duplicates(size=32, channels=3, downsample=1, seed=1)
+    assert np.array_equal(again.images, d.images) and again.ids == d.ids and not np.array_equal(other.images, d.images)
+    with pytest.raises(ValueError, match="channels"):
+        load_patches_with_duplicates(channels=2)
+    with pytest.raises(ValueError, match="n_images"):
+        load_patches_with_duplicates(size=32, channels=3)  # 2x downsampled: only 120 tiles of 32 px

@@ -21,11 +21,12 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
     def train(
         data: str = typer.Option(..., "--data", help="Images: a folder, a .npy (n,c,s,s) in [-1,1], Parquet file/folder, a save_to_disk folder, or 'digits'."),
         out: Path = typer.Option(..., "--out", help="Checkpoint to write (.safetensors); its .train_state sidecar makes reruns resume."),
-        steps: Optional[int] = typer.Option(None, help="Total optimisation steps (default from the image side; see docs/models.md)."),
+        preset: Optional[str] = typer.Option(None, help="A measured recipe: photo16 (16x16 photos), photo32 (32x32 photos); see README 'Train a model worth auditing'. Default: from the image side."),
+        steps: Optional[int] = typer.Option(None, help="Total optimisation steps (default from the image side or --preset; see docs/models.md)."),
         batch_size: Optional[int] = typer.Option(None, help="Minibatch size (default from the image side)."),
         lr: Optional[float] = typer.Option(None, help="Adam learning rate (default from the image side)."),
         channels: Optional[str] = typer.Option(None, help="UNet block_out_channels, e.g. 32,64 (default from the image side)."),
-        ema_decay: float = typer.Option(0.999, help="EMA decay of the weights (the checkpoint holds the EMA)."),
+        ema_decay: Optional[float] = typer.Option(None, help="EMA decay of the weights (the checkpoint holds the EMA; default 0.999 or --preset's)."),
         checkpoint_every: int = typer.Option(500, help="Write the checkpoint every N steps (and on Ctrl-C)."),
         resume: bool = typer.Option(True, "--resume/--restart", help="Continue from --out's training state when it exists."),
         column: Optional[str] = typer.Option(None, help="Parquet / save_to_disk: the image column (default: first found)."),
@@ -39,19 +40,22 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         stop_when_memorizing: bool = typer.Option(False, "--stop-when-memorizing", help="Stop at the monitor's first alarm; the checkpoint keeps the last save before it."),
     ) -> None:
         """Train lidmem's pixel-space image UNet (VP-SDE, epsilon, EMA) on your images; Ctrl-C saves, rerun resumes."""
-        from ..workflows.train import check_sample_grid, read_training_images, train_defaults, train_image_model
+        from ..workflows.train import check_sample_grid, read_training_images, train_image_model
 
         with user_errors():
             # every option and --out before the data are read and any step is taken
-            from .._validation import check_finite, check_int_list, check_positive_int, check_seed
+            from .._validation import check_choice, check_finite, check_int_list, check_positive_int, check_seed
+            from ..workflows.train import TRAIN_PRESETS, train_settings
 
             check_out(out, kind="file", suffixes=(".safetensors",))
+            if preset is not None:
+                check_choice(preset, "preset", tuple(TRAIN_PRESETS))
             for value, name in ((steps, "--steps"), (batch_size, "--batch-size")):
                 if value is not None:
                     check_positive_int(value, name)
             if lr is not None and not check_finite(lr, "--lr") > 0:
                 raise ValueError(f"--lr={lr} must be > 0")
-            if not 0.0 <= check_finite(ema_decay, "--ema-decay") < 1.0:
+            if ema_decay is not None and not 0.0 <= check_finite(ema_decay, "--ema-decay") < 1.0:
                 raise ValueError(f"--ema-decay={ema_decay} must lie in [0, 1)")
             check_positive_int(checkpoint_every, "--checkpoint-every")
             check_positive_int(grid, "--grid", minimum=0)
@@ -65,14 +69,15 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
                 raise ValueError("--stop-when-memorizing needs --monitor-every N (e.g. --monitor-every 250)")
             chans = tuple(check_int_list(channels, "--channels")) if channels else None
             images, desc = read_training_images(data, column=column)
-            d = train_defaults(int(images.shape[-1]))
+            d = train_settings(int(images.shape[-1]), preset)
             console.print(
-                f"training on {len(images)} images of shape {tuple(images.shape[1:])}: channels {chans or d.block_out_channels}, "
-                f"{d.steps if steps is None else steps} steps, batch {d.batch_size if batch_size is None else batch_size}, lr {d.lr if lr is None else lr:g}"
+                f"training on {len(images)} images of shape {tuple(images.shape[1:])}{f' (preset {preset})' if preset else ''}: "
+                f"channels {chans or d.block_out_channels}, {d.steps if steps is None else steps} steps, "
+                f"batch {d.batch_size if batch_size is None else batch_size}, lr {d.lr if lr is None else lr:g}, {d.prediction} prediction"
             )
             try:
                 res = train_image_model(
-                    images, out, steps=steps, batch_size=batch_size, lr=lr, block_out_channels=chans, ema_decay=ema_decay,
+                    images, out, preset=preset, steps=steps, batch_size=batch_size, lr=lr, block_out_channels=chans, ema_decay=ema_decay,
                     checkpoint_every=checkpoint_every, resume=resume, seed=seed, extra={"data": desc}, progress=progress, device=device,
                     monitor_every=monitor_every, monitor_probes=monitor_probes, stop_when_memorizing=stop_when_memorizing,
                 )

@@ -1,4 +1,4 @@
-"""Real images that ship offline: scikit-learn's 8x8 digits, with planted duplicates.
+"""Real images that ship offline: scikit-learn's 8x8 digits and photo tiles, with planted duplicates.
 
 The planted-duplicates recipe (:func:`load_digits_with_duplicates`) is how lidmem makes a
 memorization audit measurable against known truth: a few training images are repeated many
@@ -143,22 +143,37 @@ def load_digits_with_duplicates(*, n_duplicated: int = 30, n_copies: int = 30, s
 
 
 def load_patches_with_duplicates(
-    *, size: int = 16, n_images: int = 400, n_duplicated: int = 10, n_copies: int = 20, seed: int = 0
+    *, size: int = 16, n_images: int = 400, n_duplicated: int = 10, n_copies: int = 20, seed: int = 0,
+    channels: int = 1, downsample: int = 2,
 ) -> DigitsData:
-    """Grey photo patches with planted duplicates: a second planted data set, of another image size.
+    """Photo patches with planted duplicates: a second planted data set, of another image size.
 
     Recipe: the two photos that ship inside scikit-learn (``load_sample_images``: china.jpg and
-    flower.jpg, 427x640 RGB) are converted to grey (mean of the channels), downsampled 2x by
-    2x2 averaging, and cut into non-overlapping ``size x size`` tiles (520 tiles for
-    ``size=16``); ``n_images`` tiles are drawn with ``default_rng(seed)`` and then
-    ``n_duplicated`` of them get ``n_copies - 1`` extra copies (as in
-    :func:`load_digits_with_duplicates`). Pixel value ``v`` in 0..255 maps to ``2 v / 255 - 1``.
-    With the defaults: 400 + 10 * 19 = 590 rows of shape ``(1, 16, 16)``, 200 (34%) duplicated.
+    flower.jpg, 427x640 RGB) are converted to grey (mean of the channels; ``channels=3`` keeps
+    RGB), downsampled ``downsample`` x by block averaging, and cut into non-overlapping
+    ``size x size`` tiles (520 tiles for ``size=16`` and for ``size=32, downsample=1``);
+    ``n_images`` tiles are drawn with ``default_rng(seed)`` and then ``n_duplicated`` of them get
+    ``n_copies - 1`` extra copies (as in :func:`load_digits_with_duplicates`). Pixel value ``v``
+    in 0..255 maps to ``2 v / 255 - 1``. With the defaults: 400 + 10 * 19 = 590 rows of shape
+    ``(1, 16, 16)``, 200 (34%) duplicated. The RGB set of the training benchmarks is
+    ``load_patches_with_duplicates(size=32, channels=3, downsample=1)``: 590 rows ``(3, 32, 32)``.
+
+    Parameters
+    ----------
+    size : int, default=16
+        Tile side ``s`` (pixels after downsampling).
+    n_images, n_duplicated, n_copies, seed : int
+        Distinct tiles, how many of them are duplicated, total appearances of each, and the seed.
+    channels : {1, 3}, default=1
+        1: grey (mean of R, G, B); 3: RGB.
+    downsample : int, default=2
+        Block-average factor applied to the photos before tiling (1: full resolution).
 
     Returns
     -------
     DigitsData
-        ``labels`` holds the photo (0 china, 1 flower); ``source_index`` the tile number.
+        ``images`` of shape ``(n, channels, size, size)``; ``labels`` holds the photo
+        (0 china, 1 flower); ``source_index`` the tile number.
     """
     from sklearn.datasets import load_sample_images
 
@@ -166,20 +181,27 @@ def load_patches_with_duplicates(
     n_images = check_positive_int(n_images, "n_images", minimum=2)
     n_duplicated = check_positive_int(n_duplicated, "n_duplicated", minimum=0)
     n_copies = check_positive_int(n_copies, "n_copies", minimum=2)
+    downsample = check_positive_int(downsample, "downsample")
+    if channels not in (1, 3) or isinstance(channels, bool):
+        raise ValueError(f"channels={channels!r} must be 1 (grey) or 3 (RGB)")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an int; got {seed!r}")
     tiles, photo = [], []
+    f = downsample
     for k, img in enumerate(load_sample_images().images):
-        g = np.asarray(img, dtype=np.float64).mean(axis=2)
-        h, w = (g.shape[0] // 2) * 2, (g.shape[1] // 2) * 2
-        g = g[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+        g = np.asarray(img, dtype=np.float64)
+        g = g.mean(axis=2, keepdims=True) if channels == 1 else g  # (h, w, c)
+        h, w = (g.shape[0] // f) * f, (g.shape[1] // f) * f
+        g = g[:h, :w].reshape(h // f, f, w // f, f, channels).mean(axis=(1, 3))
         for i in range(0, g.shape[0] - size + 1, size):
             for j in range(0, g.shape[1] - size + 1, size):
-                tiles.append(g[i:i + size, j:j + size])
+                tiles.append(g[i:i + size, j:j + size].transpose(2, 0, 1))
                 photo.append(k)
-    all_tiles = (np.stack(tiles)[:, None] * (2.0 / 255.0) - 1.0).astype(np.float32)
+    if not tiles:
+        raise ValueError(f"size={size} with downsample={downsample} leaves no tile of the 427x640 photos; use a smaller size or downsample")
+    all_tiles = (np.stack(tiles) * (2.0 / 255.0) - 1.0).astype(np.float32)
     if n_images > len(all_tiles):
-        raise ValueError(f"n_images={n_images} must be <= {len(all_tiles)}, the number of {size}x{size} tiles")
+        raise ValueError(f"n_images={n_images} must be <= {len(all_tiles)}, the number of {size}x{size} tiles (downsample={downsample})")
     if n_duplicated > n_images:
         raise ValueError(f"n_duplicated={n_duplicated} must be <= n_images={n_images}")
     rng = np.random.default_rng(int(seed))
@@ -196,9 +218,12 @@ def load_patches_with_duplicates(
         duplicated=np.isin(rows, chosen),
         labels=np.asarray(photo, dtype=np.int64)[picked[rows]],
         recipe={
-            "dataset": "sklearn.datasets.load_sample_images (china.jpg, flower.jpg), grey, 2x downsampled, tiles",
+            "dataset": f"sklearn.datasets.load_sample_images (china.jpg, flower.jpg), {'grey' if channels == 1 else 'RGB'}, "
+                       f"{downsample}x downsampled, tiles",
             "scaling": "2 * v / 255 - 1",
             "size": size,
+            "channels": int(channels),
+            "downsample": int(downsample),
             "n_images": n_images,
             "n_duplicated": n_duplicated,
             "n_copies": n_copies,

@@ -8,14 +8,16 @@ picks the network and schedule from the image side ``s`` (images must be square)
 ========== ======================= ======= ====== ====== ==============================
 side s     block_out_channels      steps   batch  lr     note
 ========== ======================= ======= ====== ====== ==============================
-s <= 16    (32, 64)                4,000   128    1e-3   the shipped digits UNet's recipe
+s <= 8     (32, 64)                4,000   128    1e-3   the shipped digits UNet's recipe
+s <= 16    (32, 64)                4,000   128    1e-3   v-prediction (as every s > 8)
 s <= 32    (32, 64, 64)            20,000  64     2e-4
 s <= 64    (32, 64, 128, 128)      50,000  32     2e-4   a GPU job
 s > 64     (64, 128, 256, 256)     100,000 16     1e-4   a GPU job
 ========== ======================= ======= ====== ====== ==============================
 
 Levels are dropped from the end until ``s`` is divisible by ``2 ** (levels - 1)``. Everything
-else is :func:`lidmem.diffusion.training.train_score_model`'s: VP-SDE, epsilon prediction, EMA
+else is :func:`lidmem.diffusion.training.train_score_model`'s: VP-SDE, epsilon prediction for
+s <= 8 and v-prediction above (docs/train_presets.md), EMA
 0.999, half of each batch's times log-uniform, resumable checkpoints.
 """
 
@@ -28,17 +30,20 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-__all__ = ["TrainDefaults", "train_defaults", "read_training_images", "train_image_model", "monitor_log_path", "sample_grid_png", "check_sample_grid"]
+__all__ = ["TrainDefaults", "TRAIN_PRESETS", "train_defaults", "train_settings", "read_training_images", "train_image_model", "monitor_log_path", "sample_grid_png", "check_sample_grid", "write_image_grid"]
 
 
 @dataclass(frozen=True)
 class TrainDefaults:
-    """Defaults of ``lidmem train`` for one image side (see the module docstring)."""
+    """Defaults of ``lidmem train`` for one image side or preset (see the module docstring)."""
 
     block_out_channels: tuple[int, ...]
     steps: int
     batch_size: int
     lr: float
+    prediction: str = "epsilon"
+    log_uniform_fraction: float = 0.5
+    ema_decay: float = 0.999
 
 
 def train_defaults(side: int) -> TrainDefaults:
@@ -56,7 +61,33 @@ def train_defaults(side: int) -> TrainDefaults:
     channels = d.block_out_channels
     while len(channels) > 1 and side % 2 ** (len(channels) - 1):
         channels = channels[:-1]
-    return TrainDefaults(channels, d.steps, d.batch_size, d.lr)
+    # v-prediction above 8x8: epsilon's x0 estimate amplifies its error by sigma/psi (~150 at t = 1),
+    # which puts photo samples out of range (docs/train_presets.md); 8x8 digits keep the shipped recipe
+    return TrainDefaults(channels, d.steps, d.batch_size, d.lr, prediction="epsilon" if side <= 8 else "v")
+
+
+#: Named recipes of ``lidmem train --preset``, measured by ``benchmarks/train_presets.py`` (photo32: an
+#: estimate from the per-step cost, not yet checked by a run)
+#: (docs/train_presets.md has the table). Fields not given by a preset come from :func:`train_defaults`.
+TRAIN_PRESETS: dict[str, TrainDefaults] = {
+    "photo16": TrainDefaults((32, 64), 1800, 64, 1e-3, prediction="v"),
+    "photo32": TrainDefaults((32, 64, 64), 1200, 64, 1e-3, prediction="v"),
+}
+
+
+def train_settings(side: int, preset: str | None = None) -> TrainDefaults:
+    """The recipe ``lidmem train`` uses: :data:`TRAIN_PRESETS` ``[preset]`` or, for ``None``,
+    :func:`train_defaults` ``(side)``. A preset's channels are cut to levels ``side`` allows."""
+    d = train_defaults(side)
+    if preset is None:
+        return d
+    if preset not in TRAIN_PRESETS:
+        raise ValueError(f"preset={preset!r} is not known; choose one of {', '.join(map(repr, TRAIN_PRESETS))} (or none)")
+    p = TRAIN_PRESETS[preset]
+    channels = p.block_out_channels
+    while len(channels) > 1 and side % 2 ** (len(channels) - 1):
+        channels = channels[:-1]
+    return TrainDefaults(channels, p.steps, p.batch_size, p.lr, p.prediction, p.log_uniform_fraction, p.ema_decay)
 
 
 def read_training_images(data: str | Path, *, column: str | None = None, mode: str | None = None) -> tuple[np.ndarray, dict[str, Any]]:
@@ -102,11 +133,14 @@ def train_image_model(
     images: np.ndarray,
     out: str | Path,
     *,
+    preset: str | None = None,
     steps: int | None = None,
     batch_size: int | None = None,
     lr: float | None = None,
     block_out_channels: tuple[int, ...] | None = None,
-    ema_decay: float = 0.999,
+    ema_decay: float | None = None,
+    prediction: str | None = None,
+    log_uniform_fraction: float | None = None,
     checkpoint_every: int = 1000,
     resume: bool = True,
     seed: int = 0,
@@ -118,11 +152,13 @@ def train_image_model(
     stop_when_memorizing: bool = False,
     callback: Callable[[int, torch.nn.Module, torch.nn.Module], str | None] | None = None,
 ) -> Any:
-    """Train :class:`lidmem.diffusion.unet.UNetScoreNet` (VP-SDE, epsilon) on ``images`` and write
+    """Train :class:`lidmem.diffusion.unet.UNetScoreNet` (VP-SDE) on ``images`` and write
     the EMA checkpoint ``out`` (+ its resumable training state). Returns the ``TrainResult``.
 
-    ``None`` arguments take :func:`train_defaults` of the image side. Initial weights are drawn
-    under ``seed``, so a rerun of the same call (after Ctrl-C) resumes to bit-identical weights.
+    ``None`` arguments take :func:`train_settings` ``(side, preset)``: the image side's defaults
+    (:func:`train_defaults`) or those of a named preset (:data:`TRAIN_PRESETS`). Initial weights
+    are drawn under ``seed``, so a rerun of the same call (after Ctrl-C) resumes to bit-identical
+    weights.
 
     ``monitor_every=N`` watches the EMA weights with :class:`lidmem.monitor.MemorizationMonitor`
     every N steps (``monitor_probes`` distinct training images drawn under ``seed``, t0 from the
@@ -140,7 +176,7 @@ def train_image_model(
 
     images = np.asarray(images, dtype=np.float32)
     side = int(images.shape[-1])
-    d = train_defaults(side)
+    d = train_settings(side, preset)
     channels = tuple(block_out_channels) if block_out_channels else d.block_out_channels
     groups = 8 if all(c % 8 == 0 for c in channels) else 1
     with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG untouched
@@ -152,15 +188,19 @@ def train_image_model(
         raise TypeError(f"callback must be callable(step, net, ema) -> str | None; got {type(callback).__name__}")
     monitor = None
     if monitor_every is not None:
-        monitor = _monitor_callback(images, out, int(monitor_every), int(monitor_probes), bool(stop_when_memorizing), int(seed), resume)
+        monitor = _monitor_callback(images, out, int(monitor_every), int(monitor_probes), bool(stop_when_memorizing), int(seed), resume,
+                                    d.prediction if prediction is None else prediction)
     elif stop_when_memorizing:
         raise ValueError("stop_when_memorizing needs monitor_every (e.g. monitor_every=250)")
     callback = _chain_callbacks(monitor, callback)
     return train_score_model(
-        net, images, VPSDE(), prediction="epsilon", steps=d.steps if steps is None else steps, batch_size=d.batch_size if batch_size is None else batch_size,
-        lr=d.lr if lr is None else lr, ema_decay=ema_decay, seed=seed, checkpoint=out, checkpoint_every=checkpoint_every, resume=resume,
-        extra={"data_range": [-1.0, 1.0], "trained_by": "lidmem train", **(extra or {})}, progress=progress, device=device,
-        callback=callback,
+        net, images, VPSDE(), prediction=d.prediction if prediction is None else prediction,
+        steps=d.steps if steps is None else steps, batch_size=d.batch_size if batch_size is None else batch_size,
+        lr=d.lr if lr is None else lr, ema_decay=d.ema_decay if ema_decay is None else ema_decay, seed=seed,
+        log_uniform_fraction=d.log_uniform_fraction if log_uniform_fraction is None else log_uniform_fraction,
+        checkpoint=out, checkpoint_every=checkpoint_every, resume=resume,
+        extra={"data_range": [-1.0, 1.0], "trained_by": "lidmem train", **({"preset": preset} if preset else {}), **(extra or {})},
+        progress=progress, device=device, callback=callback,
     )
 
 
@@ -182,7 +222,8 @@ def monitor_log_path(out: str | Path) -> Path:
     return Path(out).with_suffix(".monitor.parquet")
 
 
-def _monitor_callback(images: np.ndarray, out: str | Path, every: int, n_probes: int, stop: bool, seed: int, resume: bool) -> Any:
+def _monitor_callback(images: np.ndarray, out: str | Path, every: int, n_probes: int, stop: bool, seed: int, resume: bool,
+                      prediction: str = "epsilon") -> Any:
     """``callback(step, net, ema)`` for :func:`train_score_model`: the monitor on the EMA weights."""
     from .._validation import check_positive_int
     from ..diffusion.score import ScoreModel
@@ -202,7 +243,7 @@ def _monitor_callback(images: np.ndarray, out: str | Path, every: int, n_probes:
         if step % every:
             return None
         if "monitor" not in state:
-            model = ScoreModel(ema, VPSDE(), prediction="epsilon")
+            model = ScoreModel(ema, VPSDE(), prediction=prediction)
             state["monitor"] = MemorizationMonitor(model, images[ids], train_data=images, every=every, image_ids=ids.tolist(),
                                                    log=monitor_log_path(out), seed=seed, resume=resume)
         summary = state["monitor"].score(step)
@@ -234,10 +275,10 @@ def check_sample_grid(model: Any, shape: tuple[int, ...], path: str | Path, *, n
 
     with torch.no_grad():
         x = sample_ode(model, (n, *shape), steps=steps, denoise=True, seed=seed, progress=False)
-    return {"png": _write_grid(x, path), "in_range": in_range_fraction(x)}
+    return {"png": write_image_grid(x, path), "in_range": in_range_fraction(x)}
 
 
-def _write_grid(x: torch.Tensor, path: str | Path) -> Path:
+def write_image_grid(x: torch.Tensor, path: str | Path) -> Path:
     """Images ``x`` (n, c, h, w) in [-1, 1] (clipped) as a square PNG grid at ``path``."""
     from PIL import Image
 
