@@ -66,8 +66,8 @@ def train_defaults(side: int) -> TrainDefaults:
     return TrainDefaults(channels, d.steps, d.batch_size, d.lr, prediction="epsilon" if side <= 8 else "v")
 
 
-#: Named recipes of ``lidmem train --preset``, measured by ``benchmarks/train_presets.py`` (photo32: an
-#: estimate from the per-step cost, not yet checked by a run)
+#: Named recipes of ``lidmem train --preset``, measured by ``benchmarks/train_presets.py`` (photo16: 98%
+#: of the grid in range in 8.6 CPU-min; photo32: only 47% in range after its 1,200 steps, 23.8 CPU-min)
 #: (docs/train_presets.md has the table). Fields not given by a preset come from :func:`train_defaults`.
 TRAIN_PRESETS: dict[str, TrainDefaults] = {
     "photo16": TrainDefaults((32, 64), 1800, 64, 1e-3, prediction="v"),
