@@ -79,6 +79,8 @@ import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
 
+from .._validation import ArgumentError
+
 __all__ = ["fast_forward_rules", "jvp", "vjp", "resolve_ad", "check_forward_mode", "ModelCallError", "ADS"]
 
 #: Accepted values of FLIPD's ``ad`` argument.
@@ -489,7 +491,10 @@ def check_forward_mode(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tens
     and by reverse mode. Returns ``(agree, forward, reverse)``; agreement is within
     :data:`_CHECK_RTOL` of ``|v| (|J v| + |J^T v|)`` for ``x``'s dtype. Raises what forward mode
     raises; where reverse mode fails as well (the model cannot be called this way, e.g. a
-    missing argument), raises :class:`ModelCallError` holding reverse mode's error."""
+    missing argument), raises :class:`ModelCallError` holding reverse mode's error, and where
+    the model's output at ``x`` is not finite, a :class:`ModelCallError` holding an
+    :class:`~lidmem._validation.ArgumentError` naming ``model``: the model's own problems, not
+    forward mode's."""
     try:
         with torch.no_grad():
             _, jv = jvp(fn, None, x, v)
@@ -499,7 +504,9 @@ def check_forward_mode(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tens
         except Exception as err:
             raise ModelCallError(err) from err
         raise
-    _, jtv = vjp(fn, x, v)
+    out, jtv = vjp(fn, x, v)
+    if not bool(torch.isfinite(out).all()):
+        raise ModelCallError(ArgumentError("model returned NaN or infinite scores at the first point (t=0.5); FLIPD needs a finite score model", argument="model"))
     fwd = float((v.double() * jv.double()).sum())
     rev = float((v.double() * jtv.double()).sum())
     scale = float(v.double().norm()) * (float(jv.double().norm()) + float(jtv.double().norm()))
@@ -508,8 +515,7 @@ def check_forward_mode(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tens
     return agree, fwd, rev
 
 
-def resolve_ad(ad: str, model: Any, check: Callable[[], tuple[bool, float, float]] | None = None,
-               plain: Callable[[], None] | None = None) -> str:
+def resolve_ad(ad: str, model: Any, check: Callable[[], tuple[bool, float, float]] | None = None) -> str:
     """Map ``ad`` (``"auto"``, ``"forward"`` or ``"reverse"``) to a concrete mode for ``model``.
 
     ``"auto"`` is ``"forward"`` (with the fast rules one probe costs about two forward passes and
@@ -517,10 +523,9 @@ def resolve_ad(ad: str, model: Any, check: Callable[[], tuple[bool, float, float
     once per model: ``check`` (e.g. :func:`check_forward_mode` at the first point of the first
     batch with one probe) compares forward mode with reverse mode; if forward mode raises or
     disagrees, ``"auto"`` becomes ``"reverse"`` with a ``RuntimeWarning`` saying why; if reverse
-    mode fails too, the model's own error is raised (no warning, nothing cached). The answer
-    is cached per model (weakly; models that cannot be weakly referenced are checked every call).
-    ``plain`` (a call of the model without derivatives) runs first, outside that fallback: an
-    error there is the model's own and propagates (no warning, no switch of mode).
+    mode fails too, or the model's output is not finite, the model's own error is raised (no
+    warning, nothing cached). The answer is cached per model (weakly; models that cannot be
+    weakly referenced are checked every call).
     """
     if ad != "auto":
         return ad
@@ -532,8 +537,6 @@ def resolve_ad(ad: str, model: Any, check: Callable[[], tuple[bool, float, float
         return cached
     mode = "forward"
     if check is not None:
-        if plain is not None:
-            plain()
         try:
             agree, fwd, rev = check()
         except ModelCallError as failed:  # the model's own error (both modes fail): no fallback

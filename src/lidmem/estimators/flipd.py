@@ -178,16 +178,6 @@ def _probe_forward_mode(model: Any, x: torch.Tensor, extra_args: Mapping[str, An
     return _autodiff.check_forward_mode(lambda inp: model(inp, tvec, **kw), xt, v)
 
 
-def _plain_call(model: Any, x: torch.Tensor, extra_args: Mapping[str, Any]) -> None:
-    """The model at the first point of ``x``, t = 0.5, without derivatives: its own errors
-    propagate, a non-finite score is an :class:`ArgumentError` naming ``model``."""
-    kw = conditioning_rows(extra_args, x.shape[0], slice(0, 1), 1)
-    with torch.no_grad():
-        s = model(x[:1], torch.full((1,), 0.5, dtype=x.dtype, device=x.device), **kw)
-    if isinstance(s, torch.Tensor) and not bool(torch.isfinite(s).all()):
-        raise ArgumentError("model returned NaN or infinite scores at x[0], t=0.5; FLIPD needs a finite score model", argument="model")
-
-
 def _flipd_curve_impl(
     model: Any,
     x: Any,
@@ -230,7 +220,7 @@ def _flipd_run(
     create_graph: bool, noisy: bool, per_coordinate: bool,
 ) -> torch.Tensor:
     """The body of :func:`_flipd_curve_impl` after its argument checks."""
-    ad = _autodiff.resolve_ad(ad, model, lambda: _probe_forward_mode(model, x, args), plain=lambda: _plain_call(model, x, args))
+    ad = _autodiff.resolve_ad(ad, model, lambda: _probe_forward_mode(model, x, args))
     if create_graph:
         # reverse-mode derivatives of forward-mode (jvp) outputs are wrong through layer_norm in
         # torch 2.13 (tests/test_t2i_adapters.py measures 1% on a diffusers UNet; reverse-over-
