@@ -18,7 +18,7 @@ the probes):
   1,500 steps, batch 64;
 - ``patches``: :func:`lidmem.data.images.load_patches_with_duplicates` (400 grey 16x16 tiles of
   scikit-learn's two photos drawn under the seed; planted: 10 of them x ``--copies`` (20));
-  UNet (16, 32, 64), 1,500 steps, batch 128 (as benchmarks/t0_transfer.py).
+  UNet (16, 32, 64), 1,500 steps, batch 128 (as the former epsilon model of benchmarks/t0_transfer.py, now benchmarks/detection_scores.py).
 
 Clean runs (``--clean``) train on the same base images without duplicates. Every
 ``--sample-every`` steps the run also draws ``--samples`` (256) images (probability-flow ODE,

@@ -494,7 +494,7 @@ def select_t0(
     --------
     lidmem.estimators.t0.t0_from_training_data : the rule the audit's ``flipd_t0="auto"`` uses;
         on memorization audits the knee picked 0.001 on the digits UNet (AUROC 0.58) while the
-        training-set rule reached 0.99 (``benchmarks/t0_transfer.py``, docs/t0.md).
+        training-set rule reached 0.99 (``benchmarks/detection_scores.py``, docs/t0.md).
     """
     c = torch.as_tensor(np.asarray(curve.cpu() if isinstance(curve, torch.Tensor) else curve, dtype=np.float64))
     t = np.asarray(t0s.cpu() if isinstance(t0s, torch.Tensor) else t0s, dtype=np.float64).ravel()

@@ -13,7 +13,7 @@ with ``r_nn`` the ``quantile`` of the l2 distance from a training image to its n
 training image (exact duplicates removed first) and ``d`` the number of values per image. The
 noise-to-signal ratio is used because ``psi(t0) x_0`` shrinks the image in a VP process.
 No labels or FLIPD curves are needed; the training set is what an audit has anyway. The
-default ``factor`` was chosen by ``benchmarks/t0_transfer.py`` on two planted-duplicate data
+default ``factor`` was chosen by ``benchmarks/detection_scores.py`` (formerly ``t0_transfer.py``) on two planted-duplicate data
 sets of different image size (docs/t0.md).
 """
 
