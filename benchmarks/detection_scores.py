@@ -27,12 +27,17 @@ Tables: (1) AUROC / TPR@1%FPR per grid ``t0``; (2) the ``t0`` each label-free ru
 - ``robust z``: ``(FLIPD - median) / MAD`` of the training images' FLIPD at ``t0`` (a monotone
   map of ``raw``: same ranking, printed to show that a per-``t0`` normalisation alone cannot help).
 - ``minus nearest training image``: FLIPD(sample) - FLIPD(its nearest training image), same ``t0``.
-- ``multi-t0 mean z``: the mean over the rule's times for factors 0.5, 1, 2, 4 of the robust z
-  (:func:`lidmem.memorization.scores.multi_t0_score`).
+- ``multi-t0 mean z`` / ``mean FLIPD``: the mean over the rule's times for factors 0.5, 1, 2, 4
+  (the "window") of the robust z / of FLIPD.
 - ``multi-t0 slope``: least-squares slope of FLIPD against log t0 over the same times.
 - ``FLIPD / PNG`` (the audit's ``lid_theta_png``) and ``PNG residual``: FLIPD minus its
   least-squares fit on log PNG length over the training images (complexity correction).
 - ``PNG length`` alone (the complexity proxy).
+
+(4) Why a score fails: copies of planted vs of other training images, PNG length of copies and
+others, corr(FLIPD, log PNG), FLIPD's median against d, FLIPD on planted vs other training images.
+Measured (docs/t0.md): digits reach AUROC 0.998 with raw FLIPD; on the patches no score reaches
+0.95 (raw FLIPD 0.671, best 0.726: PNG length alone).
 
 Usage::
 

@@ -29,9 +29,10 @@ belong to the workflow layer above, the digits demo to :mod:`lidmem.experiments.
 Choice of FLIPD's ``t0``: the default ``FLIPD(model, t0="auto")`` sets the noise length
 ``sigma(t0) / psi(t0) * sqrt(d)`` to twice the training set's median nearest-neighbour gap
 (:func:`lidmem.estimators.t0.t0_from_training_data`; label-free). Measured by
-``benchmarks/t0_transfer.py`` (docs/t0.md): t0 = 0.146 on the digits UNet (AUROC 0.998, as the
-former fixed default 0.1) and 0.027 on 16x16 photo patches (AUROC 0.863 against 0.839 at 0.1;
-no t0 reaches 0.95 on that undertrained model, whose samples mostly leave the data range).
+``benchmarks/detection_scores.py`` (docs/t0.md): t0 = 0.146 on the digits UNet (AUROC 0.998, as the
+former fixed default 0.1) and 0.027 on 16x16 photo patches with the ``--preset photo16`` model
+(AUROC 0.671; no t0 and no label-free normalisation of FLIPD reaches 0.95 there: FLIPD of that
+model tracks image complexity, and most labelled copies are near copies of simple tiles).
 Every audit also reports FLIPD's AUROC at the times of ``t0_sweep`` (summary
 ``flipd_t0_sweep``), so a poor choice shows. FLIPD of a UNet can be negative (footnote 4 of the
 paper).
