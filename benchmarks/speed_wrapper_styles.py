@@ -22,7 +22,7 @@ forward pass timed alternately, median of ``--repeats`` paired ratios):
   (:func:`lidmem.estimators._autodiff.agrees_with_reverse`): the median of 3 such passes and, in
   brackets, the first on a new model;
 - ``auto - forward``: end to end, a new model's first 1,000-point ``ad="auto"`` run (check
-  included) minus the same run with ``ad="forward"``, relative, median of ``--repeats`` pairs
+  included) minus the same run with ``ad="forward"``, relative, median of ``--e2e-repeats`` pairs
   (noise of a few percent either way).
 
 For ``torch.compile`` the reference forward pass is the *compiled* one, while FLIPD's JVP runs the
@@ -120,6 +120,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--e2e-repeats", type=int, default=3, help="pairs of 1,000-point runs for the auto - forward column")
     ap.add_argument("--networks", nargs="+", choices=["unet", "mlp"], default=["unet", "mlp"])
     args = ap.parse_args()
 
@@ -186,7 +187,7 @@ def main() -> None:
                 # run with ad="forward" (no check), 1,000 points, median of paired differences
                 x1000 = x.repeat((1000 + x.shape[0] - 1) // x.shape[0], *([1] * (x.dim() - 1)))[:1000]
                 diffs = []
-                for _ in range(args.repeats):
+                for _ in range(args.e2e_repeats):
                     fresh = ScoreModel(net, sde, prediction="epsilon")
                     t = time.perf_counter()
                     flipd(fresh, x1000, T0, trace="hutchinson", ad="auto")

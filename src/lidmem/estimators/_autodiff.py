@@ -252,6 +252,13 @@ def _attention_plain(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dq: torc
     lq, lk = q.shape[-2], k.shape[-2]
     full = lambda x: None if x is None else x.expand(*lead, *x.shape[-2:])  # noqa: E731
     q, k, v, dq, dk, dv, mask = (full(x) for x in (q, k, v, dq, dk, dv, mask))
+    if len(lead) > 1 and mask is None:
+        # (batch, heads, L, d) operands, often head-transposed views (diffusers): one copy each to
+        # (batch * heads, L, d) here, instead of a copy inside every blocked 4-d matmul
+        # (measured: copies were ~7% of FLIPD's time on a 16x16 attention UNet)
+        flat = lambda x: None if x is None else x.reshape(-1, *x.shape[-2:])  # noqa: E731
+        out, tan = _attention_plain(*(flat(x) for x in (q, k, v, dq, dk, dv)), None, scale)
+        return out.view(*lead, lq, out.shape[-1]), tan.view(*lead, lq, tan.shape[-1])
     out = q.new_empty(*lead, lq, v.shape[-1])
     tan = torch.empty_like(out)
     budget = _ATTENTION_BLOCK_ELEMENTS if q.device.type == "cpu" else _ATTENTION_BLOCK_ELEMENTS_ACCELERATOR
