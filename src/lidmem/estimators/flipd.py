@@ -369,8 +369,11 @@ def flipd(
         ``v^T (grad s)^T v``, the same number). Forward mode runs with minimal derivative rules
         for convolution, linear, group/layer norm, SiLU and attention layers
         (:mod:`lidmem.estimators._autodiff`), which put one probe at about two to three forward
-        passes; ``"auto"`` picks forward mode for ``nn.Module`` models and reverse mode only for
-        callables whose forward-mode JVP fails (``benchmarks/speed_flipd.py``).
+        passes; ``"auto"`` uses forward mode, verified once per model against one reverse pass
+        (with Hutchinson probes: the first batch's own row at point 0, probe 0; with the exact
+        trace: one Rademacher probe at point 0), and falls back to reverse mode with a
+        ``RuntimeWarning`` where forward mode fails or disagrees (``benchmarks/speed_flipd.py``,
+        ``benchmarks/speed_wrapper_styles.py``).
     extra_args : mapping or None, default=None
         Conditioning, passed unchanged as ``model(x, t, **extra_args)`` (k-diffusion's
         convention), e.g. ``{"cond": prompt_embeds, "uncond": empty_embeds, "guidance_scale": 7.5}``
