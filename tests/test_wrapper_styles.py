@@ -165,3 +165,35 @@ def test_bare_model_returning_a_non_tensor_is_refused():
     model = ScoreModel(lambda x, t: {"eps": x}, VPSDE())
     with pytest.raises(TypeError, match="not a tensor"):
         model(torch.zeros(2, 3), 0.5)
+
+
+@pytest.mark.parametrize("trace", ["exact", "hutchinson"])
+def test_auto_refuses_what_it_cannot_verify(trace):
+    """Forward mode runs but reverse mode, the check's reference, fails (a closure under
+    torch.no_grad(), in-place ops on tensors autograd saves): ad='auto' refuses, naming
+    ad='forward', which gives the numbers of the same network written differentiably."""
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(6, 16), nn.SiLU(), nn.Linear(16, 5)).double()
+
+    @torch.no_grad()
+    def no_grad_eps(x, t):
+        return mlp(torch.cat([x, t[:, None]], 1))
+
+    class InPlace(nn.Module):
+        def forward(self, x, t):
+            h = mlp[0](torch.cat([x, t[:, None]], 1))
+            h = torch.tanh(h)
+            h.mul_(2.0)  # tanh's output, which its backward needs, modified in place
+            return mlp[2](h)
+
+    def plain(x, t):
+        return mlp[2](2.0 * torch.tanh(mlp[0](torch.cat([x, t[:, None]], 1))))
+
+    z = torch.randn(4, 5, dtype=torch.float64)
+    kw = {"trace": trace, "n_probes": 2}
+    for net, same in ((no_grad_eps, lambda x, t: mlp(torch.cat([x, t[:, None]], 1))), (InPlace(), plain)):
+        with pytest.raises(_autodiff.UnverifiedForwardMode, match="ad='forward'"):
+            flipd(ScoreModel(net, VPSDE(), prediction="epsilon"), z, ad="auto", **kw)
+        got = flipd(ScoreModel(net, VPSDE(), prediction="epsilon"), z, ad="forward", **kw)
+        ref = flipd(ScoreModel(same, VPSDE(), prediction="epsilon"), z, ad="reverse", **kw)
+        torch.testing.assert_close(got, ref, rtol=0, atol=1e-10)

@@ -83,7 +83,7 @@ from torch import nn
 
 from .._validation import ArgumentError
 
-__all__ = ["fast_forward_rules", "jvp", "vjp", "resolve_ad", "decide_ad", "cached_ad", "check_forward_mode", "agrees_with_reverse", "ModelCallError", "ADS"]
+__all__ = ["fast_forward_rules", "jvp", "vjp", "resolve_ad", "decide_ad", "cached_ad", "check_forward_mode", "agrees_with_reverse", "ModelCallError", "UnverifiedForwardMode", "ADS"]
 
 #: Accepted values of FLIPD's ``ad`` argument.
 ADS: tuple[str, ...] = ("auto", "forward", "reverse")
@@ -485,6 +485,11 @@ _AUTO_CACHE: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
 _CHECK_RTOL: dict[torch.dtype, float] = {torch.float64: 1e-7, torch.float32: 1e-3, torch.float16: 3e-2, torch.bfloat16: 1e-1}
 
 
+class UnverifiedForwardMode(RuntimeError):
+    """``ad="auto"`` refuses a model on which forward mode runs but reverse mode, the check's
+    reference, fails: forward mode cannot prove itself there (``ad="forward"`` skips the check)."""
+
+
 class ModelCallError(Exception):
     """Raised by :func:`check_forward_mode` when the model fails in both modes: not a
     forward-mode problem, so :func:`resolve_ad` re-raises ``error`` (the model's own exception)
@@ -518,13 +523,19 @@ def agrees_with_reverse(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Ten
     batch) at the point ``x`` (shape ``(1, ...)``) with one reverse-mode pass ``J^T v``: returns
     ``(agree, v^T J v, v^T J^T v)``, agreement within :data:`_CHECK_RTOL` of
     ``|v| (|J v| + |J^T v|)`` for ``x``'s dtype. Where reverse mode fails, raises
-    :class:`ModelCallError` holding its error; where the model's output at ``x`` is not finite,
+    :class:`ModelCallError` holding an :class:`UnverifiedForwardMode` (forward mode is not used
+    unchecked); where the model's output at ``x`` is not finite,
     a :class:`ModelCallError` holding an :class:`~lidmem._validation.ArgumentError` naming
     ``model``."""
     try:
         out, jtv = vjp(fn, x, v)
-    except Exception as err:
-        raise ModelCallError(err) from err
+    except Exception as err:  # forward mode ran: only the reference fails, nothing to verify against
+        first = str(err).splitlines()[0] if str(err) else ""
+        refused = UnverifiedForwardMode(
+            f"ad='auto' cannot verify forward mode on this model: reverse mode, its reference, fails ({type(err).__name__}: {first}); "
+            "pass ad='forward' to use forward mode without the check, or make the model differentiable in reverse mode "
+            "(e.g. no torch.no_grad() inside it, no in-place ops on tensors autograd saves)")
+        raise ModelCallError(refused) from err
     if not bool(torch.isfinite(out).all()):
         raise ModelCallError(ArgumentError("model returned NaN or infinite scores at the first point; FLIPD needs a finite score model", argument="model"))
     fwd = float((v.double() * jv.double()).sum())
