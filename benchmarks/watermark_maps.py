@@ -12,13 +12,16 @@ each group (and on training images with / without the patch) the script reports
 - ``raw``: the share of the lowest 10% pixels (7 of 64) of the FLIPD map
   (:func:`lidmem.estimators.flipd_map`, exact diagonal) that lie inside the patch;
 - ``rel train`` / ``rel samples``: the same for the map relative to ordinary images
-  (:func:`lidmem.estimators.relative_map`: per-pixel robust z-score against the median / MAD of
-  reference maps): against 400 held-out training images (not among the evaluated ones), and
+  (:func:`lidmem.estimators.relative_map` with its defaults: per-pixel robust z-score against the
+  median / MAD of reference maps, smoothed over the image plane with a Gaussian of 0.5 pixels
+  and z-scored again): against 400 held-out training images (not among the evaluated ones), and
   against all generated samples of the run (what ``lidmem audit``'s report does);
+- ``no smooth``: ``relative_map(..., smooth=None)`` against the training images (the plain
+  per-pixel z-score, the default before the smoothing);
 - ``worst``: for the groups *without* the patch, the largest deviation from chance of the
   in-window share over every window of the patch's size and any position
   (``max_w |mean share in w - area(w)/64|``): a position bias shows here, whatever the patch's
-  position;
+  position (raw map, relative map, relative map without smoothing);
 - ``score diff``: the score-difference map of Kim & Lee (ICML 2026, arXiv 2605.26756,
   ``(s_theta - s_theta~)^2`` against the same run after 500 steps;
   :func:`lidmem.estimators.score_difference_map`), its highest 10% pixels.
@@ -41,6 +44,7 @@ from lidmem.data.watermark import checkerboard, load_digits_with_watermark
 from lidmem.diffusion.checkpoint import load_score_model
 from lidmem.diffusion.sampling import sample_ode
 from lidmem.estimators import flipd_map, lowest_pixels, relative_map, score_difference_map
+from lidmem.estimators.t0 import t0_from_training_data
 
 FRACTION = 0.1
 #: (name, cache sub-folder, top-left pixel, side) of the planted set-ups
@@ -71,12 +75,17 @@ def worst_window(low: torch.Tensor, size: int) -> float:
     return dev
 
 
+def _t0_arg(text: str) -> float | str:
+    return text if text == "auto" else float(text)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="memorization maps on planted watermarks")
     ap.add_argument("--cache", type=Path, default=Path(".cache"))
     ap.add_argument("--n-samples", type=int, default=400)
     ap.add_argument("--sampling-steps", type=int, default=100)
-    ap.add_argument("--t0", type=float, nargs="+", default=[0.01, 0.05, 0.1, 0.2])
+    ap.add_argument("--t0", type=_t0_arg, nargs="+", default=[0.01, 0.05, 0.1, 0.2, "auto"],
+                    help="FLIPD times; 'auto': lidmem.estimators.t0.t0_from_training_data of each set-up (the audit's default)")
     args = ap.parse_args()
     for title, sub, position, size in SETUPS:
         run_setup(title, args.cache / sub, position, size, args)
@@ -103,8 +112,8 @@ def run_setup(title: str, cache: Path, position: tuple[int, int], size: int, arg
     print(f"chance level (patch area / image area) = {mask.sum()}/{mask.size} = {mask.mean():.3f}")
     print(f"share of the lowest (FLIPD maps) / highest (score difference) {FRACTION:.0%} of pixels inside the patch, mean over "
           f"images; 'worst': largest |in-window share - chance| over every {size}x{size} window (groups without the patch)")
-    print(f"{'images':<30}{'t0':>6}{'n':>5}{'raw':>8}{'rel train':>11}{'rel samples':>13}{'worst raw':>11}{'worst rel':>11}"
-          f"{'score diff':>12}{'FLIPD':>8}")
+    print(f"{'images':<30}{'t0':>7}{'n':>5}{'raw':>8}{'rel train':>11}{'no smooth':>11}{'rel samples':>13}{'worst raw':>11}"
+          f"{'worst rel':>11}{'w no smth':>11}{'score diff':>12}{'FLIPD':>8}")
     rng = np.random.default_rng(0)
     with_idx, without_idx = np.flatnonzero(data.watermarked), np.flatnonzero(~data.watermarked)
     evaluated = np.r_[with_idx[:300], without_idx[:300]]
@@ -116,20 +125,24 @@ def run_setup(title: str, cache: Path, position: tuple[int, int], size: int, arg
               ("train with patch", torch.from_numpy(data.images[with_idx[:300]]), True),
               ("train without", torch.from_numpy(data.images[without_idx[:300]]), False)]
     for t0 in args.t0:
+        if t0 == "auto":
+            t0 = t0_from_training_data(model.sde, data.images)
         ref_train = flipd_map(model, torch.from_numpy(data.images[ref_idx]), t0, trace="exact", progress=False)
         ref_samples = flipd_map(model, samples, t0, trace="exact", progress=False)
         for name, x, carries in groups:
             if len(x) == 0:
-                print(f"{name:<30}{t0:>6}{0:>5}")
+                print(f"{name:<30}{t0:>7.3g}{0:>5}")
                 continue
             m = flipd_map(model, x, t0, trace="exact", progress=False)
             low_raw = lowest_pixels(m, FRACTION)
             low_rt = lowest_pixels(relative_map(m, ref_train), FRACTION)
+            low_ns = lowest_pixels(relative_map(m, ref_train, smooth=None), FRACTION)
             low_rs = lowest_pixels(relative_map(m, ref_samples), FRACTION)
             sd = in_patch(lowest_pixels(-score_difference_map(model, base, x, t0), FRACTION), mask)
-            worst = "" if carries else f"{worst_window(low_raw, size):>11.3f}{worst_window(low_rt, size):>11.3f}"
-            print(f"{name:<30}{t0:>6}{len(x):>5}{in_patch(low_raw, mask).mean():>8.3f}{in_patch(low_rt, mask).mean():>11.3f}"
-                  f"{in_patch(low_rs, mask).mean():>13.3f}{worst if worst else '':>22}{sd.mean():>12.3f}{float(m.sum((1, 2, 3)).mean()):>8.1f}")
+            worst = "" if carries else "".join(f"{worst_window(low, size):>11.3f}" for low in (low_raw, low_rt, low_ns))
+            print(f"{name:<30}{t0:>7.3g}{len(x):>5}{in_patch(low_raw, mask).mean():>8.3f}{in_patch(low_rt, mask).mean():>11.3f}"
+                  f"{in_patch(low_ns, mask).mean():>11.3f}{in_patch(low_rs, mask).mean():>13.3f}{worst if worst else '':>33}{sd.mean():>12.3f}"
+                  f"{float(m.sum((1, 2, 3)).mean()):>8.1f}")
 
 
 if __name__ == "__main__":
