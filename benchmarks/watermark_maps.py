@@ -27,6 +27,14 @@ each group (and on training images with / without the patch) the script reports
   :func:`lidmem.estimators.score_difference_map`), its highest 10% pixels.
 
 Chance level of the in-patch share: the patch's area share (9/64 = 0.14, 16/64 = 0.25).
+
+``--compare-rules`` prints, instead, one line per normalisation rule of the map against the
+reference training images (:data:`RULES`: the raw map, the difference of means, the per-pixel
+rank among the references, the robust z-score without and with smoothing of several widths and
+clipping thresholds), for the exact diagonal and for Hutchinson's diagonal with 8 probes (the
+audit's default), at ``--compare-t0`` (default 0.05, 0.1 and the auto t0): the in-patch share of
+the closest copies (error < 0.1, < 0.2) and the worst window on samples and training images
+without the patch (docs/maps.md, "Which normalisation").
 """
 
 from __future__ import annotations
@@ -75,6 +83,60 @@ def worst_window(low: torch.Tensor, size: int) -> float:
     return dev
 
 
+def _rank_map(m: torch.Tensor, ref: torch.Tensor, clip: float = 2.0) -> torch.Tensor:
+    """Per-pixel normal score of the rank of ``m`` among the reference values kept by ``relative_map``'s
+    clipping (below all of them: the lowest rank, ties broken by the robust z-score)."""
+    from scipy.stats import norm
+
+    from lidmem.estimators.maps import _robust_center_scale
+
+    center, scale = _robust_center_scale(ref, clip, 0.1, 10)
+    kept = torch.where(ref >= center - clip * scale, ref, torch.inf).sort(0).values  # clipped values last
+    n_kept = torch.isfinite(kept).sum(0)
+    flat_k, flat_m = kept.flatten(1).T.contiguous(), m.flatten(1).T.contiguous()
+    below = torch.searchsorted(flat_k, flat_m, right=True).T.reshape(m.shape).double()
+    p = (below + 0.5) / (n_kept + 1)
+    score = torch.from_numpy(norm.ppf(p.numpy()))
+    floor = torch.from_numpy(norm.ppf((0.5 / (n_kept + 1)).numpy()))
+    z = (m - center) / scale
+    return torch.where(below == 0, floor + torch.clamp(z + clip, max=0.0), score)
+
+
+#: (name, rule(maps, reference maps) -> map whose lowest pixels are the memorized ones) for --compare-rules
+RULES = (
+    ("raw map", lambda m, r: m),
+    ("difference of means", lambda m, r: m - r.mean(0)),
+    ("per-pixel rank (clipped refs)", _rank_map),
+    ("robust z, smooth=None", lambda m, r: relative_map(m, r, smooth=None)),
+    ("robust z, smooth=0.35", lambda m, r: relative_map(m, r, smooth=0.35)),
+    ("robust z, smooth=0.5 (default)", lambda m, r: relative_map(m, r)),
+    ("robust z, smooth=0.7", lambda m, r: relative_map(m, r, smooth=0.7)),
+    ("robust z, smooth=1.0", lambda m, r: relative_map(m, r, smooth=1.0)),
+    ("smooth=0.5, clip=1.5", lambda m, r: relative_map(m, r, clip=1.5)),
+    ("smooth=0.5, clip=2.5", lambda m, r: relative_map(m, r, clip=2.5)),
+)
+
+
+def compare_rules(model: torch.nn.Module, data: object, samples: torch.Tensor, err: np.ndarray, ref_idx: np.ndarray, with_idx: np.ndarray,
+                  without_idx: np.ndarray, size: int, t0s: list[float | str]) -> None:
+    """Print the --compare-rules table of one set-up (module docstring)."""
+    mask = data.mask
+    images = {"S<.1": samples[torch.from_numpy(err < 0.1)], "S<.2": samples[torch.from_numpy(err < 0.2)],
+              "S none": samples[torch.from_numpy(err >= 0.5)], "T none": torch.from_numpy(data.images[without_idx[:300]]),
+              "ref": torch.from_numpy(data.images[ref_idx])}
+    print(f"{'rule':<32}{'diagonal':>12}{'t0':>7}{'S<.1':>7}{'S<.2':>7}{'worst S':>9}{'worst T':>9}   (samples: error < .1 / < .2; "
+          f"worst window - chance on samples / training images without the patch)")
+    for t0 in t0s:
+        if t0 == "auto":
+            t0 = t0_from_training_data(model.sde, data.images)
+        for diag, kw in (("exact", {"trace": "exact"}), ("hutch. 8", {"trace": "hutchinson", "n_probes": 8, "seed": 0})):
+            maps = {k: flipd_map(model, x, t0, progress=False, **kw) for k, x in images.items()}
+            for name, rule in RULES:
+                low = {k: lowest_pixels(rule(m, maps["ref"]), FRACTION) for k, m in maps.items() if k != "ref"}
+                print(f"{name:<32}{diag:>12}{t0:>7.3g}{in_patch(low['S<.1'], mask).mean():>7.3f}{in_patch(low['S<.2'], mask).mean():>7.3f}"
+                      f"{worst_window(low['S none'], size):>9.3f}{worst_window(low['T none'], size):>9.3f}", flush=True)
+
+
 def _t0_arg(text: str) -> float | str:
     return text if text == "auto" else float(text)
 
@@ -86,6 +148,8 @@ def main() -> None:
     ap.add_argument("--sampling-steps", type=int, default=100)
     ap.add_argument("--t0", type=_t0_arg, nargs="+", default=[0.01, 0.05, 0.1, 0.2, "auto"],
                     help="FLIPD times; 'auto': lidmem.estimators.t0.t0_from_training_data of each set-up (the audit's default)")
+    ap.add_argument("--compare-rules", action="store_true", help="print the table of normalisation rules instead (module docstring)")
+    ap.add_argument("--compare-t0", type=_t0_arg, nargs="+", default=[0.05, 0.1, "auto"])
     args = ap.parse_args()
     for title, sub, position, size in SETUPS:
         run_setup(title, args.cache / sub, position, size, args)
@@ -110,15 +174,18 @@ def run_setup(title: str, cache: Path, position: tuple[int, int], size: int, arg
           f"(mean |pixel - watermark| over the patch) in [0, .1): {counts[0]}, [.1, .2): {counts[1]}, [.2, .3): {counts[2]}, "
           f"[.3, .5): {counts[3]} (ambiguous, unused), >= .5 (no patch): {counts[4]}; training share with the patch 0.30")
     print(f"chance level (patch area / image area) = {mask.sum()}/{mask.size} = {mask.mean():.3f}")
-    print(f"share of the lowest (FLIPD maps) / highest (score difference) {FRACTION:.0%} of pixels inside the patch, mean over "
-          f"images; 'worst': largest |in-window share - chance| over every {size}x{size} window (groups without the patch)")
-    print(f"{'images':<30}{'t0':>7}{'n':>5}{'raw':>8}{'rel train':>11}{'no smooth':>11}{'rel samples':>13}{'worst raw':>11}"
-          f"{'worst rel':>11}{'w no smth':>11}{'score diff':>12}{'FLIPD':>8}")
     rng = np.random.default_rng(0)
     with_idx, without_idx = np.flatnonzero(data.watermarked), np.flatnonzero(~data.watermarked)
     evaluated = np.r_[with_idx[:300], without_idx[:300]]
     rest = np.setdiff1d(np.arange(len(data.images)), evaluated)
     ref_idx = np.sort(rng.choice(rest, min(N_REFERENCE, len(rest)), replace=False))
+    if args.compare_rules:
+        compare_rules(model, data, samples, err, ref_idx, with_idx, without_idx, size, args.compare_t0)
+        return
+    print(f"share of the lowest (FLIPD maps) / highest (score difference) {FRACTION:.0%} of pixels inside the patch, mean over "
+          f"images; 'worst': largest |in-window share - chance| over every {size}x{size} window (groups without the patch)")
+    print(f"{'images':<30}{'t0':>7}{'n':>5}{'raw':>8}{'rel train':>11}{'no smooth':>11}{'rel samples':>13}{'worst raw':>11}"
+          f"{'worst rel':>11}{'w no smth':>11}{'score diff':>12}{'FLIPD':>8}")
     sel = lambda keep: samples[torch.from_numpy(keep)]  # noqa: E731
     groups = [("samples with patch, err < .1", sel(err < 0.1), True), ("samples with patch, err < .2", sel(err < 0.2), True),
               ("samples with patch, err < .3", sel(err < 0.3), True), ("samples without, err >= .5", sel(err >= 0.5), False),
