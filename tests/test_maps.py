@@ -236,9 +236,11 @@ def test_relative_map_smoothing_is_a_gaussian_filter_and_checks_its_argument():
     from lidmem.estimators.maps import _gaussian_smooth
 
     a = np.random.default_rng(2).normal(size=(3, 2, 8, 6))
+    tiny = a[:, :, :2, :3]  # radius 5 at sigma 1.3: wider than the image
     for sigma in (0.1, 0.5, 1.3):  # 0.1: radius 0, the identity
-        np.testing.assert_allclose(_gaussian_smooth(torch.from_numpy(a), sigma).numpy(),
-                                   gaussian_filter(a, sigma=(0, 0, sigma, sigma), mode="nearest"), atol=1e-12)
+        for arr in (a, tiny):
+            np.testing.assert_allclose(_gaussian_smooth(torch.from_numpy(arr), sigma).numpy(),
+                                       gaussian_filter(arr, sigma=(0, 0, sigma, sigma), mode="nearest"), atol=1e-12)
     m, ref = torch.from_numpy(a[:, :1]), torch.from_numpy(np.random.default_rng(3).normal(size=(50, 1, 8, 6)))
     # the default smooths: it differs from smooth=None on image maps, equals it on (n, d) maps (no image plane)
     assert not torch.allclose(relative_map(m, ref), relative_map(m, ref, smooth=None))
