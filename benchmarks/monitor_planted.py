@@ -201,7 +201,8 @@ def report(args: argparse.Namespace) -> None:
         over = cop[cop.copies / cop.n > 0.05]
         false_flags = sorted({i for s in summ for i in s.flagged if i not in dup})
         per_step = float(log.groupby("step")["seconds"].first().mean())
-        cost = per_step * (meta["steps"] // every) / meta["train_s"] if meta["train_s"] > 0 else float("nan")
+        # a replay's scoring seconds are not comparable with the run's training seconds: `cost` measures it
+        cost = per_step * (meta["steps"] // every) / meta["train_s"] if meta["train_s"] > 0 and args.log == "model" else float("nan")
         tr = log[log.split == "train"]
         n_pl = int(tr[tr.step == tr.step.min()].image_id.isin(dup).sum())
         if first is None:

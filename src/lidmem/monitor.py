@@ -41,7 +41,7 @@ False alarms (:func:`false_alarm_bound`): if no image is memorized and every pro
 an independent standard normal at every scored step, an image would be flagged with probability
 ``q = Phi(-z_threshold) ** persistence`` (slightly more: the reference is estimated) and the alarm would fire at a scored step with
 probability ``P(Binomial(n, q) >= min_flagged)`` for ``n`` training probes (the defaults,
-``z_threshold=2.75``, ``persistence=2``, ``min_flagged=2``, give 5.4e-6 for ``n=256``, the
+``z_threshold=2.5``, ``persistence=2``, ``min_flagged=3``, give 3.5e-7 for ``n=256``, the
 median and MAD being estimated from the probes themselves included). Real LID_theta is not such a null in two ways: an image keeps
 much of its level from one step to the next (which makes persistence a weaker filter than the
 bound assumes), and the left tail of LID_theta across images is lighter than normal (on the
@@ -162,13 +162,13 @@ def _robust_z(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 #: The alarm rule's defaults (module docstring): ``z_threshold``, ``persistence``, ``min_flagged``, ``threshold``.
-DEFAULT_RULE: dict[str, float] = {"z_threshold": 2.75, "persistence": 2, "min_flagged": 2, "threshold": 0.0}
+DEFAULT_RULE: dict[str, float] = {"z_threshold": 2.5, "persistence": 2, "min_flagged": 3, "threshold": 0.0}
 
 
 #: Default scoring interval (steps), probe images and Hutchinson probes per image: with them the
 #: monitor costs <= 10% of training time at batch 64 (docs/monitor.md, ``benchmarks/monitor_planted.py cost``).
 DEFAULT_EVERY: int = 100
-DEFAULT_PROBE_IMAGES: int = 192
+DEFAULT_PROBE_IMAGES: int = 256
 DEFAULT_HUTCHINSON: int = 4
 
 
@@ -205,7 +205,7 @@ def _check_rule(z_threshold: float, persistence: int, min_flagged: int, threshol
     return float(z_threshold), persistence, min_flagged, float(threshold)
 
 
-def false_alarm_bound(n: int, *, z_threshold: float = 2.75, persistence: int = 2, min_flagged: int = 2, n_reference: int | None = None) -> float:
+def false_alarm_bound(n: int, *, z_threshold: float = 2.5, persistence: int = 2, min_flagged: int = 3, n_reference: int | None = None) -> float:
     """Probability that the alarm fires at one scored step when nothing is memorized, under the
     null where every probe's LID_theta is an independent normal draw at every scored step.
 
@@ -230,9 +230,9 @@ def alarm_trace(
     z_train: Any,
     z_heldout: Any = None,
     *,
-    z_threshold: float = 2.75,
+    z_threshold: float = 2.5,
     persistence: int = 2,
-    min_flagged: int = 2,
+    min_flagged: int = 3,
     threshold: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """The alarm rule on the z-scores of consecutive scored steps (module docstring).
@@ -335,11 +335,11 @@ class MemorizationMonitor:
         FLIPD time, fixed once here.
     n_probes : int, default=4 (:data:`DEFAULT_HUTCHINSON`)
         Hutchinson probes per image (the same probes at every step).
-    z_threshold : float, default=2.75
+    z_threshold : float, default=2.5
         An image is flagged when its robust z-score is below ``-z_threshold`` ...
     persistence : int, default=2
         ... at this and the ``persistence - 1`` scored steps before it.
-    min_flagged : int, default=2
+    min_flagged : int, default=3
         ``memorizing`` when at least this many training probes are flagged ...
     threshold : float, default=0.0
         ... and the signal exceeds this (with held-out probes: more training than held-out
@@ -383,9 +383,9 @@ class MemorizationMonitor:
         log: str | Path | None = None,
         t0: float | str = "auto",
         n_probes: int = DEFAULT_HUTCHINSON,
-        z_threshold: float = 2.75,
+        z_threshold: float = 2.5,
         persistence: int = 2,
-        min_flagged: int = 2,
+        min_flagged: int = 3,
         threshold: float = 0.0,
         ema: Any = None,
         image_ids: Sequence[int] | None = None,
@@ -639,7 +639,7 @@ def step_summaries_list(df: Any) -> list[MonitorStep]:
     return out
 
 
-def evaluate_log(log: Any, *, z_threshold: float = 2.75, persistence: int = 2, min_flagged: int = 2, threshold: float = 0.0) -> list[MonitorStep]:
+def evaluate_log(log: Any, *, z_threshold: float = 2.5, persistence: int = 2, min_flagged: int = 3, threshold: float = 0.0) -> list[MonitorStep]:
     """The alarm rule (these settings) re-applied to a monitor log, one :class:`MonitorStep` per step.
 
     ``log`` is a log DataFrame (:func:`read_monitor_log`) or its path; ``z`` is recomputed from
