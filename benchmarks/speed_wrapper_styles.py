@@ -15,10 +15,14 @@ forward pass timed alternately, median of ``--repeats`` paired ratios):
   (``torch.profiler`` memory records, as in ``benchmarks/speed_flipd.py``) over the same for one
   forward pass (for ``torch.compile`` the uncompiled forward pass): forward mode's memory
   advantage;
-- ``check %``: the one-time forward-vs-reverse check of ``ad="auto"`` (one point, one probe) as a
-  percentage of a 1,000-point FLIPD run with one Hutchinson probe (the cheapest run, so the
-  largest share; the default exact trace costs ``d`` times more): the median of 3 checks on a
-  warm process and, in brackets, the first check of a fresh model.
+- ``check %``: the one-time forward-vs-reverse check of ``ad="auto"`` as a percentage of a
+  1,000-point FLIPD run with one Hutchinson probe (the cheapest run, so the largest share; the
+  default exact trace costs ``d`` times more). With Hutchinson probes the check is one reverse
+  pass at one point, compared with the first batch's own forward-mode row
+  (:func:`lidmem.estimators._autodiff.agrees_with_reverse`): the median of 3 such passes and, in
+  brackets, the first on a new model. (An end-to-end column, a new model's first 1,000-point
+  ``ad="auto"`` run minus the same run with ``ad="forward"``, was tried and dropped: on the shared
+  2-core machine it swung by +-20% from pair to pair, far above the check's cost.)
 
 For ``torch.compile`` the reference forward pass is the *compiled* one, while FLIPD's JVP runs the
 module's original Python code (compiled graphs lose the tangents); the row ``... vs eager forward``
@@ -26,7 +30,7 @@ gives the same ratios against the uncompiled forward pass.
 
 Usage::
 
-    OMP_NUM_THREADS=1 python benchmarks/speed_wrapper_styles.py [--threads 1 2] [--repeats 5]
+    OMP_NUM_THREADS=1 python benchmarks/speed_wrapper_styles.py [--threads 1 2] [--repeats 5] [--networks unet mlp]
 """
 
 from __future__ import annotations
@@ -115,17 +119,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--networks", nargs="+", choices=["unet", "mlp"], default=["unet", "mlp"])
     args = ap.parse_args()
 
     from lidmem import DDPMSchedule, ScoreModel
     from lidmem.estimators import _autodiff, flipd
-    from lidmem.estimators.flipd import _probe_forward_mode
 
     from speed_flipd import _live_peak  # the benchmark next to this one (same folder)
 
     print("| network | style | threads | auto | forward | reverse | auto / faster | live auto | live reverse | check % of 1000-pt run |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for name in ("unet", "mlp"):
+    for name in args.networks:
         styles, x = _styles(name)
         sde = DDPMSchedule.linear(1000) if hasattr(DDPMSchedule, "linear") else None
         if sde is None:
@@ -161,22 +165,24 @@ def main() -> None:
                     live = f"{_live_peak(lambda: run('auto')) / live_fwd:.2f}x | {_live_peak(lambda: run('reverse')) / live_fwd:.2f}x"
                 else:
                     live = "same | same"
-                # the check: one point, one probe; vs 1000 points of FLIPD (per-point time of a batch)
+                # the check (Hutchinson): one reverse pass at the first batch's point 0 with probe 0,
+                # compared with that batch's own forward-mode row; vs 1000 points of FLIPD
+                xt0, v0 = x[:1] * 0.99, torch.ones_like(x[:1])
                 fresh = ScoreModel(net, sde, prediction="epsilon")
-                t = time.perf_counter()
-                _autodiff.resolve_ad("auto", fresh, lambda fresh=fresh: _probe_forward_mode(fresh, x, {}))
-                check = time.perf_counter() - t
+                t1 = torch.full((1,), T0)
+                with torch.no_grad():
+                    _, jv0 = _autodiff.jvp(lambda inp, fresh=fresh: fresh(inp, t1), fresh, xt0, v0)
                 checks = []
-                for _ in range(3):
+                for _ in range(4):
                     t = time.perf_counter()
-                    _probe_forward_mode(fresh, x, {})
+                    _autodiff.agrees_with_reverse(lambda inp, fresh=fresh: fresh(inp, t1), xt0, v0, jv0)
                     checks.append(time.perf_counter() - t)
                 t = time.perf_counter()
                 run("auto")
                 per_point = (time.perf_counter() - t) / x.shape[0]
-                pct = 100 * statistics.median(checks) / (1000 * per_point)
+                pct = 100 * statistics.median(checks[1:]) / (1000 * per_point)
                 mode = _autodiff._AUTO_CACHE.get(model, "?")
-                first = f"{pct:.2f}% (first {100 * check / (1000 * per_point):.1f}%)"
+                first = f"{pct:.2f}% (first {100 * checks[0] / (1000 * per_point):.1f}%)"
                 best = cols[0] / min(cols[1], cols[2])
                 print(f"| {name} | {style} | {th} | {cols[0]:.2f}x ({mode}) | {cols[1]:.2f}x | {cols[2]:.2f}x | {best:.2f} | {live} | {first} |", flush=True)
                 if eager is not None:

@@ -12,6 +12,7 @@ import warnings
 
 import pytest
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import nn
 
 from lidmem import ScoreModel, VPSDE
@@ -78,13 +79,16 @@ def test_compiled_mlp_keeps_the_trace_term():
     _compare(lambda: torch.compile(ref, backend="eager"), z, ref, t0=0.05)
 
 
-def test_auto_falls_back_with_a_warning_when_forward_mode_is_wrong(monkeypatch):
-    """A forward mode that loses the tangent (as compiled graphs did) is caught by auto's check."""
+@pytest.mark.parametrize("trace", ["exact", "hutchinson"])
+def test_auto_falls_back_with_a_warning_when_forward_mode_is_wrong(monkeypatch, trace):
+    """A forward mode that loses the tangent (as compiled graphs did) is caught by auto's check,
+    the standalone one (exact trace) and the one on the first batch's own row (Hutchinson)."""
     torch.manual_seed(0)
     mlp = nn.Sequential(nn.Linear(9, 32), nn.SiLU(), nn.Linear(32, 9)).double()
     model = ScoreModel(lambda x, t: mlp(x) * (1 + t[:, None]), VPSDE(), prediction="epsilon")
     z = torch.randn(4, 9, dtype=torch.float64)
-    ref = flipd(model, z, ad="reverse")
+    kw = {"trace": trace, "n_probes": 3, "batch_size": 2}
+    ref = flipd(model, z, ad="reverse", **kw)
     real_jvp = _autodiff.jvp
 
     def lossy(fn, m, p, t, fast=True):
@@ -93,12 +97,103 @@ def test_auto_falls_back_with_a_warning_when_forward_mode_is_wrong(monkeypatch):
 
     monkeypatch.setattr(_autodiff, "jvp", lossy)
     with pytest.warns(RuntimeWarning, match="disagrees with reverse mode"):
-        got = flipd(model, z, ad="auto")
+        got = flipd(model, z, ad="auto", **kw)
     torch.testing.assert_close(got, ref, rtol=0, atol=1e-10)
-    assert float((flipd(model, z, ad="forward") - ref).abs().max()) > 1e-3  # forced forward: the loss is real
+    assert _autodiff._AUTO_CACHE[model] == "reverse"
+    assert float((flipd(model, z, ad="forward", **kw) - ref).abs().max()) > 1e-3  # forced forward: the loss is real
+
+
+def test_auto_check_on_the_first_batch_costs_one_reverse_pass(monkeypatch):
+    """With Hutchinson probes, ad='auto' checks the first batch's own J v row: the run makes the
+    forward-mode calls of ad='forward' plus exactly one reverse pass on one point, and gives
+    ad='forward''s numbers."""
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(9, 32), nn.SiLU(), nn.Linear(32, 9)).double()
+    rows: list[tuple[bool, int]] = []
+
+    def net(x, t):
+        rows.append((torch.is_grad_enabled(), x.shape[0]))
+        return mlp(x) * (1 + t[:, None])
+
+    model = ScoreModel(net, VPSDE(), prediction="epsilon")
+    z = torch.randn(6, 9, dtype=torch.float64)
+    kw = {"trace": "hutchinson", "n_probes": 2, "batch_size": 4}
+    ref = flipd(ScoreModel(net, VPSDE(), prediction="epsilon"), z, ad="reverse", **kw)
+    rows.clear()
+    forward = flipd(model, z, ad="forward", **kw)
+    forward_rows = list(rows)
+    rows.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        got = flipd(ScoreModel(net, VPSDE(), prediction="epsilon"), z, ad="auto", **kw)
+    reverse_rows = [r for r in rows if r[0]]
+    assert reverse_rows == [(True, 1)]  # one reverse pass, one point
+    assert [r for r in rows if not r[0]] == forward_rows  # no extra forward-mode call
+    torch.testing.assert_close(got, forward, rtol=0, atol=0)
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-10)
+
+
+def test_auto_check_on_the_first_batch_tells_forward_failures_from_the_models_own():
+    """Hutchinson, ad='auto': forward mode failing on the first batch falls back to reverse mode
+    with a warning (same numbers as ad='reverse'); a model failing in both modes raises its own
+    error, with no warning."""
+    torch.manual_seed(0)
+    lin = nn.Linear(5, 5).double()
+
+    def fwd_fails(x, t):
+        if fwAD.unpack_dual(x).tangent is not None:
+            raise RuntimeError("no forward-mode rule")
+        return lin(x)
+
+    z = torch.randn(4, 5, dtype=torch.float64)
+    kw = {"trace": "hutchinson", "n_probes": 2}
+    ref = flipd(ScoreModel(fwd_fails, VPSDE(), prediction="epsilon"), z, ad="reverse", **kw)
+    with pytest.warns(RuntimeWarning, match="forward-mode AD fails"):
+        got = flipd(ScoreModel(fwd_fails, VPSDE(), prediction="epsilon"), z, ad="auto", **kw)
+    torch.testing.assert_close(got, ref, rtol=0, atol=0)
+
+    def broken(x, t):
+        raise KeyError("the model's own bug")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(Exception, match="the model's own bug"):
+            flipd(ScoreModel(broken, VPSDE(), prediction="epsilon"), z, ad="auto", **kw)
 
 
 def test_bare_model_returning_a_non_tensor_is_refused():
     model = ScoreModel(lambda x, t: {"eps": x}, VPSDE())
     with pytest.raises(TypeError, match="not a tensor"):
         model(torch.zeros(2, 3), 0.5)
+
+
+@pytest.mark.parametrize("trace", ["exact", "hutchinson"])
+def test_auto_refuses_what_it_cannot_verify(trace):
+    """Forward mode runs but reverse mode, the check's reference, fails (a closure under
+    torch.no_grad(), in-place ops on tensors autograd saves): ad='auto' refuses, naming
+    ad='forward', which gives the numbers of the same network written differentiably."""
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(6, 16), nn.SiLU(), nn.Linear(16, 5)).double()
+
+    @torch.no_grad()
+    def no_grad_eps(x, t):
+        return mlp(torch.cat([x, t[:, None]], 1))
+
+    class InPlace(nn.Module):
+        def forward(self, x, t):
+            h = mlp[0](torch.cat([x, t[:, None]], 1))
+            h = torch.tanh(h)
+            h.mul_(2.0)  # tanh's output, which its backward needs, modified in place
+            return mlp[2](h)
+
+    def plain(x, t):
+        return mlp[2](2.0 * torch.tanh(mlp[0](torch.cat([x, t[:, None]], 1))))
+
+    z = torch.randn(4, 5, dtype=torch.float64)
+    kw = {"trace": trace, "n_probes": 2}
+    for net, same in ((no_grad_eps, lambda x, t: mlp(torch.cat([x, t[:, None]], 1))), (InPlace(), plain)):
+        with pytest.raises(_autodiff.UnverifiedForwardMode, match="ad='forward'"):
+            flipd(ScoreModel(net, VPSDE(), prediction="epsilon"), z, ad="auto", **kw)
+        got = flipd(ScoreModel(net, VPSDE(), prediction="epsilon"), z, ad="forward", **kw)
+        ref = flipd(ScoreModel(same, VPSDE(), prediction="epsilon"), z, ad="reverse", **kw)
+        torch.testing.assert_close(got, ref, rtol=0, atol=1e-10)

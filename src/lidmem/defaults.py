@@ -15,11 +15,14 @@ The rule (README, "Conventions"):
 - **Normal bundle**: t0 :data:`NB_T0` (as the audit), rank cut :data:`NB_THRESHOLD` (the paper's
   global 10th percentile; ``lidmem score`` fits it on the first batch and applies it to every shard).
 - **CFG norm** (App. C.1): :data:`CFG_T0` after :data:`EULER_STEPS` Euler steps.
+- **Relative maps** (:func:`lidmem.estimators.relative_map`): z-scores smoothed over the image
+  plane with a Gaussian of :data:`RELATIVE_MAP_SMOOTH` pixels, then z-scored again (docs/maps.md:
+  higher in-patch share on two planted watermarks and a smaller position bias than no smoothing).
 """
 
 from __future__ import annotations
 
-__all__ = ["FLIPD_T0", "FLIPD_T0_WITH_TRAINING_DATA", "T0_AUTO_FACTOR", "NB_T0", "NB_THRESHOLD", "CFG_T0", "EULER_STEPS"]
+__all__ = ["FLIPD_T0", "FLIPD_T0_WITH_TRAINING_DATA", "T0_AUTO_FACTOR", "NB_T0", "NB_THRESHOLD", "CFG_T0", "EULER_STEPS", "RELATIVE_MAP_SMOOTH"]
 
 #: FLIPD t0 where the training data are not available (score, t2i score-images).
 FLIPD_T0: float = 0.05
@@ -35,3 +38,5 @@ NB_THRESHOLD: str = "percentile"
 CFG_T0: float = 0.01
 #: CFG norm: Euler steps to CFG_T0 (App. C.1).
 EULER_STEPS: int = 3
+#: relative_map: standard deviation (pixels) of the Gaussian smoothing of the z-scores (docs/maps.md).
+RELATIVE_MAP_SMOOTH: float = 0.5

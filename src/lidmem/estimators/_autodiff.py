@@ -60,8 +60,10 @@ every activation), *verified once per model* by :func:`check_forward_mode` (one 
 forward-mode ``v^T J v`` against reverse mode, dtype-dependent tolerance); if forward mode raises
 or disagrees, reverse mode with a ``RuntimeWarning``; if reverse mode fails too (the model cannot
 be called so, e.g. a bare ``UNet2DConditionModel`` without ``encoder_hidden_states``), the
-model's own error, with no warning. Measured with
-``benchmarks/speed_wrapper_styles.py``: the check costs under 2% of a 1,000-point FLIPD run.
+model's own error, with no warning. With Hutchinson probes FLIPD checks its first batch's own
+forward-mode row instead (:func:`agrees_with_reverse`: one reverse pass at one point, no extra
+forward-mode pass; :func:`decide_ad` warns and caches). Measured with
+``benchmarks/speed_wrapper_styles.py`` (table in ``benchmarks/results/speed_wrapper_styles.md``).
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ from torch import nn
 
 from .._validation import ArgumentError
 
-__all__ = ["fast_forward_rules", "jvp", "vjp", "resolve_ad", "check_forward_mode", "ModelCallError", "ADS"]
+__all__ = ["fast_forward_rules", "jvp", "vjp", "resolve_ad", "decide_ad", "cached_ad", "check_forward_mode", "agrees_with_reverse", "ModelCallError", "UnverifiedForwardMode", "ADS"]
 
 #: Accepted values of FLIPD's ``ad`` argument.
 ADS: tuple[str, ...] = ("auto", "forward", "reverse")
@@ -250,6 +252,13 @@ def _attention_plain(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dq: torc
     lq, lk = q.shape[-2], k.shape[-2]
     full = lambda x: None if x is None else x.expand(*lead, *x.shape[-2:])  # noqa: E731
     q, k, v, dq, dk, dv, mask = (full(x) for x in (q, k, v, dq, dk, dv, mask))
+    if len(lead) > 1 and mask is None:
+        # (batch, heads, L, d) operands, often head-transposed views (diffusers): one copy each to
+        # (batch * heads, L, d) here, instead of a copy inside every blocked 4-d matmul
+        # (measured: copies were ~7% of FLIPD's time on a 16x16 attention UNet)
+        flat = lambda x: None if x is None else x.reshape(-1, *x.shape[-2:])  # noqa: E731
+        out, tan = _attention_plain(*(flat(x) for x in (q, k, v, dq, dk, dv)), None, scale)
+        return out.view(*lead, lq, out.shape[-1]), tan.view(*lead, lq, tan.shape[-1])
     out = q.new_empty(*lead, lq, v.shape[-1])
     tan = torch.empty_like(out)
     budget = _ATTENTION_BLOCK_ELEMENTS if q.device.type == "cpu" else _ATTENTION_BLOCK_ELEMENTS_ACCELERATOR
@@ -476,6 +485,11 @@ _AUTO_CACHE: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
 _CHECK_RTOL: dict[torch.dtype, float] = {torch.float64: 1e-7, torch.float32: 1e-3, torch.float16: 3e-2, torch.bfloat16: 1e-1}
 
 
+class UnverifiedForwardMode(RuntimeError):
+    """``ad="auto"`` refuses a model on which forward mode runs but reverse mode, the check's
+    reference, fails: forward mode cannot prove itself there (``ad="forward"`` skips the check)."""
+
+
 class ModelCallError(Exception):
     """Raised by :func:`check_forward_mode` when the model fails in both modes: not a
     forward-mode problem, so :func:`resolve_ad` re-raises ``error`` (the model's own exception)
@@ -488,13 +502,10 @@ class ModelCallError(Exception):
 
 def check_forward_mode(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, v: torch.Tensor) -> tuple[bool, float, float]:
     """Compare ``v^T J v`` at ``x`` (one point, shape ``(1, ...)``) by forward mode (fast rules)
-    and by reverse mode. Returns ``(agree, forward, reverse)``; agreement is within
-    :data:`_CHECK_RTOL` of ``|v| (|J v| + |J^T v|)`` for ``x``'s dtype. Raises what forward mode
-    raises; where reverse mode fails as well (the model cannot be called this way, e.g. a
-    missing argument), raises :class:`ModelCallError` holding reverse mode's error, and where
-    the model's output at ``x`` is not finite, a :class:`ModelCallError` holding an
-    :class:`~lidmem._validation.ArgumentError` naming ``model``: the model's own problems, not
-    forward mode's."""
+    and by reverse mode (:func:`agrees_with_reverse`). Returns ``(agree, forward, reverse)``.
+    Raises what forward mode raises; where reverse mode fails as well (the model cannot be
+    called this way, e.g. a missing argument), raises :class:`ModelCallError` holding reverse
+    mode's error: the model's own problem, not forward mode's."""
     try:
         with torch.no_grad():
             _, jv = jvp(fn, None, x, v)
@@ -504,15 +515,44 @@ def check_forward_mode(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tens
         except Exception as err:
             raise ModelCallError(err) from err
         raise
-    out, jtv = vjp(fn, x, v)
+    return agrees_with_reverse(fn, x, v, jv)
+
+
+def agrees_with_reverse(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, v: torch.Tensor, jv: torch.Tensor) -> tuple[bool, float, float]:
+    """Compare a forward-mode ``J v`` (``jv``, computed elsewhere, e.g. row 0 of FLIPD's first
+    batch) at the point ``x`` (shape ``(1, ...)``) with one reverse-mode pass ``J^T v``: returns
+    ``(agree, v^T J v, v^T J^T v)``, agreement within :data:`_CHECK_RTOL` of
+    ``|v| (|J v| + |J^T v|)`` for ``x``'s dtype. Where reverse mode fails, raises
+    :class:`ModelCallError` holding an :class:`UnverifiedForwardMode` (forward mode is not used
+    unchecked); where the model's output at ``x`` is not finite,
+    a :class:`ModelCallError` holding an :class:`~lidmem._validation.ArgumentError` naming
+    ``model``."""
+    try:
+        out, jtv = vjp(fn, x, v)
+    except Exception as err:  # forward mode ran: only the reference fails, nothing to verify against
+        first = str(err).splitlines()[0] if str(err) else ""
+        refused = UnverifiedForwardMode(
+            f"ad='auto' cannot verify forward mode on this model: reverse mode, its reference, fails ({type(err).__name__}: {first}); "
+            "pass ad='forward' to use forward mode without the check, or make the model differentiable in reverse mode "
+            "(e.g. no torch.no_grad() inside it, no in-place ops on tensors autograd saves)")
+        raise ModelCallError(refused) from err
     if not bool(torch.isfinite(out).all()):
-        raise ModelCallError(ArgumentError("model returned NaN or infinite scores at the first point (t=0.5); FLIPD needs a finite score model", argument="model"))
+        raise ModelCallError(ArgumentError("model returned NaN or infinite scores at the first point; FLIPD needs a finite score model", argument="model"))
     fwd = float((v.double() * jv.double()).sum())
     rev = float((v.double() * jtv.double()).sum())
     scale = float(v.double().norm()) * (float(jv.double().norm()) + float(jtv.double().norm()))
     rtol = _CHECK_RTOL.get(x.dtype, 1e-3)
     agree = math.isfinite(fwd) and abs(fwd - rev) <= rtol * scale + 1e-12
     return agree, fwd, rev
+
+
+def cached_ad(model: Any) -> str | None:
+    """The mode ``ad="auto"`` settled on for ``model`` (``None``: not checked yet, or ``model``
+    cannot be weakly referenced)."""
+    try:
+        return _AUTO_CACHE.get(model)
+    except TypeError:  # not weak-referenceable
+        return None
 
 
 def resolve_ad(ad: str, model: Any, check: Callable[[], tuple[bool, float, float]] | None = None) -> str:
@@ -529,12 +569,16 @@ def resolve_ad(ad: str, model: Any, check: Callable[[], tuple[bool, float, float
     """
     if ad != "auto":
         return ad
-    try:
-        cached = _AUTO_CACHE.get(model)
-    except TypeError:  # not weak-referenceable
-        cached = None
+    cached = cached_ad(model)
     if cached is not None:
         return cached
+    return decide_ad(model, check)
+
+
+def decide_ad(model: Any, check: Callable[[], tuple[bool, float, float]] | None) -> str:
+    """Run ``check`` (see :func:`resolve_ad`) for ``model``, warn where forward mode fails or
+    disagrees, cache and return the mode (``"forward"`` or ``"reverse"``); re-raise the model's
+    own error (:class:`ModelCallError`)."""
     mode = "forward"
     if check is not None:
         try:
@@ -542,11 +586,11 @@ def resolve_ad(ad: str, model: Any, check: Callable[[], tuple[bool, float, float
         except ModelCallError as failed:  # the model's own error (both modes fail): no fallback
             raise failed.error from failed.error.__cause__
         except (RuntimeError, NotImplementedError, TypeError, ValueError) as err:
-            warnings.warn(f"ad='auto': forward-mode AD fails on {type(model).__name__} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); using reverse mode (pass ad='reverse' to skip this check)", RuntimeWarning, stacklevel=3)
+            warnings.warn(f"ad='auto': forward-mode AD fails on {type(model).__name__} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); using reverse mode (pass ad='reverse' to skip this check)", RuntimeWarning, stacklevel=4)
             mode = "reverse"
         else:
             if not agree:
-                warnings.warn(f"ad='auto': forward-mode AD disagrees with reverse mode on {type(model).__name__} (v^T J v = {fwd:.6g} vs {rev:.6g} at one point; e.g. code whose ops forward mode cannot see); using reverse mode (pass ad='reverse' to skip this check)", RuntimeWarning, stacklevel=3)
+                warnings.warn(f"ad='auto': forward-mode AD disagrees with reverse mode on {type(model).__name__} (v^T J v = {fwd:.6g} vs {rev:.6g} at one point; e.g. code whose ops forward mode cannot see); using reverse mode (pass ad='reverse' to skip this check)", RuntimeWarning, stacklevel=4)
                 mode = "reverse"
     with contextlib.suppress(TypeError):
         _AUTO_CACHE[model] = mode

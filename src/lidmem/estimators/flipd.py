@@ -85,6 +85,7 @@ def _trace_and_norm(
     cond: Callable[[int], dict[str, Any]] = lambda m: {},
     create_graph: bool = False,
     per_coordinate: bool = False,
+    first_jv: list[torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(tr grad s, ||s||^2)`` (float64, shape ``(b,)``) at the points ``xt`` (shape ``(b, ...)``).
 
@@ -95,6 +96,8 @@ def _trace_and_norm(
     ``None`` means the exact trace with the ``d`` basis vectors. Either way at most
     ``max(rows, b)`` rows go through the model per call. ``cond(m)`` is the conditioning of the
     ``b`` points each repeated ``m`` times; ``create_graph`` keeps both results differentiable.
+    An empty list ``first_jv`` receives row 0 of the first ``J v`` (point 0, tangent 0), shape
+    ``(1, ...)``: what ``ad="auto"``'s check compares with reverse mode.
     """
     b = xt.shape[0]
     shape = xt.shape[1:]
@@ -122,8 +125,8 @@ def _trace_and_norm(
     n_tan = d if tangents is None else tangents.shape[1]
     tb = max(1, min(n_tan, rows // b))
     eye = torch.eye(d, dtype=xt.dtype, device=xt.device) if tangents is None else None
-    # the float64 products v * J v and s^2 are formed a few points at a time (about _PRODUCT_ELEMENTS
-    # numbers), so that no input-sized float64 buffer is added to the model's own memory
+    # the products v * J v and s^2 are formed a few points at a time (about _PRODUCT_ELEMENTS
+    # numbers), so that no input-sized buffer is added to the model's own memory
     pts = max(1, _PRODUCT_ELEMENTS // (tb * d))
     out_shape = (b, d) if per_coordinate else (b,)
     tr = torch.zeros(out_shape, dtype=torch.float64, device=xt.device)  # per coordinate: diag of grad s
@@ -137,33 +140,45 @@ def _trace_and_norm(
         else:
             tang = tangents[:, blk].reshape(b * m, *shape)
         out, jv = call(primals, tang, cond(m))
+        if first_jv is not None and not first_jv:
+            first_jv.append(jv[:1].detach().clone())
         tv, jvv = tang.reshape(b, m, d), jv.reshape(b, m, d)
         o = out.reshape(b, m, d)[:, 0]
         for sl in chunk_slices(b, pts):
-            prod = tv[sl].to(torch.float64, copy=True).mul_(jvv[sl])  # float64 (jv promoted exactly)
-            part = prod[:, 0] if m == 1 else prod.sum(1)
-            tr[sl] = tr[sl] + (part if per_coordinate else part.sum(-1))
+            if per_coordinate:
+                prod = tv[sl].to(torch.float64, copy=True).mul_(jvv[sl])  # float64 (jv promoted exactly)
+                tr[sl] = tr[sl] + (prod[:, 0] if m == 1 else prod.sum(1))
+                if blk.start == 0:
+                    sq[sl] = o[sl].double() ** 2
+                continue
+            # sums accumulated in float64 without float64 copies: v * J v is exact for Rademacher
+            # probes (+-1) and rounded once (2^-24 relative) for Gaussian ones in float32
+            tr[sl] = tr[sl] + torch.mul(tv[sl], jvv[sl]).sum((1, 2), dtype=torch.float64)
             if blk.start == 0:
-                s2 = o[sl].double() ** 2
-                sq[sl] = s2 if per_coordinate else s2.sum(-1)
+                if create_graph:  # differentiable everywhere (the norm's gradient is not at s = 0)
+                    sq[sl] = o[sl].double().square().sum(-1)
+                else:  # float64 accumulation of the model-dtype scores (no overflow in half precision)
+                    sq[sl] = torch.linalg.vector_norm(o[sl], dim=-1, dtype=torch.float64).square()
     if tangents is not None:
         tr = tr.div_(n_tan)  # Hutchinson: mean of v * J v over the probes (its sum: mean of v^T J v)
     return tr, sq
 
 
-def _eq6_terms(model: Any, xt: torch.Tensor, t0: float, sigma2: float, tangents: torch.Tensor | None, rows: int, ad: str, cond: Callable[[int], dict[str, Any]], create_graph: bool) -> torch.Tensor:
+def _eq6_terms(model: Any, xt: torch.Tensor, t0: float, sigma2: float, tangents: torch.Tensor | None, rows: int, ad: str, cond: Callable[[int], dict[str, Any]], create_graph: bool,
+               first_jv: list[torch.Tensor] | None = None) -> torch.Tensor:
     """The per-coordinate summands of eq. 6 at the noisy points ``xt`` (shape ``(b, ...)``) of time
     ``t0``, float64 ``(b, d)``: ``1 + sigma(t0)^2 (d s_i / d x_i + s_i^2)``. The one place the
     formula lives; FLIPD is their sum (:func:`_eq6`), a memorization map their reshape."""
-    diag, sq = _trace_and_norm(model, xt, t0, tangents, rows, ad, cond, create_graph, per_coordinate=True)
+    diag, sq = _trace_and_norm(model, xt, t0, tangents, rows, ad, cond, create_graph, per_coordinate=True, first_jv=first_jv)
     return diag.add_(sq).mul_(sigma2).add_(1.0)  # 1 + sigma2 (diag + sq), in place: no (b, d) temporaries
 
 
-def _eq6(model: Any, xt: torch.Tensor, t0: float, sigma2: float, tangents: torch.Tensor | None, rows: int, ad: str, cond: Callable[[int], dict[str, Any]], create_graph: bool) -> torch.Tensor:
+def _eq6(model: Any, xt: torch.Tensor, t0: float, sigma2: float, tangents: torch.Tensor | None, rows: int, ad: str, cond: Callable[[int], dict[str, Any]], create_graph: bool,
+         first_jv: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Eq. 6 at the noisy points ``xt`` (shape ``(b, ...)``) of time ``t0``, float64 ``(b,)``:
     ``d + sigma(t0)^2 (tr grad s(xt, t0) + ||s(xt, t0)||^2)``, the sum of :func:`_eq6_terms`
     (summed before the formula is applied, so that no ``(b, d)`` float64 buffer is formed)."""
-    tr, sq = _trace_and_norm(model, xt, t0, tangents, rows, ad, cond, create_graph)
+    tr, sq = _trace_and_norm(model, xt, t0, tangents, rows, ad, cond, create_graph, first_jv=first_jv)
     return tr.add_(sq).mul_(sigma2).add_(math.prod(xt.shape[1:]))
 
 
@@ -176,6 +191,34 @@ def _probe_forward_mode(model: Any, x: torch.Tensor, extra_args: Mapping[str, An
     gen = torch.Generator(device=x.device).manual_seed(0)
     v = torch.randint(0, 2, xt.shape, generator=gen, device=x.device).to(x.dtype).mul_(2).sub_(1)
     return _autodiff.check_forward_mode(lambda inp: model(inp, tvec, **kw), xt, v)
+
+
+def _verified_first_batch(
+    model: Any, eq6: Callable[..., torch.Tensor], xt: torch.Tensor, t0: float, sigma2: float, tangents: torch.Tensor,
+    rows: int, cond: Callable[[int], dict[str, Any]], x: torch.Tensor, args: dict[str, Any], n: int,
+) -> tuple[torch.Tensor, str]:
+    """Eq. 6 (``eq6``: :func:`_eq6` or :func:`_eq6_terms`) on the first batch ``xt`` (time ``t0``,
+    Hutchinson ``tangents`` of shape ``(b, P, ...)``) for ``ad="auto"`` on a model not yet
+    checked: forward mode, verified against one reverse pass at point 0 with probe 0
+    (:func:`_autodiff.agrees_with_reverse` on the batch's own ``J v`` row), then recomputed in
+    reverse mode where forward mode fails or disagrees (:func:`_autodiff.decide_ad` warns,
+    caches the mode, or re-raises the model's own error). Returns ``(values, mode)``."""
+    first: list[torch.Tensor] = []
+    try:
+        values = eq6(model, xt, t0, sigma2, tangents, rows, "forward", cond, False, first)
+    except Exception:
+        # the standalone check tells forward mode's failures (-> reverse mode, warned) from the
+        # model's own (re-raised); where forward mode works at one point, the batch's error stands
+        if _autodiff.decide_ad(model, lambda: _probe_forward_mode(model, x, args)) == "forward":
+            raise
+    else:
+        kw = conditioning_rows(args, n, slice(0, 1), 1)
+        xt0 = xt[:1]
+        tvec = time_tensor(t0, xt0)
+        probe0 = tangents[:1, 0]
+        if _autodiff.decide_ad(model, lambda: _autodiff.agrees_with_reverse(lambda inp: model(inp, tvec, **kw), xt0, probe0, first[0])) == "forward":
+            return values, "forward"
+    return eq6(model, xt, t0, sigma2, tangents, rows, "reverse", cond, False), "reverse"
 
 
 def _flipd_curve_impl(
@@ -220,7 +263,12 @@ def _flipd_run(
     create_graph: bool, noisy: bool, per_coordinate: bool,
 ) -> torch.Tensor:
     """The body of :func:`_flipd_curve_impl` after its argument checks."""
-    ad = _autodiff.resolve_ad(ad, model, lambda: _probe_forward_mode(model, x, args))
+    # ad="auto" on a new model: with Hutchinson probes the check reuses the first batch's own
+    # forward-mode J v at point 0, probe 0 (one reverse pass extra, not a forward and a reverse
+    # pass); with the exact trace (basis vectors, whose first row checks one diagonal entry only)
+    # it probes one Rademacher vector up front, negligible next to d JVPs per point
+    verify_first = ad == "auto" and trace == "hutchinson" and not create_graph and _autodiff.cached_ad(model) is None
+    ad = "forward" if verify_first else _autodiff.resolve_ad(ad, model, lambda: _probe_forward_mode(model, x, args))
     if create_graph:
         # reverse-mode derivatives of forward-mode (jvp) outputs are wrong through layer_norm in
         # torch 2.13 (tests/test_t2i_adapters.py measures 1% on a diffusers UNet; reverse-over-
@@ -257,6 +305,10 @@ def _flipd_run(
             for j, t0 in enumerate(t0_list):
                 xt = xc if noisy else psis[j] * xc
                 eq6 = _eq6_terms if per_coordinate else _eq6
+                if verify_first:
+                    verify_first = False
+                    result[sl, j], ad = _verified_first_batch(model, eq6, xt, t0, sig2s[j], tangents, rows, cond, x, args, n)
+                    continue
                 result[sl, j] = eq6(model, xt, t0, sig2s[j], tangents, rows, ad, cond, create_graph)
     bad = ~torch.isfinite(result).reshape(n, -1).all(dim=1)
     if bool(bad.any()):  # never a silent NaN: the model's score or its derivative is not finite there
@@ -317,8 +369,11 @@ def flipd(
         ``v^T (grad s)^T v``, the same number). Forward mode runs with minimal derivative rules
         for convolution, linear, group/layer norm, SiLU and attention layers
         (:mod:`lidmem.estimators._autodiff`), which put one probe at about two to three forward
-        passes; ``"auto"`` picks forward mode for ``nn.Module`` models and reverse mode only for
-        callables whose forward-mode JVP fails (``benchmarks/speed_flipd.py``).
+        passes; ``"auto"`` uses forward mode, verified once per model against one reverse pass
+        (with Hutchinson probes: the first batch's own row at point 0, probe 0; with the exact
+        trace: one Rademacher probe at point 0), and falls back to reverse mode with a
+        ``RuntimeWarning`` where forward mode fails or disagrees (``benchmarks/speed_flipd.py``,
+        ``benchmarks/speed_wrapper_styles.py``).
     extra_args : mapping or None, default=None
         Conditioning, passed unchanged as ``model(x, t, **extra_args)`` (k-diffusion's
         convention), e.g. ``{"cond": prompt_embeds, "uncond": empty_embeds, "guidance_scale": 7.5}``

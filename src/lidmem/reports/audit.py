@@ -191,8 +191,8 @@ def write_audit_report(result: AuditResult, path: str | Path, *, n_grid: int = 2
         px = to_pixel_map(shown, result.sample_images.shape[1:], mode="bilinear").numpy()
         grid = map_grid(result.sample_images[order], px, result.train_images[df["nn_train_index"].to_numpy()[order]], caps)
         what = ("its FLIPD map relative to the audited samples (lidmem.estimators.relative_map: per-pixel robust z-score "
-                "against the median / MAD of all samples' maps, memorized values clipped; removes the model's position bias, "
-                "docs/maps.md), summed over channels" if relative else
+                "against the median / MAD of all samples' maps, memorized values clipped, smoothed over 0.5 pixels and "
+                "z-scored again; removes the model's position bias, docs/maps.md), summed over channels" if relative else
                 f"its FLIPD map (per-pixel summands of eq. 6, summed over channels; fewer than {_MIN_MAP_REFERENCE} samples, "
                 "so not relative to the others)")
         sections.append(Section("Where they are memorized: FLIPD maps", figure_to_html(grid, alt="memorization maps"),
