@@ -92,55 +92,76 @@ def run(args: argparse.Namespace) -> Path:
     from lidmem.diffusion.sde import VPSDE
     from lidmem.memorization.copy_detection import find_copies
     from lidmem.monitor import preserved_training_state
-    from lidmem.workflows.train import train_image_model
+    from lidmem.workflows.train import train_image_model, train_settings
 
     copies = args.copies or (30 if args.data == "digits" else 20)
-    name = f"{args.data}-{'planted' if args.planted else 'clean'}-s{args.seed}" + (f"-x{copies}" if args.planted else "")
+    name = (f"{args.data}{'-' + args.preset if args.preset else ''}-{'planted' if args.planted else 'clean'}-s{args.seed}"
+            + (f"-x{copies}" if args.planted else ""))
     out = Path(args.out) / name
     out.mkdir(parents=True, exist_ok=True)
     for f in RUN_FILES:
         (out / f).unlink(missing_ok=True)
     images = planted_set(args.data, args.planted, args.seed, copies, args.n_dup, args.n_base)
     dup = duplicated_ids(images)
-    steps = args.steps or 1500
-    batch = args.batch or (64 if args.data == "digits" else 128)
-    channels = (32, 64) if args.data == "digits" else (16, 32, 64)
     shape = tuple(images.shape[1:])
+    recipe = train_settings(int(shape[-1]), args.preset)
+    if args.preset:  # the preset's recipe (lidmem train --preset)
+        steps, batch, channels, lr = args.steps or recipe.steps, args.batch or recipe.batch_size, recipe.block_out_channels, recipe.lr
+    else:
+        steps, batch, lr = args.steps or 1500, args.batch or (64 if args.data == "digits" else 128), 1e-3
+        channels = (32, 64) if args.data == "digits" else (16, 32, 64)
     ckpt_steps = set(args.checkpoint_steps)
+    prediction = recipe.prediction
+    from lidmem.monitor import DEFAULT_EVERY
+
+    every = DEFAULT_EVERY if args.every is None else args.every
     rows: list[dict] = []
     extra_s = {"s": 0.0}
+    if args.save_every:
+        (out / "ema").mkdir(exist_ok=True)
+        for f in (out / "ema").glob("step*.pt"):
+            f.unlink()
 
     def bench(step: int, net: torch.nn.Module, ema: torch.nn.Module) -> None:
-        if step % args.sample_every and step not in ckpt_steps:
+        saving = bool(args.save_every) and step % args.save_every == 0
+        if step % args.sample_every and step not in ckpt_steps and not saving:
             return None
         t = time.perf_counter()
         with preserved_training_state(ema), torch.no_grad():
+            if saving:  # the EMA weights, for `replay` (the monitor scores exactly these)
+                torch.save(ema.state_dict(), out / "ema" / f"step{step}.pt")
             if step in ckpt_steps:
-                save_checkpoint(out / f"step{step}.safetensors", ema, sde=VPSDE(), prediction="epsilon", data_shape=shape,
+                save_checkpoint(out / f"step{step}.safetensors", ema, sde=VPSDE(), prediction=prediction, data_shape=shape,
                                 extra={"data_range": [-1.0, 1.0], "step": step})
             if step % args.sample_every == 0:
-                x = sample_ode(ScoreModel(ema, VPSDE(), prediction="epsilon"), (args.samples, *shape), steps=args.sampling_steps,
+                x = sample_ode(ScoreModel(ema, VPSDE(), prediction=prediction), (args.samples, *shape), steps=args.sampling_steps,
                                denoise=True, seed=step, progress=False)
                 m = find_copies(x.clamp(-1, 1).numpy(), images)
                 is_copy = m.labels != "none"
+                of_planted = is_copy & np.isin(m.nn_index, dup)
                 rows.append({"step": step, "n": len(is_copy), "copies": int(is_copy.sum()),
+                             "exact_copies": int((m.labels == "exact_copy").sum()), "planted_copies": int(of_planted.sum()),
+                             "in_range": float((x.abs() <= 1).flatten(1).all(1).float().mean()),
                              "copied_ids": " ".join(str(int(i)) for i in np.unique(m.nn_index[is_copy]))})
         extra_s["s"] += time.perf_counter() - t
         return None
 
     t0 = time.perf_counter()
-    train_image_model(images, out / "model.safetensors", steps=steps, batch_size=batch, lr=1e-3, block_out_channels=channels,
-                      checkpoint_every=10**9, resume=False, seed=args.seed, progress=False, monitor_every=args.every,
-                      monitor_probes=args.probes, callback=bench)
+    train_image_model(images, out / "model.safetensors", preset=args.preset, steps=steps, batch_size=batch, lr=lr,
+                      block_out_channels=channels, checkpoint_every=10**9, resume=False, seed=args.seed, progress=False,
+                      monitor_every=every or None, monitor_probes=args.probes, callback=bench)
     total = time.perf_counter() - t0
     import pandas as pd
 
     pd.DataFrame(rows).to_csv(out / "copies.csv", index=False)
-    log = pd.read_parquet(out / "model.monitor.parquet")
-    mon_s = float(log.groupby("step")["seconds"].first().sum())
+    mon_s = 0.0
+    if every:
+        log = pd.read_parquet(out / "model.monitor.parquet")
+        mon_s = float(log.groupby("step")["seconds"].first().sum())
     meta = {"data": args.data, "planted": bool(args.planted), "seed": args.seed, "copies": copies if args.planted else 1,
             "n_rows": int(len(images)), "duplicated_ids": dup.tolist(), "steps": steps, "batch": batch, "channels": list(channels),
-            "every": args.every, "probes": args.probes, "samples": args.samples, "total_s": total, "monitor_s": mon_s,
+            "preset": args.preset, "prediction": prediction, "lr": lr, "save_every": args.save_every,
+            "every": every, "probes": args.probes, "samples": args.samples, "total_s": total, "monitor_s": mon_s,
             "extra_s": extra_s["s"], "train_s": total - mon_s - extra_s["s"], "threads": torch.get_num_threads()}
     (out / "run.json").write_text(json.dumps(meta, indent=1))
     print(f"{name}: {len(images)} rows ({len(dup)} duplicated images), {total:.0f} s total, monitor {mon_s:.1f} s, "
@@ -159,17 +180,20 @@ def report(args: argparse.Namespace) -> None:
     from lidmem.memorization.metrics import auroc
     from lidmem.monitor import evaluate_log
 
-    runs = sorted(p.parent for p in Path(args.out).glob("*/run.json"))
-    print(f"rule: lidmem.monitor defaults, scored every {args.every} steps (thinned logs); copies: find_copies on the samples")
+    runs = sorted(p.parent for p in Path(args.out).glob("*/run.json") if (p.parent / f"{args.log}.monitor.parquet").is_file())
+    print(f"rule: lidmem.monitor defaults, logs {args.log}.monitor.parquet scored every {args.every or 'run'} steps; copies: find_copies on the samples")
     print("| run | rows | first alarm | AUROC there | probes planted | flagged (planted) there | sampled copies there [95% CI] "
           "| first step copies > 5% | flagged not planted, any step | cost at every |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for d in runs:
         meta = json.loads((d / "run.json").read_text())
-        if args.every % meta["every"]:
-            print(f"| {d.name} | every={args.every} is not a multiple of the run's {meta['every']} |")
+        if args.log == "replay":
+            meta["every"] = json.loads((d / "replay.json").read_text())["every"]
+        every = args.every or meta["every"]
+        if every % meta["every"]:
+            print(f"| {d.name} | every={every} is not a multiple of the run's {meta['every']} |")
             continue
-        log = _thin(pd.read_parquet(d / "model.monitor.parquet"), args.every)
+        log = _thin(pd.read_parquet(d / f"{args.log}.monitor.parquet"), every)
         summ = evaluate_log(log)
         cop = pd.read_csv(d / "copies.csv").set_index("step")
         dup = set(meta["duplicated_ids"])
@@ -177,7 +201,8 @@ def report(args: argparse.Namespace) -> None:
         over = cop[cop.copies / cop.n > 0.05]
         false_flags = sorted({i for s in summ for i in s.flagged if i not in dup})
         per_step = float(log.groupby("step")["seconds"].first().mean())
-        cost = per_step * (meta["steps"] // args.every) / meta["train_s"]
+        # a replay's scoring seconds are not comparable with the run's training seconds: `cost` measures it
+        cost = per_step * (meta["steps"] // every) / meta["train_s"] if meta["train_s"] > 0 and args.log == "model" else float("nan")
         tr = log[log.split == "train"]
         n_pl = int(tr[tr.step == tr.step.min()].image_id.isin(dup).sum())
         if first is None:
@@ -195,8 +220,8 @@ def report(args: argparse.Namespace) -> None:
             cells = [str(first.step), f"{au:.3f}" if dup else "n/a", f"{first.n_flagged} ({sum(i in dup for i in first.flagged)})", ctext]
         print(f"| {d.name} | {meta['n_rows']} | {cells[0]} | {cells[1]} | {n_pl} | {cells[2]} | {cells[3]} | "
               f"{over.index.min() if len(over) else 'never'} | {len(false_flags)} | {cost:.3f} |")
-    print(f"cost: monitor seconds per scored step x scored steps at every={args.every} / training seconds (under load from parallel jobs; "
-          "ratio from one process)")
+    print("cost: monitor seconds per scored step x scored steps / training seconds (wall clock, under load from parallel jobs; "
+          "replayed logs: scoring seconds of the replay over the run's training: unreliable, use `cost`)")
 
 
 def audit(args: argparse.Namespace) -> None:
@@ -206,15 +231,16 @@ def audit(args: argparse.Namespace) -> None:
     from lidmem.memorization.audit import audit_memorization
     from lidmem.monitor import evaluate_log
 
-    d = Path(args.out) / args.run
+    d = Path(args.out) / (args.run or "digits-planted-s0-x30")
     meta = json.loads((d / "run.json").read_text())
     copies = meta["copies"]
     images = planted_set(meta["data"], meta["planted"], meta["seed"], copies, args.n_dup, args.n_base)
     log = pd.read_parquet(d / "model.monitor.parquet")
-    summ = {s.step: s for s in evaluate_log(_thin(log, args.every))}
+    every = args.every or int(meta["every"])
+    summ = {s.step: s for s in evaluate_log(_thin(log, every))}
     probes = set(int(i) for i in log.image_id.unique())
     dup = set(meta["duplicated_ids"])
-    print(f"## audit of {d.name}'s checkpoints ({args.audit_samples} samples each; monitor rule at every={args.every})")
+    print(f"## audit of {d.name}'s checkpoints ({args.audit_samples} samples each; monitor rule at every={every})")
     print("| step | audit copies | training images copied | of them probes | of those flagged by the monitor | flagged not copied | alarm |")
     print("|---:|---:|---:|---:|---:|---:|:---:|")
     for ck in sorted(d.glob("step*.safetensors"), key=lambda p: int(p.stem[4:])):
@@ -231,9 +257,88 @@ def audit(args: argparse.Namespace) -> None:
               f"{len(in_probes & flagged)} | {len(flagged - copied)} | {'yes' if s is not None and s.memorizing else ''} |")
 
 
+def replay(args: argparse.Namespace) -> None:
+    """Score a run's saved EMA weights (``run --save-every``) with the monitor of ``lidmem train --monitor-every``."""
+    from lidmem.diffusion.unet import UNetScoreNet
+    from lidmem.monitor import DEFAULT_EVERY, DEFAULT_PROBE_IMAGES
+    from lidmem.workflows.train import _monitor_callback
+
+    runs = [Path(args.out) / args.run] if args.run else sorted(p.parent for p in Path(args.out).glob("*/ema"))
+    for d in runs:
+        meta = json.loads((d / "run.json").read_text())
+        every = args.every or DEFAULT_EVERY
+        if not meta.get("save_every") or every % meta["save_every"]:
+            print(f"{d.name}: weights saved every {meta.get('save_every')} steps; --every {every} must be a multiple")
+            continue
+        images = planted_set(meta["data"], meta["planted"], meta["seed"], meta["copies"], args.n_dup, args.n_base)
+        ch = tuple(meta["channels"])
+        net = UNetScoreNet(int(images.shape[-1]), in_channels=int(images.shape[1]), block_out_channels=ch,
+                           norm_num_groups=8 if all(c % 8 == 0 for c in ch) else 1)
+        (d / "replay.monitor.parquet").unlink(missing_ok=True)
+        n = args.probes or DEFAULT_PROBE_IMAGES
+        cb = _monitor_callback(images, d / "replay.safetensors", every, n, False, meta["seed"], False, meta.get("prediction", "epsilon"))
+        steps = sorted(s for s in (int(p.stem[4:]) for p in (d / "ema").glob("step*.pt")) if s % every == 0)
+        cpu = 0.0
+        for step in steps:
+            net.load_state_dict(torch.load(d / "ema" / f"step{step}.pt"))
+            c = time.process_time()
+            cb(step, net, net)
+            cpu += time.process_time() - c
+        (d / "replay.json").write_text(json.dumps({"every": every, "probes": n, "cpu_s": cpu, "steps": len(steps)}, indent=1))
+        print(f"{d.name}: replayed {len(steps)} steps (every {every}, {n} probe images), {cpu:.0f} CPU s")
+
+
+def cost(args: argparse.Namespace) -> None:
+    """CPU time (``time.process_time``) of the same training run with and without the monitor."""
+    import tempfile
+
+    from lidmem.monitor import DEFAULT_EVERY, DEFAULT_HUTCHINSON, DEFAULT_PROBE_IMAGES
+    from lidmem.workflows.train import train_image_model
+
+    copies = args.copies or (30 if args.data == "digits" else 20)
+    images = planted_set(args.data, args.planted, args.seed, copies, args.n_dup, args.n_base)
+    every = args.every if args.every else DEFAULT_EVERY
+    steps = args.steps or 10 * every
+    batch = args.batch or (64 if args.data == "digits" else 128)
+    channels = (32, 64) if args.data == "digits" else (16, 32, 64)
+    print(f"{args.data}: {steps} steps, batch {batch}, channels {channels}; monitor every {every}, "
+          f"{args.probes or DEFAULT_PROBE_IMAGES} probe images x {DEFAULT_HUTCHINSON} Hutchinson probes")
+    from lidmem.monitor import MemorizationMonitor
+
+    # the CPU time spent inside the monitor's scoring, counted in the run with it (benchmark-only wrapper)
+    inside = {"s": 0.0}
+    score = MemorizationMonitor.score
+
+    def timed(self, *a, **k):
+        c = time.process_time()
+        try:
+            return score(self, *a, **k)
+        finally:
+            inside["s"] += time.process_time() - c
+
+    MemorizationMonitor.score = timed  # type: ignore[method-assign]
+    print("| repeat | CPU s without | CPU s with | with / without - 1 | scoring CPU s inside the run with | scoring / rest of that run |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for r in range(args.repeats):
+        cpu = {}
+        inside["s"] = 0.0
+        for with_monitor in (False, True):
+            with tempfile.TemporaryDirectory() as tmp:
+                c = time.process_time()
+                train_image_model(images, Path(tmp) / "m.safetensors", preset=args.preset, steps=steps, batch_size=batch, lr=1e-3,
+                                  block_out_channels=None if args.preset else channels, checkpoint_every=10**9, resume=False,
+                                  seed=args.seed, progress=False, monitor_every=every if with_monitor else None,
+                                  monitor_probes=args.probes or None)
+                cpu[with_monitor] = time.process_time() - c
+        m = inside["s"]
+        print(f"| {r} | {cpu[False]:.1f} | {cpu[True]:.1f} | {cpu[True] / cpu[False] - 1:.1%} | {m:.1f} | {m / (cpu[True] - m):.1%} |")
+    MemorizationMonitor.score = score  # type: ignore[method-assign]
+    print(f"torch threads {torch.get_num_threads()}; CPU time of this process (under load from parallel jobs)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["run", "report", "audit"])
+    p.add_argument("what", choices=["run", "report", "audit", "cost", "replay"])
     p.add_argument("--data", choices=["digits", "patches"], default="digits")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--planted", dest="planted", action="store_true", default=True)
@@ -244,18 +349,23 @@ def main() -> None:
     p.add_argument("--n-base", type=int, default=400)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch", type=int, default=None)
-    p.add_argument("--every", type=int, default=50, help="run: the monitor's interval; report/audit: thin the logs to this")
-    p.add_argument("--probes", type=int, default=256)
+    p.add_argument("--preset", default=None, help="run: train with this lidmem train preset (e.g. photo16)")
+    p.add_argument("--save-every", type=int, default=0, help="run: save the EMA weights every N steps under <run>/ema/ (for replay)")
+    p.add_argument("--every", type=int, default=None,
+                   help="run/replay/cost: the monitor's interval (default lidmem.monitor.DEFAULT_EVERY; run: 0 = no monitor); report/audit: thin the logs to this")
+    p.add_argument("--log", choices=["model", "replay"], default="model", help="report: the runs' live logs or their replays")
+    p.add_argument("--probes", type=int, default=None, help="probe images (default lidmem.monitor.DEFAULT_PROBE_IMAGES)")
+    p.add_argument("--repeats", type=int, default=1, help="cost: repetitions")
     p.add_argument("--samples", type=int, default=256)
     p.add_argument("--sample-every", type=int, default=100)
     p.add_argument("--sampling-steps", type=int, default=10)
     p.add_argument("--checkpoint-steps", type=int, nargs="*", default=[200, 400, 600, 1000])
     p.add_argument("--audit-samples", type=int, default=128)
-    p.add_argument("--run", default="digits-planted-s0-x30")
+    p.add_argument("--run", default=None, help="audit/replay: one run's folder name (audit default digits-planted-s0-x30; replay: all)")
     p.add_argument("--out", default="build/monitor")
     args = p.parse_args()
     print(f"torch threads {torch.get_num_threads()}")
-    {"run": run, "report": report, "audit": audit}[args.what](args)
+    {"run": run, "report": report, "audit": audit, "cost": cost, "replay": replay}[args.what](args)
 
 
 if __name__ == "__main__":

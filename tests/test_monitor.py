@@ -149,7 +149,7 @@ def test_log_schema_atomic_and_resume(tmp_path) -> None:
 def test_point_mass_at_a_probe_lowers_its_lid_and_raises_the_signal(heldout: bool) -> None:
     before, after, probes, ho, train = _point_mass_models()
     mon = MemorizationMonitor(before, probes, heldout=ho if heldout else None, train_data=train, every=1, min_flagged=1, n_probes=8,
-                              persistence=1)
+                              persistence=1, z_threshold=2.75)  # 31 probes: one lies at z = -2.6 by Hutchinson noise
     assert 0 < mon.t0_ < 0.5
     s1 = mon.update(1)
     s2 = mon.update(2, after)
@@ -164,11 +164,12 @@ def test_point_mass_at_a_probe_lowers_its_lid_and_raises_the_signal(heldout: boo
     assert mon.first_alarm == 2
     if heldout:
         assert 0.3 < s1.auroc < 0.7  # training and held-out probes alike
-    # the default rule wants the image below -z_threshold at two consecutive scored steps
-    slow = MemorizationMonitor(before, probes, heldout=ho if heldout else None, train_data=train, every=1, min_flagged=1, n_probes=8)
+    # the default persistence wants the image below -z_threshold at two consecutive scored steps
+    slow = MemorizationMonitor(before, probes, heldout=ho if heldout else None, train_data=train, every=1, min_flagged=1, n_probes=8,
+                               z_threshold=2.75)
     assert [slow.update(k, m).memorizing for k, m in ((1, before), (2, after), (3, after))] == [False, False, True]
     assert slow.first_alarm == 3 and slow.history_[-1].flagged == (30,)
-    again = evaluate_log(slow.frame, min_flagged=1)  # the rule re-applied to the log says what the monitor said
+    again = evaluate_log(slow.frame, min_flagged=1, z_threshold=2.75)  # the rule re-applied to the log says what the monitor said
     assert [(h.memorizing, h.flagged, h.signal) for h in again] == [(h.memorizing, h.flagged, h.signal) for h in slow.history_]
 
 
@@ -261,3 +262,34 @@ def test_train_image_model_runs_a_user_callback_after_the_monitor(tmp_path) -> N
     assert seen == [(5, 5), (10, 10)]  # called every step, after the monitor scored that step
     with pytest.raises(TypeError, match="callback"):
         train_image_model(images, tmp_path / "n.safetensors", steps=2, callback="no")
+
+
+def test_probe_images_take_every_duplicated_image_first() -> None:
+    from lidmem.monitor import choose_probe_images
+
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((50, 1, 4, 4)).astype(np.float32)
+    dup = [3, 17, 41]
+    images = np.concatenate([base, np.repeat(base[dup], [4, 2, 9], axis=0)])  # 41 most copied, then 3, then 17
+    ids = choose_probe_images(images, 10, seed=1)
+    assert len(ids) == 10 and set(dup) <= set(ids.tolist()) and list(ids) == sorted(ids)
+    assert len({images[i].tobytes() for i in ids}) == 10  # distinct images, first rows
+    assert np.array_equal(ids, choose_probe_images(images, 10, seed=1))
+    assert not np.array_equal(ids, choose_probe_images(images, 10, seed=2))  # the rest is drawn under the seed
+    assert choose_probe_images(images, 2, seed=0).tolist() == [3, 41]  # more duplicated images than places: most copied
+    assert len(choose_probe_images(images, 500)) == 50
+    with pytest.raises(ValueError, match="n"):
+        choose_probe_images(images, 0)
+
+
+def test_lidmem_train_monitor_flag_uses_the_default_interval(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from lidmem.cli.main import app
+    from lidmem.monitor import DEFAULT_EVERY
+
+    out = tmp_path / "m.safetensors"
+    r = CliRunner().invoke(app, ["train", "--data", "digits", "--out", str(out), "--steps", str(DEFAULT_EVERY), "--batch-size", "4",
+                                 "--channels", "8,16", "--monitor", "--monitor-probes", "8", "--grid", "0", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert sorted(pd.read_parquet(tmp_path / "m.monitor.parquet").step.unique()) == [DEFAULT_EVERY]

@@ -79,8 +79,9 @@ def test_false_alarm_rate_on_pure_noise_is_within_the_stated_bound(n: int, rule:
 def test_false_alarm_bound_matches_the_binomial_and_errors_name_the_argument() -> None:
     from scipy.stats import binom, norm
 
-    c = 2.75 / np.sqrt(1 + (np.pi / 2 + 1.36 * 2.75**2) / 256)
-    assert false_alarm_bound(256) == pytest.approx(binom.sf(1, 256, norm.cdf(-c) ** 2))
+    c = 2.5 / np.sqrt(1 + (np.pi / 2 + 1.36 * 2.5**2) / 256)
+    assert false_alarm_bound(256) == pytest.approx(binom.sf(2, 256, norm.cdf(-c) ** 2))  # the defaults: 3 flagged, z < -2.5
+    assert false_alarm_bound(256) < 1e-6
     assert false_alarm_bound(256, persistence=1) > 1000 * false_alarm_bound(256)
     with pytest.raises(ValueError, match="z_threshold"):
         false_alarm_bound(10, z_threshold=-1.0)
@@ -90,3 +91,26 @@ def test_false_alarm_bound_matches_the_binomial_and_errors_name_the_argument() -
         alarm_trace(np.zeros(3))
     with pytest.raises(ValueError, match="missing columns"):
         evaluate_log(pd.DataFrame({"step": [1]}))
+
+
+def test_defaults_are_the_measured_ones() -> None:
+    """docs/monitor.md measures the rule and the cost with these defaults (benchmarks/monitor_planted.py):
+    every function of the rule and the monitor must share them, and the monitor's FLIPD work per
+    training step must stay within the cost budget (Hutchinson rows per step of a batch-64 run)."""
+    import inspect
+
+    from lidmem.monitor import DEFAULT_EVERY, DEFAULT_HUTCHINSON, DEFAULT_PROBE_IMAGES, MemorizationMonitor
+    from lidmem.workflows.train import train_image_model
+
+    assert DEFAULT_RULE == {"z_threshold": 2.5, "persistence": 2, "min_flagged": 3, "threshold": 0.0}
+    for fn in (alarm_trace, evaluate_log, MemorizationMonitor.__init__, false_alarm_bound):
+        params = inspect.signature(fn).parameters
+        for k, v in DEFAULT_RULE.items():
+            if k in params:
+                assert params[k].default == v, (fn.__name__, k)
+    init = inspect.signature(MemorizationMonitor.__init__).parameters
+    assert init["every"].default == DEFAULT_EVERY == 100 and init["n_probes"].default == DEFAULT_HUTCHINSON == 4
+    assert DEFAULT_PROBE_IMAGES == 256 and inspect.signature(train_image_model).parameters["monitor_probes"].default is None
+    # measured: one JVP row ~ 0.75 of a training row (forward + backward) on the digits UNet; the
+    # scoring's rows per training step over a batch-64 step's rows: 256 * 4 / 100 / 64 = 0.16 -> ~9.6% (docs/monitor.md)
+    assert DEFAULT_PROBE_IMAGES * DEFAULT_HUTCHINSON / DEFAULT_EVERY / 64 <= 0.16

@@ -41,7 +41,7 @@ False alarms (:func:`false_alarm_bound`): if no image is memorized and every pro
 an independent standard normal at every scored step, an image would be flagged with probability
 ``q = Phi(-z_threshold) ** persistence`` (slightly more: the reference is estimated) and the alarm would fire at a scored step with
 probability ``P(Binomial(n, q) >= min_flagged)`` for ``n`` training probes (the defaults,
-``z_threshold=2.75``, ``persistence=2``, ``min_flagged=2``, give 5.4e-6 for ``n=256``, the
+``z_threshold=2.5``, ``persistence=2``, ``min_flagged=3``, give 3.5e-7 for ``n=256``, the
 median and MAD being estimated from the probes themselves included). Real LID_theta is not such a null in two ways: an image keeps
 much of its level from one step to the next (which makes persistence a weaker filter than the
 bound assumes), and the left tail of LID_theta across images is lighter than normal (on the
@@ -89,7 +89,8 @@ from ._validation import check_positive_int
 from .diffusion.score import ScoreModel
 from .diffusion.sde import SDE
 
-__all__ = ["MemorizationMonitor", "MonitorStep", "LOG_COLUMNS", "DEFAULT_RULE", "alarm_trace", "evaluate_log", "false_alarm_bound",
+__all__ = ["MemorizationMonitor", "MonitorStep", "LOG_COLUMNS", "DEFAULT_RULE", "DEFAULT_EVERY", "DEFAULT_PROBE_IMAGES", "DEFAULT_HUTCHINSON",
+           "alarm_trace", "choose_probe_images", "evaluate_log", "false_alarm_bound",
            "preserved_training_state", "read_monitor_log", "step_summaries", "step_summaries_list"]
 
 #: Columns of the monitor's Parquet log, in order (module docstring).
@@ -161,7 +162,37 @@ def _robust_z(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 #: The alarm rule's defaults (module docstring): ``z_threshold``, ``persistence``, ``min_flagged``, ``threshold``.
-DEFAULT_RULE: dict[str, float] = {"z_threshold": 2.75, "persistence": 2, "min_flagged": 2, "threshold": 0.0}
+DEFAULT_RULE: dict[str, float] = {"z_threshold": 2.5, "persistence": 2, "min_flagged": 3, "threshold": 0.0}
+
+
+#: Default scoring interval (steps), probe images and Hutchinson probes per image: with them the
+#: monitor costs <= 10% of training time at batch 64 (docs/monitor.md, ``benchmarks/monitor_planted.py cost``).
+DEFAULT_EVERY: int = 100
+DEFAULT_PROBE_IMAGES: int = 256
+DEFAULT_HUTCHINSON: int = 4
+
+
+def choose_probe_images(images: Any, n: int, seed: int = 0) -> np.ndarray:
+    """Row indices of ``n`` distinct training images to watch, duplicated images first.
+
+    Images that occur more than once in ``images`` (exact duplicates, found with
+    :func:`lidmem.neighbors.dedupe_rows`) are the likeliest to be memorized (Carlini et al. 2023;
+    Somepalli et al. 2023), so every such image is a probe (the most-copied first when there are
+    more than ``n``); the remaining places go to distinct images drawn at random under ``seed``.
+    Returns the first row of each chosen image, sorted, shape ``(min(n, distinct),)``.
+    """
+    from .neighbors import dedupe_rows
+
+    n = check_positive_int(n, "n")
+    arr = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    first, _, counts = dedupe_rows(arr.reshape(len(arr), -1))
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(first))  # random among equals
+    order = order[np.argsort(-counts[order], kind="stable")]  # then most-copied first
+    dup = order[counts[order] > 1][:n]
+    rest = order[counts[order] == 1]
+    rest = rng.choice(rest, min(n - len(dup), len(rest)), replace=False) if n > len(dup) else rest[:0]
+    return np.sort(first[np.r_[dup, rest].astype(np.int64)])
 
 
 def _check_rule(z_threshold: float, persistence: int, min_flagged: int, threshold: float) -> tuple[float, int, int, float]:
@@ -174,7 +205,7 @@ def _check_rule(z_threshold: float, persistence: int, min_flagged: int, threshol
     return float(z_threshold), persistence, min_flagged, float(threshold)
 
 
-def false_alarm_bound(n: int, *, z_threshold: float = 2.75, persistence: int = 2, min_flagged: int = 2, n_reference: int | None = None) -> float:
+def false_alarm_bound(n: int, *, z_threshold: float = 2.5, persistence: int = 2, min_flagged: int = 3, n_reference: int | None = None) -> float:
     """Probability that the alarm fires at one scored step when nothing is memorized, under the
     null where every probe's LID_theta is an independent normal draw at every scored step.
 
@@ -199,9 +230,9 @@ def alarm_trace(
     z_train: Any,
     z_heldout: Any = None,
     *,
-    z_threshold: float = 2.75,
+    z_threshold: float = 2.5,
     persistence: int = 2,
-    min_flagged: int = 2,
+    min_flagged: int = 3,
     threshold: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """The alarm rule on the z-scores of consecutive scored steps (module docstring).
@@ -296,19 +327,19 @@ class MemorizationMonitor:
     train_data : array-like of shape (N, ...), optional
         The training set for ``t0="auto"`` (nearest-neighbour scale). Default: ``probes``
         (coarser: fewer neighbours give a larger gap and so a larger ``t0``).
-    every : int, default=500
+    every : int, default=100 (:data:`DEFAULT_EVERY`)
         Score when ``step % every == 0`` (:meth:`update`).
     log : path, optional
         Parquet file of the per-image rows (module docstring); None keeps them in memory only.
     t0 : float or "auto", default="auto"
         FLIPD time, fixed once here.
-    n_probes : int, default=4
-        Hutchinson probes per image.
-    z_threshold : float, default=2.75
+    n_probes : int, default=4 (:data:`DEFAULT_HUTCHINSON`)
+        Hutchinson probes per image (the same probes at every step).
+    z_threshold : float, default=2.5
         An image is flagged when its robust z-score is below ``-z_threshold`` ...
     persistence : int, default=2
         ... at this and the ``persistence - 1`` scored steps before it.
-    min_flagged : int, default=2
+    min_flagged : int, default=3
         ``memorizing`` when at least this many training probes are flagged ...
     threshold : float, default=0.0
         ... and the signal exceeds this (with held-out probes: more training than held-out
@@ -348,13 +379,13 @@ class MemorizationMonitor:
         prediction: str = "epsilon",
         heldout: Any = None,
         train_data: Any = None,
-        every: int = 500,
+        every: int = DEFAULT_EVERY,
         log: str | Path | None = None,
         t0: float | str = "auto",
-        n_probes: int = 4,
-        z_threshold: float = 2.75,
+        n_probes: int = DEFAULT_HUTCHINSON,
+        z_threshold: float = 2.5,
         persistence: int = 2,
-        min_flagged: int = 2,
+        min_flagged: int = 3,
         threshold: float = 0.0,
         ema: Any = None,
         image_ids: Sequence[int] | None = None,
@@ -399,6 +430,7 @@ class MemorizationMonitor:
         self._frames: list[Any] = []
         self.history_: list[MonitorStep] = []
         self._first_z: dict[tuple[str, int], float] = {}
+        self._wrappers: dict[int, tuple[nn.Module, ScoreModel]] = {}
         if self.log is not None and resume and self.log.is_file():
             self._load(self.log)
 
@@ -458,7 +490,12 @@ class MemorizationMonitor:
     def _score_model(self, net: nn.Module) -> ScoreModel:
         if isinstance(net, ScoreModel):
             return net
-        return ScoreModel(_SampleOutput(net), self.sde, prediction=self.prediction)  # type: ignore[arg-type]
+        # one wrapper per network for the run: FLIPD's forward-mode check (ad="auto") is cached per model
+        held = self._wrappers.get(id(net))
+        if held is None or held[0] is not net:
+            held = (net, ScoreModel(_SampleOutput(net), self.sde, prediction=self.prediction))  # type: ignore[arg-type]
+            self._wrappers[id(net)] = held
+        return held[1]
 
     def _lid(self, net: nn.Module, x: torch.Tensor) -> np.ndarray:
         from .estimators.flipd import flipd
@@ -525,11 +562,13 @@ class MemorizationMonitor:
         ref = lid_tr if lid_ho is None else lid_ho
         z_tr = _robust_z(lid_tr, ref)
         z_ho = None if lid_ho is None else _robust_z(lid_ho, ref)
-        hist_tr = [self._logged_z(f, "train", self.image_ids) for f in self._frames] + [z_tr]
+        # the rule looks back persistence - 1 scored steps: only those frames are read (not the whole log)
+        recent = self._frames[-(self.persistence - 1):] if self.persistence > 1 else []
+        hist_tr = [self._logged_z(f, "train", self.image_ids) for f in recent] + [z_tr]
         hist_ho = None
         if z_ho is not None:
             ids = np.arange(len(z_ho), dtype=np.int64)
-            hist_ho = [self._logged_z(f, "heldout", ids) for f in self._frames] + [z_ho]
+            hist_ho = [self._logged_z(f, "heldout", ids) for f in recent] + [z_ho]
         trace = alarm_trace(np.vstack(hist_tr[-self.persistence:]), None if hist_ho is None else np.vstack(hist_ho[-self.persistence:]),
                             z_threshold=self.z_threshold, persistence=self.persistence, min_flagged=self.min_flagged, threshold=self.threshold)
         flag_tr = trace["flagged"][-1]
@@ -600,7 +639,7 @@ def step_summaries_list(df: Any) -> list[MonitorStep]:
     return out
 
 
-def evaluate_log(log: Any, *, z_threshold: float = 2.75, persistence: int = 2, min_flagged: int = 2, threshold: float = 0.0) -> list[MonitorStep]:
+def evaluate_log(log: Any, *, z_threshold: float = 2.5, persistence: int = 2, min_flagged: int = 3, threshold: float = 0.0) -> list[MonitorStep]:
     """The alarm rule (these settings) re-applied to a monitor log, one :class:`MonitorStep` per step.
 
     ``log`` is a log DataFrame (:func:`read_monitor_log`) or its path; ``z`` is recomputed from

@@ -35,8 +35,9 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="Seed of the initial weights, minibatches, times and noise."),
         device: Optional[str] = typer.Option(None, help="torch device (default cpu)."),
         progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar with the loss (default: on a terminal)."),
-        monitor_every: Optional[int] = typer.Option(None, help="Score probe training images with FLIPD every N steps (lidmem.monitor; docs/monitor.md); --out m.safetensors gets m.monitor.parquet and m.monitor.png."),
-        monitor_probes: int = typer.Option(256, help="Distinct training images the monitor watches."),
+        monitor: bool = typer.Option(False, "--monitor", help="Watch for memorization at the default interval (every 100 steps: lidmem.monitor.DEFAULT_EVERY; docs/monitor.md)."),
+        monitor_every: Optional[int] = typer.Option(None, help="Score probe training images with FLIPD every N steps (lidmem.monitor; docs/monitor.md; default with --monitor: 100); --out m.safetensors gets m.monitor.parquet and m.monitor.png."),
+        monitor_probes: Optional[int] = typer.Option(None, help="Distinct training images the monitor watches (default 192: every duplicated image, then random ones)."),
         stop_when_memorizing: bool = typer.Option(False, "--stop-when-memorizing", help="Stop at the monitor's first alarm; the checkpoint keeps the last save before it."),
     ) -> None:
         """Train lidmem's pixel-space image UNet (VP-SDE, epsilon, EMA) on your images; Ctrl-C saves, rerun resumes."""
@@ -64,9 +65,14 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
             check_device_option(device)
             if monitor_every is not None:
                 check_positive_int(monitor_every, "--monitor-every")
-            check_positive_int(monitor_probes, "--monitor-probes", minimum=2)
+            elif monitor:
+                from ..monitor import DEFAULT_EVERY
+
+                monitor_every = DEFAULT_EVERY
+            if monitor_probes is not None:
+                check_positive_int(monitor_probes, "--monitor-probes", minimum=2)
             if stop_when_memorizing and monitor_every is None:
-                raise ValueError("--stop-when-memorizing needs --monitor-every N (e.g. --monitor-every 250)")
+                raise ValueError("--stop-when-memorizing needs --monitor (or --monitor-every N)")
             chans = tuple(check_int_list(channels, "--channels")) if channels else None
             images, desc = read_training_images(data, column=column)
             d = train_settings(int(images.shape[-1]), preset)

@@ -148,7 +148,7 @@ def train_image_model(
     progress: bool | None = None,
     device: str | torch.device | None = None,
     monitor_every: int | None = None,
-    monitor_probes: int = 256,
+    monitor_probes: int | None = None,
     stop_when_memorizing: bool = False,
     callback: Callable[[int, torch.nn.Module, torch.nn.Module], str | None] | None = None,
 ) -> Any:
@@ -161,7 +161,8 @@ def train_image_model(
     weights.
 
     ``monitor_every=N`` watches the EMA weights with :class:`lidmem.monitor.MemorizationMonitor`
-    every N steps (``monitor_probes`` distinct training images drawn under ``seed``, t0 from the
+    every N steps (``monitor_probes`` distinct training images, default
+    :data:`lidmem.monitor.DEFAULT_PROBE_IMAGES`: every duplicated image, then images drawn under ``seed``; t0 from the
     training data) and writes its log to :func:`monitor_log_path` ``(out)``; the signal goes to the
     progress bar. ``stop_when_memorizing`` stops at the first alarm; the checkpoint then holds the
     last periodic save before it (``TrainResult.stopped_at`` is the alarm's step).
@@ -188,7 +189,10 @@ def train_image_model(
         raise TypeError(f"callback must be callable(step, net, ema) -> str | None; got {type(callback).__name__}")
     monitor = None
     if monitor_every is not None:
-        monitor = _monitor_callback(images, out, int(monitor_every), int(monitor_probes), bool(stop_when_memorizing), int(seed), resume,
+        from ..monitor import DEFAULT_PROBE_IMAGES
+
+        n_watch = DEFAULT_PROBE_IMAGES if monitor_probes is None else monitor_probes
+        monitor = _monitor_callback(images, out, int(monitor_every), n_watch, bool(stop_when_memorizing), int(seed), resume,
                                     d.prediction if prediction is None else prediction)
     elif stop_when_memorizing:
         raise ValueError("stop_when_memorizing needs monitor_every (e.g. monitor_every=250)")
@@ -229,14 +233,11 @@ def _monitor_callback(images: np.ndarray, out: str | Path, every: int, n_probes:
     from ..diffusion.score import ScoreModel
     from ..diffusion.sde import VPSDE
     from ..diffusion.training import StopTraining
-    from ..memorization.copy_detection import dedupe_rows
-    from ..monitor import MemorizationMonitor
+    from ..monitor import MemorizationMonitor, choose_probe_images
 
     every = check_positive_int(every, "monitor_every")
     n_probes = check_positive_int(n_probes, "monitor_probes", minimum=2)
-    first, _, _ = dedupe_rows(images.reshape(len(images), -1))
-    distinct = np.asarray(first)
-    ids = np.sort(np.random.default_rng(seed).choice(distinct, min(n_probes, len(distinct)), replace=False))
+    ids = choose_probe_images(images, n_probes, seed)  # duplicated images first, then random distinct ones
     state: dict[str, Any] = {}
 
     def callback(step: int, net: torch.nn.Module, ema: torch.nn.Module) -> str | None:
