@@ -238,6 +238,7 @@ WALK_EXEMPT = {
     "*:allow_download": "a flag",
     "*:merge": "a flag",
     "train:stop_when_memorizing": "a flag",
+    "train:monitor": "a flag",
     "*:prompt": "free text",
     "*:chat_model": "any name the chat endpoint knows (checked by the endpoint)",
     "*:caption_column": "a column name, checked when the data is read (after --column)",

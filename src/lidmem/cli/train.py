@@ -37,7 +37,7 @@ def register(app: typer.Typer, demo_app: typer.Typer) -> None:
         progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar with the loss (default: on a terminal)."),
         monitor: bool = typer.Option(False, "--monitor", help="Watch for memorization at the default interval (every 100 steps: lidmem.monitor.DEFAULT_EVERY; docs/monitor.md)."),
         monitor_every: Optional[int] = typer.Option(None, help="Score probe training images with FLIPD every N steps (lidmem.monitor; docs/monitor.md; default with --monitor: 100); --out m.safetensors gets m.monitor.parquet and m.monitor.png."),
-        monitor_probes: Optional[int] = typer.Option(None, help="Distinct training images the monitor watches (default 192: every duplicated image, then random ones)."),
+        monitor_probes: Optional[int] = typer.Option(None, help="Distinct training images the monitor watches (default 256, lidmem.monitor.DEFAULT_PROBE_IMAGES: every duplicated image first, then random ones)."),
         stop_when_memorizing: bool = typer.Option(False, "--stop-when-memorizing", help="Stop at the monitor's first alarm; the checkpoint keeps the last save before it."),
     ) -> None:
         """Train lidmem's pixel-space image UNet (VP-SDE, epsilon, EMA) on your images; Ctrl-C saves, rerun resumes."""
