@@ -178,13 +178,15 @@ def report(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from lidmem.memorization.metrics import auroc
-    from lidmem.monitor import evaluate_log
+    from lidmem.monitor import evaluate_log, fall_scores
 
     runs = sorted(p.parent for p in Path(args.out).glob("*/run.json") if (p.parent / f"{args.log}.monitor.parquet").is_file())
-    print(f"rule: lidmem.monitor defaults, logs {args.log}.monitor.parquet scored every {args.every or 'run'} steps; copies: find_copies on the samples")
-    print("| run | rows | first alarm | AUROC there | probes planted | flagged (planted) there | sampled copies there [95% CI] "
-          "| first step copies > 5% | flagged not planted, any step | cost at every |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    window = args.window
+    print(f"rule: lidmem.monitor defaults (window={window}), logs {args.log}.monitor.parquet scored every {args.every or 'run'} steps; "
+          "copies: find_copies on the samples")
+    print("| run | rows | first alarm | AUROC there: -LID_theta | AUROC there: monitor score | probes planted | flagged (planted) there "
+          "| of them copied later | sampled copies there [95% CI] | first step copies > 5% | flagged not planted, any step | cost at every |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for d in runs:
         meta = json.loads((d / "run.json").read_text())
         if args.log == "replay":
@@ -194,7 +196,7 @@ def report(args: argparse.Namespace) -> None:
             print(f"| {d.name} | every={every} is not a multiple of the run's {meta['every']} |")
             continue
         log = _thin(pd.read_parquet(d / f"{args.log}.monitor.parquet"), every)
-        summ = evaluate_log(log)
+        summ = evaluate_log(log, window=window)
         cop = pd.read_csv(d / "copies.csv").set_index("step")
         dup = set(meta["duplicated_ids"])
         first = next((s for s in summ if s.memorizing), None)
@@ -206,10 +208,21 @@ def report(args: argparse.Namespace) -> None:
         tr = log[log.split == "train"]
         n_pl = int(tr[tr.step == tr.step.min()].image_id.isin(dup).sum())
         if first is None:
-            cells = ["none", "", "", ""]
+            cells = ["none", "", "", "", "", ""]
         else:
             g = tr[tr.step == first.step]
             au = auroc(g.image_id.isin(dup).to_numpy(), g.lid.to_numpy(), higher_is_positive=False) if dup else float("nan")
+            # the monitor's own per-image score: the lower of the level z and the fall z
+            piv = tr.pivot(index="step", columns="image_id", values="lid")
+            lid = piv.to_numpy(np.float64)
+            med = np.median(lid, axis=1, keepdims=True)
+            z = (lid - med) / (1.4826 * np.median(np.abs(lid - med), axis=1, keepdims=True))
+            fz, _ = fall_scores(lid, window=window)
+            j = list(piv.index).index(first.step)
+            score = np.fmin(z[j], np.nan_to_num(fz[j], nan=np.inf))
+            au_m = auroc(piv.columns.isin(dup), score, higher_is_positive=False) if dup else float("nan")
+            later = {int(i) for st, ids in cop["copied_ids"].fillna("").items() if st > first.step for i in str(ids).split()}
+            n_later = sum(i in later for i in first.flagged)
             near = cop.index[cop.index <= first.step]
             if len(near):
                 r = cop.loc[near.max()]
@@ -217,8 +230,9 @@ def report(args: argparse.Namespace) -> None:
                 ctext = f"{r.copies / r.n:.3f} [{lo:.3f}, {hi:.3f}] (step {near.max()})"
             else:
                 ctext = "n/a"
-            cells = [str(first.step), f"{au:.3f}" if dup else "n/a", f"{first.n_flagged} ({sum(i in dup for i in first.flagged)})", ctext]
-        print(f"| {d.name} | {meta['n_rows']} | {cells[0]} | {cells[1]} | {n_pl} | {cells[2]} | {cells[3]} | "
+            cells = [str(first.step), f"{au:.3f}" if dup else "n/a", f"{au_m:.3f}" if dup else "n/a",
+                     f"{first.n_flagged} ({sum(i in dup for i in first.flagged)})", f"{n_later} of {first.n_flagged}", ctext]
+        print(f"| {d.name} | {meta['n_rows']} | {cells[0]} | {cells[1]} | {cells[2]} | {n_pl} | {cells[3]} | {cells[4]} | {cells[5]} | "
               f"{over.index.min() if len(over) else 'never'} | {len(false_flags)} | {cost:.3f} |")
     print("cost: monitor seconds per scored step x scored steps / training seconds (wall clock, under load from parallel jobs; "
           "replayed logs: scoring seconds of the replay over the run's training: unreliable, use `cost`)")
@@ -353,6 +367,7 @@ def main() -> None:
     p.add_argument("--save-every", type=int, default=0, help="run: save the EMA weights every N steps under <run>/ema/ (for replay)")
     p.add_argument("--every", type=int, default=None,
                    help="run/replay/cost: the monitor's interval (default lidmem.monitor.DEFAULT_EVERY; run: 0 = no monitor); report/audit: thin the logs to this")
+    p.add_argument("--window", type=int, default=None, help="report: fall-test window in scored steps (default lidmem.monitor.DEFAULT_WINDOW; 0: level test only)")
     p.add_argument("--log", choices=["model", "replay"], default="model", help="report: the runs' live logs or their replays")
     p.add_argument("--probes", type=int, default=None, help="probe images (default lidmem.monitor.DEFAULT_PROBE_IMAGES)")
     p.add_argument("--repeats", type=int, default=1, help="cost: repetitions")
@@ -364,6 +379,10 @@ def main() -> None:
     p.add_argument("--run", default=None, help="audit/replay: one run's folder name (audit default digits-planted-s0-x30; replay: all)")
     p.add_argument("--out", default="build/monitor")
     args = p.parse_args()
+    if args.window is None:
+        from lidmem.monitor import DEFAULT_WINDOW
+
+        args.window = DEFAULT_WINDOW
     print(f"torch threads {torch.get_num_threads()}")
     {"run": run, "report": report, "audit": audit, "cost": cost, "replay": replay}[args.what](args)
 

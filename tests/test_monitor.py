@@ -125,11 +125,13 @@ def test_log_schema_atomic_and_resume(tmp_path) -> None:
     assert tuple(df.columns) == LOG_COLUMNS
     assert {c: str(t) for c, t in df.dtypes.items()} == {
         "step": "int64", "image_id": "int64", "split": "string", "lid": "float64", "t0": "float64", "z": "float64",
-        "drop": "float64", "flagged": "bool", "signal": "float64", "memorizing": "bool", "seconds": "float64"}
+        "fall_z": "float64", "drop": "float64", "flagged": "bool", "signal": "float64", "memorizing": "bool", "seconds": "float64"}
     assert len(df) == 3 * 8 and sorted(df.step.unique()) == [0, 10, 20]
     assert sorted(df[df.split == "train"].image_id.unique()) == [10, 11, 12, 13, 14]
     assert sorted(df[df.split == "heldout"].image_id.unique()) == [0, 1, 2]
     assert (df.t0 == 0.05).all() and (df[df.step == 0]["drop"] == 0).all()
+    # fall_z: the change over 2 scored steps, so none at steps 0 and 10; at 20 scored against the held-out changes
+    assert df[df.step < 20].fall_z.isna().all() and df[df.step == 20].fall_z.notna().all()
     assert not list(log.parent.glob("*.tmp"))
     assert list(step_summaries(df).step) == [0, 10, 20]
 

@@ -1,6 +1,7 @@
 """lidmem.monitor's alarm rule on synthetic LID logs: a planted low-LID group raises the alarm
-at the step it appears (one scored step later with persistence 2), and on pure noise the
-alarm fires no more often than :func:`lidmem.monitor.false_alarm_bound` states."""
+at the step it appears (one scored step later with persistence 2), a group that falls without
+leaving the crowd raises it by the fall test, and on pure noise the alarm fires no more often
+than :func:`lidmem.monitor.false_alarm_bound` states."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lidmem.monitor import DEFAULT_RULE, alarm_trace, evaluate_log, false_alarm_bound
+from lidmem.monitor import DEFAULT_RULE, DEFAULT_WINDOW, alarm_trace, evaluate_log, fall_scores, false_alarm_bound
 
 
 def _log(lid: np.ndarray, heldout: np.ndarray | None = None, every: int = 50) -> pd.DataFrame:
@@ -30,7 +31,9 @@ def _noise(seed: int, k: int, n: int, level_seed: int = 0) -> np.ndarray:
     return 10.0 + level + 2.0 * np.random.default_rng(seed).standard_normal((k, n))
 
 
-@pytest.mark.parametrize("rule", [{"persistence": 1, "z_threshold": 3.5, "min_flagged": 3}, {}])
+# persistence 1 with the level test alone (window=0): with 64 held-out probes the MAD of their
+# changes is itself noisy enough that single-step fall scores below -3.5 occur on pure noise
+@pytest.mark.parametrize("rule", [{"persistence": 1, "z_threshold": 3.5, "min_flagged": 3, "window": 0}, {}])
 @pytest.mark.parametrize("heldout", [False, True])
 def test_a_planted_low_lid_group_raises_the_alarm_when_it_appears(rule: dict, heldout: bool) -> None:
     persistence = rule.get("persistence", DEFAULT_RULE["persistence"])
@@ -49,6 +52,27 @@ def test_a_planted_low_lid_group_raises_the_alarm_when_it_appears(rule: dict, he
         assert alarm.auroc > 0.5 and alarm.signal == pytest.approx(5 / n, abs=1 / 64)
 
 
+@pytest.mark.parametrize("heldout", [False, True])
+def test_a_group_that_falls_inside_the_crowd_raises_the_alarm_by_the_fall_test(heldout: bool) -> None:
+    """The photo-tile case: images whose LID_theta starts high (complex images) and falls to the
+    middle of the others. Their level is never low, so the level test alone stays silent; their
+    change over two scored steps is (z about -5)."""
+    k, n, start = 12, 256, 7
+    lid = _noise(0, k, n)
+    group = np.arange(5) * 37
+    lid[:, group] += 14.0  # far above the others (complex images) ...
+    lid[start:, group] -= 14.0  # ... then they fall to the median (a change of -14 against changes of sd 2.8)
+    ho = _noise(1, k, 64) if heldout else None
+    assert not any(h.memorizing for h in evaluate_log(_log(lid, ho), window=0))
+    steps = evaluate_log(_log(lid, ho))
+    alarm = next(h for h in steps if h.memorizing)
+    assert alarm.step == (start + 2) * 50 and set(alarm.flagged) == set(group.tolist())  # the falls at the 8th and 9th steps
+    ft, _ = fall_scores(lid, ho, window=DEFAULT_WINDOW)
+    assert np.isnan(ft[:DEFAULT_WINDOW]).all() and (ft[start, group] < -3).all() and (ft[start + 1, group] < -3).all()
+    # two windows later the group is steady again: no fall, no flag (its level is ordinary)
+    assert not steps[start + 3].memorizing
+
+
 @pytest.mark.parametrize(("n", "rule"), [
     (64, {"z_threshold": 2.0, "persistence": 1, "min_flagged": 3}),
     (256, {"z_threshold": 1.5, "persistence": 2, "min_flagged": 3}),
@@ -56,7 +80,7 @@ def test_a_planted_low_lid_group_raises_the_alarm_when_it_appears(rule: dict, he
 ])
 def test_false_alarm_rate_on_pure_noise_is_within_the_stated_bound(n: int, rule: dict) -> None:
     rule = {k: v for k, v in rule.items() if k != "threshold"}
-    bound = false_alarm_bound(n, **rule)
+    bound = false_alarm_bound(n, **rule, window=0)
     # 40 runs x 50 scored steps of pure noise: the rate per scored step, steps before the
     # persistence window is full left out
     alarms = total = 0
@@ -76,12 +100,32 @@ def test_false_alarm_rate_on_pure_noise_is_within_the_stated_bound(n: int, rule:
         assert bound < 1e-5 and alarms == 0
 
 
+def test_false_alarm_rate_of_level_and_fall_tests_on_pure_noise_is_within_the_bound() -> None:
+    """Both tests together (fall_scores on the same noise, a window of 2) at a loose threshold, so
+    that the rate is large enough to compare with the bound."""
+    rule = {"z_threshold": 1.5, "persistence": 2, "min_flagged": 3}
+    bound = false_alarm_bound(256, **rule)
+    assert bound > false_alarm_bound(256, **rule, window=0)
+    alarms = total = 0
+    for seed in range(40):
+        lid = _noise(300 + seed, 50, 256, level_seed=seed)
+        z = (lid - np.median(lid, axis=1, keepdims=True)) / (1.4826 * np.median(np.abs(lid - np.median(lid, axis=1, keepdims=True)), axis=1, keepdims=True))
+        fall, _ = fall_scores(lid)
+        mem = alarm_trace(z, fall_train=fall, **rule)["memorizing"][DEFAULT_WINDOW + 1:]  # both tests' persistence windows full
+        alarms += int(mem.sum())
+        total += len(mem)
+    rate, se = alarms / total, np.sqrt(bound * (1 - bound) / total)
+    assert 0.75 * bound - 3 * se <= rate <= 1.1 * bound + 3 * se, (rate, bound)
+
+
 def test_false_alarm_bound_matches_the_binomial_and_errors_name_the_argument() -> None:
     from scipy.stats import binom, norm
 
     c = 2.5 / np.sqrt(1 + (np.pi / 2 + 1.36 * 2.5**2) / 256)
-    assert false_alarm_bound(256) == pytest.approx(binom.sf(2, 256, norm.cdf(-c) ** 2))  # the defaults: 3 flagged, z < -2.5
-    assert false_alarm_bound(256) < 1e-6
+    q = norm.cdf(-c) ** 2
+    assert false_alarm_bound(256, window=0) == pytest.approx(binom.sf(2, 256, q))  # the level test alone: 3 flagged, z < -2.5
+    assert false_alarm_bound(256) == pytest.approx(binom.sf(2, 256, 1 - (1 - q) ** 2))  # the defaults: level or fall
+    assert false_alarm_bound(256, window=0) < 1e-6 and false_alarm_bound(256) < 5e-6
     assert false_alarm_bound(256, persistence=1) > 1000 * false_alarm_bound(256)
     with pytest.raises(ValueError, match="z_threshold"):
         false_alarm_bound(10, z_threshold=-1.0)
@@ -91,6 +135,10 @@ def test_false_alarm_bound_matches_the_binomial_and_errors_name_the_argument() -
         alarm_trace(np.zeros(3))
     with pytest.raises(ValueError, match="missing columns"):
         evaluate_log(pd.DataFrame({"step": [1]}))
+    with pytest.raises(ValueError, match="window"):
+        fall_scores(np.zeros((3, 2)), window=-1)
+    with pytest.raises(ValueError, match="fall_train"):
+        alarm_trace(np.zeros((2, 3)), fall_train=np.zeros((2, 4)))
 
 
 def test_defaults_are_the_measured_ones() -> None:

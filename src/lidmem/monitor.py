@@ -21,13 +21,21 @@ it was: the train/eval mode of every submodule, the RNG states (torch CPU and CU
 global generator, Python's ``random``) and the parameters' ``.grad`` / ``requires_grad`` are
 restored; FLIPD runs without autograd graphs.
 
-The signal, per scored step (one robust z-score per image):
+The signal, per scored step (two robust z-scores per image):
 
 - reference: the held-out probes' LID_theta at that step when given, otherwise the training
-  probes' own LID_theta at that step; ``z = (lid - median_ref) / (1.4826 * MAD_ref)``;
+  probes' own LID_theta at that step; ``z = (lid - median_ref) / (1.4826 * MAD_ref)`` (the
+  image's *level*);
+- ``fall_z``: the same robust z-score of the image's *change* ``lid(now) - lid(window scored
+  steps ago)`` against the reference images' changes over those steps (NaN for the first
+  ``window`` scored steps; ``window=0`` turns it off). An image's own complexity is in both of
+  its values and cancels: on photo tiles, whose LID_theta follows their PNG complexity far more
+  than their memorization (docs/t0.md), the level of a planted image is unremarkable while its
+  fall over 200 steps stands out (docs/monitor.md);
 - an image is *flagged* when ``z < -z_threshold`` at this scored step and at each of the
-  ``persistence - 1`` scored steps before it (it stayed far below the reference; an image whose
-  estimate dips once is not flagged);
+  ``persistence - 1`` scored steps before it, or ``fall_z < -z_threshold`` at as many
+  consecutive scored steps (it stayed far below the reference, or kept falling faster than the
+  others; an estimate that dips once is not flagged);
 - ``signal`` = fraction of training probes flagged minus fraction of held-out probes flagged
   (the held-out fraction is the false-alarm rate of the rule itself; 0 without held-out images);
 - ``memorizing`` (the alarm) = at least ``min_flagged`` training probes flagged and
@@ -39,10 +47,11 @@ The signal, per scored step (one robust z-score per image):
 
 False alarms (:func:`false_alarm_bound`): if no image is memorized and every probe's ``z`` were
 an independent standard normal at every scored step, an image would be flagged with probability
-``q = Phi(-z_threshold) ** persistence`` (slightly more: the reference is estimated) and the alarm would fire at a scored step with
-probability ``P(Binomial(n, q) >= min_flagged)`` for ``n`` training probes (the defaults,
-``z_threshold=2.5``, ``persistence=2``, ``min_flagged=3``, give 3.5e-7 for ``n=256``, the
-median and MAD being estimated from the probes themselves included). Real LID_theta is not such a null in two ways: an image keeps
+``q = Phi(-z_threshold) ** persistence`` by each of the two tests (slightly more: the
+reference is estimated) and the alarm would fire at a scored step with probability
+``P(Binomial(n, 1 - (1 - q)**2) >= min_flagged)`` for ``n`` training probes (the defaults,
+``z_threshold=2.5``, ``persistence=2``, ``min_flagged=3``, ``window=2``, give 2.8e-6 for
+``n=256``, the median and MAD being estimated from the probes themselves included). Real LID_theta is not such a null in two ways: an image keeps
 much of its level from one step to the next (which makes persistence a weaker filter than the
 bound assumes), and the left tail of LID_theta across images is lighter than normal (on the
 digits and photo-patch runs of ``benchmarks/monitor_planted.py`` fewer images lie below -2.5 than
@@ -62,8 +71,9 @@ split        string  ``"train"`` or ``"heldout"``
 lid          float64 FLIPD estimate of LID_theta (can be negative)
 t0           float64 the FLIPD time (fixed for the run)
 z            float64 robust z-score against the step's reference (see above)
+fall_z       float64 robust z-score of the change over ``window`` scored steps (NaN before)
 drop         float64 ``z`` minus the image's first ``z`` (0 at its first step)
-flagged      bool    the rule's flag (``z < -z_threshold`` for ``persistence`` steps)
+flagged      bool    the rule's flag (``z`` or ``fall_z < -z_threshold``, ``persistence`` steps)
 signal       float64 the step's signal (same on every row of the step)
 memorizing   bool    the step's alarm (same on every row of the step)
 seconds      float64 wall time the step's scoring took
@@ -89,14 +99,18 @@ from ._validation import check_positive_int
 from .diffusion.score import ScoreModel
 from .diffusion.sde import SDE
 
-__all__ = ["MemorizationMonitor", "MonitorStep", "LOG_COLUMNS", "DEFAULT_RULE", "DEFAULT_EVERY", "DEFAULT_PROBE_IMAGES", "DEFAULT_HUTCHINSON",
+__all__ = ["MemorizationMonitor", "MonitorStep", "LOG_COLUMNS", "DEFAULT_RULE", "DEFAULT_WINDOW", "DEFAULT_EVERY", "DEFAULT_PROBE_IMAGES",
+           "DEFAULT_HUTCHINSON", "fall_scores",
            "alarm_trace", "choose_probe_images", "evaluate_log", "false_alarm_bound",
            "preserved_training_state", "read_monitor_log", "step_summaries", "step_summaries_list"]
 
 #: Columns of the monitor's Parquet log, in order (module docstring).
-LOG_COLUMNS: tuple[str, ...] = ("step", "image_id", "split", "lid", "t0", "z", "drop", "flagged", "signal", "memorizing", "seconds")
+LOG_COLUMNS: tuple[str, ...] = ("step", "image_id", "split", "lid", "t0", "z", "fall_z", "drop", "flagged", "signal", "memorizing", "seconds")
 
 _MAD_TO_SD = 1.4826
+
+#: Scored steps over which ``fall_z`` measures an image's change (module docstring; 0: level test only).
+DEFAULT_WINDOW: int = 2
 
 
 @dataclass(frozen=True)
@@ -161,6 +175,48 @@ def _robust_z(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return (values - med) / mad
 
 
+def _check_window(window: int) -> int:
+    return check_positive_int(window, "window", minimum=0)
+
+
+def fall_scores(lid_train: Any, lid_heldout: Any = None, *, window: int = DEFAULT_WINDOW) -> tuple[np.ndarray, np.ndarray | None]:
+    """``fall_z`` (module docstring) at every scored step of a LID history.
+
+    Parameters
+    ----------
+    lid_train : array-like of shape (k, n)
+        LID_theta of the ``n`` training probes at ``k`` scored steps, oldest first (NaN: not scored).
+    lid_heldout : array-like of shape (k, m), optional
+        The held-out probes' LID_theta at the same steps: their changes are the reference.
+    window : int, default=2
+        Scored steps between the two values whose difference is scored.
+
+    Returns
+    -------
+    (ndarray (k, n), ndarray (k, m) or None)
+        Robust z-scores of ``lid[j] - lid[j - window]`` against the reference's changes; NaN for
+        ``j < window`` (and everywhere for ``window=0``).
+    """
+    window = _check_window(window)
+    tr = np.asarray(lid_train, dtype=np.float64)
+    ho = None if lid_heldout is None else np.asarray(lid_heldout, dtype=np.float64)
+    if tr.ndim != 2 or (ho is not None and (ho.ndim != 2 or len(ho) != len(tr))):
+        raise ValueError(f"lid_train must have shape (k steps, n probes) and lid_heldout (k, m); got {tr.shape} and {None if ho is None else ho.shape}")
+    f_tr = np.full(tr.shape, np.nan)
+    f_ho = None if ho is None else np.full(ho.shape, np.nan)
+    for j in range(window, len(tr)) if window else ():
+        d_tr = tr[j] - tr[j - window]
+        d_ho = None if ho is None else ho[j] - ho[j - window]
+        ref = d_tr if d_ho is None else d_ho
+        ref = ref[np.isfinite(ref)]
+        if len(ref) == 0:
+            continue
+        f_tr[j] = _robust_z(d_tr, ref)
+        if f_ho is not None and d_ho is not None:
+            f_ho[j] = _robust_z(d_ho, ref)
+    return f_tr, f_ho
+
+
 #: The alarm rule's defaults (module docstring): ``z_threshold``, ``persistence``, ``min_flagged``, ``threshold``.
 DEFAULT_RULE: dict[str, float] = {"z_threshold": 2.5, "persistence": 2, "min_flagged": 3, "threshold": 0.0}
 
@@ -205,12 +261,14 @@ def _check_rule(z_threshold: float, persistence: int, min_flagged: int, threshol
     return float(z_threshold), persistence, min_flagged, float(threshold)
 
 
-def false_alarm_bound(n: int, *, z_threshold: float = 2.5, persistence: int = 2, min_flagged: int = 3, n_reference: int | None = None) -> float:
+def false_alarm_bound(n: int, *, z_threshold: float = 2.5, persistence: int = 2, min_flagged: int = 3, n_reference: int | None = None,
+                      window: int = DEFAULT_WINDOW) -> float:
     """Probability that the alarm fires at one scored step when nothing is memorized, under the
     null where every probe's LID_theta is an independent normal draw at every scored step.
 
-    ``P(Binomial(n, q) >= min_flagged)`` with ``q = Phi(-c) ** persistence`` for ``n`` training
-    probes; ``c = z_threshold / sqrt(1 + (pi/2 + 1.36 z_threshold**2) / n_reference)`` accounts
+    ``P(Binomial(n, q) >= min_flagged)`` for ``n`` training probes, with ``q = Phi(-c) ** persistence``
+    for the level test alone (``window=0``) and ``1 - (1 - Phi(-c) ** persistence) ** 2`` with the
+    fall test too (each image has two chances, treated as independent); ``c = z_threshold / sqrt(1 + (pi/2 + 1.36 z_threshold**2) / n_reference)`` accounts
     (to first order) for the median and the MAD being estimated from ``n_reference`` reference
     probes (default ``n``: no held-out set), whose errors widen the robust z. See the module
     docstring for how real LID_theta departs from this null; ``tests/test_monitor_rule.py``
@@ -223,6 +281,8 @@ def false_alarm_bound(n: int, *, z_threshold: float = 2.5, persistence: int = 2,
     z_threshold, persistence, min_flagged, _ = _check_rule(z_threshold, persistence, min_flagged, 0.0)
     c = z_threshold / math.sqrt(1.0 + (math.pi / 2 + 1.36 * z_threshold**2) / m)
     q = float(norm.cdf(-c)) ** persistence
+    if _check_window(window):
+        q = 1.0 - (1.0 - q) ** 2
     return float(binom.sf(min_flagged - 1, n, q))
 
 
@@ -230,6 +290,8 @@ def alarm_trace(
     z_train: Any,
     z_heldout: Any = None,
     *,
+    fall_train: Any = None,
+    fall_heldout: Any = None,
     z_threshold: float = 2.5,
     persistence: int = 2,
     min_flagged: int = 3,
@@ -244,6 +306,9 @@ def alarm_trace(
         (NaN: not scored at that step, never flagged).
     z_heldout : array-like of shape (k, m), optional
         The held-out probes' z-scores against the same reference.
+    fall_train, fall_heldout : array-like of shape (k, n) and (k, m), optional
+        ``fall_z`` of the same steps (:func:`fall_scores`; NaN: no score, never flagged). An
+        image is flagged by either test.
     z_threshold, persistence, min_flagged, threshold
         The rule (defaults :data:`DEFAULT_RULE`).
 
@@ -268,10 +333,20 @@ def alarm_trace(
         return out
 
     fl = flags(z_train, "z_train")
+    if fall_train is not None:
+        f = flags(fall_train, "fall_train")
+        if f.shape != fl.shape:
+            raise ValueError(f"fall_train has shape {f.shape} but z_train {fl.shape}; give both for the same steps and probes")
+        fl = fl | f
     frac = fl.mean(axis=1) if fl.shape[1] else np.zeros(len(fl))
     fl_ho = None
     if z_heldout is not None:
         fl_ho = flags(z_heldout, "z_heldout")
+        if fall_heldout is not None:
+            f = flags(fall_heldout, "fall_heldout")
+            if f.shape != fl_ho.shape:
+                raise ValueError(f"fall_heldout has shape {f.shape} but z_heldout {fl_ho.shape}; give both for the same steps and probes")
+            fl_ho = fl_ho | f
         if len(fl_ho) != len(fl):
             raise ValueError(f"z_heldout has {len(fl_ho)} steps but z_train {len(fl)}; give both for the same scored steps")
         frac = frac - (fl_ho.mean(axis=1) if fl_ho.shape[1] else 0.0)
@@ -338,7 +413,9 @@ class MemorizationMonitor:
     z_threshold : float, default=2.5
         An image is flagged when its robust z-score is below ``-z_threshold`` ...
     persistence : int, default=2
-        ... at this and the ``persistence - 1`` scored steps before it.
+        ... at this and the ``persistence - 1`` scored steps before it, or its ``fall_z`` is.
+    window : int, default=2 (:data:`DEFAULT_WINDOW`)
+        ``fall_z`` scores the change of LID_theta over this many scored steps (0: no fall test).
     min_flagged : int, default=3
         ``memorizing`` when at least this many training probes are flagged ...
     threshold : float, default=0.0
@@ -387,6 +464,7 @@ class MemorizationMonitor:
         persistence: int = 2,
         min_flagged: int = 3,
         threshold: float = 0.0,
+        window: int = DEFAULT_WINDOW,
         ema: Any = None,
         image_ids: Sequence[int] | None = None,
         baseline_step: int = 0,
@@ -415,6 +493,7 @@ class MemorizationMonitor:
         self.every = check_positive_int(every, "every")
         self.n_probes = check_positive_int(n_probes, "n_probes")
         self.z_threshold, self.persistence, self.min_flagged, self.threshold = _check_rule(z_threshold, persistence, min_flagged, threshold)
+        self.window = _check_window(window)
         self.baseline_step = check_positive_int(baseline_step, "baseline_step", minimum=0)
         self.seed = int(seed)
         self.batch_size = batch_size
@@ -439,6 +518,8 @@ class MemorizationMonitor:
         import pandas as pd
 
         df = pd.read_parquet(path)
+        if "fall_z" not in df.columns and "z" in df.columns:  # a log written before the fall test: no fall scores
+            df.insert(list(df.columns).index("z") + 1, "fall_z", np.nan)
         missing = [c for c in LOG_COLUMNS if c not in df.columns]
         if missing:
             raise ValueError(f"{path} is not a lidmem monitor log (missing columns {missing}); pass resume=False or another log path")
@@ -462,7 +543,7 @@ class MemorizationMonitor:
         import pandas as pd
 
         if not self._frames:
-            return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(LOG_COLUMNS, ("int64", "int64", "string", "float64", "float64", "float64", "float64", "bool", "float64", "bool", "float64"))})
+            return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(LOG_COLUMNS, ("int64", "int64", "string", "float64", "float64", "float64", "float64", "float64", "bool", "float64", "bool", "float64"))})
         return pd.concat(self._frames, ignore_index=True)
 
     def _write(self) -> None:
@@ -548,10 +629,10 @@ class MemorizationMonitor:
         return summary
 
     @staticmethod
-    def _logged_z(frame: Any, split: str, ids: np.ndarray) -> np.ndarray:
-        """The ``z`` column of one logged step for ``ids`` of ``split`` (NaN where absent)."""
+    def _logged(frame: Any, split: str, ids: np.ndarray, column: str = "z") -> np.ndarray:
+        """``column`` of one logged step for ``ids`` of ``split`` (NaN where absent)."""
         g = frame[frame["split"] == split]
-        z = dict(zip(g["image_id"].astype(np.int64), g["z"].astype(np.float64)))
+        z = dict(zip(g["image_id"].astype(np.int64), g[column].astype(np.float64)))
         return np.array([z.get(int(i), np.nan) for i in ids], dtype=np.float64)
 
     def _summarise(self, step: int, lid_tr: np.ndarray, lid_ho: np.ndarray | None, seconds: float) -> tuple[MonitorStep, Any]:
@@ -562,15 +643,30 @@ class MemorizationMonitor:
         ref = lid_tr if lid_ho is None else lid_ho
         z_tr = _robust_z(lid_tr, ref)
         z_ho = None if lid_ho is None else _robust_z(lid_ho, ref)
+        ids_ho = None if lid_ho is None else np.arange(len(lid_ho), dtype=np.int64)
+        # the fall test: this step's change over ``window`` scored steps, against the reference's changes
+        f_tr = np.full(len(lid_tr), np.nan)
+        f_ho = None if lid_ho is None else np.full(len(lid_ho), np.nan)
+        if self.window and len(self._frames) >= self.window:
+            old = self._frames[-self.window]
+            past_ho = None if ids_ho is None else self._logged(old, "heldout", ids_ho, "lid")[None]
+            now_ho = None if lid_ho is None else lid_ho[None]
+            ft, fh = fall_scores(np.vstack([self._logged(old, "train", self.image_ids, "lid"), lid_tr]),
+                                 None if now_ho is None or past_ho is None else np.vstack([past_ho, now_ho]), window=1)
+            f_tr = ft[-1]
+            f_ho = None if fh is None else fh[-1]
         # the rule looks back persistence - 1 scored steps: only those frames are read (not the whole log)
         recent = self._frames[-(self.persistence - 1):] if self.persistence > 1 else []
-        hist_tr = [self._logged_z(f, "train", self.image_ids) for f in recent] + [z_tr]
-        hist_ho = None
-        if z_ho is not None:
-            ids = np.arange(len(z_ho), dtype=np.int64)
-            hist_ho = [self._logged_z(f, "heldout", ids) for f in recent] + [z_ho]
-        trace = alarm_trace(np.vstack(hist_tr[-self.persistence:]), None if hist_ho is None else np.vstack(hist_ho[-self.persistence:]),
-                            z_threshold=self.z_threshold, persistence=self.persistence, min_flagged=self.min_flagged, threshold=self.threshold)
+        hist_tr = [self._logged(f, "train", self.image_ids) for f in recent] + [z_tr]
+        fall_tr = [self._logged(f, "train", self.image_ids, "fall_z") for f in recent] + [f_tr]
+        hist_ho = fall_ho = None
+        if z_ho is not None and ids_ho is not None and f_ho is not None:
+            hist_ho = [self._logged(f, "heldout", ids_ho) for f in recent] + [z_ho]
+            fall_ho = [self._logged(f, "heldout", ids_ho, "fall_z") for f in recent] + [f_ho]
+        p = self.persistence
+        trace = alarm_trace(np.vstack(hist_tr[-p:]), None if hist_ho is None else np.vstack(hist_ho[-p:]),
+                            fall_train=np.vstack(fall_tr[-p:]), fall_heldout=None if fall_ho is None else np.vstack(fall_ho[-p:]),
+                            z_threshold=self.z_threshold, persistence=p, min_flagged=self.min_flagged, threshold=self.threshold)
         flag_tr = trace["flagged"][-1]
         flag_ho = None if trace["flagged_heldout"] is None else trace["flagged_heldout"][-1]
         signal = float(trace["signal"][-1])
@@ -600,16 +696,15 @@ class MemorizationMonitor:
             au = gap = med_ho = float("nan")
         summary = MonitorStep(step=step, signal=signal, memorizing=memorizing, n_flagged=n_flag, flagged=flagged, auroc=float(au),
                               gap=gap, lid_train_median=float(np.median(lid_tr)), lid_heldout_median=med_ho, seconds=seconds, fell_most=fell)
-        parts = [("train", self.image_ids, lid_tr, z_tr, d_tr, flag_tr)]
-        if lid_ho is not None and z_ho is not None and flag_ho is not None:
-            ids_ho = np.arange(len(lid_ho), dtype=np.int64)
-            parts.append(("heldout", ids_ho, lid_ho, z_ho, drops("heldout", ids_ho, z_ho), flag_ho))
+        parts = [("train", self.image_ids, lid_tr, z_tr, f_tr, d_tr, flag_tr)]
+        if lid_ho is not None and z_ho is not None and flag_ho is not None and ids_ho is not None and f_ho is not None:
+            parts.append(("heldout", ids_ho, lid_ho, z_ho, f_ho, drops("heldout", ids_ho, z_ho), flag_ho))
         frames = []
-        for split, ids, lid, z, d, fl in parts:
+        for split, ids, lid, z, fz, d, fl in parts:
             frames.append(pd.DataFrame({
                 "step": np.full(len(lid), step, dtype=np.int64), "image_id": ids.astype(np.int64),
                 "split": pd.Series([split] * len(lid), dtype="string"), "lid": lid.astype(np.float64),
-                "t0": np.full(len(lid), self.t0_), "z": z.astype(np.float64), "drop": d.astype(np.float64),
+                "t0": np.full(len(lid), self.t0_), "z": z.astype(np.float64), "fall_z": fz.astype(np.float64), "drop": d.astype(np.float64),
                 "flagged": fl.astype(bool), "signal": np.full(len(lid), signal), "memorizing": np.full(len(lid), memorizing),
                 "seconds": np.full(len(lid), seconds),
             }))
@@ -639,11 +734,13 @@ def step_summaries_list(df: Any) -> list[MonitorStep]:
     return out
 
 
-def evaluate_log(log: Any, *, z_threshold: float = 2.5, persistence: int = 2, min_flagged: int = 3, threshold: float = 0.0) -> list[MonitorStep]:
+def evaluate_log(log: Any, *, z_threshold: float = 2.5, persistence: int = 2, min_flagged: int = 3, threshold: float = 0.0,
+                 window: int = DEFAULT_WINDOW) -> list[MonitorStep]:
     """The alarm rule (these settings) re-applied to a monitor log, one :class:`MonitorStep` per step.
 
     ``log`` is a log DataFrame (:func:`read_monitor_log`) or its path; ``z`` is recomputed from
-    ``lid`` at each step (reference: held-out rows when present), so a log thinned to fewer steps
+    ``lid`` at each step (reference: held-out rows when present), ``fall_z`` from the changes of
+    ``lid`` over ``window`` of the log's steps (:func:`fall_scores`), so a log thinned to fewer steps
     or scored with other settings gives what the monitor would have said. With the monitor's own
     settings it reproduces the logged ``flagged``, ``signal`` and ``memorizing``.
     """
@@ -668,8 +765,9 @@ def evaluate_log(log: Any, *, z_threshold: float = 2.5, persistence: int = 2, mi
         z_tr.append(_robust_z(lt, ref))
         if lh is not None:
             z_ho.append(_robust_z(lh, ref))
-    trace = alarm_trace(np.vstack(z_tr), np.vstack(z_ho) if ho is not None else None, z_threshold=z_threshold,
-                        persistence=persistence, min_flagged=min_flagged, threshold=threshold)
+    f_tr, f_ho = fall_scores(tr.to_numpy(np.float64), None if ho is None else ho.to_numpy(np.float64), window=window)
+    trace = alarm_trace(np.vstack(z_tr), np.vstack(z_ho) if ho is not None else None, fall_train=f_tr, fall_heldout=f_ho,
+                        z_threshold=z_threshold, persistence=persistence, min_flagged=min_flagged, threshold=threshold)
     ids = tr.columns.to_numpy(np.int64)
     seconds = df.groupby("step")["seconds"].first()
     out = []
