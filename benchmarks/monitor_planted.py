@@ -178,7 +178,7 @@ def report(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from lidmem.memorization.metrics import auroc
-    from lidmem.monitor import evaluate_log, fall_scores
+    from lidmem.monitor import DEFAULT_RULE, evaluate_log, fall_scores
 
     runs = sorted(p.parent for p in Path(args.out).glob("*/run.json") if (p.parent / f"{args.log}.monitor.parquet").is_file())
     window = args.window
@@ -212,14 +212,14 @@ def report(args: argparse.Namespace) -> None:
         else:
             g = tr[tr.step == first.step]
             au = auroc(g.image_id.isin(dup).to_numpy(), g.lid.to_numpy(), higher_is_positive=False) if dup else float("nan")
-            # the monitor's own per-image score: the lower of the level z and the fall z
+            # the monitor's own per-image score: the lower of the level z and the fall z, each over its threshold
             piv = tr.pivot(index="step", columns="image_id", values="lid")
             lid = piv.to_numpy(np.float64)
             med = np.median(lid, axis=1, keepdims=True)
             z = (lid - med) / (1.4826 * np.median(np.abs(lid - med), axis=1, keepdims=True))
             fz, _ = fall_scores(lid, window=window)
             j = list(piv.index).index(first.step)
-            score = np.fmin(z[j], np.nan_to_num(fz[j], nan=np.inf))
+            score = np.fmin(z[j] / DEFAULT_RULE["z_threshold"], np.nan_to_num(fz[j], nan=np.inf) / DEFAULT_RULE["fall_threshold"])
             au_m = auroc(piv.columns.isin(dup), score, higher_is_positive=False) if dup else float("nan")
             later = {int(i) for st, ids in cop["copied_ids"].fillna("").items() if st > first.step for i in str(ids).split()}
             n_later = sum(i in later for i in first.flagged)
@@ -315,7 +315,11 @@ def cost(args: argparse.Namespace) -> None:
     steps = args.steps or 10 * every
     batch = args.batch or (64 if args.data == "digits" else 128)
     channels = (32, 64) if args.data == "digits" else (16, 32, 64)
-    print(f"{args.data}: {steps} steps, batch {batch}, channels {channels}; monitor every {every}, "
+    if args.preset:  # the preset's channels (train_image_model is given block_out_channels=None)
+        from lidmem.workflows.train import train_settings
+
+        channels = tuple(train_settings(int(images.shape[-1]), args.preset).block_out_channels)
+    print(f"{args.data}{' --preset ' + args.preset if args.preset else ''}: {steps} steps, batch {batch}, channels {channels}; monitor every {every}, "
           f"{args.probes or DEFAULT_PROBE_IMAGES} probe images x {DEFAULT_HUTCHINSON} Hutchinson probes")
     from lidmem.monitor import MemorizationMonitor
 

@@ -103,7 +103,7 @@ def test_false_alarm_rate_on_pure_noise_is_within_the_stated_bound(n: int, rule:
 def test_false_alarm_rate_of_level_and_fall_tests_on_pure_noise_is_within_the_bound() -> None:
     """Both tests together (fall_scores on the same noise, a window of 2) at a loose threshold, so
     that the rate is large enough to compare with the bound."""
-    rule = {"z_threshold": 1.5, "persistence": 2, "min_flagged": 3}
+    rule = {"z_threshold": 1.5, "fall_threshold": 1.75, "persistence": 2, "min_flagged": 3}
     bound = false_alarm_bound(256, **rule)
     assert bound > false_alarm_bound(256, **rule, window=0)
     alarms = total = 0
@@ -124,8 +124,9 @@ def test_false_alarm_bound_matches_the_binomial_and_errors_name_the_argument() -
     c = 2.5 / np.sqrt(1 + (np.pi / 2 + 1.36 * 2.5**2) / 256)
     q = norm.cdf(-c) ** 2
     assert false_alarm_bound(256, window=0) == pytest.approx(binom.sf(2, 256, q))  # the level test alone: 3 flagged, z < -2.5
-    assert false_alarm_bound(256) == pytest.approx(binom.sf(2, 256, 1 - (1 - q) ** 2))  # the defaults: level or fall
-    assert false_alarm_bound(256, window=0) < 1e-6 and false_alarm_bound(256) < 5e-6
+    c_f = 3.0 / np.sqrt(1 + (np.pi / 2 + 1.36 * 3.0**2) / 256)
+    assert false_alarm_bound(256) == pytest.approx(binom.sf(2, 256, 1 - (1 - q) * (1 - norm.cdf(-c_f) ** 2)))  # the defaults: level or fall
+    assert false_alarm_bound(256, window=0) < false_alarm_bound(256) < 1e-6
     assert false_alarm_bound(256, persistence=1) > 1000 * false_alarm_bound(256)
     with pytest.raises(ValueError, match="z_threshold"):
         false_alarm_bound(10, z_threshold=-1.0)
@@ -150,7 +151,7 @@ def test_defaults_are_the_measured_ones() -> None:
     from lidmem.monitor import DEFAULT_EVERY, DEFAULT_HUTCHINSON, DEFAULT_PROBE_IMAGES, MemorizationMonitor
     from lidmem.workflows.train import train_image_model
 
-    assert DEFAULT_RULE == {"z_threshold": 2.5, "persistence": 2, "min_flagged": 3, "threshold": 0.0}
+    assert DEFAULT_RULE == {"z_threshold": 2.5, "fall_threshold": 3.0, "persistence": 2, "min_flagged": 3, "threshold": 0.0}
     for fn in (alarm_trace, evaluate_log, MemorizationMonitor.__init__, false_alarm_bound):
         params = inspect.signature(fn).parameters
         for k, v in DEFAULT_RULE.items():

@@ -33,9 +33,11 @@ The signal, per scored step (two robust z-scores per image):
   than their memorization (docs/t0.md), the level of a planted image is unremarkable while its
   fall over 200 steps stands out (docs/monitor.md);
 - an image is *flagged* when ``z < -z_threshold`` at this scored step and at each of the
-  ``persistence - 1`` scored steps before it, or ``fall_z < -z_threshold`` at as many
+  ``persistence - 1`` scored steps before it, or ``fall_z < -fall_threshold`` at as many
   consecutive scored steps (it stayed far below the reference, or kept falling faster than the
-  others; an estimate that dips once is not flagged);
+  others; an estimate that dips once is not flagged). ``fall_threshold`` (3.0) is stricter than
+  ``z_threshold`` (2.5): changes between steps are heavier-tailed than levels (on the clean digits
+  run 3-6 of 256 probes per step have ``fall_z < -2.5``, twice a normal law's share);
 - ``signal`` = fraction of training probes flagged minus fraction of held-out probes flagged
   (the held-out fraction is the false-alarm rate of the rule itself; 0 without held-out images);
 - ``memorizing`` (the alarm) = at least ``min_flagged`` training probes flagged and
@@ -47,10 +49,11 @@ The signal, per scored step (two robust z-scores per image):
 
 False alarms (:func:`false_alarm_bound`): if no image is memorized and every probe's ``z`` were
 an independent standard normal at every scored step, an image would be flagged with probability
-``q = Phi(-z_threshold) ** persistence`` by each of the two tests (slightly more: the
-reference is estimated) and the alarm would fire at a scored step with probability
-``P(Binomial(n, 1 - (1 - q)**2) >= min_flagged)`` for ``n`` training probes (the defaults,
-``z_threshold=2.5``, ``persistence=2``, ``min_flagged=3``, ``window=2``, give 2.8e-6 for
+``q = Phi(-z_threshold) ** persistence`` by the level test and ``q_f = Phi(-fall_threshold) **
+persistence`` by the fall test (slightly more: the reference is estimated) and the alarm would fire
+at a scored step with probability ``P(Binomial(n, 1 - (1 - q)(1 - q_f)) >= min_flagged)`` for ``n``
+training probes (the defaults, ``z_threshold=2.5``, ``fall_threshold=3.0``, ``persistence=2``,
+``min_flagged=3``, ``window=2``, give 4.2e-7 for
 ``n=256``, the median and MAD being estimated from the probes themselves included). Real LID_theta is not such a null in two ways: an image keeps
 much of its level from one step to the next (which makes persistence a weaker filter than the
 bound assumes), and the left tail of LID_theta across images is lighter than normal (on the
@@ -73,7 +76,7 @@ t0           float64 the FLIPD time (fixed for the run)
 z            float64 robust z-score against the step's reference (see above)
 fall_z       float64 robust z-score of the change over ``window`` scored steps (NaN before)
 drop         float64 ``z`` minus the image's first ``z`` (0 at its first step)
-flagged      bool    the rule's flag (``z`` or ``fall_z < -z_threshold``, ``persistence`` steps)
+flagged      bool    the rule's flag (``z < -z_threshold`` or ``fall_z < -fall_threshold``)
 signal       float64 the step's signal (same on every row of the step)
 memorizing   bool    the step's alarm (same on every row of the step)
 seconds      float64 wall time the step's scoring took
@@ -217,8 +220,8 @@ def fall_scores(lid_train: Any, lid_heldout: Any = None, *, window: int = DEFAUL
     return f_tr, f_ho
 
 
-#: The alarm rule's defaults (module docstring): ``z_threshold``, ``persistence``, ``min_flagged``, ``threshold``.
-DEFAULT_RULE: dict[str, float] = {"z_threshold": 2.5, "persistence": 2, "min_flagged": 3, "threshold": 0.0}
+#: The alarm rule's defaults (module docstring): ``z_threshold``, ``fall_threshold``, ``persistence``, ``min_flagged``, ``threshold``.
+DEFAULT_RULE: dict[str, float] = {"z_threshold": 2.5, "fall_threshold": 3.0, "persistence": 2, "min_flagged": 3, "threshold": 0.0}
 
 
 #: Default scoring interval (steps), probe images and Hutchinson probes per image: with them the
@@ -251,9 +254,14 @@ def choose_probe_images(images: Any, n: int, seed: int = 0) -> np.ndarray:
     return np.sort(first[np.r_[dup, rest].astype(np.int64)])
 
 
+def _check_threshold(value: float, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name}={value!r} must be a positive number, e.g. {DEFAULT_RULE[name]}")
+    return float(value)
+
+
 def _check_rule(z_threshold: float, persistence: int, min_flagged: int, threshold: float) -> tuple[float, int, int, float]:
-    if isinstance(z_threshold, bool) or not isinstance(z_threshold, (int, float)) or not (z_threshold > 0 and math.isfinite(z_threshold)):
-        raise ValueError(f"z_threshold={z_threshold!r} must be a positive number, e.g. {DEFAULT_RULE['z_threshold']}")
+    _check_threshold(z_threshold, "z_threshold")
     persistence = check_positive_int(persistence, "persistence")
     min_flagged = check_positive_int(min_flagged, "min_flagged")
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not (0 <= threshold < 1):
@@ -261,14 +269,15 @@ def _check_rule(z_threshold: float, persistence: int, min_flagged: int, threshol
     return float(z_threshold), persistence, min_flagged, float(threshold)
 
 
-def false_alarm_bound(n: int, *, z_threshold: float = 2.5, persistence: int = 2, min_flagged: int = 3, n_reference: int | None = None,
-                      window: int = DEFAULT_WINDOW) -> float:
+def false_alarm_bound(n: int, *, z_threshold: float = 2.5, fall_threshold: float = 3.0, persistence: int = 2, min_flagged: int = 3,
+                      n_reference: int | None = None, window: int = DEFAULT_WINDOW) -> float:
     """Probability that the alarm fires at one scored step when nothing is memorized, under the
     null where every probe's LID_theta is an independent normal draw at every scored step.
 
     ``P(Binomial(n, q) >= min_flagged)`` for ``n`` training probes, with ``q = Phi(-c) ** persistence``
-    for the level test alone (``window=0``) and ``1 - (1 - Phi(-c) ** persistence) ** 2`` with the
-    fall test too (each image has two chances, treated as independent); ``c = z_threshold / sqrt(1 + (pi/2 + 1.36 z_threshold**2) / n_reference)`` accounts
+    for the level test alone (``window=0``) and ``1 - (1 - Phi(-c) ** persistence)(1 - Phi(-c_f) **
+    persistence)`` with the fall test too (two chances, treated as independent; ``c_f`` from
+    ``fall_threshold`` as ``c`` from ``z_threshold``); ``c = z_threshold / sqrt(1 + (pi/2 + 1.36 z_threshold**2) / n_reference)`` accounts
     (to first order) for the median and the MAD being estimated from ``n_reference`` reference
     probes (default ``n``: no held-out set), whose errors widen the robust z. See the module
     docstring for how real LID_theta departs from this null; ``tests/test_monitor_rule.py``
@@ -279,10 +288,14 @@ def false_alarm_bound(n: int, *, z_threshold: float = 2.5, persistence: int = 2,
     n = check_positive_int(n, "n")
     m = n if n_reference is None else check_positive_int(n_reference, "n_reference")
     z_threshold, persistence, min_flagged, _ = _check_rule(z_threshold, persistence, min_flagged, 0.0)
-    c = z_threshold / math.sqrt(1.0 + (math.pi / 2 + 1.36 * z_threshold**2) / m)
-    q = float(norm.cdf(-c)) ** persistence
+    fall_threshold = _check_threshold(fall_threshold, "fall_threshold")
+
+    def widened(c: float) -> float:
+        return c / math.sqrt(1.0 + (math.pi / 2 + 1.36 * c**2) / m)
+
+    q = float(norm.cdf(-widened(z_threshold))) ** persistence
     if _check_window(window):
-        q = 1.0 - (1.0 - q) ** 2
+        q = 1.0 - (1.0 - q) * (1.0 - float(norm.cdf(-widened(fall_threshold))) ** persistence)
     return float(binom.sf(min_flagged - 1, n, q))
 
 
@@ -293,6 +306,7 @@ def alarm_trace(
     fall_train: Any = None,
     fall_heldout: Any = None,
     z_threshold: float = 2.5,
+    fall_threshold: float = 3.0,
     persistence: int = 2,
     min_flagged: int = 3,
     threshold: float = 0.0,
@@ -309,7 +323,7 @@ def alarm_trace(
     fall_train, fall_heldout : array-like of shape (k, n) and (k, m), optional
         ``fall_z`` of the same steps (:func:`fall_scores`; NaN: no score, never flagged). An
         image is flagged by either test.
-    z_threshold, persistence, min_flagged, threshold
+    z_threshold, fall_threshold, persistence, min_flagged, threshold
         The rule (defaults :data:`DEFAULT_RULE`).
 
     Returns
@@ -319,12 +333,13 @@ def alarm_trace(
         float, ``memorizing`` (k,) bool.
     """
     z_threshold, persistence, min_flagged, threshold = _check_rule(z_threshold, persistence, min_flagged, threshold)
+    fall_threshold = _check_threshold(fall_threshold, "fall_threshold")
 
     def flags(z: Any, name: str) -> np.ndarray:
         z = np.asarray(z, dtype=np.float64)
         if z.ndim != 2:
             raise ValueError(f"{name} must have shape (k steps, n probes); got shape {z.shape}")
-        below = np.nan_to_num(z, nan=np.inf) < -z_threshold
+        below = np.nan_to_num(z, nan=np.inf) < -(fall_threshold if name.startswith("fall") else z_threshold)
         out = below.copy()
         for lag in range(1, persistence):
             prev = np.zeros_like(below)
@@ -411,7 +426,10 @@ class MemorizationMonitor:
     n_probes : int, default=4 (:data:`DEFAULT_HUTCHINSON`)
         Hutchinson probes per image (the same probes at every step).
     z_threshold : float, default=2.5
-        An image is flagged when its robust z-score is below ``-z_threshold`` ...
+        An image is flagged when its robust z-score is below ``-z_threshold`` (or its ``fall_z``
+        below ``-fall_threshold``) ...
+    fall_threshold : float, default=3.0
+        The fall test's threshold (module docstring).
     persistence : int, default=2
         ... at this and the ``persistence - 1`` scored steps before it, or its ``fall_z`` is.
     window : int, default=2 (:data:`DEFAULT_WINDOW`)
@@ -461,6 +479,7 @@ class MemorizationMonitor:
         t0: float | str = "auto",
         n_probes: int = DEFAULT_HUTCHINSON,
         z_threshold: float = 2.5,
+        fall_threshold: float = 3.0,
         persistence: int = 2,
         min_flagged: int = 3,
         threshold: float = 0.0,
@@ -494,6 +513,7 @@ class MemorizationMonitor:
         self.n_probes = check_positive_int(n_probes, "n_probes")
         self.z_threshold, self.persistence, self.min_flagged, self.threshold = _check_rule(z_threshold, persistence, min_flagged, threshold)
         self.window = _check_window(window)
+        self.fall_threshold = _check_threshold(fall_threshold, "fall_threshold")
         self.baseline_step = check_positive_int(baseline_step, "baseline_step", minimum=0)
         self.seed = int(seed)
         self.batch_size = batch_size
@@ -666,7 +686,8 @@ class MemorizationMonitor:
         p = self.persistence
         trace = alarm_trace(np.vstack(hist_tr[-p:]), None if hist_ho is None else np.vstack(hist_ho[-p:]),
                             fall_train=np.vstack(fall_tr[-p:]), fall_heldout=None if fall_ho is None else np.vstack(fall_ho[-p:]),
-                            z_threshold=self.z_threshold, persistence=p, min_flagged=self.min_flagged, threshold=self.threshold)
+                            z_threshold=self.z_threshold, fall_threshold=self.fall_threshold, persistence=p, min_flagged=self.min_flagged,
+                            threshold=self.threshold)
         flag_tr = trace["flagged"][-1]
         flag_ho = None if trace["flagged_heldout"] is None else trace["flagged_heldout"][-1]
         signal = float(trace["signal"][-1])
@@ -734,8 +755,8 @@ def step_summaries_list(df: Any) -> list[MonitorStep]:
     return out
 
 
-def evaluate_log(log: Any, *, z_threshold: float = 2.5, persistence: int = 2, min_flagged: int = 3, threshold: float = 0.0,
-                 window: int = DEFAULT_WINDOW) -> list[MonitorStep]:
+def evaluate_log(log: Any, *, z_threshold: float = 2.5, fall_threshold: float = 3.0, persistence: int = 2, min_flagged: int = 3,
+                 threshold: float = 0.0, window: int = DEFAULT_WINDOW) -> list[MonitorStep]:
     """The alarm rule (these settings) re-applied to a monitor log, one :class:`MonitorStep` per step.
 
     ``log`` is a log DataFrame (:func:`read_monitor_log`) or its path; ``z`` is recomputed from
@@ -767,7 +788,8 @@ def evaluate_log(log: Any, *, z_threshold: float = 2.5, persistence: int = 2, mi
             z_ho.append(_robust_z(lh, ref))
     f_tr, f_ho = fall_scores(tr.to_numpy(np.float64), None if ho is None else ho.to_numpy(np.float64), window=window)
     trace = alarm_trace(np.vstack(z_tr), np.vstack(z_ho) if ho is not None else None, fall_train=f_tr, fall_heldout=f_ho,
-                        z_threshold=z_threshold, persistence=persistence, min_flagged=min_flagged, threshold=threshold)
+                        z_threshold=z_threshold, fall_threshold=fall_threshold, persistence=persistence, min_flagged=min_flagged,
+                        threshold=threshold)
     ids = tr.columns.to_numpy(np.int64)
     seconds = df.groupby("step")["seconds"].first()
     out = []
