@@ -96,7 +96,8 @@ def run(args: argparse.Namespace) -> Path:
 
     copies = args.copies or (30 if args.data == "digits" else 20)
     name = (f"{args.data}{'-' + args.preset if args.preset else ''}-{'planted' if args.planted else 'clean'}-s{args.seed}"
-            + (f"-x{copies}" if args.planted else ""))
+            + (f"-x{copies}" if args.planted else "")
+            + (f"-n{args.n_base}" if args.n_base != 400 else "") + (f"-d{args.n_dup}" if args.planted and args.n_dup != 10 else ""))
     out = Path(args.out) / name
     out.mkdir(parents=True, exist_ok=True)
     for f in RUN_FILES:
@@ -159,7 +160,7 @@ def run(args: argparse.Namespace) -> Path:
         log = pd.read_parquet(out / "model.monitor.parquet")
         mon_s = float(log.groupby("step")["seconds"].first().sum())
     meta = {"data": args.data, "planted": bool(args.planted), "seed": args.seed, "copies": copies if args.planted else 1,
-            "n_rows": int(len(images)), "duplicated_ids": dup.tolist(), "steps": steps, "batch": batch, "channels": list(channels),
+            "n_rows": int(len(images)), "n_base": args.n_base, "n_dup": args.n_dup, "duplicated_ids": dup.tolist(), "steps": steps, "batch": batch, "channels": list(channels),
             "preset": args.preset, "prediction": prediction, "lr": lr, "save_every": args.save_every,
             "every": every, "probes": args.probes, "samples": args.samples, "total_s": total, "monitor_s": mon_s,
             "extra_s": extra_s["s"], "train_s": total - mon_s - extra_s["s"], "threads": torch.get_num_threads()}
@@ -248,7 +249,7 @@ def audit(args: argparse.Namespace) -> None:
     d = Path(args.out) / (args.run or "digits-planted-s0-x30")
     meta = json.loads((d / "run.json").read_text())
     copies = meta["copies"]
-    images = planted_set(meta["data"], meta["planted"], meta["seed"], copies, args.n_dup, args.n_base)
+    images = planted_set(meta["data"], meta["planted"], meta["seed"], copies, meta.get("n_dup", args.n_dup), meta.get("n_base", args.n_base))
     log = pd.read_parquet(d / "model.monitor.parquet")
     every = args.every or int(meta["every"])
     summ = {s.step: s for s in evaluate_log(_thin(log, every))}
@@ -284,7 +285,7 @@ def replay(args: argparse.Namespace) -> None:
         if not meta.get("save_every") or every % meta["save_every"]:
             print(f"{d.name}: weights saved every {meta.get('save_every')} steps; --every {every} must be a multiple")
             continue
-        images = planted_set(meta["data"], meta["planted"], meta["seed"], meta["copies"], args.n_dup, args.n_base)
+        images = planted_set(meta["data"], meta["planted"], meta["seed"], meta["copies"], meta.get("n_dup", args.n_dup), meta.get("n_base", args.n_base))
         ch = tuple(meta["channels"])
         net = UNetScoreNet(int(images.shape[-1]), in_channels=int(images.shape[1]), block_out_channels=ch,
                            norm_num_groups=8 if all(c % 8 == 0 for c in ch) else 1)

@@ -142,6 +142,13 @@ def test_log_schema_atomic_and_resume(tmp_path) -> None:
     again.update(10)
     df2 = pd.read_parquet(log)
     assert sorted(df2.step.unique()) == [0, 10] and len(df2) == 16
+    # a log written before the fall test (no fall_z column) is continued; its steps have no fall scores
+    df2.drop(columns=["fall_z"]).to_parquet(log, index=False)
+    old = MemorizationMonitor(net, _images(5, 0), sde=VPSDE(), heldout=_images(3, 1), every=10, t0=0.05, log=log,
+                              image_ids=[10, 11, 12, 13, 14])
+    assert [h.step for h in old.history_] == [0, 10] and old.frame.fall_z.isna().all()
+    old.update(20)
+    assert tuple(pd.read_parquet(log).columns) == LOG_COLUMNS
     fresh = MemorizationMonitor(net, _images(5, 0), sde=VPSDE(), every=10, t0=0.05, log=log, resume=False)
     fresh.update(30)
     assert sorted(pd.read_parquet(log).step.unique()) == [30]
