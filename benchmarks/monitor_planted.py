@@ -179,7 +179,7 @@ def report(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from lidmem.memorization.metrics import auroc
-    from lidmem.monitor import DEFAULT_RULE, evaluate_log, fall_scores
+    from lidmem.monitor import DEFAULT_RULE, evaluate_log, log_scores
 
     runs = sorted(p.parent for p in Path(args.out).glob("*/run.json") if (p.parent / f"{args.log}.monitor.parquet").is_file())
     window = args.window
@@ -214,14 +214,11 @@ def report(args: argparse.Namespace) -> None:
             g = tr[tr.step == first.step]
             au = auroc(g.image_id.isin(dup).to_numpy(), g.lid.to_numpy(), higher_is_positive=False) if dup else float("nan")
             # the monitor's own per-image score: the lower of the level z and the fall z, each over its threshold
-            piv = tr.pivot(index="step", columns="image_id", values="lid")
-            lid = piv.to_numpy(np.float64)
-            med = np.median(lid, axis=1, keepdims=True)
-            z = (lid - med) / (1.4826 * np.median(np.abs(lid - med), axis=1, keepdims=True))
-            fz, _ = fall_scores(lid, window=window)
-            j = list(piv.index).index(first.step)
-            score = np.fmin(z[j] / DEFAULT_RULE["z_threshold"], np.nan_to_num(fz[j], nan=np.inf) / DEFAULT_RULE["fall_threshold"])
-            au_m = auroc(piv.columns.isin(dup), score, higher_is_positive=False) if dup else float("nan")
+            sc = log_scores(log, window=window)
+            j = int(np.flatnonzero(sc["steps"] == first.step)[0])
+            score = np.fmin(sc["z_train"][j] / DEFAULT_RULE["z_threshold"],
+                            np.nan_to_num(sc["fall_train"][j], nan=np.inf) / DEFAULT_RULE["fall_threshold"])
+            au_m = auroc(np.isin(sc["ids"], list(dup)), score, higher_is_positive=False) if dup else float("nan")
             later = {int(i) for st, ids in cop["copied_ids"].fillna("").items() if st > first.step for i in str(ids).split()}
             n_later = sum(i in later for i in first.flagged)
             near = cop.index[cop.index <= first.step]

@@ -103,7 +103,7 @@ from .diffusion.score import ScoreModel
 from .diffusion.sde import SDE
 
 __all__ = ["MemorizationMonitor", "MonitorStep", "LOG_COLUMNS", "DEFAULT_RULE", "DEFAULT_WINDOW", "DEFAULT_EVERY", "DEFAULT_PROBE_IMAGES",
-           "DEFAULT_HUTCHINSON", "fall_scores",
+           "DEFAULT_HUTCHINSON", "fall_scores", "log_scores",
            "alarm_trace", "choose_probe_images", "evaluate_log", "false_alarm_bound",
            "preserved_training_state", "read_monitor_log", "step_summaries", "step_summaries_list"]
 
@@ -335,11 +335,11 @@ def alarm_trace(
     z_threshold, persistence, min_flagged, threshold = _check_rule(z_threshold, persistence, min_flagged, threshold)
     fall_threshold = _check_threshold(fall_threshold, "fall_threshold")
 
-    def flags(z: Any, name: str) -> np.ndarray:
+    def flags(z: Any, name: str, cut: float) -> np.ndarray:
         z = np.asarray(z, dtype=np.float64)
         if z.ndim != 2:
             raise ValueError(f"{name} must have shape (k steps, n probes); got shape {z.shape}")
-        below = np.nan_to_num(z, nan=np.inf) < -(fall_threshold if name.startswith("fall") else z_threshold)
+        below = np.nan_to_num(z, nan=np.inf) < -cut
         out = below.copy()
         for lag in range(1, persistence):
             prev = np.zeros_like(below)
@@ -347,18 +347,18 @@ def alarm_trace(
             out &= prev
         return out
 
-    fl = flags(z_train, "z_train")
+    fl = flags(z_train, "z_train", z_threshold)
     if fall_train is not None:
-        f = flags(fall_train, "fall_train")
+        f = flags(fall_train, "fall_train", fall_threshold)
         if f.shape != fl.shape:
             raise ValueError(f"fall_train has shape {f.shape} but z_train {fl.shape}; give both for the same steps and probes")
         fl = fl | f
     frac = fl.mean(axis=1) if fl.shape[1] else np.zeros(len(fl))
     fl_ho = None
     if z_heldout is not None:
-        fl_ho = flags(z_heldout, "z_heldout")
+        fl_ho = flags(z_heldout, "z_heldout", z_threshold)
         if fall_heldout is not None:
-            f = flags(fall_heldout, "fall_heldout")
+            f = flags(fall_heldout, "fall_heldout", fall_threshold)
             if f.shape != fl_ho.shape:
                 raise ValueError(f"fall_heldout has shape {f.shape} but z_heldout {fl_ho.shape}; give both for the same steps and probes")
             fl_ho = fl_ho | f
@@ -755,6 +755,40 @@ def step_summaries_list(df: Any) -> list[MonitorStep]:
     return out
 
 
+def log_scores(log: Any, *, window: int = DEFAULT_WINDOW) -> dict[str, Any]:
+    """The per-image scores of the rule recomputed from a monitor log's ``lid`` column.
+
+    ``log`` is a log DataFrame (:func:`read_monitor_log`) or its path. Returns ``steps`` (k,),
+    ``ids`` (n,) of the training probes, ``lid_train`` / ``z_train`` / ``fall_train`` (k, n) and,
+    when the log has held-out rows, ``lid_heldout`` / ``z_heldout`` / ``fall_heldout`` (k, m), else
+    None; ``z`` against each step's reference (held-out rows when present), ``fall_z`` by
+    :func:`fall_scores` over ``window`` of the log's steps. Also ``seconds`` (k,), each step's scoring time.
+    """
+    import pandas as pd
+
+    df = pd.read_parquet(log) if isinstance(log, (str, Path)) else log
+    missing = [c for c in ("step", "image_id", "split", "lid", "seconds") if c not in df.columns]
+    if missing:
+        raise ValueError(f"log is not a lidmem monitor log (missing columns {missing})")
+    steps = sorted(int(s) for s in df["step"].unique())
+    tr = df[df["split"] == "train"].pivot(index="step", columns="image_id", values="lid").reindex(steps)
+    ho_rows = df[df["split"] == "heldout"]
+    ho = ho_rows.pivot(index="step", columns="image_id", values="lid").reindex(steps) if len(ho_rows) else None
+    lid_tr = tr.to_numpy(np.float64)
+    lid_ho = None if ho is None else ho.to_numpy(np.float64)
+    z_tr, z_ho = [], []
+    for j in range(len(steps)):
+        ref = lid_tr[j] if lid_ho is None else lid_ho[j]
+        ref = ref[np.isfinite(ref)]
+        z_tr.append(_robust_z(lid_tr[j], ref))
+        if lid_ho is not None:
+            z_ho.append(_robust_z(lid_ho[j], ref))
+    f_tr, f_ho = fall_scores(lid_tr, lid_ho, window=window)
+    return {"steps": np.asarray(steps, dtype=np.int64), "ids": tr.columns.to_numpy(np.int64), "lid_train": lid_tr, "z_train": np.vstack(z_tr),
+            "fall_train": f_tr, "lid_heldout": lid_ho, "z_heldout": None if lid_ho is None else np.vstack(z_ho), "fall_heldout": f_ho,
+            "seconds": df.groupby("step")["seconds"].first().reindex(steps).to_numpy(np.float64)}
+
+
 def evaluate_log(log: Any, *, z_threshold: float = 2.5, fall_threshold: float = 3.0, persistence: int = 2, min_flagged: int = 3,
                  threshold: float = 0.0, window: int = DEFAULT_WINDOW) -> list[MonitorStep]:
     """The alarm rule (these settings) re-applied to a monitor log, one :class:`MonitorStep` per step.
@@ -765,41 +799,21 @@ def evaluate_log(log: Any, *, z_threshold: float = 2.5, fall_threshold: float = 
     or scored with other settings gives what the monitor would have said. With the monitor's own
     settings it reproduces the logged ``flagged``, ``signal`` and ``memorizing``.
     """
-    import pandas as pd
-
     from .memorization.metrics import auroc
 
-    df = pd.read_parquet(log) if isinstance(log, (str, Path)) else log
-    missing = [c for c in ("step", "image_id", "split", "lid", "seconds") if c not in df.columns]
-    if missing:
-        raise ValueError(f"log is not a lidmem monitor log (missing columns {missing})")
-    steps = sorted(int(s) for s in df["step"].unique())
-    tr = df[df["split"] == "train"].pivot(index="step", columns="image_id", values="lid").reindex(steps)
-    ho_rows = df[df["split"] == "heldout"]
-    ho = ho_rows.pivot(index="step", columns="image_id", values="lid").reindex(steps) if len(ho_rows) else None
-    z_tr, z_ho = [], []
-    for s in steps:
-        lt = tr.loc[s].to_numpy(np.float64)
-        lh = None if ho is None else ho.loc[s].to_numpy(np.float64)
-        ref = lt if lh is None else lh
-        ref = ref[np.isfinite(ref)]
-        z_tr.append(_robust_z(lt, ref))
-        if lh is not None:
-            z_ho.append(_robust_z(lh, ref))
-    f_tr, f_ho = fall_scores(tr.to_numpy(np.float64), None if ho is None else ho.to_numpy(np.float64), window=window)
-    trace = alarm_trace(np.vstack(z_tr), np.vstack(z_ho) if ho is not None else None, fall_train=f_tr, fall_heldout=f_ho,
+    sc = log_scores(log, window=window)
+    trace = alarm_trace(sc["z_train"], sc["z_heldout"], fall_train=sc["fall_train"], fall_heldout=sc["fall_heldout"],
                         z_threshold=z_threshold, fall_threshold=fall_threshold, persistence=persistence, min_flagged=min_flagged,
                         threshold=threshold)
-    ids = tr.columns.to_numpy(np.int64)
-    seconds = df.groupby("step")["seconds"].first()
+    ids, ho = sc["ids"], sc["lid_heldout"]
     out = []
-    for j, s in enumerate(steps):
-        lt = tr.loc[s].to_numpy(np.float64)
+    for j, s in enumerate(sc["steps"]):
+        lt = sc["lid_train"][j]
         fl = trace["flagged"][j]
-        order = np.argsort(z_tr[j], kind="stable")
+        order = np.argsort(sc["z_train"][j], kind="stable")
         au = gap = med_ho = float("nan")
         if ho is not None:
-            lh = ho.loc[s].to_numpy(np.float64)
+            lh = ho[j]
             ok_t, ok_h = np.isfinite(lt), np.isfinite(lh)
             labels = np.r_[np.ones(int(ok_t.sum()), bool), np.zeros(int(ok_h.sum()), bool)]
             au = float(auroc(labels, np.r_[lt[ok_t], lh[ok_h]], higher_is_positive=False))
@@ -807,9 +821,9 @@ def evaluate_log(log: Any, *, z_threshold: float = 2.5, fall_threshold: float = 
             gap = float((np.median(lh[ok_h]) - np.median(lt[ok_t])) / pooled)
             med_ho = float(np.median(lh[ok_h]))
         out.append(MonitorStep(
-            step=s, signal=float(trace["signal"][j]), memorizing=bool(trace["memorizing"][j]), n_flagged=int(fl.sum()),
+            step=int(s), signal=float(trace["signal"][j]), memorizing=bool(trace["memorizing"][j]), n_flagged=int(fl.sum()),
             flagged=tuple(int(ids[i]) for i in order if fl[i]), auroc=au, gap=gap, lid_train_median=float(np.nanmedian(lt)),
-            lid_heldout_median=med_ho, seconds=float(seconds.loc[s]), fell_most=tuple(int(ids[i]) for i in order[:10]),
+            lid_heldout_median=med_ho, seconds=float(sc["seconds"][j]), fell_most=tuple(int(ids[i]) for i in order[:10]),
         ))
     return out
 
