@@ -183,6 +183,7 @@ def write_audit_report(result: AuditResult, path: str | Path, *, n_grid: int = 2
                             note=f"Top of each pair: a sample (id, calibrated l2, {_SCORE_NAMES.get(primary, primary)}), lowest calibrated l2 first; "
                                  "below it: its nearest training image."))
     if result.maps is not None and result.maps.ndim == 4:
+        from ..defaults import RELATIVE_MAP_SMOOTH
         from ..estimators import relative_map, to_pixel_map
         from .maps import map_grid
 
@@ -191,7 +192,7 @@ def write_audit_report(result: AuditResult, path: str | Path, *, n_grid: int = 2
         px = to_pixel_map(shown, result.sample_images.shape[1:], mode="bilinear").numpy()
         grid = map_grid(result.sample_images[order], px, result.train_images[df["nn_train_index"].to_numpy()[order]], caps)
         what = ("its FLIPD map relative to the audited samples (lidmem.estimators.relative_map: per-pixel robust z-score "
-                "against the median / MAD of all samples' maps, memorized values clipped, smoothed over 0.5 pixels and "
+                f"against the median / MAD of all samples' maps, memorized values clipped, smoothed over {RELATIVE_MAP_SMOOTH:g} pixels and "
                 "z-scored again; removes the model's position bias, docs/maps.md), summed over channels" if relative else
                 f"its FLIPD map (per-pixel summands of eq. 6, summed over channels; fewer than {_MIN_MAP_REFERENCE} samples, "
                 "so not relative to the others)")
