@@ -130,8 +130,9 @@ def test_log_schema_atomic_and_resume(tmp_path) -> None:
     assert sorted(df[df.split == "train"].image_id.unique()) == [10, 11, 12, 13, 14]
     assert sorted(df[df.split == "heldout"].image_id.unique()) == [0, 1, 2]
     assert (df.t0 == 0.05).all() and (df[df.step == 0]["drop"] == 0).all()
-    # fall_z: the change over 2 scored steps, so none at steps 0 and 10; at 20 scored against the held-out changes
-    assert df[df.step < 20].fall_z.isna().all() and df[df.step == 20].fall_z.notna().all()
+    # fall_z: the change since the previous scored step (window=1), so none at step 0; from step 10 on
+    # scored against the held-out changes
+    assert df[df.step == 0].fall_z.isna().all() and df[df.step >= 10].fall_z.notna().all()
     assert not list(log.parent.glob("*.tmp"))
     assert list(step_summaries(df).step) == [0, 10, 20]
 

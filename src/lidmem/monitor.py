@@ -31,13 +31,15 @@ The signal, per scored step (two robust z-scores per image):
   ``window`` scored steps; ``window=0`` turns it off). An image's own complexity is in both of
   its values and cancels: on photo tiles, whose LID_theta follows their PNG complexity far more
   than their memorization (docs/t0.md), the level of a planted image is unremarkable while its
-  fall over 200 steps stands out (docs/monitor.md);
+  falls over consecutive scored steps stand out (docs/monitor.md);
 - an image is *flagged* when ``z < -z_threshold`` at this scored step and at each of the
   ``persistence - 1`` scored steps before it, or ``fall_z < -fall_threshold`` at as many
   consecutive scored steps (it stayed far below the reference, or kept falling faster than the
-  others; an estimate that dips once is not flagged). ``fall_threshold`` (3.0) is stricter than
-  ``z_threshold`` (2.5): changes between steps are heavier-tailed than levels (on the clean digits
-  run 3-6 of 256 probes per step have ``fall_z < -2.5``, twice a normal law's share);
+  others; an estimate that dips once is not flagged). With ``window=1`` the changes at
+  consecutive scored steps do not overlap: a one-off dip of the estimate gives one large fall and
+  then one large rise, so persistence asks for two separate intervals of fast fall, and the fall
+  test can use the level test's threshold (2.5; with ``window=2`` the overlapping changes shared
+  their dips and a threshold of 3 was needed on the clean digits run);
 - ``signal`` = fraction of training probes flagged minus fraction of held-out probes flagged
   (the held-out fraction is the false-alarm rate of the rule itself; 0 without held-out images);
 - ``memorizing`` (the alarm) = at least ``min_flagged`` training probes flagged and
@@ -52,9 +54,10 @@ an independent standard normal at every scored step, an image would be flagged w
 ``q = Phi(-z_threshold) ** persistence`` by the level test and ``q_f = Phi(-fall_threshold) **
 persistence`` by the fall test (slightly more: the reference is estimated) and the alarm would fire
 at a scored step with probability ``P(Binomial(n, 1 - (1 - q)(1 - q_f)) >= min_flagged)`` for ``n``
-training probes (the defaults, ``z_threshold=2.5``, ``fall_threshold=3.0``, ``persistence=2``,
-``min_flagged=3``, ``window=2``, give 4.2e-7 for
-``n=256``, the median and MAD being estimated from the probes themselves included). Real LID_theta is not such a null in two ways: an image keeps
+training probes (the defaults, ``z_threshold=2.5``, ``fall_threshold=2.5``, ``persistence=2``,
+``min_flagged=2``, ``window=1``, give 3.3e-4 for ``n=256``, the median and MAD being estimated
+from the probes themselves included: about 0.6% over the 18 scored steps of a 1,800-step run;
+``min_flagged=3`` gives 2.8e-6 but alarmed 200 steps later on the photo-patch run it was chosen on). Real LID_theta is not such a null in two ways: an image keeps
 much of its level from one step to the next (which makes persistence a weaker filter than the
 bound assumes), and the left tail of LID_theta across images is lighter than normal (on the
 digits and photo-patch runs of ``benchmarks/monitor_planted.py`` fewer images lie below -2.5 than
@@ -113,7 +116,7 @@ LOG_COLUMNS: tuple[str, ...] = ("step", "image_id", "split", "lid", "t0", "z", "
 _MAD_TO_SD = 1.4826
 
 #: Scored steps over which ``fall_z`` measures an image's change (module docstring; 0: level test only).
-DEFAULT_WINDOW: int = 2
+DEFAULT_WINDOW: int = 1
 
 
 @dataclass(frozen=True)
@@ -191,7 +194,7 @@ def fall_scores(lid_train: Any, lid_heldout: Any = None, *, window: int = DEFAUL
         LID_theta of the ``n`` training probes at ``k`` scored steps, oldest first (NaN: not scored).
     lid_heldout : array-like of shape (k, m), optional
         The held-out probes' LID_theta at the same steps: their changes are the reference.
-    window : int, default=2
+    window : int, default=1 (:data:`DEFAULT_WINDOW`)
         Scored steps between the two values whose difference is scored.
 
     Returns
@@ -221,7 +224,9 @@ def fall_scores(lid_train: Any, lid_heldout: Any = None, *, window: int = DEFAUL
 
 
 #: The alarm rule's defaults (module docstring): ``z_threshold``, ``fall_threshold``, ``persistence``, ``min_flagged``, ``threshold``.
-DEFAULT_RULE: dict[str, float] = {"z_threshold": 2.5, "fall_threshold": 3.0, "persistence": 2, "min_flagged": 3, "threshold": 0.0}
+DEFAULT_RULE: dict[str, float] = {"z_threshold": 2.5, "fall_threshold": 2.5, "persistence": 2, "min_flagged": 2, "threshold": 0.0}
+_Z, _FALL = DEFAULT_RULE["z_threshold"], DEFAULT_RULE["fall_threshold"]
+_PERSIST, _MIN_FLAGGED = int(DEFAULT_RULE["persistence"]), int(DEFAULT_RULE["min_flagged"])
 
 
 #: Default scoring interval (steps), probe images and Hutchinson probes per image: with them the
@@ -269,7 +274,7 @@ def _check_rule(z_threshold: float, persistence: int, min_flagged: int, threshol
     return float(z_threshold), persistence, min_flagged, float(threshold)
 
 
-def false_alarm_bound(n: int, *, z_threshold: float = 2.5, fall_threshold: float = 3.0, persistence: int = 2, min_flagged: int = 3,
+def false_alarm_bound(n: int, *, z_threshold: float = _Z, fall_threshold: float = _FALL, persistence: int = _PERSIST, min_flagged: int = _MIN_FLAGGED,
                       n_reference: int | None = None, window: int = DEFAULT_WINDOW) -> float:
     """Probability that the alarm fires at one scored step when nothing is memorized, under the
     null where every probe's LID_theta is an independent normal draw at every scored step.
@@ -305,10 +310,10 @@ def alarm_trace(
     *,
     fall_train: Any = None,
     fall_heldout: Any = None,
-    z_threshold: float = 2.5,
-    fall_threshold: float = 3.0,
-    persistence: int = 2,
-    min_flagged: int = 3,
+    z_threshold: float = _Z,
+    fall_threshold: float = _FALL,
+    persistence: int = _PERSIST,
+    min_flagged: int = _MIN_FLAGGED,
     threshold: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """The alarm rule on the z-scores of consecutive scored steps (module docstring).
@@ -428,13 +433,13 @@ class MemorizationMonitor:
     z_threshold : float, default=2.5
         An image is flagged when its robust z-score is below ``-z_threshold`` (or its ``fall_z``
         below ``-fall_threshold``) ...
-    fall_threshold : float, default=3.0
+    fall_threshold : float, default=2.5
         The fall test's threshold (module docstring).
     persistence : int, default=2
         ... at this and the ``persistence - 1`` scored steps before it, or its ``fall_z`` is.
-    window : int, default=2 (:data:`DEFAULT_WINDOW`)
+    window : int, default=1 (:data:`DEFAULT_WINDOW`)
         ``fall_z`` scores the change of LID_theta over this many scored steps (0: no fall test).
-    min_flagged : int, default=3
+    min_flagged : int, default=2
         ``memorizing`` when at least this many training probes are flagged ...
     threshold : float, default=0.0
         ... and the signal exceeds this (with held-out probes: more training than held-out
@@ -478,10 +483,10 @@ class MemorizationMonitor:
         log: str | Path | None = None,
         t0: float | str = "auto",
         n_probes: int = DEFAULT_HUTCHINSON,
-        z_threshold: float = 2.5,
-        fall_threshold: float = 3.0,
-        persistence: int = 2,
-        min_flagged: int = 3,
+        z_threshold: float = _Z,
+        fall_threshold: float = _FALL,
+        persistence: int = _PERSIST,
+        min_flagged: int = _MIN_FLAGGED,
         threshold: float = 0.0,
         window: int = DEFAULT_WINDOW,
         ema: Any = None,
@@ -789,7 +794,7 @@ def log_scores(log: Any, *, window: int = DEFAULT_WINDOW) -> dict[str, Any]:
             "seconds": df.groupby("step")["seconds"].first().reindex(steps).to_numpy(np.float64)}
 
 
-def evaluate_log(log: Any, *, z_threshold: float = 2.5, fall_threshold: float = 3.0, persistence: int = 2, min_flagged: int = 3,
+def evaluate_log(log: Any, *, z_threshold: float = _Z, fall_threshold: float = _FALL, persistence: int = _PERSIST, min_flagged: int = _MIN_FLAGGED,
                  threshold: float = 0.0, window: int = DEFAULT_WINDOW) -> list[MonitorStep]:
     """The alarm rule (these settings) re-applied to a monitor log, one :class:`MonitorStep` per step.
 
