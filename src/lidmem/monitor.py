@@ -36,10 +36,10 @@ The signal, per scored step (two robust z-scores per image):
   ``persistence - 1`` scored steps before it, or ``fall_z < -fall_threshold`` at as many
   consecutive scored steps (it stayed far below the reference, or kept falling faster than the
   others; an estimate that dips once is not flagged). With ``window=1`` the changes at
-  consecutive scored steps do not overlap: a one-off dip of the estimate gives one large fall and
-  then one large rise, so persistence asks for two separate intervals of fast fall, and the fall
-  test can use the level test's threshold (2.5; with ``window=2`` the overlapping changes shared
-  their dips and a threshold of 3 was needed on the clean digits run);
+  consecutive scored steps do not overlap, so persistence asks for two separate intervals of fast
+  fall, and the fall test can use the level test's threshold (2.5; with ``window=2`` consecutive
+  changes overlap by one interval, one jump counts twice, and a threshold of 3 was needed on the
+  clean digits run);
 - ``signal`` = fraction of training probes flagged minus fraction of held-out probes flagged
   (the held-out fraction is the false-alarm rate of the rule itself; 0 without held-out images);
 - ``memorizing`` (the alarm) = at least ``min_flagged`` training probes flagged and
