@@ -42,6 +42,40 @@ def test_hutchinson_one_probe_is_unbiased_per_component(mixture):
         assert abs(float(est[sel].mean()) - dk) < max(0.5, err), (dk, float(est[sel].mean()), err)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_rademacher_probes_are_randints_bits(dtype):
+    """The fast CPU draw of the probes gives exactly torch.randint(0, 2)'s +-1 values and leaves the
+    generator where randint leaves it, so seeded Hutchinson results did not move with it."""
+    from lidmem.estimators.flipd import _draw_probes
+
+    for shape in [(512, 1, 784), (3, 2, 1, 5, 5), (1, 1, 1)]:
+        g1, g2 = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
+        fast = _draw_probes(shape, "rademacher", g1, dtype, torch.device("cpu"))
+        ref = torch.randint(0, 2, shape, generator=g2, dtype=dtype).mul_(2).sub_(1)
+        assert fast.dtype == dtype and fast.shape == shape
+        assert torch.equal(fast, ref)
+        assert torch.equal(torch.rand(4, generator=g1), torch.rand(4, generator=g2))
+    # and they are +-1 with equal frequency
+    v = _draw_probes((200, 1, 500), "rademacher", torch.Generator().manual_seed(0), dtype, torch.device("cpu"))
+    assert set(v.unique().tolist()) == {-1.0, 1.0}
+    assert abs(float(v.float().mean())) < 0.01
+
+
+def test_all_finite_fast_path_agrees_with_isfinite():
+    from lidmem._validation import all_finite
+
+    x = torch.randn(64, 50)
+    assert all_finite(x) and all_finite(torch.empty(0, 3))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        y = x.clone()
+        y[17, 3] = bad
+        assert not all_finite(y)
+    # finite values whose sum overflows: the element-wise check decides
+    big = torch.full((4,), 3e38)
+    assert float(big.sum()) == float("inf") and all_finite(big)
+    assert all_finite(torch.full((8,), 60000.0, dtype=torch.float16))
+
+
 def test_ve_points_far_from_origin():
     gm = GaussianMixtureOnSubspaces(dims=[1, 4], ambient_dim=10, offset_scale=50.0, seed=2, sde=VESDE())
     x, lid, _ = gm.sample(100, seed=0)

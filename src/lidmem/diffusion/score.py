@@ -242,7 +242,9 @@ class ScoreModel(nn.Module):
         if self.prediction == "score":
             return out
         sigma = append_dims(self.sde.sigma(t).to(x.dtype), x.ndim)
-        psi = append_dims(self.sde.psi(t).to(x.dtype), x.ndim)
+        # epsilon needs sigma only (each SDE lookup is a few small ops, paid twice per call under
+        # forward-mode AD)
+        psi = sigma if self.prediction == "epsilon" else append_dims(self.sde.psi(t).to(x.dtype), x.ndim)
         return prediction_to_score(self.prediction, out, x, psi, sigma)
 
     def epsilon(self, x: torch.Tensor, t: float | torch.Tensor, **extra_args: Any) -> torch.Tensor:
